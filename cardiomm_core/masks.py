@@ -1,0 +1,352 @@
+"""Sampling masks of the CMRxRecon families, deterministic for a seed.
+
+The families follow the official CMRxRecon mask generators (CmrxRecon/CMRxRecon2024,
+``CMRxReconMaskGeneration/Task1/.../UniformSampling.m`` and
+``Task2/.../{ktUniform,ktGaussian,ktRadial}Sampling.m``, ``ktMaskGenerator_Task2.m``):
+
+- ``Uniform`` (2023, 2024 task 1): ky lines ``0, R, 2R, ...`` (MATLAB ``1:R:end``), the same in
+  every frame, plus 24 central auto-calibration (ACS) lines. R = 4, 8, 10 in the challenge.
+- ``ktUniform``: an equispaced lattice sheared by one ky line per frame (the Toeplitz pattern of
+  ``ktUniformSampling.m``: frame t samples ky = t mod R), so a cycle of R frames covers every ky.
+- ``ktGaussian``: per frame, ky lines drawn without replacement from the variable-density
+  profile of ``ktGaussianSampling.m`` (``0.1 + alpha / (1 - alpha) * exp(-ky^2 / sigma^2)``,
+  alpha 0.2, sigma = n_ky / 5), a different draw in every frame.
+- ``ktRadial``: a pseudo-radial pattern on the Cartesian (ky, kx) grid: equispaced spokes over
+  180 degrees through the k-space centre, of length max(n_ky, n_kx) ("cropcorner"), rotated by
+  137.5 degrees from one frame to the next (``angle4next`` of ``ktMaskGenerator_Task2.m``), plus a
+  fully sampled n_acs x n_acs centre.
+
+The kt families use 16 ACS lines (radial: a 16 x 16 centre); accelerations 4 to 24.
+
+Acceleration bookkeeping. CMRxRecon's nominal acceleration does not count the calibration region
+(at R = 24 with 16 ACS lines on 246 ky lines, counting the ACS would be impossible). Here
+``realised_acceleration`` is (grid locations outside the ACS) / (sampled locations outside the ACS)
+over all frames, and the generators aim it at the nominal value: exactly the challenge pattern
+for Uniform and ktUniform, and, for ktGaussian and ktRadial, the number of lines / spokes per frame
+is chosen by error diffusion over the frames so that the total lands on the nominal value
+(CMRxRecon's own ktGaussian draws round(n_ky / R) lines that may fall into the ACS, and its
+ktRadial uses floor(180 / (0.6 R)) spokes; both realise a rate that drifts from the nominal).
+``effective_acceleration`` counts everything: all grid locations / all sampled locations.
+
+K-space is centred (DC at index n // 2, as ``cardiomm_core.fft.fft2c`` puts it); the ACS block
+starts at ``n // 2 - n_acs // 2`` (the centring of the ESPIRiT ``zpad`` that CMRxRecon uses).
+
+Shapes: ``SamplingMask.mask`` is float32 ``(frames, ky, 1)`` for line patterns and ``"full"``,
+``(frames, ky, kx)`` for ktRadial; ``SamplingMask.as_tensor()`` adds the core ``(batch, 1)`` axes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: The CMRxRecon sampling families.
+MASK_PATTERNS: tuple[str, ...] = ("Uniform", "ktUniform", "ktGaussian", "ktRadial")
+#: Families that sample whole ky lines (readout kx always fully sampled).
+LINE_PATTERNS: tuple[str, ...] = MASK_PATTERNS[:3]
+#: The fully sampled "pattern" (acceleration 1).
+FULL_PATTERN = "full"
+
+#: Default number of ACS lines (radial: side of the ACS square) per family.
+DEFAULT_N_ACS: dict[str, int] = {"Uniform": 24, "ktUniform": 16, "ktGaussian": 16, "ktRadial": 16}
+
+#: ktGaussian density parameters of CMRxRecon's ktMaskGenerator_Task2.m / ktGaussianSampling.m.
+GAUSSIAN_ALPHA = 0.2
+GAUSSIAN_SIGMA_FRACTION = 0.2  # sigma = n_ky / 5
+#: ktRadial rotation between consecutive frames, degrees (CMRxRecon's angle4next).
+RADIAL_FRAME_ROTATION_DEG = 137.5
+#: Below this nominal acceleration a cropped-corner radial pattern cannot reach the target.
+RADIAL_MIN_ACCELERATION = 2.0
+
+
+def _round_half_up(x: np.ndarray | float) -> np.ndarray:
+    """MATLAB-style rounding for non-negative values (numpy's rint rounds half to even)."""
+    return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+def acs_start(n: int, n_acs: int) -> int:
+    """First index of an ``n_acs``-wide block centred on the k-space centre ``n // 2``."""
+    return n // 2 - n_acs // 2
+
+
+@dataclass(frozen=True, eq=False)
+class SamplingMask:
+    """A sampling mask with its bookkeeping.
+
+    ``mask``: float32, 0/1, ``(frames, ky, 1)`` for line patterns and "full", ``(frames, ky, kx)``
+    for ktRadial (read-only). ``pattern``: a member of MASK_PATTERNS or "full".
+    ``acceleration``: the nominal value asked for. ``realised_acceleration``: outside the
+    calibration region (non-ACS locations / sampled non-ACS locations, over all frames; 1 when
+    there is no such region). ``effective_acceleration``: all locations / sampled locations.
+    ``n_acs``: ACS lines (radial: side of the ACS square; "full": n_ky).
+    Equality is identity (``eq=False``): compare ``mask`` arrays explicitly.
+    """
+
+    mask: np.ndarray
+    pattern: str
+    acceleration: float
+    realised_acceleration: float
+    effective_acceleration: float
+    n_acs: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mask, np.ndarray) or self.mask.ndim != 3 or self.mask.dtype != np.float32:
+            raise ValueError(
+                "mask must be a float32 numpy array of shape (frames, ky, kx|1), got "
+                f"{type(self.mask).__name__} {getattr(self.mask, 'dtype', '')} {getattr(self.mask, 'shape', '')}"
+            )
+        if self.pattern not in MASK_PATTERNS + (FULL_PATTERN,):
+            raise ValueError(f"pattern must be one of {MASK_PATTERNS + (FULL_PATTERN,)}, got {self.pattern!r}")
+        if self.pattern != "ktRadial" and self.mask.shape[2] != 1:
+            raise ValueError(f"a {self.pattern} mask must have kx = 1, got shape {self.mask.shape}")
+        if not 0 <= self.n_acs <= self.mask.shape[1]:
+            raise ValueError(f"n_acs must lie in [0, {self.mask.shape[1]}], got {self.n_acs}")
+        self.mask.setflags(write=False)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def n_ky(self) -> int:
+        return int(self.mask.shape[1])
+
+    @property
+    def is_line_mask(self) -> bool:
+        return self.pattern != "ktRadial"
+
+    def as_tensor(self) -> torch.Tensor:
+        """The mask in the core layout: float32 ``(1, 1, frames, ky, kx|1)``."""
+        return torch.from_numpy(np.array(self.mask, dtype=np.float32, copy=True))[None, None]
+
+    def sampled_lines(self, frame: int) -> np.ndarray:
+        """Sorted ky indices (int64) sampled in ``frame``, ACS lines included (line patterns only)."""
+        if not self.is_line_mask:
+            raise ValueError(f"sampled_lines is defined for line patterns {LINE_PATTERNS}, not {self.pattern}")
+        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= frame < self.n_frames:
+            raise ValueError(f"frame must be an integer in [0, {self.n_frames}), got {frame!r}")
+        return np.flatnonzero(self.mask[frame, :, 0] > 0).astype(np.int64)
+
+    def acs_slice(self) -> tuple[slice, slice]:
+        """(ky slice, kx slice) of the fully sampled calibration region.
+
+        Line patterns: ``(slice(start, start + n_acs), slice(None))``; ktRadial: the centred
+        ``n_acs x n_acs`` square. Index the last two axes of a mask or k-space with it.
+        """
+        ky = slice(acs_start(self.n_ky, self.n_acs), acs_start(self.n_ky, self.n_acs) + self.n_acs)
+        if self.is_line_mask:
+            return ky, slice(None)
+        n_kx = int(self.mask.shape[2])
+        return ky, slice(acs_start(n_kx, self.n_acs), acs_start(n_kx, self.n_acs) + self.n_acs)
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _acceleration_of(n_nonacs: int, n_sampled_nonacs: int, n_total: int, n_sampled: int) -> tuple[float, float]:
+    realised = n_nonacs / n_sampled_nonacs if n_nonacs else 1.0
+    return float(realised), float(n_total / n_sampled)
+
+
+def _uniform_lines(acceleration: float, n_ky: int, offset: float = 0.0) -> np.ndarray:
+    """ky = round(offset + k R) for k >= 0 inside [0, n_ky): MATLAB ``1:R:end`` for offset 0."""
+    positions = _round_half_up(offset + np.arange(0.0, n_ky, acceleration))
+    return np.unique(positions[(positions >= 0) & (positions < n_ky)])
+
+
+def _kt_uniform_lines(acceleration: float, n_frames: int, n_ky: int, acs: np.ndarray) -> np.ndarray:
+    """Sheared lattice: frame t samples ky = round((t + o) mod R + k R) -> bool ``(frames, ky)``.
+
+    The shear (one ky line per frame) is CMRxRecon's; a full cycle of R frames samples every ky
+    once. Over a partial cycle (n_frames < R) the count outside the ACS depends on where the cycle
+    starts, so the start ``o`` (0 .. ceil(R) - 1) is the one whose count lands closest to the
+    nominal acceleration (the smallest such o; o = 0, CMRxRecon's, whenever it is as good).
+    """
+    target = n_frames * int((~acs).sum()) / acceleration
+    best_error, best_lines = math.inf, np.zeros((n_frames, n_ky), dtype=bool)
+    for start in range(int(math.ceil(acceleration))):
+        lines = np.zeros((n_frames, n_ky), dtype=bool)
+        for t in range(n_frames):
+            lines[t, _uniform_lines(acceleration, n_ky, offset=math.fmod(float(t + start), acceleration))] = True
+        error = abs(float(lines[:, ~acs].sum()) - target)
+        if error < best_error - 1e-9:
+            best_error, best_lines = error, lines
+    return best_lines
+
+
+def _diffused_counts(target_per_frame: float, n_frames: int) -> np.ndarray:
+    """Per-frame integer counts whose running sum tracks ``target_per_frame * (t + 1)``."""
+    cumulative = _round_half_up(target_per_frame * np.arange(n_frames + 1))
+    return np.diff(cumulative)
+
+
+def _line_mask(pattern: str, acceleration: float, n_frames: int, n_ky: int, n_acs: int, seed: int) -> np.ndarray:
+    acs = np.zeros(n_ky, dtype=bool)
+    acs[acs_start(n_ky, n_acs):acs_start(n_ky, n_acs) + n_acs] = True
+    lines = np.zeros((n_frames, n_ky), dtype=bool)
+    if pattern == "Uniform":
+        lines[:, _uniform_lines(acceleration, n_ky)] = True
+    elif pattern == "ktUniform":
+        lines[:] = _kt_uniform_lines(acceleration, n_frames, n_ky, acs)
+    else:  # ktGaussian
+        rng = np.random.default_rng(seed)
+        candidates = np.flatnonzero(~acs)
+        ky = candidates - n_ky // 2
+        sigma = GAUSSIAN_SIGMA_FRACTION * n_ky
+        density = 0.1 + GAUSSIAN_ALPHA / (1.0 - GAUSSIAN_ALPHA) * np.exp(-(ky.astype(np.float64) ** 2) / sigma**2)
+        density /= density.sum()
+        counts = _diffused_counts(candidates.size / acceleration, n_frames)
+        for t in range(n_frames):
+            chosen = rng.choice(candidates, size=int(min(counts[t], candidates.size)), replace=False, p=density)
+            lines[t, chosen] = True
+    lines[:, acs] = True
+    return lines
+
+
+def _spokes(angles_deg: np.ndarray, n_ky: int, n_kx: int) -> np.ndarray:
+    """Rasterise spokes through the centre (length max(n_ky, n_kx)) -> bool ``(ky, kx)``.
+
+    Points every half pixel along each spoke, rounded to the nearest grid location, so a spoke is
+    an 8-connected run of pixels; angle 0 lies along kx.
+    """
+    half = max(n_ky, n_kx) / 2.0
+    s = np.arange(-half, half + 0.25, 0.5)
+    theta = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))[:, None]
+    ky = _round_half_up(n_ky // 2 + s * np.sin(theta)).ravel()
+    kx = _round_half_up(n_kx // 2 + s * np.cos(theta)).ravel()
+    keep = (ky >= 0) & (ky < n_ky) & (kx >= 0) & (kx < n_kx)
+    image = np.zeros((n_ky, n_kx), dtype=bool)
+    image[ky[keep], kx[keep]] = True
+    return image
+
+
+def _radial_frame(n_spokes: int, rotation_deg: float, n_ky: int, n_kx: int) -> np.ndarray:
+    angles = rotation_deg + np.arange(n_spokes) * (180.0 / n_spokes)
+    return _spokes(angles, n_ky, n_kx)
+
+
+def _radial_mask(acceleration: float, n_frames: int, n_ky: int, n_kx: int, n_acs: int) -> np.ndarray:
+    acs = np.zeros((n_ky, n_kx), dtype=bool)
+    acs[acs_start(n_ky, n_acs):acs_start(n_ky, n_acs) + n_acs, acs_start(n_kx, n_acs):acs_start(n_kx, n_acs) + n_acs] = True
+    n_nonacs = n_ky * n_kx - n_acs * n_acs
+    target_per_frame = n_nonacs / acceleration
+    max_spokes = 4 * max(n_ky, n_kx)
+    mask = np.zeros((n_frames, n_ky, n_kx), dtype=bool)
+    sampled_so_far = 0
+    for t in range(n_frames):
+        rotation = math.fmod(t * RADIAL_FRAME_ROTATION_DEG, 180.0)
+        need = int(_round_half_up(target_per_frame * (t + 1))) - sampled_so_far
+
+        def count(n: int) -> int:
+            return int((_radial_frame(n, rotation, n_ky, n_kx) & ~acs).sum())
+
+        # Smallest spoke count reaching `need` (count is close to monotone in n), then the closer
+        # of it and its neighbour; the error left over is carried into the next frame.
+        low, high = 1, max_spokes
+        while low < high:
+            middle = (low + high) // 2
+            if count(middle) >= need:
+                high = middle
+            else:
+                low = middle + 1
+        best = min({max(low - 1, 1), low}, key=lambda n: (abs(count(n) - need), n))
+        frame = _radial_frame(best, rotation, n_ky, n_kx) | acs
+        mask[t] = frame
+        sampled_so_far += int((frame & ~acs).sum())
+    return mask
+
+
+def make_mask(
+    pattern: str,
+    acceleration: float,
+    n_frames: int,
+    n_ky: int,
+    n_kx: int,
+    *,
+    n_acs: int | None = None,
+    seed: int = 0,
+) -> SamplingMask:
+    """Build a CMRxRecon-style sampling mask.
+
+    ``pattern``: one of MASK_PATTERNS, or "full" (all ones; acceleration must be 1).
+    ``acceleration``: nominal R (not counting the ACS region), >= 1 (ktRadial: >= 2), at most
+    what the grid allows (one line, or one short spoke, per frame outside the ACS).
+    ``n_acs``: ACS lines (ktRadial: side of the ACS square); default 24 for Uniform, 16 otherwise.
+    ``seed``: seeds ktGaussian's draws; the other families are deterministic.
+
+    Returns a SamplingMask whose ``mask`` is float32 ``(n_frames, n_ky, 1)`` for line patterns and
+    "full", ``(n_frames, n_ky, n_kx)`` for ktRadial.
+    """
+    if not isinstance(pattern, str) or pattern not in MASK_PATTERNS + (FULL_PATTERN,):
+        raise ValueError(f"pattern must be one of {MASK_PATTERNS + (FULL_PATTERN,)}, got {pattern!r}")
+    n_frames = _check_int("n_frames", n_frames, 1)
+    n_ky = _check_int("n_ky", n_ky, 1)
+    n_kx = _check_int("n_kx", n_kx, 1)
+    seed = _check_int("seed", seed, 0)
+    if isinstance(acceleration, bool) or not isinstance(acceleration, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(acceleration) or acceleration < 1:
+        raise ValueError(f"acceleration must be a finite number >= 1, got {acceleration!r}")
+    acceleration = float(acceleration)
+
+    if pattern == FULL_PATTERN:
+        if acceleration != 1.0:
+            raise ValueError(f"acceleration must be 1 for pattern 'full', got {acceleration!r}")
+        mask = np.ones((n_frames, n_ky, 1), dtype=np.float32)
+        return SamplingMask(mask, FULL_PATTERN, 1.0, 1.0, 1.0, n_ky)
+
+    n_acs = DEFAULT_N_ACS[pattern] if n_acs is None else _check_int("n_acs", n_acs, 0)
+    if n_acs >= n_ky:
+        raise ValueError(f"n_acs must be smaller than n_ky={n_ky}, got n_acs={n_acs}")
+
+    if pattern in LINE_PATTERNS:
+        n_nonacs = n_ky - n_acs
+        if acceleration > n_nonacs:
+            raise ValueError(
+                f"acceleration {acceleration:g} exceeds what the grid allows for {pattern} with n_ky={n_ky}, "
+                f"n_acs={n_acs}: at most {n_nonacs} (one line per frame outside the ACS)"
+            )
+        lines = _line_mask(pattern, acceleration, n_frames, n_ky, n_acs, seed)
+        acs = slice(acs_start(n_ky, n_acs), acs_start(n_ky, n_acs) + n_acs)
+        outside = np.ones(n_ky, dtype=bool)
+        outside[acs] = False
+        realised, effective = _acceleration_of(
+            n_frames * n_nonacs, int(lines[:, outside].sum()), lines.size, int(lines.sum())
+        )
+        mask = lines.astype(np.float32)[:, :, None]
+    else:
+        if n_acs >= n_kx:
+            raise ValueError(f"n_acs must be smaller than n_kx={n_kx} for ktRadial, got n_acs={n_acs}")
+        if acceleration < RADIAL_MIN_ACCELERATION:
+            raise ValueError(
+                f"acceleration must be >= {RADIAL_MIN_ACCELERATION:g} for ktRadial (spokes of length "
+                f"max(n_ky, n_kx) leave the corners unsampled), got {acceleration:g}"
+            )
+        n_nonacs = n_ky * n_kx - n_acs * n_acs
+        max_acceleration = n_nonacs / max(min(n_ky, n_kx) - n_acs, 1)
+        if acceleration > max_acceleration:
+            raise ValueError(
+                f"acceleration {acceleration:g} exceeds what the grid allows for ktRadial with "
+                f"(n_ky, n_kx)=({n_ky}, {n_kx}), n_acs={n_acs}: at most {max_acceleration:.1f} (one spoke per frame)"
+            )
+        sampled = _radial_mask(acceleration, n_frames, n_ky, n_kx, n_acs)
+        n_sampled_nonacs = int(sampled.sum()) - n_frames * n_acs * n_acs  # the ACS square is all ones
+        realised, effective = _acceleration_of(
+            n_frames * n_nonacs, n_sampled_nonacs, sampled.size, int(sampled.sum())
+        )
+        mask = sampled.astype(np.float32)
+
+    if abs(realised - acceleration) > 0.1 * acceleration:
+        logger.warning(
+            "%s mask realises acceleration %.2f outside the ACS for nominal %.2f (n_frames=%d, n_ky=%d, n_kx=%d)",
+            pattern, realised, acceleration, n_frames, n_ky, n_kx,
+        )
+    return SamplingMask(mask, pattern, acceleration, realised, effective, n_acs)
