@@ -33,8 +33,8 @@ Why not ``ismrmrd.serialization.ProtocolSerializer`` or ``Acquisition.serialize_
 the arrays in whatever dtype the caller holds (a complex128 acquisition would be sent as 16-byte
 samples and desynchronise the stream), and ismrmrd-python maps ``DATATYPE_INT`` images to int64.
 This module writes the wire dtypes itself and reads images with the C++ library's element sizes.
-Raw files are read in blocks through h5py with ismrmrd-python's own dtypes (``_RawFile``), which
-gives the same objects as ``ismrmrd.Dataset.read_acquisition`` about 70 times faster.
+Raw files and their header versions are read through :mod:`gadgets.ismrmrd_io` (``RawFile``,
+block reads that give the same objects as ``ismrmrd.Dataset.read_acquisition``, much faster).
 """
 
 from __future__ import annotations
@@ -51,11 +51,11 @@ import time
 from xml.etree import ElementTree
 from typing import Callable, Iterator, List, Optional, Sequence, Union
 
-import h5py
 import ismrmrd
-import ismrmrd.hdf5
 import numpy as np
 from gadgetron.external import constants as _gt
+
+from . import ismrmrd_io
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,6 @@ MSG_WAVEFORM = _gt.GADGET_MESSAGE_ISMRMRD_WAVEFORM  # 1026
 
 DEFAULT_PORT = 9002
 CONFIG_FILE_NAME_BYTES = 1024
-#: ISMRMRD XML schema version of the library Gadgetron 4.7.2 is built with (ISMRMRD 1.14).
-GADGETRON_HEADER_VERSION = 14
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: Longest wait for any single socket read or write (a reconstruction may think for minutes).
 DEFAULT_IO_TIMEOUT = 600.0
@@ -102,9 +100,6 @@ _IMAGE_WIRE_DTYPES = {
 
 # "[Connection Main Thread] ERROR: ..." is how Gadgetron 4.x reports a failure in a TEXT message.
 _ERROR_TEXT = re.compile(r"\s*(\[[^\]]*\]\s*)?ERROR\b")
-_VERSION_ELEMENT = re.compile(
-    r"(<(?:[A-Za-z_][\w.-]*:)?version>)\s*([^<]*?)\s*(</(?:[A-Za-z_][\w.-]*:)?version>)"
-)
 
 
 class GadgetronServerError(RuntimeError):
@@ -150,35 +145,6 @@ class _PeerClosed(Exception):
 # --------------------------------------------------------------------------- header version
 
 
-def read_header_version(xml: Union[str, bytes]) -> Optional[int]:
-    """Return the ``<version>`` of an ISMRMRD XML header, or None when it has none.
-
-    Raises ValueError when the element is present but not an integer.
-    """
-    text = xml.decode("utf-8") if isinstance(xml, bytes) else xml
-    match = _VERSION_ELEMENT.search(text)
-    if match is None:
-        return None
-    try:
-        return int(match.group(2))
-    except ValueError:
-        raise ValueError(
-            f"ISMRMRD header <version> is not an integer: {match.group(2)!r}"
-        ) from None
-
-
-def rewrite_header_version(xml: Union[str, bytes], version: int) -> str:
-    """Return ``xml`` with its ``<version>`` element set to ``version``; the rest is unchanged.
-
-    A header without ``<version>`` is returned as it is (Gadgetron only rejects a version that
-    differs from its library's).
-    """
-    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
-        raise ValueError(f"version must be a non-negative integer, got {version!r}")
-    text = xml.decode("utf-8") if isinstance(xml, bytes) else xml
-    return _VERSION_ELEMENT.sub(lambda m: f"{m.group(1)}{int(version)}{m.group(3)}", text, count=1)
-
-
 def check_header_version(xml: Union[str, bytes], source: str = "header") -> Optional[int]:
     """Warn (logging) when a header's version would make Gadgetron 4.7.2 reject it; return it.
 
@@ -186,14 +152,15 @@ def check_header_version(xml: Union[str, bytes], source: str = "header") -> Opti
     header carries another version with "XML header version does not match library schema
     version" (files from older converters, e.g. Debian's ismrmrd-tools 1.8, carry 8).
     """
-    version = read_header_version(xml)
-    if version is not None and version != GADGETRON_HEADER_VERSION:
+    text = xml.decode("utf-8") if isinstance(xml, bytes) else xml
+    version = ismrmrd_io.header_version(text)
+    expected = ismrmrd_io.CURRENT_HEADER_VERSION
+    if version is not None and version != expected:
         logger.warning(
             "%s has ISMRMRD header version %d; Gadgetron 4.7.2 (ISMRMRD schema %d) rejects it with "
             "'XML header version does not match library schema version'. Rewrite it before sending "
             "(header_version=%d, cardiomm-replay --header-version %d).",
-            source, version, GADGETRON_HEADER_VERSION, GADGETRON_HEADER_VERSION,
-            GADGETRON_HEADER_VERSION,
+            source, version, expected, expected, expected,
         )
     return version
 
@@ -552,103 +519,34 @@ class _Collector(threading.Thread):
             self.result.returned.append(message)
 
 
-class _RawFile:
-    """Read-only view of an ISMRMRD raw HDF5 file (``/<group>/xml``, ``data``, ``waveforms``).
-
-    Produces exactly what ``ismrmrd.Dataset.read_xml_header`` / ``read_acquisition`` /
-    ``read_waveform`` produce (same dtypes from ``ismrmrd.hdf5``, same header bytes), but reads
-    the acquisition table in blocks: ismrmrd-python's ``read_acquisition`` reads the row three
-    times and costs about 4.6 ms per acquisition here, a block read about 0.06 ms. It also opens
-    the file read-only (ismrmrd-python 1.14 opens it ``r+``).
-    """
-
-    def __init__(self, path: Union[str, os.PathLike], group: str = "dataset"):
-        path_text = os.fspath(path)
-        if not os.path.isfile(path_text):
-            raise ValueError(f"path {path_text!r} is not an existing file")
-        self.path = path_text
-        try:
-            self._file = h5py.File(path_text, "r")
-        except OSError as exc:
-            raise ValueError(f"path {path_text!r} is not a readable HDF5 file: {exc}") from None
-        if group not in self._file or not isinstance(self._file[group], h5py.Group):
-            self._file.close()
-            raise ValueError(f"{path_text!r} has no ISMRMRD dataset group {group!r}")
-        self._group = self._file[group]
-        self.group = group
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> "_RawFile":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def read_xml_header(self) -> str:
-        """The ISMRMRD XML header as text; ValueError when the file has none."""
-        if "xml" not in self._group:
-            raise ValueError(f"{self.path!r} has no ISMRMRD XML header in /{self.group}/xml")
-        xml = self._group["xml"][0]
-        return xml.decode("utf-8") if isinstance(xml, bytes) else str(xml)
-
-    @property
-    def n_acquisitions(self) -> int:
-        return int(self._group["data"].shape[0]) if "data" in self._group else 0
-
-    @property
-    def n_waveforms(self) -> int:
-        return int(self._group["waveforms"].shape[0]) if "waveforms" in self._group else 0
-
-    def acquisitions(self, block: int = 256) -> Iterator[ismrmrd.Acquisition]:
-        """Every acquisition in file order (read ``block`` rows at a time)."""
-        if "data" not in self._group:
-            return
-        table = self._group["data"].astype(ismrmrd.hdf5.acquisition_dtype)
-        n = self.n_acquisitions
-        for start in range(0, n, block):
-            for row in table[start:min(start + block, n)]:
-                acq = ismrmrd.Acquisition(row["head"].tobytes())
-                acq.data[:] = np.asarray(row["data"], dtype=np.float32).view(np.complex64).reshape(
-                    acq.active_channels, acq.number_of_samples
-                )
-                if acq.traj.size > 0:
-                    acq.traj[:] = np.asarray(row["traj"], dtype=np.float32).reshape(
-                        acq.number_of_samples, acq.trajectory_dimensions
-                    )
-                yield acq
-
-    def waveforms(self) -> List[ismrmrd.Waveform]:
-        """Every waveform in file order."""
-        if "waveforms" not in self._group:
-            return []
-        rows = self._group["waveforms"].astype(ismrmrd.hdf5.waveform_dtype)[:]
-        result = []
-        for row in rows:
-            head = np.zeros((1,), dtype=ismrmrd.hdf5.waveform_header_dtype)
-            head[0] = row["head"]
-            wf = ismrmrd.Waveform(head.tobytes())
-            samples = np.asarray(row["data"]).view(np.uint32)
-            wf.data[:] = samples.reshape(wf.channels, wf.number_of_samples)
-            result.append(wf)
-        return result
-
-
-def _items_in_time_order(raw: _RawFile) -> Iterator[Union[ismrmrd.Acquisition, ismrmrd.Waveform]]:
+def _items_in_time_order(
+    raw: ismrmrd_io.RawFile,
+) -> Iterator[Union[ismrmrd.Acquisition, ismrmrd.Waveform]]:
     """Acquisitions in file order, waveforms merged in by time stamp like the C++ client.
 
     A waveform goes before an acquisition whose ``acquisition_time_stamp`` is later than the
     waveform's ``time_stamp``; on a tie the acquisition goes first; remaining waveforms go last.
     """
     waveforms = raw.waveforms()
-    j = 0
+    pending = next(waveforms, None)
     for acq in raw.acquisitions():
-        while j < len(waveforms) and waveforms[j].time_stamp < acq.acquisition_time_stamp:
-            yield waveforms[j]
-            j += 1
+        while pending is not None and pending.time_stamp < acq.acquisition_time_stamp:
+            yield pending
+            pending = next(waveforms, None)
         yield acq
-    yield from waveforms[j:]
+    if pending is not None:
+        yield pending
+        yield from waveforms
+
+
+def _open_raw(path_text: str, group: str) -> ismrmrd_io.RawFile:
+    """``ismrmrd_io.RawFile``, with a missing or unreadable file reported as a ValueError."""
+    try:
+        return ismrmrd_io.RawFile(path_text, group)
+    except FileNotFoundError:
+        raise ValueError(f"path {path_text!r} is not an existing file") from None
+    except OSError as exc:
+        raise ValueError(f"path {path_text!r} is not a readable HDF5 file: {exc}") from None
 
 
 def stream_file(
@@ -683,22 +581,22 @@ def stream_file(
         raise ValueError(f"header_version must be a non-negative integer, got {header_version!r}")
     path_text = os.fspath(path)
 
-    raw = _RawFile(path, dataset_group)
+    raw = _open_raw(path_text, dataset_group)
     try:
-        xml_text = raw.read_xml_header()
+        xml_text = raw.xml
         if header_version is None:
             check_header_version(xml_text, source=path_text)
         else:
-            version = read_header_version(xml_text)
+            version = ismrmrd_io.header_version(xml_text)
             if version is not None and version != header_version:
                 logger.info(
                     "rewriting the ISMRMRD header version of %s: %d -> %d",
                     path_text, version, header_version,
                 )
-                xml_text = rewrite_header_version(xml_text, header_version)
+                xml_text = ismrmrd_io.set_header_version(xml_text, header_version)
             check_header_version(xml_text, source=f"{path_text} (rewritten)")
 
-        n_acq, n_wf = raw.n_acquisitions, raw.n_waveforms
+        n_acq, n_wf = len(raw), raw.n_waveforms
         if n_acq == 0:
             logger.warning("%s holds no acquisitions", path_text)
         total = n_acq + n_wf

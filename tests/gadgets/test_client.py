@@ -19,20 +19,17 @@ import numpy as np
 import pytest
 
 from gadgets.client import (
-    GADGETRON_HEADER_VERSION,
     GadgetronClient,
     GadgetronConnectionError,
     GadgetronServerError,
-    _RawFile,
     ServerError,
     ServerText,
     encode_acquisition,
     raise_for_errors,
-    read_header_version,
-    rewrite_header_version,
     stream_file,
 )
 from gadgets.image_io import read_images, write_images
+from gadgets.ismrmrd_io import CURRENT_HEADER_VERSION, RawFile, header_version, set_header_version
 from tests.gadgets.fake_server import DEFAULT_ERROR_TEXT, FakeGadgetronServer, rss_image
 
 TIMEOUT = 10.0  # every socket operation in these tests; a broken test fails, it does not hang
@@ -282,31 +279,6 @@ def test_waveforms_are_merged_by_time_stamp(tmp_path, rng):
         np.testing.assert_array_equal(got.data, sent.data)
 
 
-def test_raw_file_reads_what_ismrmrd_reads(tmp_path, rng):
-    acqs = make_acquisitions(rng, n_slices=2, n_lines=3, n_coils=2, n_samples=5)
-    for acq in acqs[:2]:  # some with a trajectory
-        acq.resize(acq.number_of_samples, acq.active_channels, 2)
-        acq.traj[:] = rng.standard_normal((acq.number_of_samples, 2))
-    path = write_raw_file(tmp_path / "raw.h5", acqs, header_xml(), make_waveforms(rng, [1, 2]))
-    with _RawFile(path) as raw:
-        xml = raw.read_xml_header()
-        mine = list(raw.acquisitions(block=4))
-        mine_waveforms = raw.waveforms()
-    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=False) as ds:
-        assert xml == ds.read_xml_header().decode("utf-8")
-        assert len(mine) == ds.number_of_acquisitions() == len(acqs)
-        for i, acq in enumerate(mine):
-            theirs = ds.read_acquisition(i)
-            assert bytes(acq.getHead()) == bytes(theirs.getHead())
-            np.testing.assert_array_equal(acq.data, theirs.data)
-            np.testing.assert_array_equal(acq.traj, theirs.traj)
-        assert len(mine_waveforms) == ds.number_of_waveforms() == 2
-        for j, wf in enumerate(mine_waveforms):
-            theirs = ds.read_waveform(j)
-            assert bytes(wf.getHead()) == bytes(theirs.getHead())
-            np.testing.assert_array_equal(wf.data, theirs.data)
-
-
 @pytest.mark.parametrize("message_id", [5, 8])
 def test_server_error_is_reported_with_its_text(tmp_path, rng, message_id):
     acqs = make_acquisitions(rng, n_slices=1, n_lines=4, n_coils=2, n_samples=8)
@@ -397,17 +369,28 @@ def test_large_stream_does_not_deadlock(tmp_path, rng):
 # --------------------------------------------------------------------------- header version
 
 
-def test_header_version_helpers():
+def test_header_version_helpers_on_a_client_header():
     xml = header_xml(version=8)
-    assert read_header_version(xml) == 8
-    assert read_header_version(header_xml(version=None)) is None
-    rewritten = rewrite_header_version(xml, 14)
-    assert read_header_version(rewritten) == 14
+    assert header_version(xml) == 8
+    assert header_version(header_xml(version=None)) is None
+    rewritten = set_header_version(xml, 14)
+    assert header_version(rewritten) == 14
     assert rewritten == header_xml(version=14)
-    assert rewrite_header_version(header_xml(version=None), 14) == header_xml(version=None)
     assert ismrmrd.xsd.CreateFromDocument(rewritten).version == 14
     with pytest.raises(ValueError, match="version"):
-        rewrite_header_version(xml, -1)
+        set_header_version(xml, -1)
+
+
+def test_header_without_version_is_sent_unchanged(tmp_path, rng, caplog):
+    """header_version only rewrites a version that is there (Gadgetron accepts none at all)."""
+    acqs = make_acquisitions(rng, n_slices=1, n_lines=2, n_coils=1, n_samples=4)
+    path = write_raw_file(tmp_path / "raw.h5", acqs, header_xml(version=None, nx=4, ny=2))
+    with caplog.at_level(logging.WARNING, logger="gadgets.client"):
+        with FakeGadgetronServer("echo", timeout=TIMEOUT) as server:
+            result = replay(server, path, header_version=14, io_timeout=TIMEOUT)
+    assert result.ok and result.n_acquisitions == 2
+    assert server.received.header == header_xml(version=None, nx=4, ny=2)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 @pytest.fixture(scope="module")
@@ -424,11 +407,11 @@ def old_version_file(tmp_path_factory) -> Path:
 
 
 def test_old_header_version_is_reported(old_version_file, caplog):
-    with _RawFile(old_version_file) as raw:
-        original = raw.read_xml_header()
-        n_acq = raw.n_acquisitions
-    version = read_header_version(original)
-    assert version is not None and version < GADGETRON_HEADER_VERSION
+    with RawFile(old_version_file) as raw:
+        original = raw.xml
+        n_acq = len(raw)
+    version = header_version(original)
+    assert version is not None and version < CURRENT_HEADER_VERSION
 
     with caplog.at_level(logging.WARNING, logger="gadgets.client"):
         with FakeGadgetronServer("echo", timeout=TIMEOUT) as server:
@@ -446,8 +429,8 @@ def test_old_header_version_is_reported(old_version_file, caplog):
                 header_version=14, io_timeout=TIMEOUT,
             )
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert read_header_version(server.received.header) == 14
-    assert server.received.header == rewrite_header_version(original, 14)
+    assert header_version(server.received.header) == 14
+    assert server.received.header == set_header_version(original, 14)
     assert server.received.header.replace("<version>14<", f"<version>{version}<") == original
 
 

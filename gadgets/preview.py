@@ -1,0 +1,108 @@
+"""Montages of images as PNG files, for demos and quick looks (pillow, no matplotlib).
+
+``montage_array(images)`` tiles ``images (n, y, x)`` (real or complex; magnitude is shown) into one
+uint8 array ``(rows * y, n_cols * x)``, windowed at the 99.5th percentile of the magnitude (per
+image or over all images). ``save_montage`` writes that array as an 8-bit greyscale PNG, with an
+optional title strip above it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Upper window limit, as a percentile of the magnitude.
+WINDOW_PERCENTILE = 99.5
+_NORMALISE = ("per_image", "global")
+_TITLE_HEIGHT = 14
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim == 2:
+        images = images[None]
+    if images.ndim != 3:
+        raise ValueError(f"images must have 3 dimensions (n, y, x) (or 2: (y, x)), got shape {images.shape}")
+    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+        raise ValueError(f"images must not be empty, got shape {images.shape}")
+    if not (np.issubdtype(images.dtype, np.number) or images.dtype == np.bool_):
+        raise ValueError(f"images must be numeric (real or complex), got dtype {images.dtype}")
+    return images
+
+
+def _window(magnitude: np.ndarray) -> float:
+    finite = magnitude[np.isfinite(magnitude)]
+    if finite.size == 0:
+        return 1.0
+    upper = float(np.percentile(finite, WINDOW_PERCENTILE))
+    if upper <= 0:
+        upper = float(finite.max())
+    return upper if upper > 0 else 1.0
+
+
+def montage_array(images: np.ndarray, *, n_cols: int | None = None, normalise: str = "per_image") -> np.ndarray:
+    """Tile ``images (n, y, x)`` into a uint8 ``(rows * y, n_cols * x)`` montage, row by row.
+
+    Magnitude of real or complex input, scaled so that the 99.5th percentile (of each image for
+    ``normalise="per_image"``, of all images for ``"global"``) maps to 255, clipped; NaN shows as 0.
+    ``n_cols`` defaults to ``ceil(sqrt(n))``; empty tiles at the end are black.
+    """
+    images = _check_images(images)
+    if normalise not in _NORMALISE:
+        raise ValueError(f"normalise must be one of {_NORMALISE}, got {normalise!r}")
+    n, ny, nx = images.shape
+    if n_cols is None:
+        n_cols = max(1, math.ceil(math.sqrt(n)))
+    if isinstance(n_cols, bool) or not isinstance(n_cols, (int, np.integer)) or n_cols < 1:
+        raise ValueError(f"n_cols must be a positive int or None, got {n_cols!r}")
+    n_cols = min(int(n_cols), n)
+    n_rows = math.ceil(n / n_cols)
+
+    magnitude = np.abs(images).astype(np.float64)
+    if normalise == "global":
+        windows = np.full(n, _window(magnitude))
+    else:
+        windows = np.array([_window(m) for m in magnitude])
+    scaled = magnitude / windows[:, None, None] * 255.0
+    scaled = np.nan_to_num(scaled, nan=0.0, posinf=255.0, neginf=0.0)
+    tiles = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+    canvas = np.zeros((n_rows * ny, n_cols * nx), dtype=np.uint8)
+    for i in range(n):
+        row, col = divmod(i, n_cols)
+        canvas[row * ny:(row + 1) * ny, col * nx:(col + 1) * nx] = tiles[i]
+    return canvas
+
+
+def save_montage(images: np.ndarray, path: PathLike, *, n_cols: int | None = None, title: str | None = None,
+                 normalise: str = "per_image") -> Path:
+    """Write ``images (n, y, x)`` as a greyscale PNG montage (see ``montage_array``); return the path.
+
+    With ``title`` a strip of text is added above the montage. The parent folder is created.
+    """
+    from PIL import Image, ImageDraw
+
+    canvas = montage_array(images, n_cols=n_cols, normalise=normalise)
+    if title is not None:
+        if not isinstance(title, str):
+            raise ValueError(f"title must be a str or None, got {type(title).__name__}")
+        strip = np.zeros((_TITLE_HEIGHT, canvas.shape[1]), dtype=np.uint8)
+        canvas = np.concatenate([strip, canvas], axis=0)
+    picture = Image.fromarray(canvas)  # a 2D uint8 array is an 8-bit greyscale ("L") image
+    if title is not None:
+        ImageDraw.Draw(picture).text((2, 1), title, fill=255)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path, format="PNG")
+    logger.info("wrote montage %s (%d x %d)", path, picture.width, picture.height)
+    return path
+
