@@ -1,0 +1,446 @@
+"""AcquisitionBuffer: acquisitions -> ReconData, as AcquisitionAccumulateTrigger + BucketToBuffer hand it over.
+
+Reproduces Gadgetron 4.x's ``AcquisitionAccumulateTriggerGadget`` followed by
+``BucketToBufferGadget`` (gadgetron/gadgetron ``gadgets/mri_core``), so a Python gadget after it
+receives the same ``gadgetron.types.ReconData`` as after the native pair:
+
+Accumulate/trigger
+    Noise measurements are dropped. Acquisitions go into buckets keyed by ``sorting_dimension``;
+    when the ``trigger_dimension`` index of an acquisition differs from the previous one's
+    (``slice`` by default; ``none`` waits for the end of the stream) every bucket is emitted, in
+    key order, *before* that acquisition is added. At the end of the stream whatever is pending is
+    emitted. A bucket's data are all acquisitions except ``ACQ_IS_PARALLEL_CALIBRATION`` and
+    ``ACQ_IS_PHASECORR_DATA``; its reference (``ref``) are those flagged
+    ``ACQ_IS_PARALLEL_CALIBRATION`` or ``..._AND_IMAGING``.
+
+Bucket to buffer
+    Acquisitions are grouped by (average, slice, contrast, phase, repetition, set, segment) with the
+    ``N_dimension`` and ``S_dimension`` counters cleared, the slice cleared unless
+    ``split_slices``, the segment cleared if ``ignore_segment``; each group becomes one ReconData
+    with one ReconBit per encoding space. Buffer ``data [E0, E1, E2, CHA, N, S, LOC]`` complex64
+    (Fortran order, like gadgetron-python's reader), ``headers [E1, E2, N, S, LOC]``, trajectory
+    ``[TRAJ, E0, E1, E2, N, S, LOC]`` when present, and a ``SamplingDescription``:
+
+    * E0 = samples (with parallel imaging in the header) or samples - discard_pre - discard_post;
+      a line lands at ``offset = discard_pre`` when ``center_sample == samples / 2``, else at
+      ``samples/2 - center_sample`` (asymmetric echo).
+    * E1 (Cartesian/EPI) = encoded ``matrixSize.y`` with parallel imaging, else the encoding-limit
+      range; a line goes to ``e1 = kspace_encode_step_1 + matrixSize.y/2 - limits.e1.center`` (so
+      k-space centre sits at ``matrixSize.y/2``). For a ``separate``/``external`` calibration the
+      ref buffer spans only the received lines, indexed from the smallest. E2 likewise.
+    * N and S sizes are the range (max - min + 1) of the counters received in the bucket; a line's
+      position is its counter value clipped to that size (as the native gadget does).
+    * LOC = 1 with ``split_slices`` or a per-slice trigger, else the slice range.
+    * ``SamplingDescription``: encoded/recon FOV and matrix from the header, the encoded readout
+      replaced by the recon one for Cartesian scans (oversampling assumed removed); sampling
+      limits as above (E1 centre = encoded ``matrixSize.y/2``).
+
+Deviations from the native pair, on purpose: navigator, phase-correction, RT-feedback,
+HP-feedback and dummy-scan acquisitions are dropped instead of buffered; reversed lines
+(``ACQ_IS_REVERSE``) are flipped along the readout and the flag cleared; a line outside the
+buffer's slice range, or with a different channel count, raises ValueError instead of corrupting
+memory. Unfilled header slots are default headers (``version`` 1, one channel,
+``number_of_samples`` 0), like a default-constructed ``ISMRMRD::AcquisitionHeader``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+import ismrmrd
+import numpy as np
+from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
+
+from .params import Param
+from .stream import Gadget
+
+logger = logging.getLogger(__name__)
+
+#: Trigger and sorting dimensions (AcquisitionAccumulateTriggerGadget's names).
+TRIGGER_DIMENSIONS = (
+    "none", "kspace_encode_step_1", "kspace_encode_step_2", "average", "slice", "contrast", "phase",
+    "repetition", "set", "segment", "user_0", "user_1", "user_2", "user_3", "user_4", "user_5",
+    "user_6", "user_7",
+)
+#: N and S dimensions (BucketToBufferGadget's names).
+BUFFER_DIMENSIONS = ("none", "average", "contrast", "phase", "repetition", "set", "segment", "slice")
+
+#: Acquisitions that are not image data and are dropped.
+IGNORED_FLAGS = (
+    ismrmrd.ACQ_IS_NAVIGATION_DATA,
+    ismrmrd.ACQ_IS_PHASECORR_DATA,
+    ismrmrd.ACQ_IS_RTFEEDBACK_DATA,
+    ismrmrd.ACQ_IS_HPFEEDBACK_DATA,
+    ismrmrd.ACQ_IS_DUMMYSCAN_DATA,
+)
+
+_KEY_FIELDS = ("average", "slice", "contrast", "phase", "repetition", "set", "segment")
+_STAT_FIELDS = ("kspace_encode_step_1", "kspace_encode_step_2", "slice", "contrast", "phase",
+                "repetition", "set", "segment", "average")
+
+
+def counter(head: ismrmrd.AcquisitionHeader, dimension: str) -> int:
+    """The ``idx`` counter of ``head`` named by a trigger/sorting ``dimension`` (``none`` -> 0)."""
+    if dimension == "none":
+        return 0
+    if dimension.startswith("user_"):
+        return int(head.idx.user[int(dimension[5:])])
+    return int(getattr(head.idx, dimension))
+
+
+def default_acquisition_header() -> ismrmrd.AcquisitionHeader:
+    """A default-constructed ISMRMRD acquisition header (version 1, one channel, no samples)."""
+    head = ismrmrd.AcquisitionHeader()
+    head.version = 1
+    head.available_channels = 1
+    head.active_channels = 1
+    return head
+
+
+@dataclass
+class _Stats:
+    """Counter values seen in a bucket (AcquisitionBucketStats)."""
+
+    values: dict[str, set[int]] = field(default_factory=lambda: {name: set() for name in _STAT_FIELDS})
+
+    def add(self, head: ismrmrd.AcquisitionHeader) -> None:
+        for name in _STAT_FIELDS:
+            self.values[name].add(int(getattr(head.idx, name)))
+
+    def span(self, name: str) -> int:
+        values = self.values[name]
+        return max(values) - min(values) + 1
+
+    def minimum(self, name: str) -> int:
+        return min(self.values[name])
+
+
+@dataclass
+class _Bucket:
+    data: list[ismrmrd.Acquisition] = field(default_factory=list)
+    ref: list[ismrmrd.Acquisition] = field(default_factory=list)
+    data_stats: dict[int, _Stats] = field(default_factory=dict)
+    ref_stats: dict[int, _Stats] = field(default_factory=dict)
+
+    def add(self, acq: ismrmrd.Acquisition) -> None:
+        head = acq.getHead()
+        space = int(head.encoding_space_ref)
+        if acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) or \
+                acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING):
+            self.ref.append(acq)
+            self.ref_stats.setdefault(space, _Stats()).add(head)
+        if not (acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+                or acq.is_flag_set(ismrmrd.ACQ_IS_PHASECORR_DATA)):
+            self.data.append(acq)
+            self.data_stats.setdefault(space, _Stats()).add(head)
+
+    def __bool__(self) -> bool:
+        return bool(self.data or self.ref)
+
+
+def _mode(encoding: Any) -> str:
+    """Parallel-imaging calibration mode ('' when the header has no parallel imaging)."""
+    pi = getattr(encoding, "parallelImaging", None)
+    if pi is None or pi.calibrationMode is None:
+        return ""
+    return str(getattr(pi.calibrationMode, "value", pi.calibrationMode))
+
+
+def _trajectory(encoding: Any) -> str:
+    return str(getattr(encoding.trajectory, "value", encoding.trajectory))
+
+
+class _Converter:
+    """BucketToBufferGadget for one ISMRMRD header and one set of N/S/slice/segment settings."""
+
+    def __init__(self, header: ismrmrd.xsd.ismrmrdHeader, n_dim: str, s_dim: str,
+                 split_slices: bool, ignore_segment: bool) -> None:
+        self.header = header
+        self.n_dim = n_dim
+        self.s_dim = s_dim
+        self.split_slices = split_slices
+        self.ignore_segment = ignore_segment
+
+    # -- keys and sizes ----------------------------------------------------------------------
+    def key(self, head: ismrmrd.AcquisitionHeader) -> tuple[int, ...]:
+        values = {name: int(getattr(head.idx, name)) for name in _KEY_FIELDS}
+        for dim in (self.n_dim, self.s_dim):
+            if dim in values and dim != "slice":
+                values[dim] = 0
+        if not self.split_slices:
+            values["slice"] = 0
+        if self.ignore_segment:
+            values["segment"] = 0
+        return tuple(values[name] for name in _KEY_FIELDS)
+
+    @staticmethod
+    def _size(dimension: str, stats: _Stats) -> int:
+        if dimension == "none":
+            return 1
+        if dimension == "segment":  # BucketToBufferGadget falls through to the average counter here
+            return stats.span("average")
+        return stats.span(dimension)
+
+    @staticmethod
+    def _position(dimension: str, head: ismrmrd.AcquisitionHeader) -> int:
+        if dimension in ("none", "slice"):
+            return 0
+        return int(getattr(head.idx, dimension))
+
+    def _encoding(self, space: int) -> Any:
+        if space >= len(self.header.encoding):
+            raise ValueError(f"acquisition refers to encoding space {space}, the header has "
+                             f"{len(self.header.encoding)}")
+        return self.header.encoding[space]
+
+    @staticmethod
+    def _cartesian_or_epi(encoding: Any) -> bool:
+        return _trajectory(encoding) in ("cartesian", "epi")
+
+    def _n_e(self, encoding: Any, stats: _Stats, forref: bool, step: str, matrix: int) -> int:
+        limits = getattr(encoding.encodingLimits, f"kspace_encoding_step_{step}")
+        stat = f"kspace_encode_step_{step}"
+        if self._cartesian_or_epi(encoding):
+            if encoding.parallelImaging is not None:
+                if forref and _mode(encoding) in ("separate", "external"):
+                    if step == "1":
+                        return stats.span(stat)
+                    return limits.maximum - limits.minimum + 1 if limits is not None else stats.span(stat)
+                return matrix
+            if limits is not None:
+                return limits.maximum - limits.minimum + 1
+            return matrix
+        if limits is not None:
+            return limits.maximum - limits.minimum + 1
+        return stats.span(stat)
+
+    def _n_loc(self, encoding: Any, stats: _Stats) -> int:
+        if self.split_slices:
+            return 1
+        limits = encoding.encodingLimits.slice
+        n_loc = limits.maximum - limits.minimum + 1 if limits is not None else 1
+        return min(n_loc, stats.span("slice"))
+
+    def _offsets(self, encoding: Any) -> tuple[int, int]:
+        matrix = encoding.encodedSpace.matrixSize
+        limits = encoding.encodingLimits
+        off1 = matrix.y // 2 - limits.kspace_encoding_step_1.center if limits.kspace_encoding_step_1 is not None else 0
+        off2 = 0
+        if limits.kspace_encoding_step_2 is not None and matrix.z > 1:
+            off2 = matrix.z // 2 - limits.kspace_encoding_step_2.center
+        return int(off1), int(off2)
+
+    def _centred(self, encoding: Any, forref: bool) -> bool:
+        """Whether E1/E2 indices are shifted so that the k-space centre sits at matrix/2."""
+        trajectory = _trajectory(encoding)
+        embedded = _mode(encoding) in ("embedded", "")
+        return (trajectory == "cartesian" and (not forref or embedded)) or (trajectory == "epi" and not forref)
+
+    def sampling(self, encoding: Any, stats: _Stats, head: ismrmrd.AcquisitionHeader, forref: bool) -> SamplingDescription:
+        sampling = SamplingDescription()
+        enc, rec = encoding.encodedSpace, encoding.reconSpace
+        sampling.encoded_FOV[:] = [enc.fieldOfView_mm.x, enc.fieldOfView_mm.y, enc.fieldOfView_mm.z]
+        sampling.encoded_matrix[:] = [enc.matrixSize.x, enc.matrixSize.y, enc.matrixSize.z]
+        sampling.recon_FOV[:] = [rec.fieldOfView_mm.x, rec.fieldOfView_mm.y, rec.fieldOfView_mm.z]
+        sampling.recon_matrix[:] = [rec.matrixSize.x, rec.matrixSize.y, rec.matrixSize.z]
+        if _trajectory(encoding) == "cartesian":
+            sampling.encoded_FOV[0] = rec.fieldOfView_mm.x
+            sampling.encoded_matrix[0] = rec.matrixSize.x
+        limits = sampling.sampling_limits
+        if self._cartesian_or_epi(encoding):
+            limits[0].min = head.discard_pre
+            limits[0].max = head.number_of_samples - head.discard_post - 1
+            limits[0].center = head.number_of_samples // 2
+        else:
+            limits[0].min, limits[0].max, limits[0].center = 0, enc.matrixSize.x - 1, enc.matrixSize.x // 2
+        e1 = encoding.encodingLimits.kspace_encoding_step_1 or ismrmrd.xsd.limitType()
+        e2 = encoding.encodingLimits.kspace_encoding_step_2 or ismrmrd.xsd.limitType()
+        if self._centred(encoding, forref):
+            off1, off2 = self._offsets(encoding)
+            lo, hi, centre = e1.minimum + off1, e1.maximum + off1, sampling.encoded_matrix[1] // 2
+            if not (lo < enc.matrixSize.y and hi >= lo and lo <= centre <= hi):
+                raise ValueError(
+                    f"E1 sampling limits [{lo}, {hi}] (centre {centre}) do not fit the encoded matrix "
+                    f"of {enc.matrixSize.y} lines (encodingLimits.kspace_encoding_step_1 {e1})"
+                )
+            limits[1].min, limits[1].max, limits[1].center = lo, hi, centre
+            limits[2].min, limits[2].max = e2.minimum + off2, e2.maximum + off2
+            limits[2].center = sampling.encoded_matrix[2] // 2
+        else:
+            limits[1].min, limits[1].max, limits[1].center = e1.minimum, e1.maximum, e1.center
+            limits[2].min, limits[2].max, limits[2].center = e2.minimum, e2.maximum, e2.center
+        return sampling
+
+    # -- buffers -----------------------------------------------------------------------------
+    def make_buffer(self, head: ismrmrd.AcquisitionHeader, encoding: Any, stats: _Stats, forref: bool) -> ReconBuffer:
+        if self._cartesian_or_epi(encoding) and encoding.parallelImaging is not None:
+            n_e0 = head.number_of_samples
+        else:
+            n_e0 = head.number_of_samples - head.discard_pre - head.discard_post
+        matrix = encoding.encodedSpace.matrixSize
+        n_e1 = self._n_e(encoding, stats, forref, "1", matrix.y)
+        n_e2 = self._n_e(encoding, stats, forref, "2", matrix.z)
+        n_cha = head.active_channels
+        n_n = self._size(self.n_dim, stats)
+        n_s = self._size(self.s_dim, stats)
+        n_loc = self._n_loc(encoding, stats)
+        shape = (n_e0, n_e1, n_e2, n_cha, n_n, n_s, n_loc)
+        logger.debug("buffer%s [E0 E1 E2 CHA N S LOC] = %s", " (ref)" if forref else "", shape)
+        data = np.zeros(shape, dtype=np.complex64, order="F")
+        headers = np.empty((n_e1, n_e2, n_n, n_s, n_loc), dtype=object)
+        for position in np.ndindex(headers.shape):
+            headers[position] = default_acquisition_header()
+        trajectory = None
+        if head.trajectory_dimensions > 0:
+            trajectory = np.zeros((head.trajectory_dimensions,) + shape[:3] + shape[4:], dtype=np.float32, order="F")
+        return ReconBuffer(data, trajectory, None, headers, self.sampling(encoding, stats, head, forref))
+
+    def add(self, buffer: ReconBuffer, acq: ismrmrd.Acquisition, encoding: Any, stats: _Stats, forref: bool) -> None:
+        head = acq.getHead()
+        n_e0, n_e1, n_e2, n_cha, n_n, n_s, n_loc = buffer.data.shape
+        if head.active_channels != n_cha:
+            raise ValueError(f"acquisition {head.scan_counter} has {head.active_channels} channels, "
+                             f"its buffer {n_cha}")
+        loc = 0 if self.split_slices or n_loc == 1 else int(head.idx.slice)
+        if loc >= n_loc:
+            raise ValueError(f"acquisition {head.scan_counter} has slice {head.idx.slice}, outside the buffer's "
+                             f"{n_loc} slices (encodingLimits.slice)")
+        n_copy = head.number_of_samples - head.discard_pre - head.discard_post
+        if self._cartesian_or_epi(encoding):
+            if head.number_of_samples == n_e0 and head.center_sample == head.number_of_samples // 2:
+                offset = int(head.discard_pre)
+            else:
+                offset = int(buffer.sampling.sampling_limits[0].center) - int(head.center_sample)
+        else:
+            offset = 0
+        if offset < 0 or n_e0 - n_copy - offset < 0:
+            raise ValueError(f"acquisition {head.scan_counter} ({head.number_of_samples} samples, centre "
+                             f"{head.center_sample}) does not fit into the {'reference' if forref else 'data'} "
+                             f"buffer of {n_e0} samples")
+        n_pos = min(self._position(self.n_dim, head), n_n - 1)
+        s_pos = min(self._position(self.s_dim, head), n_s - 1)
+        e1 = int(head.idx.kspace_encode_step_1)
+        e2 = int(head.idx.kspace_encode_step_2)
+        if self._cartesian_or_epi(encoding):
+            if not forref or _mode(encoding) in ("embedded", ""):
+                off1, off2 = self._offsets(encoding)
+                e1, e2 = e1 + off1, e2 + off2
+            if forref and _mode(encoding) in ("separate", "external"):
+                if stats.minimum("kspace_encode_step_1") > 0:
+                    e1 = int(head.idx.kspace_encode_step_1) - stats.minimum("kspace_encode_step_1")
+                if stats.minimum("kspace_encode_step_2") > 0:
+                    e2 = int(head.idx.kspace_encode_step_2) - stats.minimum("kspace_encode_step_2")
+            for name, value, size, step in (("kspace_encode_step_1", e1, n_e1, "1"),
+                                            ("kspace_encode_step_2", e2, n_e2, "2")):
+                if not 0 <= value < size:
+                    limits = getattr(encoding.encodingLimits, f"kspace_encoding_step_{step}")
+                    raw = int(getattr(head.idx, name))
+                    if limits is not None and not limits.minimum <= raw <= limits.maximum:
+                        raise ValueError(f"acquisition {head.scan_counter} has {name} {raw} outside the "
+                                         f"encoding limits [{limits.minimum}, {limits.maximum}]")
+                    logger.warning("acquisition %d is inside the encoding limits but outside the encoded matrix "
+                                   "for %s: %d of %d; dropped", head.scan_counter, name, value, size)
+                    return
+        pre = int(head.discard_pre)
+        buffer.data[offset:offset + n_copy, e1, e2, :, n_pos, s_pos, loc] = np.asarray(acq.data)[:, pre:pre + n_copy].T
+        buffer.headers[e1, e2, n_pos, s_pos, loc] = head
+        if head.trajectory_dimensions > 0 and buffer.trajectory is not None:
+            buffer.trajectory[:, offset:offset + n_copy, e1, e2, n_pos, s_pos, loc] = \
+                np.asarray(acq.traj)[pre:pre + n_copy, :].T
+
+    def convert(self, bucket: _Bucket) -> Iterator[ReconData]:
+        """BucketToBufferGadget::process for one bucket: one ReconData per key, in key order."""
+        groups: dict[tuple[int, ...], dict[int, list[ReconBuffer | None]]] = {}
+        for acquisitions, stats_by_space, forref in ((bucket.ref, bucket.ref_stats, True),
+                                                      (bucket.data, bucket.data_stats, False)):
+            slot = 1 if forref else 0
+            for acq in acquisitions:
+                head = acq.getHead()
+                space = int(head.encoding_space_ref)
+                encoding = self._encoding(space)
+                stats = stats_by_space[space]
+                bit = groups.setdefault(self.key(head), {}).setdefault(space, [None, None])
+                if bit[slot] is None:
+                    bit[slot] = self.make_buffer(head, encoding, stats, forref)
+                self.add(bit[slot], acq, encoding, stats, forref)
+        for key in sorted(groups):
+            bits = []
+            for space in sorted(groups[key]):
+                data, ref = groups[key][space]
+                if data is None:
+                    logger.warning("bucket key %s, encoding space %d has reference data but no image data; "
+                                   "not sent", key, space)
+                    continue
+                bits.append(ReconBit(data, ref))
+            if bits:
+                yield ReconData(bits)
+
+
+def flip_reversed(acq: ismrmrd.Acquisition) -> ismrmrd.Acquisition:
+    """A copy of a reversed readout (``ACQ_IS_REVERSE``) in forward order, with the flag cleared."""
+    head = acq.getHead()
+    head.flags &= ~(1 << (ismrmrd.ACQ_IS_REVERSE - 1))
+    data = np.ascontiguousarray(np.asarray(acq.data)[:, ::-1], dtype=np.complex64)
+    traj = np.ascontiguousarray(np.asarray(acq.traj)[::-1, :], dtype=np.float32)
+    return ismrmrd.Acquisition(head, data, traj)
+
+
+class AcquisitionBuffer(Gadget):
+    """Acquisition -> ReconData (AcquisitionAccumulateTrigger + BucketToBuffer in one gadget)."""
+
+    PARAMETERS = (
+        Param("trigger_dimension", str, "slice", choices=TRIGGER_DIMENSIONS,
+              doc="emit the buffers when this counter changes (none: at the end of the stream)"),
+        Param("sorting_dimension", str, "none", choices=TRIGGER_DIMENSIONS,
+              doc="separate buckets per value of this counter"),
+        Param("N_dimension", str, "phase", choices=BUFFER_DIMENSIONS,
+              doc="counter that fills the buffer's N axis (cine phases)"),
+        Param("S_dimension", str, "set", choices=BUFFER_DIMENSIONS,
+              doc="counter that fills the buffer's S axis (sets or contrasts)"),
+        Param("split_slices", bool, False, doc="one ReconData per slice instead of a LOC axis"),
+        Param("ignore_segment", bool, False, doc="merge segments into one buffer"),
+    )
+
+    def start(self, header: ismrmrd.xsd.ismrmrdHeader) -> None:
+        self._converter = _Converter(header, self.params.N_dimension, self.params.S_dimension,
+                                     self.params.split_slices, self.params.ignore_segment)
+        self._buckets: dict[int, _Bucket] = {}
+        self._previous: int | None = None
+        self._ignored = 0
+
+    def accepts(self, item: Any) -> bool:
+        return isinstance(item, ismrmrd.Acquisition)
+
+    def _flush(self) -> list[ReconData]:
+        outputs: list[ReconData] = []
+        for index in sorted(self._buckets):
+            outputs.extend(self._converter.convert(self._buckets[index]))
+        self._buckets.clear()
+        return outputs
+
+    def process(self, item: ismrmrd.Acquisition) -> Iterable[Any]:
+        if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            return ()
+        if any(item.is_flag_set(flag) for flag in IGNORED_FLAGS):
+            self._ignored += 1
+            if self._ignored == 1:
+                logger.info("AcquisitionBuffer: dropping navigator/phase-correction/feedback acquisitions")
+            return ()
+        head = item.getHead()
+        outputs: list[ReconData] = []
+        if self.params.trigger_dimension != "none":
+            index = counter(head, self.params.trigger_dimension)
+            if self._previous is not None and index != self._previous:
+                outputs = self._flush()
+            self._previous = index
+        if item.is_flag_set(ismrmrd.ACQ_IS_REVERSE):
+            item = flip_reversed(item)
+        self._buckets.setdefault(counter(head, self.params.sorting_dimension), _Bucket()).add(item)
+        return outputs
+
+    def finish(self) -> Iterable[Any]:
+        if self._ignored:
+            logger.info("AcquisitionBuffer: dropped %d non-imaging acquisitions", self._ignored)
+        return self._flush()

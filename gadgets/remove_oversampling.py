@@ -1,0 +1,86 @@
+"""RemoveOversampling: crop the readout to the recon field of view (Gadgetron's RemoveROOversamplingGadget).
+
+Per acquisition, as the native gadget does it: centred orthonormal inverse FFT along the readout,
+keep the central ``int(samples / ratio)`` samples (``ratio = encoded FOV x / recon FOV x``, or the
+matrix-size ratio when the header gives no usable FOV), centred orthonormal FFT back; then
+``number_of_samples``, ``center_sample``, ``discard_pre`` and ``discard_post`` are divided by the
+ratio (truncated). It works only when the encoded readout matrix is larger than the recon one.
+Deviation: a trajectory, if present, is cropped to the same samples (the native gadget leaves it
+at its old length, which no longer matches the header).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable
+
+import ismrmrd
+import numpy as np
+
+from .stream import Gadget
+
+logger = logging.getLogger(__name__)
+
+
+def crop_readout(data: np.ndarray, n_keep: int) -> tuple[np.ndarray, int]:
+    """Keep the central ``n_keep`` image-space samples of readout lines ``data (channels, samples)``.
+
+    Returns ``(cropped (channels, n_keep) complex64, start)`` where ``start`` is the first kept
+    image-space sample. Centred orthonormal FFTs (``fftshift(fft(ifftshift(x)), norm="ortho")``).
+    """
+    if not isinstance(data, np.ndarray) or data.ndim != 2:
+        raise ValueError(f"data must be a numpy array (channels, samples), got shape {getattr(data, 'shape', None)}")
+    n_samples = data.shape[1]
+    if not 1 <= n_keep <= n_samples:
+        raise ValueError(f"n_keep must be in 1..{n_samples} (the number of samples), got {n_keep}")
+    start = (n_samples - n_keep) // 2
+    image = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(data, axes=1), axis=1, norm="ortho"), axes=1)
+    kept = image[:, start:start + n_keep]
+    kspace = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(kept, axes=1), axis=1, norm="ortho"), axes=1)
+    return kspace.astype(np.complex64), start
+
+
+def oversampling_ratio(header: ismrmrd.xsd.ismrmrdHeader) -> float | None:
+    """Readout oversampling ratio of the first encoding, or None when there is nothing to remove."""
+    if not header.encoding:
+        raise ValueError("RemoveOversampling needs an encoding in the ISMRMRD header")
+    encoding = header.encoding[0]
+    encoded_nx = int(encoding.encodedSpace.matrixSize.x)
+    recon_nx = int(encoding.reconSpace.matrixSize.x)
+    if encoded_nx <= recon_nx:
+        return None
+    encoded_fov = float(np.float32(encoding.encodedSpace.fieldOfView_mm.x or 0.0))
+    recon_fov = float(np.float32(encoding.reconSpace.fieldOfView_mm.x or 0.0))
+    if encoded_fov > 0 and recon_fov > 0 and encoded_fov != recon_fov:
+        ratio = float(np.float32(encoded_fov) / np.float32(recon_fov))
+    else:
+        ratio = encoded_nx / recon_nx
+    return ratio if ratio > 1 else None
+
+
+class RemoveOversampling(Gadget):
+    """Acquisition -> Acquisition with the readout oversampling removed."""
+
+    def start(self, header: ismrmrd.xsd.ismrmrdHeader) -> None:
+        self._ratio = oversampling_ratio(header)
+        if self._ratio is None:
+            logger.info("RemoveOversampling: encoded readout is not larger than recon readout; passing data unchanged")
+        else:
+            logger.info("RemoveOversampling: readout oversampling ratio %.4f", self._ratio)
+
+    def accepts(self, item: Any) -> bool:
+        return isinstance(item, ismrmrd.Acquisition) and self._ratio is not None
+
+    def process(self, item: ismrmrd.Acquisition) -> Iterable[Any]:
+        ratio = float(self._ratio or 1.0)
+        head = item.getHead()
+        n_keep = int(head.number_of_samples / ratio)
+        if n_keep < 1:
+            raise ValueError(f"acquisition {head.scan_counter} has too few samples ({head.number_of_samples}) to crop")
+        data, start = crop_readout(np.asarray(item.data), n_keep)
+        traj = np.asarray(item.traj)[start:start + n_keep]
+        head.number_of_samples = n_keep
+        head.center_sample = int(head.center_sample / ratio)
+        head.discard_pre = int(head.discard_pre / ratio)
+        head.discard_post = int(head.discard_post / ratio)
+        return (ismrmrd.Acquisition(head, data, np.ascontiguousarray(traj, dtype=np.float32)),)
