@@ -1,0 +1,366 @@
+"""CardioMMRecon: ReconData -> images, with the CardioMM model or, failing that, CG-SENSE.
+
+Accepts ``gadgetron.types.ReconData`` (from our :class:`~gadgets.buffer.AcquisitionBuffer` or
+Gadgetron's ``BucketToBufferGadget``); every other item passes through. For each ReconBit:
+
+1. the buffer ``data [E0, E1, E2, CHA, N, S, LOC]`` becomes core ``kspace (batch, coils, frames,
+   ky, kx)`` and a line mask ``(batch, 1, frames, ky, 1)`` through :mod:`gadgets.layout` (frames =
+   N or S, ``frames_dimension``). Calibration-only lines of an embedded reference buffer of the
+   same shape (``ACQ_IS_PARALLEL_CALIBRATION`` lines that are not in ``data``) are merged in,
+   since they were acquired in the same frame; a separate reference (another shape) is not used;
+2. the ScanContext comes from the ISMRMRD header (:func:`gadgets.context.context_from_header`,
+   with the ``modality``/``view`` parameters where the protocol says nothing recognisable) and the
+   mask (:func:`gadgets.context.sampling_from_mask`);
+3. ``cardiomm_core.engine.reconstruct_or_fallback`` reconstructs with the engine (obtained once per
+   process per checkpoint and device through ``get_engine``: a warm worker loads the model once),
+   or with the ``fallback`` method when there is no model, it cannot be loaded, or it fails. A
+   fallback is logged and marked in the images, never an ERROR;
+4. the images are cropped to the recon matrix along the readout when the data are still
+   oversampled (E0 > recon matrix x; the central columns, as ``RemoveROOversampling`` keeps them),
+   then sent as one ``ismrmrd.Image`` per (N, S, LOC) of data ``(1, 1, y, x)``: float32 magnitude
+   (``magnitude``, IMTYPE_MAGNITUDE) or complex64 (IMTYPE_COMPLEX).
+
+Image headers: position, read/phase/slice directions, patient table position, measurement uid,
+average/slice/contrast/phase/repetition/set indices, acquisition and physiology time stamps from
+the acquisition header of that (N, S, LOC) at the k-space centre line (or its first filled line);
+where a (N, S, LOC) has no acquisition the layout's index goes to phase/set/slice. ``matrix_size``
+= the image, ``field_of_view`` from the buffer's sampling description (readout: recon FOV per recon
+pixel; phase: encoded FOV per encoded line; z: recon FOV), ``image_series_index`` the parameter,
+``image_index`` counting up from 1 over the stream. Meta attributes: see :func:`image_meta`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import ismrmrd
+import numpy as np
+from gadgetron.types.recon_data import ReconBuffer, ReconData
+
+from cardiomm_core.context import ScanContext
+from cardiomm_core.engine import InferenceEngine, ReconOutcome, get_engine, reconstruct_or_fallback
+from cardiomm_core.packaged import resolve_checkpoint
+
+from .context import context_from_header, sampling_from_mask
+from .layout import FRAME_DIMS, BufferLayout, ImageIndex, buffer_to_kspace, images_to_ismrmrd_data, line_sampled, \
+    sampling_mask
+from .params import Param
+from .stream import Gadget
+
+logger = logging.getLogger(__name__)
+
+#: Fallback methods (cardiomm_core.recon.RECON_METHODS) and how images name them.
+FALLBACK_NAMES = {"cg_sense": "CG-SENSE", "zero_filled": "zero-filled"}
+#: ImageComment of model images; fallback images get "<this>_fallback_<method>".
+IMAGE_COMMENT = "CardioMM"
+#: Header indices that receive the layout's (N, S, LOC) when a (N, S, LOC) had no acquisition.
+_LAYOUT_INDEX_FIELDS = ("phase", "set", "slice")
+
+# --------------------------------------------------------------------------- the engine, once per process
+
+_ENGINE_LOCK = threading.Lock()
+_SEEN_ENGINES: dict[tuple[str, str], InferenceEngine] = {}
+_RUN_LOCKS: dict[int, threading.Lock] = {}
+_engine_loads = 0
+
+
+def engine_loads() -> int:
+    """How many times this process has loaded a model (a new engine from ``get_engine``)."""
+    return _engine_loads
+
+
+def load_engine(checkpoint: Path, device: str = "auto") -> InferenceEngine:
+    """The engine of ``checkpoint`` on ``device`` through ``cardiomm_core.engine.get_engine``.
+
+    Thread-safe: concurrent first calls load once. A load (an engine not seen before) is counted
+    (:func:`engine_loads`) and logged as ``model loaded: ...``. Exceptions of the loader propagate.
+    """
+    global _engine_loads
+    key = (str(Path(checkpoint).expanduser().resolve()), str(device))
+    with _ENGINE_LOCK:
+        engine = get_engine(checkpoint, device)
+        if _SEEN_ENGINES.get(key) is not engine:
+            _SEEN_ENGINES[key] = engine
+            _RUN_LOCKS.setdefault(id(engine), threading.Lock())
+            _engine_loads += 1
+            logger.info("model loaded: %s on %s (%s; load %d of this process)", checkpoint, engine.device,
+                        describe_model(checkpoint, engine), _engine_loads)
+        return engine
+
+
+def describe_model(checkpoint: Path, engine: InferenceEngine) -> str:
+    """'<checkpoint stem>; cascades=.. chans=.. pools=..; encoder=..' for the CardioMM.Model attribute."""
+    config = engine.model.config
+    return (f"{Path(checkpoint).name}; cascades={config.n_cascades} chans={config.chans} "
+            f"pools={config.n_pools} adjacent={config.n_adjacent}; encoder={engine.text_encoder.name}")
+
+
+def _run_lock(engine: InferenceEngine | None) -> threading.Lock:
+    if engine is None:
+        return threading.Lock()  # nothing shared: a fresh lock never blocks
+    with _ENGINE_LOCK:
+        return _RUN_LOCKS.setdefault(id(engine), threading.Lock())
+
+
+def _device_check(value: str) -> str | None:
+    return None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", value) else "'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def check_buffer(buffer: ReconBuffer, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """``(data [E0, E1, E2, CHA, N, S, LOC] complex, headers [E1, E2, N, S, LOC] object)`` of ``buffer``,
+    checked for consistency (ValueError naming the buffer and both shapes otherwise)."""
+    data = np.asarray(buffer.data)
+    if data.ndim != 7:
+        raise ValueError(f"ReconBit {what} buffer must have 7 dimensions [E0, E1, E2, CHA, N, S, LOC], "
+                         f"got shape {data.shape}")
+    if not np.iscomplexobj(data):
+        raise ValueError(f"ReconBit {what} buffer must be complex (complex64), got dtype {data.dtype}")
+    headers = np.asarray(buffer.headers, dtype=object)
+    expected = data.shape[1:3] + data.shape[4:]
+    if headers.shape != expected:
+        raise ValueError(f"ReconBit {what} buffer: headers have shape {headers.shape}, but data "
+                         f"{data.shape} needs [E1, E2, N, S, LOC] = {expected}")
+    return data, headers
+
+
+def merge_reference(data: np.ndarray, headers: np.ndarray, ref: ReconBuffer | None) -> tuple[np.ndarray, np.ndarray]:
+    """``data``/``headers`` with the lines that only the reference buffer ``ref`` holds added.
+
+    Only an embedded reference of exactly the data's shape is merged (its lines were acquired in
+    the same frames); otherwise ``data`` and ``headers`` are returned unchanged.
+    """
+    if ref is None:
+        return data, headers
+    ref_data, ref_headers = check_buffer(ref, "ref")
+    if ref_data.shape != data.shape:
+        logger.debug("reference buffer %s differs from the data buffer %s; used for nothing here",
+                     ref_data.shape, data.shape)
+        return data, headers
+    extra = line_sampled(ref_data, ref_headers) & ~line_sampled(data, headers)  # [E1, E2, N, S, LOC]
+    if not extra.any():
+        return data, headers
+    logger.info("CardioMMRecon: adding %d calibration-only lines from the reference buffer", int(extra.sum()))
+    merged = np.where(extra[None, :, :, None], ref_data, data).astype(np.complex64)
+    merged_headers = headers.copy()
+    merged_headers[extra] = ref_headers[extra]
+    return merged, merged_headers
+
+
+def crop_readout(images: np.ndarray, recon_x: int) -> np.ndarray:
+    """Central ``recon_x`` columns of ``images (..., x)`` when x > recon_x > 0 (start x//2 - recon_x//2)."""
+    n_x = images.shape[-1]
+    if recon_x <= 0 or n_x <= recon_x:
+        return images
+    start = n_x // 2 - recon_x // 2
+    return images[..., start:start + recon_x]
+
+
+def _positive(values: Sequence[float]) -> bool:
+    return all(float(v) > 0 for v in values)
+
+
+def field_of_view(sampling: Any, header: ismrmrd.xsd.ismrmrdHeader | None, n_y: int, n_x: int) -> tuple[float, float, float]:
+    """Image field of view (mm) of ``n_y`` phase lines and ``n_x`` readout columns.
+
+    x = recon FOV x * n_x / recon matrix x; y = encoded FOV y * n_y / encoded matrix y;
+    z = recon FOV z; from the buffer's SamplingDescription, or from the header's first encoding
+    when the description is empty.
+    """
+    recon_fov = [float(v) for v in sampling.recon_FOV] if sampling is not None else [0.0] * 3
+    recon_matrix = [int(v) for v in sampling.recon_matrix] if sampling is not None else [0] * 3
+    enc_fov = [float(v) for v in sampling.encoded_FOV] if sampling is not None else [0.0] * 3
+    enc_matrix = [int(v) for v in sampling.encoded_matrix] if sampling is not None else [0] * 3
+    if not (_positive(recon_fov[:2]) and _positive(recon_matrix[:2]) and _positive(enc_fov[:2])
+            and _positive(enc_matrix[:2])) and header is not None and header.encoding:
+        encoding = header.encoding[0]
+        recon, enc = encoding.reconSpace, encoding.encodedSpace
+        recon_fov = [recon.fieldOfView_mm.x, recon.fieldOfView_mm.y, recon.fieldOfView_mm.z]
+        recon_matrix = [recon.matrixSize.x, recon.matrixSize.y, recon.matrixSize.z]
+        enc_fov = [recon.fieldOfView_mm.x, enc.fieldOfView_mm.y, enc.fieldOfView_mm.z]
+        enc_matrix = [recon.matrixSize.x, enc.matrixSize.y, enc.matrixSize.z]
+    fov_x = recon_fov[0] * n_x / recon_matrix[0] if recon_matrix[0] > 0 else recon_fov[0]
+    fov_y = enc_fov[1] * n_y / enc_matrix[1] if enc_matrix[1] > 0 else recon_fov[1]
+    return float(fov_x), float(fov_y), float(recon_fov[2])
+
+
+def reference_header(headers: np.ndarray, index: ImageIndex, centre_e1: int) -> ismrmrd.AcquisitionHeader | None:
+    """Acquisition header of image ``index`` (n, s, loc): the centre line's, else the first filled one."""
+    block = headers[:, :, index.n, index.s, index.loc]  # [E1, E2]
+    if 0 <= centre_e1 < block.shape[0]:
+        for head in block[centre_e1]:
+            if head is not None and int(head.number_of_samples) > 0:
+                return head
+    for head in block.ravel(order="F"):
+        if head is not None and int(head.number_of_samples) > 0:
+            return head
+    return None
+
+
+def image_meta(*, image_number: int, context: ScanContext, outcome: ReconOutcome, reason: str | None,
+               model: str, fallback_method: str) -> ismrmrd.Meta:
+    """Meta attributes of one image.
+
+    ``DataRole``/``GADGETRON_DataRole`` "Image"; ``ImageComment``/``GADGETRON_ImageComment``
+    "CardioMM" or "CardioMM_fallback_CG-SENSE" (``..._zero-filled``);
+    ``ImageProcessingHistory``/``GADGETRON_ImageProcessingHistory`` ["CARDIOMM"];
+    ``GADGETRON_ImageNumber``; ``GADGETRON_SeqDescription`` "_CardioMM";
+    ``CardioMM.Acceleration`` (2 decimals), ``CardioMM.Pattern``, ``CardioMM.Metadata`` and
+    ``CardioMM.Undersampling`` (the two sentences), ``CardioMM.Model`` (checkpoint and
+    architecture, or "none"), ``CardioMM.Method`` ("cardiomm", "cg_sense", "zero_filled"),
+    ``CardioMM.Fallback`` "true"/"false" and, for a fallback, ``CardioMM.FallbackReason``.
+    """
+    comment = IMAGE_COMMENT if not outcome.fallback else \
+        f"{IMAGE_COMMENT}_fallback_{FALLBACK_NAMES.get(outcome.method, FALLBACK_NAMES[fallback_method])}"
+    meta = ismrmrd.Meta()
+    meta["DataRole"] = "Image"
+    meta["GADGETRON_DataRole"] = "Image"
+    meta["ImageComment"] = comment
+    meta["GADGETRON_ImageComment"] = comment
+    meta["ImageProcessingHistory"] = ["CARDIOMM"]
+    meta["GADGETRON_ImageProcessingHistory"] = ["CARDIOMM"]
+    meta["GADGETRON_ImageNumber"] = str(image_number)
+    meta["GADGETRON_SeqDescription"] = "_CardioMM"
+    meta["CardioMM.Acceleration"] = f"{context.acceleration:.2f}"
+    meta["CardioMM.Pattern"] = context.pattern
+    meta["CardioMM.Metadata"] = context.metadata_sentence()
+    meta["CardioMM.Undersampling"] = context.undersampling_sentence()
+    meta["CardioMM.Model"] = model if not outcome.fallback else "none"
+    meta["CardioMM.Method"] = outcome.method
+    meta["CardioMM.Fallback"] = "true" if outcome.fallback else "false"
+    if outcome.fallback:
+        meta["CardioMM.FallbackReason"] = reason or "unknown"
+    return meta
+
+
+# --------------------------------------------------------------------------- the gadget
+
+
+class CardioMMRecon(Gadget):
+    """ReconData -> ismrmrd.Image (one per slice, frame and set), reconstructed by CardioMM."""
+
+    PARAMETERS = (
+        Param("checkpoint", str, "packaged",
+              doc="'packaged' (the demo model shipped in cardiomm_core/models), 'none' (conventional "
+                  "recon only) or a checkpoint path"),
+        Param("device", str, "auto", check=_device_check, doc="'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        Param("modality", str, "Cine", doc="modality when the protocol name says none (e.g. Cine, T1 mapping, LGE)"),
+        Param("view", str, "short-axis", doc="view when the protocol name says none (short-axis, four-chamber, ...)"),
+        Param("fallback", str, "cg_sense", choices=tuple(FALLBACK_NAMES),
+              doc="conventional reconstruction when the model is missing or fails"),
+        Param("frames_dimension", str, "N", choices=FRAME_DIMS, doc="buffer dimension holding the frames"),
+        Param("image_series_index", int, 1, low=0, doc="image_series_index of the images sent"),
+        Param("magnitude", bool, True, doc="send float32 magnitude images (false: complex64)"),
+    )
+
+    def configure(self) -> None:
+        if not self.params.modality.strip() or not self.params.view.strip():
+            raise ValueError(f"{self.gadget_name()}: modality and view must not be empty")
+
+    # -- per stream ------------------------------------------------------------------------
+    def start(self, header: ismrmrd.xsd.ismrmrdHeader) -> None:
+        self.header = header
+        self.base_context = context_from_header(header, modality=self.params.modality, view=self.params.view)
+        self.engine, self.engine_problem, self.model_description = self._acquire_engine()
+        self.image_count = 0
+
+    def _acquire_engine(self) -> tuple[InferenceEngine | None, str | None, str]:
+        """(engine or None, why there is none, CardioMM.Model text)."""
+        setting = self.params.checkpoint
+        try:
+            path = resolve_checkpoint(setting)
+        except ValueError as exc:
+            logger.error("CardioMMRecon: %s; images will come from %s", exc, self.params.fallback)
+            return None, str(exc), "none"
+        if path is None:
+            if setting.strip().lower() == "none":
+                reason = "checkpoint 'none': conventional reconstruction only"
+                logger.info("CardioMMRecon: %s (%s)", reason, self.params.fallback)
+            else:
+                reason = "no packaged CardioMM model is installed (cardiomm_core/models)"
+                logger.warning("CardioMMRecon: %s; images will come from %s", reason, self.params.fallback)
+            return None, reason, "none"
+        try:
+            engine = load_engine(path, self.params.device)
+        except Exception as exc:  # noqa: BLE001 - a model that cannot load must still give images
+            logger.exception("CardioMMRecon: could not load checkpoint %s on %s; images will come from %s",
+                             path, self.params.device, self.params.fallback)
+            return None, f"could not load checkpoint {path}: {type(exc).__name__}: {exc}", "none"
+        return engine, None, describe_model(path, engine)
+
+    # -- items -----------------------------------------------------------------------------
+    def accepts(self, item: Any) -> bool:
+        return isinstance(item, ReconData)
+
+    def process(self, item: ReconData) -> Iterable[Any]:
+        bits = list(item.bits)
+        if not bits:
+            raise ValueError("ReconData has no bits")
+        images: list[ismrmrd.Image] = []
+        for bit in bits:
+            images.extend(self.reconstruct_bit(bit))
+        return images
+
+    def reconstruct_bit(self, bit: Any) -> list[ismrmrd.Image]:
+        """The images of one ReconBit (see the module docstring)."""
+        data, headers = check_buffer(bit.data)
+        if data.shape[2] != 1:
+            raise ValueError(f"CardioMMRecon reconstructs 2D (multi-slice) data; this buffer has E2 = {data.shape[2]} "
+                             f"partitions (shape {data.shape})")
+        data, headers = merge_reference(data, headers, bit.ref)
+        kspace, layout = buffer_to_kspace(data, self.params.frames_dimension)
+        mask = sampling_mask(data, headers, layout).astype(np.float32)  # (batch, 1, frames, ky, 1)
+        if not mask.any(axis=(1, 2, 3, 4)).all():
+            raise ValueError("a slice of the buffer has no sampled lines at all")
+        acceleration, pattern = sampling_from_mask(mask)
+        context = self.base_context.with_sampling(acceleration, pattern)
+        logger.info("CardioMMRecon: k-space %s, %s", kspace.shape, context.undersampling_sentence())
+        with _run_lock(self.engine):
+            outcome = reconstruct_or_fallback(self.engine, kspace, mask, context,
+                                              fallback_method=self.params.fallback)
+        reason = outcome.reason
+        if outcome.fallback and self.engine is None and self.engine_problem:
+            reason = self.engine_problem
+        if outcome.fallback:
+            logger.warning("CardioMMRecon: images from %s (fallback: %s)", outcome.method, reason)
+        sampling = bit.data.sampling
+        recon_x = int(sampling.recon_matrix[0]) if sampling is not None else 0
+        images = crop_readout(np.asarray(outcome.images), recon_x)
+        return self.to_images(images, layout, headers, sampling, context, outcome, reason)
+
+    def to_images(self, images: np.ndarray, layout: BufferLayout, headers: np.ndarray, sampling: Any,
+                  context: ScanContext, outcome: ReconOutcome, reason: str | None) -> list[ismrmrd.Image]:
+        """Core ``images (batch, frames, y, x)`` -> ismrmrd.Image list with headers and meta attributes."""
+        n_y, n_x = images.shape[-2:]
+        fov = field_of_view(sampling, getattr(self, "header", None), n_y, n_x)
+        centre_e1 = int(sampling.sampling_limits[1].center) if sampling is not None else headers.shape[0] // 2
+        magnitude = self.params.magnitude
+        result = []
+        for index, pixels in images_to_ismrmrd_data(np.ascontiguousarray(images, dtype=np.complex64), layout):
+            reference = reference_header(headers, index, centre_e1)
+            if reference is not None:
+                head = ismrmrd.ImageHeader.from_acquisition(reference)
+            else:
+                head = ismrmrd.ImageHeader()
+                for field, value in zip(_LAYOUT_INDEX_FIELDS, (index.n, index.s, index.loc)):
+                    setattr(head, field, value)
+            self.image_count += 1
+            head.version = 1
+            head.image_type = ismrmrd.IMTYPE_MAGNITUDE if magnitude else ismrmrd.IMTYPE_COMPLEX
+            head.image_series_index = int(self.params.image_series_index)
+            head.image_index = self.image_count
+            head.field_of_view[:] = fov
+            meta = image_meta(image_number=self.image_count, context=context, outcome=outcome, reason=reason,
+                              model=self.model_description, fallback_method=self.params.fallback)
+            attributes = meta.serialize()
+            head.attribute_string_len = len(attributes.encode("utf-8"))
+            wire = np.abs(pixels).astype(np.float32) if magnitude else pixels.astype(np.complex64)
+            result.append(ismrmrd.Image(head=head, meta=meta, data=np.ascontiguousarray(wire)))
+        return result
+

@@ -1,0 +1,218 @@
+"""cardiomm-worker: the warm-worker route, played as Gadgetron's ``<connect port= address=/>`` node.
+
+On ``<connect>`` Gadgetron 4.x (``nodes/External.cpp`` ``open_connection(Config::Connect)``) opens
+the TCP connection itself and its ``ExternalChannel`` constructor sends CONFIG and HEADER at once;
+then items and CLOSE, while reading items, ERROR or CLOSE back. ``play_gadgetron`` does that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from gadgetron.types.recon_data import ReconData
+
+from cardiomm_core.checkpoint import save_checkpoint
+from cardiomm_core.model import CardioMM, config_by_name
+from gadgets.buffer import AcquisitionBuffer
+from gadgets.ismrmrd_io import RawFile
+from gadgets.recon import CardioMMRecon
+from tests.gadgets.harness import (
+    CLOSE,
+    CONFIG,
+    HEADER,
+    REPO_ROOT,
+    HarnessResult,
+    _receive,
+    assert_items_equal,
+    config_xml,
+    encode_item,
+    encode_string,
+)
+
+READY = re.compile(r"cardiomm-worker ready on [^\s:]+:(\d+)")
+TIMEOUT = 90.0
+
+
+class RunningWorker:
+    """A ``python -m gadgets.worker`` subprocess whose stderr is collected line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str]) -> None:
+        child_env = dict(os.environ)
+        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH", "")]))
+        child_env.update({"GADGETRON_EXTERNAL_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        child_env.update(env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "gadgets.worker", "--port", "0", *args],
+                                     env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.port: int | None = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
+            match = READY.search(line)
+            if match:
+                self.port = int(match.group(1))
+                self.ready.set()
+
+    def wait_ready(self) -> int:
+        deadline = time.monotonic() + TIMEOUT
+        while not self.ready.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"worker not ready (rc {self.proc.poll()}):\n{self.log}")
+        assert self.port is not None
+        return self.port
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_exit(self, timeout: float = TIMEOUT) -> int:
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def play_gadgetron(port: int, header_xml: str, items: list, properties: dict | None = None) -> HarnessResult:
+    """Connect to the worker as Gadgetron's <connect> node does; send CONFIG, HEADER, items, CLOSE; read back."""
+    result = HarnessResult()
+    error_seen = threading.Event()
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        receiver = threading.Thread(target=_receive, args=(sock, result, error_seen), daemon=True)
+        receiver.start()
+        sock.sendall(encode_string(CONFIG, config_xml(properties)))
+        sock.sendall(encode_string(HEADER, header_xml))
+        for item in items:
+            if error_seen.is_set():
+                break
+            sock.sendall(encode_item(item))
+        sock.sendall(encode_string(CLOSE, b"")[:2])
+        receiver.join(TIMEOUT)
+        if receiver.is_alive():
+            result.protocol_error = "no CLOSE from the worker"
+    return result
+
+
+@pytest.fixture(scope="module")
+def scan(simulated_scan_file):
+    with RawFile(simulated_scan_file) as raw:
+        header, xml, acquisitions = raw.header, raw.xml, list(raw.acquisitions())
+    recon_data: list[ReconData] = list(AcquisitionBuffer()(iter(acquisitions), header))
+    return header, xml, recon_data
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("worker_tiny") / "tiny_random"
+    return str(save_checkpoint(path, CardioMM(config_by_name("tiny", 64)), text_encoder_name="hashing-64",
+                               text_encoder_dim=64))
+
+
+def test_worker_serves_in_a_row_and_at_once_with_one_model_load(scan, tiny_checkpoint, tmp_path, monkeypatch):
+    header, xml, recon_data = scan
+    worker = RunningWorker("--checkpoint", tiny_checkpoint, "--device", "cpu", "--max-connections", "4",
+                           "--idle-timeout", "60", env={"CARDIOMM_CACHE_DIR": str(tmp_path / "cache")})
+    try:
+        port = worker.wait_ready()
+        properties = {"image_series_index": 5}
+        in_a_row = [play_gadgetron(port, xml, recon_data, properties) for _ in range(2)]
+        at_once: list[HarnessResult] = [HarnessResult(), HarnessResult()]
+
+        def play(slot: int) -> None:
+            at_once[slot] = play_gadgetron(port, xml, recon_data, properties)
+
+        threads = [threading.Thread(target=play, args=(slot,)) for slot in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert worker.wait_exit() == 0, worker.log  # exits by itself after --max-connections
+    finally:
+        worker.kill()
+
+    monkeypatch.setenv("CARDIOMM_CACHE_DIR", str(tmp_path / "in-process"))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        expected = list(CardioMMRecon(checkpoint=tiny_checkpoint, device="cpu", image_series_index=5)(
+            iter(recon_data), header))
+    finally:
+        torch.set_num_threads(previous)
+    for result in in_a_row + at_once:
+        assert result.errors == [] and result.protocol_error is None and result.closed, worker.log
+        assert_items_equal(result.items, expected)
+    log = worker.log
+    assert log.count("model loaded:") == 1, log  # loaded once, at start-up, for all four connections
+    assert len(re.findall(r"connection \d+ from 127\.0\.0\.1", log)) >= 4
+    assert "served its 4 connection(s)" in log
+
+
+def test_worker_survives_a_probe_and_stops_when_idle(scan, tmp_path):
+    header, xml, recon_data = scan
+    worker = RunningWorker("--checkpoint", "none", "--idle-timeout", "3", env={"CARDIOMM_CACHE_DIR": str(tmp_path)})
+    try:
+        port = worker.wait_ready()
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass  # a port probe: connects and closes without CONFIG/HEADER
+        result = play_gadgetron(port, xml, recon_data[:1], {"checkpoint": "none"})
+        assert result.errors == [] and result.closed, worker.log
+        assert len(result.items) == 4 and all(isinstance(i.data, np.ndarray) for i in result.items)
+        assert worker.wait_exit(30) == 0, worker.log  # idle timeout
+    finally:
+        worker.kill()
+    assert "no valid CONFIG/HEADER" in worker.log and "idle for" in worker.log
+    assert "model loaded:" not in worker.log
+
+
+def test_worker_reports_errors_and_stops_on_sigterm(scan, tmp_path):
+    header, xml, recon_data = scan
+    worker = RunningWorker("--checkpoint", "none", env={"CARDIOMM_CACHE_DIR": str(tmp_path)})
+    try:
+        port = worker.wait_ready()
+        result = play_gadgetron(port, xml, recon_data[:1], {"fallback": "grappa"})  # an invalid parameter
+        assert len(result.errors) == 1 and "fallback" in result.errors[0] and result.closed, worker.log
+        assert result.items == []
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.wait_exit(30) == 0, worker.log
+    finally:
+        worker.kill()
+    assert "received SIGTERM" in worker.log
+
+
+def test_worker_rejects_bad_options(tmp_path):
+    missing = str(tmp_path / "absent.safetensors")
+    # a checkpoint that does not exist is not fatal: the worker serves fallback images and says why
+    worker = RunningWorker("--checkpoint", missing, "--max-connections", "1", env={"CARDIOMM_CACHE_DIR": str(tmp_path)})
+    try:
+        worker.wait_ready()
+        worker.proc.send_signal(signal.SIGINT)
+        assert worker.wait_exit(30) == 0
+    finally:
+        worker.kill()
+    assert "does not exist" in worker.log
+    bad = subprocess.run([sys.executable, "-m", "gadgets.worker", "--device", "gpu0"], capture_output=True, text=True,
+                         cwd=Path(REPO_ROOT), timeout=TIMEOUT)
+    assert bad.returncode == 2 and "device" in bad.stderr
