@@ -347,21 +347,3 @@ def test_save_montage_png(tmp_path, rng):
     titled = save_montage(images, tmp_path / "t.png", n_cols=2, title="hello")
     with Image.open(titled) as picture:
         assert picture.size[0] == 2 * 12 and picture.size[1] > 2 * 10
-
-
-def test_demo_writes_scan_and_montages(tmp_path, capsys):
-    assert demo.main(["--out", str(tmp_path), "--matrix", "32x24", "--phases", "3", "--coils", "3"]) == 0
-    out = capsys.readouterr().out
-    assert "realised R = " in out
-    assert (tmp_path / "demo_scan.h5").exists()
-    truth = read_ground_truth(tmp_path / "demo_scan.h5")
-    assert truth.images.shape == (2, 3, 24, 32) and truth.pattern == "ktGaussian"
-    for name in ("demo_truth.png", "demo_zero_filled.png"):
-        with Image.open(tmp_path / name) as picture:
-            assert picture.size[0] == 3 * 32 and picture.size[1] > 2 * 24
-    zero_filled = demo.zero_filled_rss(tmp_path / "demo_scan.h5")
-    assert zero_filled.shape == (2, 3, 24, 32)
-    # undersampling loses energy: the zero-filled image is weaker than the fully sampled one
-    full = crop_readout(rss_complex(torch.from_numpy(_phantom(
-        seed=0, n_slices=2, n_phases=3, n_coils=3, matrix=(32, 24), modality="cine", noise_level=0.01).kspace)).numpy(), 32)
-    assert np.linalg.norm(zero_filled) < np.linalg.norm(full)
