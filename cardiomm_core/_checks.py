@@ -49,3 +49,12 @@ def check_positive(name: str, value: float) -> None:
     """Raise ValueError unless ``value`` is a finite number > 0."""
     if not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
+
+def as_numpy(name: str, x: object) -> np.ndarray:
+    """``x`` as a numpy array (a torch.Tensor is detached and copied to the CPU); ValueError otherwise."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array or torch.Tensor, got {type(x).__name__}")
+    return x

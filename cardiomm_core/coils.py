@@ -37,7 +37,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from ._checks import check_complex, check_ndim, check_tensor
+from ._checks import as_numpy, check_complex, check_ndim, check_tensor
 from .fft import ifft2c
 
 logger = logging.getLogger(__name__)
@@ -129,10 +129,7 @@ def coil_compression(
     number of virtual coils whose energy fraction is >= ``energy``). All other axes of ``calib``
     are samples. Returns a :class:`CoilCompression`.
     """
-    if isinstance(calib, torch.Tensor):
-        calib = calib.detach().cpu().numpy()
-    if not isinstance(calib, np.ndarray):
-        raise ValueError(f"calib must be a numpy array, got {type(calib).__name__}")
+    calib = as_numpy("calib", calib)
     if calib.ndim < 2:
         raise ValueError(f"calib must have a coil axis and at least one sample axis, got shape {calib.shape}")
     if not -calib.ndim <= coil_axis < calib.ndim:

@@ -41,16 +41,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ._checks import as_numpy
+
 #: Normalisation conventions, by challenge year.
 CONVENTIONS: tuple[str, ...] = ("2023", "2024", "2025")
 
 
 def _as_magnitude(name: str, x: object) -> np.ndarray:
     """numpy or torch, real or complex -> float64 numpy magnitude (complex) or value (real)."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array or torch.Tensor, got {type(x).__name__}")
+    x = as_numpy(name, x)
     if x.ndim < 2:
         raise ValueError(f"{name} must have at least 2 dimensions (..., y, x), got shape {x.shape}")
     if np.iscomplexobj(x):
@@ -194,10 +193,7 @@ def central_crop(image: np.ndarray | torch.Tensor, convention: str = "2024") -> 
     starting at ``y // 2 - cy // 2`` and ``x // 2 - cx // 2``. The dtype is kept (torch -> numpy).
     """
     _check_convention(convention)
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    if not isinstance(image, np.ndarray):
-        raise ValueError(f"image must be a numpy array or torch.Tensor, got {type(image).__name__}")
+    image = as_numpy("image", image)
     if image.ndim < 2:
         raise ValueError(f"image must have at least 2 dimensions (..., y, x), got shape {image.shape}")
     n_y, n_x = image.shape[-2:]

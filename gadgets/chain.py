@@ -87,7 +87,7 @@ import ismrmrd
 import yaml
 
 from .params import parse_params
-from .stream import Gadget, wire_ready
+from .stream import Gadget, PeerVanished, encode_item, recv_exactly
 
 logger = logging.getLogger(__name__)
 
@@ -865,37 +865,6 @@ def configuration_xml(properties: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def write(self, data: Any) -> None:
-        self.parts.append(bytes(data))
-
-
-def encode_item(item: Any) -> bytes:
-    """One message (id + body) for a stream item, with gadgetron-python's writers, in wire dtypes."""
-    from gadgetron.external import writers
-    from gadgetron.types.image_array import ImageArray, write_image_array
-    from gadgetron.types.recon_data import ReconData, write_recon_data
-
-    item = wire_ready(item)
-    sink = _Sink()
-    if isinstance(item, ismrmrd.Acquisition):
-        writers.write_acquisition(sink, item)
-    elif isinstance(item, ismrmrd.Image):
-        writers.write_image(sink, item)
-    elif isinstance(item, ismrmrd.Waveform):
-        writers.write_waveform(sink, item)
-    elif isinstance(item, ReconData):
-        write_recon_data(sink, item)
-    elif isinstance(item, ImageArray):
-        write_image_array(sink, item)
-    else:
-        raise ValueError(f"cannot send an item of type {type(item).__name__} to an external gadget")
-    return b"".join(sink.parts)
-
-
 class _SocketSource:
     """``read(n)``: exactly n bytes or ExternalGadgetError (peer gone)."""
 
@@ -904,20 +873,16 @@ class _SocketSource:
         self.where = where
 
     def read(self, n: int) -> bytes:
-        buffer = bytearray(n)
-        view = memoryview(buffer)
-        got = 0
-        while got < n:
-            try:
-                count = self.sock.recv_into(view[got:], n - got)
-            except socket.timeout:
-                raise ExternalGadgetError(f"{self.where}: no answer within the timeout") from None
-            except OSError as exc:
-                raise ExternalGadgetError(f"{self.where}: connection lost ({exc})") from None
-            if count == 0:
-                raise ExternalGadgetError(f"{self.where}: the peer closed the connection without CLOSE")
-            got += count
-        return bytes(buffer)
+        try:
+            return recv_exactly(self.sock, n)
+        except socket.timeout:
+            raise ExternalGadgetError(f"{self.where}: no answer within the timeout") from None
+        except PeerVanished as exc:
+            if exc.__cause__ is not None:  # reset
+                raise ExternalGadgetError(f"{self.where}: connection lost ({exc.__cause__})") from None
+            raise ExternalGadgetError(f"{self.where}: the peer closed the connection without CLOSE") from None
+        except OSError as exc:
+            raise ExternalGadgetError(f"{self.where}: connection lost ({exc})") from None
 
 
 class ExternalPeer:

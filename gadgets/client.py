@@ -56,6 +56,7 @@ import numpy as np
 from gadgetron.external import constants as _gt
 
 from . import ismrmrd_io
+from .stream import PeerVanished, recv_exactly
 
 logger = logging.getLogger(__name__)
 
@@ -350,23 +351,14 @@ class GadgetronClient:
     # -- receiving
 
     def _recv_exact(self, n: int) -> bytes:
-        sock = self._socket()
-        buffer = bytearray(n)
-        view = memoryview(buffer)
-        got = 0
-        while got < n:
-            try:
-                count = sock.recv_into(view[got:], n - got)
-            except socket.timeout:
-                raise GadgetronConnectionError(
-                    f"no data from the Gadgetron server for {self.io_timeout:g} s"
-                ) from None
-            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
-                count = 0
-            if count == 0:
-                raise _PeerClosed(partial=got > 0)
-            got += count
-        return bytes(buffer)
+        try:
+            return recv_exactly(self._socket(), n)
+        except socket.timeout:
+            raise GadgetronConnectionError(
+                f"no data from the Gadgetron server for {self.io_timeout:g} s"
+            ) from None
+        except PeerVanished as exc:  # closed or reset
+            raise _PeerClosed(partial=exc.received > 0) from None
 
     def _read_message(self) -> Optional[ServerMessage]:
         """Read one message; None for CLOSE."""
@@ -519,26 +511,6 @@ class _Collector(threading.Thread):
             self.result.returned.append(message)
 
 
-def _items_in_time_order(
-    raw: ismrmrd_io.RawFile,
-) -> Iterator[Union[ismrmrd.Acquisition, ismrmrd.Waveform]]:
-    """Acquisitions in file order, waveforms merged in by time stamp like the C++ client.
-
-    A waveform goes before an acquisition whose ``acquisition_time_stamp`` is later than the
-    waveform's ``time_stamp``; on a tie the acquisition goes first; remaining waveforms go last.
-    """
-    waveforms = raw.waveforms()
-    pending = next(waveforms, None)
-    for acq in raw.acquisitions():
-        while pending is not None and pending.time_stamp < acq.acquisition_time_stamp:
-            yield pending
-            pending = next(waveforms, None)
-        yield acq
-    if pending is not None:
-        yield pending
-        yield from waveforms
-
-
 def _open_raw(path_text: str, group: str) -> ismrmrd_io.RawFile:
     """``ismrmrd_io.RawFile``, with a missing or unreadable file reported as a ValueError."""
     try:
@@ -614,7 +586,7 @@ def stream_file(
                 else:
                     client.send_config_text(config_text)  # type: ignore[arg-type]
                 client.send_header(xml_text)
-                for item in _items_in_time_order(raw):
+                for item in ismrmrd_io.iter_items_in_time_order(raw):
                     if collector.finished.is_set():
                         send_error = (
                             f"the server ended the stream after {result.n_acquisitions} of {n_acq} "

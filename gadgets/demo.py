@@ -38,7 +38,7 @@ from .chain import load_chain, run_chain
 from .image_io import write_images
 from .ismrmrd_io import RawFile, iter_acquisitions, read_header
 from .preview import save_montage
-from .simulate import read_ground_truth, write_simulated_scan
+from .simulate import parse_matrix, read_ground_truth, write_simulated_scan
 
 logger = logging.getLogger(__name__)
 
@@ -48,14 +48,6 @@ DEFAULT_CHAIN = Path(__file__).resolve().parents[1] / "chains" / "cardiomm_cine_
 IMAGE_GROUP = "demo"
 #: Phases shown in the preview montage.
 PREVIEW_PHASES = 4
-
-
-def _parse_matrix(text: str) -> tuple[int, int]:
-    try:
-        nx, ny = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"matrix must be RxP (readout x phase), e.g. 128x112, got {text!r}")
-    return nx, ny
 
 
 def zero_filled_rss(path: Path) -> np.ndarray:
@@ -132,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=2)
     parser.add_argument("--phases", type=int, default=12)
     parser.add_argument("--coils", type=int, default=10)
-    parser.add_argument("--matrix", type=_parse_matrix, default=(128, 112), metavar="RxP")
+    parser.add_argument("--matrix", type=parse_matrix, default=(128, 112), metavar="RxP")
     parser.add_argument("--accel", type=float, default=8.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chain", type=Path, default=DEFAULT_CHAIN, help="chain file (default cardiomm_cine_python)")

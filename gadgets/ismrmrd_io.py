@@ -327,3 +327,21 @@ class RawFile:
     def waveforms(self) -> Iterator[ismrmrd.Waveform]:
         """Yield the waveforms in file order (none when the file has none)."""
         yield from _waveforms_of(self._handle[self.group.strip("/")])
+
+
+def iter_items_in_time_order(raw: RawFile) -> Iterator[Union[ismrmrd.Acquisition, ismrmrd.Waveform]]:
+    """Acquisitions in file order, waveforms merged in by time stamp like the C++ client.
+
+    A waveform goes before an acquisition whose ``acquisition_time_stamp`` is later than the
+    waveform's ``time_stamp``; on a tie the acquisition goes first; remaining waveforms go last.
+    """
+    waveforms = raw.waveforms()
+    pending = next(waveforms, None)
+    for acq in raw.acquisitions():
+        while pending is not None and pending.time_stamp < acq.acquisition_time_stamp:
+            yield pending
+            pending = next(waveforms, None)
+        yield acq
+    if pending is not None:
+        yield pending
+        yield from waveforms

@@ -139,20 +139,6 @@ def _apply_overrides(chain: Chain, checkpoint: str | None, device: str | None) -
     return chain.with_properties(RECON_TARGET, **overrides)
 
 
-def _items_in_time_order(raw: ismrmrd_io.RawFile) -> Iterator[ismrmrd.Acquisition | ismrmrd.Waveform]:
-    """Acquisitions in file order with the waveforms merged in by time stamp (as the C++ client)."""
-    waveforms = raw.waveforms()
-    pending = next(waveforms, None)
-    for acq in raw.acquisitions():
-        while pending is not None and pending.time_stamp < acq.acquisition_time_stamp:
-            yield pending
-            pending = next(waveforms, None)
-        yield acq
-    if pending is not None:
-        yield pending
-        yield from waveforms
-
-
 def _counted(items: Iterable[Any], progress: Progress) -> Iterator[Any]:
     for number, item in enumerate(items, 1):
         progress.update(sent=number)
@@ -254,7 +240,8 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         progress = Progress(total, enabled=not args.quiet)
         started = time.monotonic()
         try:
-            outputs = run_chain(chain, xml, _counted(_items_in_time_order(raw), progress), connect=args.connect)
+            items = _counted(ismrmrd_io.iter_items_in_time_order(raw), progress)
+            outputs = run_chain(chain, xml, items, connect=args.connect)
         except (ValueError, ImportError) as exc:
             parser.error(str(exc))
         images: list[ismrmrd.Image] = []

@@ -622,7 +622,8 @@ def read_ground_truth(path: PathLike) -> GroundTruth:
 
 # --------------------------------------------------------------------------- console script
 
-def _parse_matrix(text: str) -> tuple[int, int]:
+def parse_matrix(text: str) -> tuple[int, int]:
+    """``"RxP"`` (readout x phase, e.g. ``"128x112"``) -> ``(nx, ny)``; an argparse ``type``."""
     try:
         nx, ny = (int(part) for part in text.lower().split("x"))
     except ValueError:
@@ -639,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--slices", type=int, default=2, help="number of slices (default 2)")
     parser.add_argument("--phases", type=int, default=12, help="cine phases or mapping contrasts (default 12)")
     parser.add_argument("--coils", type=int, default=8, help="receiver coils (default 8)")
-    parser.add_argument("--matrix", type=_parse_matrix, default=(128, 112), metavar="RxP",
+    parser.add_argument("--matrix", type=parse_matrix, default=(128, 112), metavar="RxP",
                         help="recon matrix, readout x phase (default 128x112); the readout is 2x oversampled")
     parser.add_argument("--accel", type=float, default=8.0, help="nominal acceleration (default 8)")
     parser.add_argument("--pattern", default="ktGaussian", metavar="|".join(LINE_PATTERNS),

@@ -49,13 +49,13 @@ import os
 import socket
 import struct
 import sys
-from typing import Any, ClassVar, Iterable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import ismrmrd
 import numpy as np
-from gadgetron.external import constants
-from gadgetron.types.image_array import ImageArray
-from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData
+from gadgetron.external import constants, writers
+from gadgetron.types.image_array import ImageArray, write_image_array
+from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, write_recon_data
 
 from .params import Param, Params, config_properties, parse_params
 
@@ -73,7 +73,35 @@ DRAIN_TIMEOUT_S = 10.0
 
 
 class PeerVanished(ConnectionError):
-    """The peer closed (or reset) the connection without sending CLOSE."""
+    """The peer closed (or reset) the connection without sending CLOSE.
+
+    ``received``: how many bytes of the interrupted read had arrived (0: between reads).
+    """
+
+    def __init__(self, message: str, received: int = 0) -> None:
+        super().__init__(message)
+        self.received = received
+
+
+def recv_exactly(sock: socket.socket, nbytes: int) -> bytes:
+    """Exactly ``nbytes`` bytes from ``sock`` (``nbytes >= 0``).
+
+    Raises :class:`PeerVanished` when the peer closes the connection first (``recv`` returns no
+    bytes: never a spin) or resets it (then with the reset as ``__cause__``). Timeouts and other
+    OSErrors propagate unchanged.
+    """
+    buffer = bytearray(nbytes)
+    view = memoryview(buffer)
+    received = 0
+    while received < nbytes:
+        try:
+            count = sock.recv_into(view[received:], nbytes - received)
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
+            raise PeerVanished(f"connection lost while reading ({exc})", received) from exc
+        if count == 0:
+            raise PeerVanished(f"peer closed the connection ({received} of {nbytes} bytes read)", received)
+        received += count
+    return bytes(buffer)
 
 
 class SafeSocket:
@@ -91,18 +119,7 @@ class SafeSocket:
     def read(self, nbytes: int) -> bytes:
         if nbytes <= 0:
             return b""
-        buffer = bytearray(nbytes)
-        view = memoryview(buffer)
-        received = 0
-        while received < nbytes:
-            try:
-                count = self.socket.recv_into(view[received:], nbytes - received)
-            except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-                raise PeerVanished(f"connection lost while reading ({exc})") from exc
-            if count == 0:
-                raise PeerVanished(f"peer closed the connection ({received} of {nbytes} bytes read)")
-            received += count
-        return bytes(buffer)
+        return recv_exactly(self.socket, nbytes)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.socket.sendall(data)
@@ -231,15 +248,47 @@ class _Collector:
         return b"".join(self.parts)
 
 
-def serialize_item(connection: Any, item: Any) -> bytes:
-    """The complete message (id + body) ``connection``'s writers produce for ``item``, in dtype-safe form."""
-    item = wire_ready(item)
-    for predicate, writer in connection.writers:
-        if predicate(item):
+Writer = Callable[[Any, Any], None]
+
+#: ``(accepts, writer)`` pairs for the item types of an external-gadget stream, as
+#: gadgetron-python's ``Connection`` has them by default.
+DEFAULT_WRITERS: tuple[tuple[Callable[[Any], bool], Writer], ...] = (
+    (lambda item: isinstance(item, ismrmrd.Acquisition), writers.write_acquisition),
+    (lambda item: isinstance(item, ismrmrd.Waveform), writers.write_waveform),
+    (lambda item: isinstance(item, ismrmrd.Image), writers.write_image),
+    (lambda item: isinstance(item, ImageArray), write_image_array),
+    (lambda item: isinstance(item, ReconData), write_recon_data),
+)
+
+
+class UnsupportedItemError(TypeError, ValueError):
+    """No writer accepts the item (a TypeError as gadgetron-python's, and a ValueError)."""
+
+
+def encode_item(item: Any, item_writers: Sequence[tuple[Callable[[Any], bool], Writer]] = DEFAULT_WRITERS, *,
+                convert: bool = True) -> bytes:
+    """The complete message (id + body) for ``item``, serialised by gadgetron-python's writers.
+
+    ``item_writers``: ``(accepts, writer)`` pairs, the first that accepts the item writes it
+    (default: acquisition, waveform, image, ImageArray, ReconData). ``convert``: first put every
+    array in its wire dtype and check it against its header (:func:`wire_ready`; ValueError when
+    they do not match); False sends the item exactly as it is (a test playing Gadgetron's part
+    may send malformed items on purpose). Raises :class:`UnsupportedItemError` when no writer
+    accepts the item.
+    """
+    if convert:
+        item = wire_ready(item)
+    for accepts, writer in item_writers:
+        if accepts(item):
             sink = _Collector()
             writer(sink, item)
             return sink.getvalue()
-    raise TypeError(f"no writer for an item of type {type(item).__name__}")
+    raise UnsupportedItemError(f"cannot send an item of type {type(item).__name__}: no writer accepts it")
+
+
+def serialize_item(connection: Any, item: Any) -> bytes:
+    """The complete message (id + body) ``connection``'s writers produce for ``item``, in dtype-safe form."""
+    return encode_item(item, connection.writers)
 
 
 def send_item(connection: Any, item: Any) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+
+from tests.helpers import one_torch_thread
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,3 +25,17 @@ def rng() -> np.random.Generator:
     """A seeded numpy generator: every test draws the same numbers on every run."""
     return np.random.default_rng(1234)
 
+
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test (see ``tests.helpers.one_torch_thread``)."""
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture
+def embedding_cache(monkeypatch, tmp_path) -> Path:
+    """A private text-embedding cache folder (``CARDIOMM_CACHE_DIR``) for the test."""
+    path = tmp_path / "embeddings"
+    monkeypatch.setenv("CARDIOMM_CACHE_DIR", str(path))
+    return path

@@ -194,6 +194,8 @@ def test_compression_readable_errors(rng):
         coil_compression(calib, coil_axis=3, n_virtual=1)
     with pytest.raises(ValueError, match="all zero"):
         coil_compression(np.zeros((3, 5), np.complex64), n_virtual=1)
+    with pytest.raises(ValueError, match="calib must be a numpy array or torch.Tensor, got list"):
+        coil_compression(calib.tolist(), n_virtual=1)
     cc = coil_compression(calib, n_virtual=2)
     with pytest.raises(ValueError, match="data has 3 coils on axis 0, the compression expects 4"):
         cc.apply(np.ones((3, 5), np.complex64), coil_axis=0)

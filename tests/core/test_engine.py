@@ -19,14 +19,8 @@ from cardiomm_core.text import HashingEncoder
 CONTEXT = ScanContext(acceleration=4, pattern="ktUniform")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path):
-    """Tiny tensors gain nothing from intra-op threads; embedding cache in a temporary folder."""
-    monkeypatch.setenv("CARDIOMM_CACHE_DIR", str(tmp_path / "embeddings"))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny tensors gain nothing from intra-op threads; embedding cache in a temporary folder
+pytestmark = pytest.mark.usefixtures("one_thread", "embedding_cache")
 
 
 class CountingEncoder:

@@ -166,3 +166,5 @@ def test_errors_are_readable(rng):
         psnr(x.tolist(), x)
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         central_crop(np.zeros(5))
+    with pytest.raises(ValueError, match="image must be a numpy array or torch.Tensor, got list"):
+        central_crop([[1.0, 2.0]])

@@ -22,13 +22,7 @@ from tests.helpers import crandn
 TEXT_DIM = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and lose a lot on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def line_mask(rng, n_b, n_t, n_ky, n_acs=4, accel=3):

@@ -21,7 +21,6 @@ and ``assert_items_equal`` for byte-exact comparison of stream items.
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import struct
@@ -37,9 +36,11 @@ from xml.sax.saxutils import quoteattr
 
 import ismrmrd
 import numpy as np
-from gadgetron.external import readers, writers
-from gadgetron.types.image_array import ImageArray, read_image_array, write_image_array
-from gadgetron.types.recon_data import ReconData, read_recon_data, write_recon_data
+from gadgetron.external import readers
+from gadgetron.types.image_array import read_image_array
+from gadgetron.types.recon_data import ReconData, read_recon_data
+
+from gadgets import stream
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,30 +73,13 @@ def config_xml(properties: Mapping[str, Any] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-class _Sink:
-    def __init__(self) -> None:
-        self.buffer = io.BytesIO()
-
-    def write(self, data: Any) -> None:
-        self.buffer.write(bytes(data))
-
-
 def encode_item(item: Any) -> bytes:
-    """One message (id + body) for ``item``, serialised by gadgetron-python's writers."""
-    sink = _Sink()
-    if isinstance(item, ismrmrd.Acquisition):
-        writers.write_acquisition(sink, item)
-    elif isinstance(item, ismrmrd.Image):
-        writers.write_image(sink, item)
-    elif isinstance(item, ismrmrd.Waveform):
-        writers.write_waveform(sink, item)
-    elif isinstance(item, ReconData):
-        write_recon_data(sink, item)
-    elif isinstance(item, ImageArray):
-        write_image_array(sink, item)
-    else:
-        raise HarnessError(f"the harness cannot send {type(item).__name__}")
-    return sink.buffer.getvalue()
+    """One message (id + body) for ``item`` as it is (no dtype conversion or check), serialised by
+    gadgetron-python's writers."""
+    try:
+        return stream.encode_item(item, convert=False)
+    except stream.UnsupportedItemError:
+        raise HarnessError(f"the harness cannot send {type(item).__name__}") from None
 
 
 def encode_string(message_id: int, text: str | bytes) -> bytes:

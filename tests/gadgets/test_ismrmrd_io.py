@@ -15,6 +15,7 @@ from gadgets.ismrmrd_io import (
     count_waveforms,
     header_version,
     iter_acquisitions,
+    iter_items_in_time_order,
     iter_waveforms,
     read_header,
     set_header_version,
@@ -142,6 +143,33 @@ def test_python_file_roundtrip(python_file):
         assert mine.time_stamp == theirs.time_stamp
         np.testing.assert_array_equal(mine.data, theirs.data)
 
+
+
+@pytest.mark.parametrize(
+    "acq_stamps, wf_stamps, expected",
+    [
+        # a waveform goes before a later acquisition; on a tie the acquisition goes first
+        ([0, 10, 20, 30], [5, 10, 25, 99], ["a0", "w5", "a10", "w10", "a20", "w25", "a30", "w99"]),
+        ([7, 8], [1, 2], ["w1", "w2", "a7", "a8"]),
+        ([3, 4], [], ["a3", "a4"]),
+    ],
+)
+def test_items_in_time_order_merges_waveforms_by_time_stamp(tmp_path, rng, acq_stamps, wf_stamps, expected):
+    path = tmp_path / "merged.h5"
+    with ismrmrd.Dataset(str(path), "dataset", create_if_needed=True) as dataset:
+        dataset.write_xml_header(ismrmrd.xsd.ToXML(_python_header(1)))
+        for stamp in acq_stamps:
+            acq = ismrmrd.Acquisition.from_array(np.zeros((1, 4), np.complex64))
+            acq.acquisition_time_stamp = stamp
+            dataset.append_acquisition(acq)
+        for stamp in wf_stamps:
+            waveform = ismrmrd.Waveform.from_array(rng.integers(0, 9, size=(1, 3), dtype=np.uint32))
+            waveform.time_stamp = stamp
+            dataset.append_waveform(waveform)
+    with RawFile(path) as raw:
+        order = [f"a{item.acquisition_time_stamp}" if isinstance(item, ismrmrd.Acquisition)
+                 else f"w{item.time_stamp}" for item in iter_items_in_time_order(raw)]
+    assert order == expected
 
 def test_rawfile_reads_what_ismrmrd_python_reads(tmp_path, rng):
     """RawFile gives the objects ismrmrd.Dataset gives: XML, acquisitions with and without a

@@ -29,13 +29,7 @@ RECON_X, RECON_Y = SIMULATED_SCAN["matrix"]
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def _embedding_cache_and_one_thread(monkeypatch, tmp_path):
-    monkeypatch.setenv("CARDIOMM_CACHE_DIR", str(tmp_path / "embeddings"))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread", "embedding_cache")
 
 
 def save_tiny(path) -> str:

@@ -15,7 +15,7 @@ import pytest
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription, read_recon_data
 from gadgetron.types.recon_data import write_recon_data
 
-from gadgets.stream import Gadget, error_message, serialize_item, wire_ready
+from gadgets.stream import Gadget, UnsupportedItemError, encode_item, error_message, serialize_item, wire_ready
 from tests.gadgets.harness import EchoGadget, assert_items_equal, run_gadget, synthetic_scan
 
 ECHO = ("tests.gadgets.harness", "EchoGadget")
@@ -76,6 +76,20 @@ def test_wire_ready_acquisition_and_image(rng: np.random.Generator) -> None:
     with pytest.raises(ValueError, match="does not match its header"):
         wire_ready(bad)
 
+
+
+def test_encode_item_converts_unless_told_not_to(rng: np.random.Generator) -> None:
+    data = rng.standard_normal((2, 6)) + 1j * rng.standard_normal((2, 6))  # complex128
+    acq = ismrmrd.Acquisition.from_array(data.astype(np.complex64))
+    raw = ismrmrd.Acquisition(acq.getHead(), data, np.zeros((6, 0)))
+    message = encode_item(raw)
+    assert message == encode_item(acq) == serialize_item(_Writers, raw)  # sent as complex64
+    assert struct.unpack("<H", message[:2])[0] == 1008
+    as_is = encode_item(raw, convert=False)  # what gadgetron-python alone would send: 16-byte samples
+    assert len(as_is) - len(message) == data.size * 8
+    with pytest.raises(UnsupportedItemError, match="type str") as info:
+        encode_item("not an item")
+    assert isinstance(info.value, TypeError) and isinstance(info.value, ValueError)
 
 def test_error_message_layout() -> None:
     message = error_message("Gadget: ValueError: bad ü")

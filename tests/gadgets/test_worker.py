@@ -39,6 +39,7 @@ from tests.gadgets.harness import (
     encode_item,
     encode_string,
 )
+from tests.helpers import one_torch_thread
 
 READY = re.compile(r"cardiomm-worker ready on [^\s:]+:(\d+)")
 TIMEOUT = 90.0
@@ -154,13 +155,9 @@ def test_worker_serves_in_a_row_and_at_once_with_one_model_load(scan, tiny_check
         worker.kill()
 
     monkeypatch.setenv("CARDIOMM_CACHE_DIR", str(tmp_path / "in-process"))
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         expected = list(CardioMMRecon(checkpoint=tiny_checkpoint, device="cpu", image_series_index=5)(
             iter(recon_data), header))
-    finally:
-        torch.set_num_threads(previous)
     for result in in_a_row + at_once:
         assert result.errors == [] and result.protocol_error is None and result.closed, worker.log
         assert_items_equal(result.items, expected)

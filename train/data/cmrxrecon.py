@@ -54,6 +54,7 @@ from torch.utils.data import Dataset
 from cardiomm_core.context import ScanContext
 from cardiomm_core.masks import MASK_PATTERNS
 
+from ._skipping import READ_ERRORS, SkipUnreadable, check_on_read_error
 from .sample import KspaceSample
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,6 @@ _SAMPLING_FOLDER = re.compile(r"^(FullSample|UnderSample|AccFactor|Mask)")
 _SCANNER_FOLDER = re.compile(r"^(?P<vendor>[A-Za-z]+)_(?P<field>\d+(?:\.\d+)?)T_(?P<model>.+)$")
 _KUS_NAME = re.compile(r"_(?:kus|mask)_(?P<pattern>ktUniform|ktGaussian|ktRadial|Uniform)(?P<acc>\d+(?:\.\d+)?)$")
 _ACC_FOLDER = re.compile(r"^AccFactor(?P<acc>\d+)$")
-_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError)
 
 #: File-name stem (lower case, without chamber suffix) -> (modality, default view).
 _NAME_TABLE: dict[str, tuple[str, str]] = {
@@ -512,7 +512,7 @@ def find_full_sample_files(root: PathLike, split: str | None = "train") -> list[
     return sorted(found)
 
 
-class CMRxReconDataset(Dataset):
+class CMRxReconDataset(SkipUnreadable, Dataset):
     """Fully sampled CMRxRecon slices as :class:`KspaceSample` (one item per file and slice).
 
     ``root``: a folder with the challenge data (the ``MultiCoil`` folder or above it).
@@ -547,8 +547,7 @@ class CMRxReconDataset(Dataset):
     ) -> None:
         if year is not None and year not in YEARS:
             raise ValueError(f"year must be one of {YEARS} or None, got {year!r}")
-        if on_read_error not in ("next", "raise"):
-            raise ValueError(f"on_read_error must be 'next' or 'raise', got {on_read_error!r}")
+        check_on_read_error(on_read_error)
         if isinstance(readout_oversampling, bool) or not isinstance(readout_oversampling, int) \
                 or readout_oversampling < 1:
             raise ValueError(f"readout_oversampling must be an integer >= 1, got {readout_oversampling!r}")
@@ -585,7 +584,7 @@ class CMRxReconDataset(Dataset):
                 continue
             try:
                 shape = kspace_shape(path, variables)
-            except _READ_ERRORS as error:
+            except READ_ERRORS as error:
                 self._skip(path, f"{type(error).__name__}: {error}")
                 continue
             file_index = len(self.files)
@@ -594,10 +593,6 @@ class CMRxReconDataset(Dataset):
         self._variables = variables
         logger.info("CMRxReconDataset: %d slices in %d files under %s (year %s, split %s); %d files skipped",
                     len(self.items), len(self.files), self.root, self.year, split, len(self.skipped))
-
-    def _skip(self, path: Path, reason: str) -> None:
-        logger.warning("CMRxReconDataset: skipping %s: %s", path, reason)
-        self.skipped.append((str(path), reason))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -612,24 +607,5 @@ class CMRxReconDataset(Dataset):
         return KspaceSample(torch.from_numpy(kspace), entry.context, f"{entry.relative}@slice{slice_index}",
                             None, recon_nx)
 
-    def __getitem__(self, index: int) -> KspaceSample:
-        n_items = len(self.items)
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n_items <= index < n_items:
-            raise IndexError(f"index {index!r} out of range for {n_items} items")
-        index = int(index) % n_items
-        for attempt in range(n_items):
-            current = (index + attempt) % n_items
-            file_index = self.items[current][0]
-            if file_index in self._bad:
-                continue
-            try:
-                return self._load(current)
-            except _READ_ERRORS as error:
-                path = self.files[file_index].path
-                reason = f"slice {self.items[current][1]}: {type(error).__name__}: {error}"
-                if self.on_read_error == "raise":
-                    raise RuntimeError(f"CMRxReconDataset: cannot read {path} {reason}") from error
-                self._bad.add(file_index)
-                self._skip(path, reason)
-        raise RuntimeError(f"CMRxReconDataset: no readable item left under {self.root} "
-                           f"({len(self.skipped)} files skipped)")
+    def _location(self) -> str:
+        return f" under {self.root}"

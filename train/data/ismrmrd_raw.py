@@ -49,6 +49,7 @@ from gadgets.layout import buffer_to_kspace
 from gadgets.noise_adjust import NoiseAdjust
 from gadgets.remove_oversampling import RemoveOversampling
 
+from ._skipping import READ_ERRORS, SkipUnreadable, check_on_read_error
 from .sample import KspaceSample
 
 logger = logging.getLogger(__name__)
@@ -60,8 +61,6 @@ FRAME_COUNTERS = ("phase", "contrast", "repetition", "set")
 #: Defaults for missing header fields.
 DEFAULT_FIELD_STRENGTH_T = 3.0
 UNKNOWN = "Unknown"
-
-_READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError)
 
 # (token prefixes, exact tokens, label), checked in order against the protocol name's tokens.
 _MODALITY_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...], str], ...] = (
@@ -192,7 +191,7 @@ class RawFileEntry:
     recon_nx: int | None
 
 
-class IsmrmrdRawDataset(Dataset):
+class IsmrmrdRawDataset(SkipUnreadable, Dataset):
     """Fully sampled ISMRMRD raw files as :class:`KspaceSample`, one item per (file, slice).
 
     ``paths``: files (or one file). ``group``: the ISMRMRD group ("dataset"). ``prewhiten``: run
@@ -204,8 +203,7 @@ class IsmrmrdRawDataset(Dataset):
 
     def __init__(self, paths: PathLike | Sequence[PathLike], *, group: str = "dataset", prewhiten: bool = True,
                  remove_oversampling: bool = False, on_read_error: str = "next") -> None:
-        if on_read_error not in ("next", "raise"):
-            raise ValueError(f"on_read_error must be 'next' or 'raise', got {on_read_error!r}")
+        check_on_read_error(on_read_error)
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
@@ -225,17 +223,13 @@ class IsmrmrdRawDataset(Dataset):
                     raise ValueError("the ISMRMRD header has no encoding")
                 entry = RawFileEntry(path, _n_slices(header), context_from_header(header),
                                      None if remove_oversampling else _recon_nx(header))
-            except _READ_ERRORS as error:
+            except READ_ERRORS as error:
                 self._skip(path, f"{type(error).__name__}: {error}")
                 continue
             self.files.append(entry)
             self.items.extend((len(self.files) - 1, s) for s in range(entry.n_slices))
         logger.info("IsmrmrdRawDataset: %d slices in %d files; %d files skipped",
                     len(self.items), len(self.files), len(self.skipped))
-
-    def _skip(self, path: Path, reason: str) -> None:
-        logger.warning("IsmrmrdRawDataset: skipping %s: %s", path, reason)
-        self.skipped.append((str(path), reason))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -255,27 +249,6 @@ class IsmrmrdRawDataset(Dataset):
             raise ValueError(f"slice {slice_index} is missing (the file has slices {sorted(slices)})")
         kspace = torch.from_numpy(np.array(slices[slice_index], dtype=np.complex64, copy=True))
         return KspaceSample(kspace, entry.context, f"{entry.path.name}@slice{slice_index}", None, entry.recon_nx)
-
-    def __getitem__(self, index: int) -> KspaceSample:
-        n_items = len(self.items)
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -n_items <= index < n_items:
-            raise IndexError(f"index {index!r} out of range for {n_items} items")
-        index = int(index) % n_items
-        for attempt in range(n_items):
-            current = (index + attempt) % n_items
-            file_index = self.items[current][0]
-            if file_index in self._bad:
-                continue
-            try:
-                return self._load(current)
-            except _READ_ERRORS as error:
-                path = self.files[file_index].path
-                reason = f"slice {self.items[current][1]}: {type(error).__name__}: {error}"
-                if self.on_read_error == "raise":
-                    raise RuntimeError(f"IsmrmrdRawDataset: cannot read {path} {reason}") from error
-                self._bad.add(file_index)
-                self._skip(path, reason)
-        raise RuntimeError(f"IsmrmrdRawDataset: no readable item left ({len(self.skipped)} files skipped)")
 
     def iter_file(self, file_index: int) -> Iterator[KspaceSample]:
         """The samples of one file, in slice order."""
