@@ -1,0 +1,146 @@
+"""Console entry points: ``cardiomm-train``, ``cardiomm-export``, ``cardiomm-eval``.
+
+``cardiomm-train --config CONFIG.yaml [--override key=value ...] [--resume [CKPT]]``
+    Train (one process, or one per GPU under ``torchrun --nproc_per_node N -m train.cli ...`` /
+    ``torchrun ... $(which cardiomm-train) ...``). ``--resume`` without a value continues from the
+    run folder's latest checkpoint when there is one.
+``cardiomm-export TRAIN_CKPT OUT[.safetensors]``
+    Training checkpoint (a ``checkpoints/step_*`` folder or a run folder) -> inference checkpoint.
+``cardiomm-eval --checkpoint PATH --data CONFIG_OR_SPEC --out DIR [--accelerations ...] [--patterns ...]``
+    CardioMM vs CG-SENSE vs zero-filling, CSV + markdown + PNG (``train.evaluate``).
+
+Configuration and data errors are reported as one line on stderr with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+def _setup_logging(level: str, rank: int = 0) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO) if rank == 0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _fail(prog: str, error: Exception) -> int:
+    sys.stderr.write(f"{prog}: error: {error}\n")
+    return 2
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``cardiomm-train``."""
+    parser = argparse.ArgumentParser(prog="cardiomm-train", description="Train CardioMM (plain torch; torchrun for DDP).")
+    parser.add_argument("--config", required=True, help="YAML config (see train/configs/)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="set a config field, e.g. train.max_steps=100 or data.train.0.n_subjects=8 (repeatable)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                        help="continue from CKPT, or without a value from the run folder's latest checkpoint")
+    parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
+                        help="checkpoint and exit after N optimiser steps in total (the schedule keeps its length)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+
+    from .config import load_config
+    from .trainer import DistInfo, Trainer
+
+    info = DistInfo.from_env()
+    _setup_logging(args.log_level, info.rank)
+    try:
+        cfg = load_config(args.config, args.override)
+        trainer = Trainer(cfg, dist_info=info)
+    except (ValueError, FileNotFoundError) as error:
+        return _fail("cardiomm-train", error)
+    try:
+        result = trainer.fit(resume=args.resume, stop_after_steps=args.stop_after_steps)
+    except (ValueError, FileNotFoundError) as error:
+        return _fail("cardiomm-train", error)
+    finally:
+        trainer.close()
+    if info.is_main:
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in result.val_metrics.items())
+        sys.stderr.write(f"cardiomm-train: step {result.step}, epoch {result.epoch}, "
+                         f"{'finished' if result.finished else 'stopped'}; checkpoint {result.checkpoint}"
+                         f"{'; validation ' + metrics if metrics else ''}\n")
+    return 0
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``cardiomm-export``."""
+    parser = argparse.ArgumentParser(prog="cardiomm-export",
+                                     description="Training checkpoint -> CardioMM inference checkpoint.")
+    parser.add_argument("train_checkpoint", help="a checkpoints/step_* folder, or a run folder (its latest)")
+    parser.add_argument("out", help="output stem or .safetensors name (a .json sidecar is written beside it)")
+    parser.add_argument("--description", default=None, help="replace the run's description")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    from .export import export_checkpoint
+
+    try:
+        path = export_checkpoint(args.train_checkpoint, args.out, description=args.description)
+    except (ValueError, FileNotFoundError) as error:
+        return _fail("cardiomm-export", error)
+    sys.stderr.write(f"cardiomm-export: wrote {path} and {path.with_suffix('.json')}\n")
+    return 0
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """``cardiomm-eval``."""
+    from .evaluate import DEFAULT_ACCELERATIONS, DEFAULT_PATTERNS, METHODS
+
+    parser = argparse.ArgumentParser(prog="cardiomm-eval",
+                                     description="Score CardioMM against CG-SENSE and zero-filling (CMRxRecon metrics).")
+    parser.add_argument("--checkpoint", default="packaged",
+                        help="inference checkpoint ('packaged' for the packaged demo model, 'none' for references only)")
+    parser.add_argument("--data", required=True,
+                        help="training YAML (its data.val), YAML with 'sources:', or a spec such as "
+                             "synthetic:n_subjects=6,seed=1000,matrix=128x112")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--accelerations", type=float, nargs="+", default=list(DEFAULT_ACCELERATIONS))
+    parser.add_argument("--patterns", nargs="+", default=list(DEFAULT_PATTERNS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--convention", default="2024", choices=["2023", "2024", "2025"],
+                        help="CMRxRecon normalisation of each image before scoring")
+    parser.add_argument("--no-crop", action="store_true", help="score whole images, not the challenge's central crop")
+    parser.add_argument("--n-acs", type=int, default=None, help="calibration lines (default: each family's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the ktGaussian masks")
+    parser.add_argument("--max-items", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--title", default="")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+
+    from cardiomm_core.packaged import resolve_checkpoint
+
+    from .evaluate import evaluate_checkpoint, load_eval_data, write_report
+
+    try:
+        methods = list(args.methods)
+        checkpoint = resolve_checkpoint(args.checkpoint)
+        if checkpoint is None and "cardiomm" in methods:
+            if args.checkpoint.strip().lower() != "none":
+                raise ValueError("no packaged CardioMM model is installed; pass --checkpoint PATH or 'none'")
+            methods.remove("cardiomm")
+        dataset, description = load_eval_data(args.data)
+        rows = evaluate_checkpoint(checkpoint, dataset, accelerations=args.accelerations, patterns=args.patterns,
+                                   methods=methods, convention=args.convention, crop=not args.no_crop,
+                                   n_acs=args.n_acs, seed=args.seed, device=args.device, max_items=args.max_items,
+                                   progress=True)
+        title = args.title or f"{Path(str(checkpoint)).name if checkpoint else 'references'} on {description}"
+        paths = write_report(args.out, rows, title)
+    except (ValueError, FileNotFoundError) as error:
+        return _fail("cardiomm-eval", error)
+    sys.stdout.write(paths["markdown"].read_text(encoding="utf-8"))
+    sys.stderr.write(f"cardiomm-eval: wrote {', '.join(str(p) for p in paths.values())}\n")
+    return 0
+
+
+if __name__ == "__main__":  # python -m train.cli (train); torchrun -m train.cli ...
+    sys.exit(train_main())

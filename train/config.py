@@ -1,0 +1,516 @@
+"""Typed training configuration: dataclasses read from YAML, with ``key=value`` overrides.
+
+A config file is a YAML mapping whose sections mirror :class:`TrainConfig`::
+
+    run_dir: runs/synthetic_small
+    seed: 0
+    data:
+      train: [{kind: synthetic, n_subjects: 64, seed: 0, matrix: [128, 112]}]
+      val:   [{kind: synthetic, n_subjects: 4, seed: 1000}]
+      undersampling: {patterns: [ktGaussian, ktUniform, Uniform], accelerations: [4, 8, 12, 16, 20, 24]}
+    model: {name: small, overrides: {n_cascades: 4}}
+    text_encoder: {name: minilm}
+    optim: {lr: 3.0e-4, weight_decay: 1.0e-4, betas: [0.9, 0.999]}
+    schedule: {warmup_steps: 100, min_lr_ratio: 0.05}
+    loss: {ssim_weight: 0.84, l1_weight: 0.16}
+    train: {epochs: 10, max_steps: null, grad_clip: 1.0, grad_accum: 1}
+    checkpoint: {every_steps: 200}
+
+Every section is a dataclass; a key that no dataclass field names is a ValueError naming the key
+and its section (``data.train[0]: unknown key(s) ['n_subject']; known: [...]``), and so is a
+value of the wrong type. ``--override a.b.c=VALUE`` sets one field after the file is read (VALUE
+is parsed as YAML: ``3``, ``1e-4``, ``[4, 8]``, ``null``); list items are addressed by index
+(``data.train.0.n_subjects=8``).
+
+Data sources (``data.train`` / ``data.val`` lists, ``kind`` picks the dataclass):
+``synthetic`` (:class:`SyntheticSource`, phantoms on the fly), ``cmrxrecon``
+(:class:`CMRxReconSource`, challenge folders) and ``ismrmrd`` (:class:`IsmrmrdSource`, raw files).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence, Union
+
+import yaml
+
+__all__ = [
+    "SOURCE_KINDS",
+    "CheckpointConfig",
+    "CMRxReconSource",
+    "DataConfig",
+    "IsmrmrdSource",
+    "LogConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ScheduleConfig",
+    "SyntheticSource",
+    "TextEncoderConfig",
+    "TrainConfig",
+    "TrainLoopConfig",
+    "UndersamplingConfig",
+    "ValidationConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+]
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+@dataclass
+class SyntheticSource:
+    """Synthetic phantoms (``train.data.synthetic.SyntheticCardiacDataset``); new seeds = new subjects."""
+
+    kind: str = "synthetic"
+    n_subjects: int = 16
+    seed: int = 0
+    n_frames: int = 12
+    n_coils: int = 8
+    matrix: tuple[int, int] = (128, 112)
+    modalities: tuple[str, ...] = ("cine", "t1map", "t2map")
+    n_slices: int = 1
+    noise_level: float = 0.01
+    readout_oversampling: int = 2
+
+
+@dataclass
+class CMRxReconSource:
+    """CMRxRecon challenge data (``train.data.cmrxrecon.CMRxReconDataset``)."""
+
+    kind: str = "cmrxrecon"
+    root: str = ""
+    year: Union[int, None] = None
+    modalities: Union[tuple[str, ...], None] = None
+    split: Union[str, None] = "train"
+    lax_view: str = "long-axis"
+    readout_oversampling: int = 1
+    on_read_error: str = "next"
+
+
+@dataclass
+class IsmrmrdSource:
+    """Fully sampled ISMRMRD raw files (``train.data.ismrmrd_raw.IsmrmrdRawDataset``)."""
+
+    kind: str = "ismrmrd"
+    paths: tuple[str, ...] = ()
+    group: str = "dataset"
+    prewhiten: bool = True
+    remove_oversampling: bool = False
+    on_read_error: str = "next"
+
+
+SourceConfig = Union[SyntheticSource, CMRxReconSource, IsmrmrdSource]
+#: ``kind`` -> source dataclass.
+SOURCE_KINDS: dict[str, type] = {"synthetic": SyntheticSource, "cmrxrecon": CMRxReconSource,
+                                 "ismrmrd": IsmrmrdSource}
+
+
+@dataclass
+class UndersamplingConfig:
+    """Mirror of ``train.data.undersample.UndersamplingSpec`` (see there).
+
+    ``pattern_accelerations`` None keeps the spec's default (Uniform at the challenge's 4, 8, 10);
+    ``{}`` gives every pattern the general ``accelerations``.
+    """
+
+    patterns: tuple[str, ...] = ("ktUniform", "ktGaussian", "ktRadial", "Uniform")
+    accelerations: tuple[float, ...] = (4.0, 8.0, 12.0, 16.0, 20.0, 24.0)
+    n_acs: Union[int, None] = None
+    pattern_weights: Union[tuple[float, ...], None] = None
+    acceleration_weights: Union[tuple[float, ...], None] = None
+    pattern_accelerations: Union[dict[str, tuple[float, ...]], None] = None
+
+
+@dataclass
+class DataConfig:
+    """Training and validation sources, the undersampling draws and the loader.
+
+    ``batch_size`` is per process (GPU); examples of one batch must have equal shapes (1 is the
+    usual setting for mixed cardiac data). ``val_undersampling`` None uses ``undersampling``;
+    validation masks are fixed (the same for an item in every epoch).
+    """
+
+    train: list[SourceConfig] = field(default_factory=lambda: [SyntheticSource()])
+    val: list[SourceConfig] = field(default_factory=list)
+    undersampling: UndersamplingConfig = field(default_factory=UndersamplingConfig)
+    val_undersampling: Union[UndersamplingConfig, None] = None
+    batch_size: int = 1
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """``cardiomm_core.model.config_by_name(name, text_dim)`` with field ``overrides``."""
+
+    name: str = "small"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TextEncoderConfig:
+    """Frozen text encoder (``cardiomm_core.text.get_encoder``); ``cache_dir`` None: the default
+    on-disk embedding cache (``$CARDIOMM_CACHE_DIR`` or ``~/.cache/cardiomm/embeddings``)."""
+
+    name: str = "minilm"
+    cache_dir: Union[str, None] = None
+
+
+@dataclass
+class OptimConfig:
+    """AdamW."""
+
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@dataclass
+class ScheduleConfig:
+    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr`` at
+    the last step (``kind: constant`` keeps ``lr`` after the warm-up)."""
+
+    kind: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class LossConfig:
+    """``ssim_weight * (1 - SSIM) + l1_weight * L1`` on the magnitude, in the engine's scaling."""
+
+    ssim_weight: float = 0.84
+    l1_weight: float = 0.16
+    ssim_window: int = 7
+
+
+@dataclass
+class TrainLoopConfig:
+    """Length, precision, clipping, accumulation, device.
+
+    Training stops after ``epochs`` epochs or ``max_steps`` optimiser steps, whichever comes
+    first (``max_steps`` None: epochs only); the learning-rate schedule spans that length.
+    ``amp``: bf16 autocast on CUDA (ignored on the CPU). ``grad_clip`` None or 0: no clipping.
+    ``deterministic``: ``torch.use_deterministic_algorithms`` (bit-identical resume on the CPU).
+    ``device``: "auto", "cpu" or "cuda" (under torchrun each process takes ``cuda:LOCAL_RANK``).
+    ``threads``: torch CPU threads (None: torch's default).
+    """
+
+    epochs: int = 1
+    max_steps: Union[int, None] = None
+    grad_clip: Union[float, None] = 1.0
+    grad_accum: int = 1
+    amp: bool = True
+    deterministic: bool = False
+    device: str = "auto"
+    threads: Union[int, None] = None
+
+
+@dataclass
+class ValidationConfig:
+    """Validation at every epoch end: PSNR / SSIM / NMSE (``cardiomm_core.metrics.evaluate``)."""
+
+    every_epochs: int = 1
+    max_items: Union[int, None] = None
+    convention: str = "2024"
+    crop: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    """Training-state checkpoints every ``every_steps`` optimiser steps (0: only at epoch ends
+    and at the end), keeping the newest ``keep_last``."""
+
+    every_steps: int = 500
+    keep_last: int = 3
+
+
+@dataclass
+class LogConfig:
+    """CSV log every ``every_steps`` steps (always), TensorBoard when installed and enabled,
+    a progress line on stderr."""
+
+    every_steps: int = 10
+    tensorboard: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """The whole run (see the module docstring)."""
+
+    run_dir: str = "runs/cardiomm"
+    seed: int = 0
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _describe(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """``value`` (from YAML) as type ``tp``; ValueError naming ``where`` when it does not fit."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return copy.deepcopy(value)
+    if origin is Union or (hasattr(types, "UnionType") and isinstance(tp, getattr(types, "UnionType"))):
+        if value is None and type(None) in args:
+            return None
+        if all(dataclasses.is_dataclass(a) for a in args if a is not type(None)) and len(args) > 1 \
+                and args != (args[0], type(None)):
+            return _source_from(value, where)
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except ValueError as error:
+                errors.append(str(error))
+        raise ValueError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {_describe(tp)}")
+    if dataclasses.is_dataclass(tp):
+        return _dataclass_from(tp, value, where)
+    if origin in (list, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ValueError(f"{where}: expected {len(args)} items, got {len(value)} ({value!r})")
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected a mapping, got {value!r}")
+        key_type, value_type = args if args else (Any, Any)
+        return {_convert(k, key_type, f"{where} key"): _convert(v, value_type, f"{where}.{k}")
+                for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, (str, os.PathLike)):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise ValueError(f"{where}: unsupported field type {_describe(tp)}")  # pragma: no cover
+
+
+def _dataclass_from(cls: type, values: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(values) and isinstance(values, cls):
+        return values
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected a mapping of {cls.__name__} fields, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in values if k not in fields)
+    if unknown:
+        raise ValueError(f"{where or 'top level'}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _convert(value, hints[name], f"{where}.{name}" if where else name)
+    return cls(**kwargs)
+
+
+def _source_from(values: Any, where: str) -> SourceConfig:
+    if dataclasses.is_dataclass(values) and isinstance(values, tuple(SOURCE_KINDS.values())):
+        return values  # type: ignore[return-value]
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: a data source must be a mapping with a 'kind', got {values!r}")
+    kind = values.get("kind")
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"{where}.kind: must be one of {sorted(SOURCE_KINDS)}, got {kind!r}")
+    return _dataclass_from(SOURCE_KINDS[kind], values, where)
+
+
+def _check(condition: bool, where: str, message: str) -> None:
+    if not condition:
+        raise ValueError(f"{where}: {message}")
+
+
+def _validate(cfg: TrainConfig) -> None:
+    """Value checks that the types cannot express."""
+    from cardiomm_core.metrics import CONVENTIONS
+    from cardiomm_core.model import CONFIG_NAMES
+
+    _check(bool(cfg.run_dir), "run_dir", "must not be empty")
+    _check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
+    _check(len(cfg.data.train) > 0, "data.train", "needs at least one source")
+    for split in ("train", "val"):
+        for i, source in enumerate(getattr(cfg.data, split)):
+            where = f"data.{split}[{i}]"
+            if isinstance(source, CMRxReconSource):
+                _check(bool(source.root), f"{where}.root", "must name the challenge data folder")
+            if isinstance(source, IsmrmrdSource):
+                _check(len(source.paths) > 0, f"{where}.paths", "must list at least one file")
+            if isinstance(source, SyntheticSource):
+                _check(source.n_subjects >= 1, f"{where}.n_subjects", "must be >= 1")
+    _check(cfg.data.batch_size >= 1, "data.batch_size", f"must be >= 1, got {cfg.data.batch_size}")
+    _check(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}")
+    _check(cfg.model.name in CONFIG_NAMES, "model.name", f"must be one of {list(CONFIG_NAMES)}, got {cfg.model.name!r}")
+    _check(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
+    _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {cfg.optim.weight_decay}")
+    _check(all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas", f"must lie in [0, 1), got {cfg.optim.betas}")
+    _check(cfg.schedule.kind in ("cosine", "constant"), "schedule.kind",
+           f"must be 'cosine' or 'constant', got {cfg.schedule.kind!r}")
+    _check(cfg.schedule.warmup_steps >= 0, "schedule.warmup_steps", "must be >= 0")
+    _check(0 <= cfg.schedule.min_lr_ratio <= 1, "schedule.min_lr_ratio", "must lie in [0, 1]")
+    _check(cfg.loss.ssim_weight >= 0 and cfg.loss.l1_weight >= 0, "loss", "weights must be >= 0")
+    _check(cfg.loss.ssim_weight + cfg.loss.l1_weight > 0, "loss", "at least one weight must be > 0")
+    _check(cfg.loss.ssim_window >= 3 and cfg.loss.ssim_window % 2 == 1, "loss.ssim_window",
+           f"must be an odd integer >= 3, got {cfg.loss.ssim_window}")
+    _check(cfg.train.epochs >= 1, "train.epochs", f"must be >= 1, got {cfg.train.epochs}")
+    _check(cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps", "must be >= 1 or null")
+    _check(cfg.train.grad_accum >= 1, "train.grad_accum", f"must be >= 1, got {cfg.train.grad_accum}")
+    _check(cfg.train.grad_clip is None or cfg.train.grad_clip >= 0, "train.grad_clip", "must be >= 0 or null")
+    _check(cfg.train.device in ("auto", "cpu", "cuda"), "train.device",
+           f"must be 'auto', 'cpu' or 'cuda', got {cfg.train.device!r}")
+    _check(cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", "must be >= 1 or null")
+    _check(cfg.validation.every_epochs >= 0, "validation.every_epochs", "must be >= 0 (0: never)")
+    _check(cfg.validation.convention in CONVENTIONS, "validation.convention",
+           f"must be one of {list(CONVENTIONS)}, got {cfg.validation.convention!r}")
+    _check(cfg.checkpoint.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
+    _check(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+    _check(cfg.log.every_steps >= 1, "log.every_steps", "must be >= 1")
+    # the undersampling spec checks itself when built; the model overrides when the model is built
+    for name in ("undersampling", "val_undersampling"):
+        spec = getattr(cfg.data, name)
+        if spec is not None:
+            try:
+                undersampling_spec(spec)
+            except ValueError as error:
+                raise ValueError(f"data.{name}: {error}") from error
+
+
+def undersampling_spec(cfg: UndersamplingConfig) -> Any:
+    """The ``train.data.undersample.UndersamplingSpec`` of an :class:`UndersamplingConfig`."""
+    from train.data.undersample import UndersamplingSpec
+
+    kwargs: dict[str, Any] = dict(patterns=tuple(cfg.patterns), accelerations=tuple(cfg.accelerations),
+                                  n_acs=cfg.n_acs, pattern_weights=cfg.pattern_weights,
+                                  acceleration_weights=cfg.acceleration_weights)
+    if cfg.pattern_accelerations is not None:
+        kwargs["pattern_accelerations"] = {k: tuple(v) for k, v in cfg.pattern_accelerations.items()}
+    return UndersamplingSpec(**kwargs)
+
+
+def config_from_dict(values: Mapping[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig` from a mapping (unknown keys and wrong types are ValueErrors)."""
+    return _dataclass_from(TrainConfig, values, "")
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain mapping (lists, dicts, scalars) that :func:`config_from_dict` reads back."""
+    return _jsonable(cfg)
+
+
+def _set_path(tree: Any, path: list[str], value: Any, text: str) -> None:
+    node = tree
+    for depth, key in enumerate(path):
+        last = depth == len(path) - 1
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ValueError(f"override {text!r}: {'.'.join(path[:depth + 1])} is not an index of a "
+                                 f"{len(node)}-item list")
+            if last:
+                node[int(key)] = value
+            else:
+                node = node[int(key)]
+        elif isinstance(node, dict):
+            if last:
+                node[key] = value
+            else:
+                if node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+        else:
+            raise ValueError(f"override {text!r}: {'.'.join(path[:depth])} is not a section")
+
+
+def apply_overrides(values: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``key.sub=VALUE`` overrides (VALUE parsed as YAML) to a config mapping (a copy)."""
+    tree = config_to_dict(config_from_dict(values))
+    for text in overrides:
+        if "=" not in text:
+            raise ValueError(f"override {text!r} must look like key.sub=VALUE")
+        key, raw = text.split("=", 1)
+        path = [p for p in key.strip().split(".") if p]
+        if not path:
+            raise ValueError(f"override {text!r} names no key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as error:
+            raise ValueError(f"override {text!r}: VALUE is not valid YAML: {error}") from error
+        _set_path(tree, path, value, text)
+    return tree
+
+
+def load_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a YAML config (None: all defaults), apply ``overrides``, check, return a TrainConfig.
+
+    Raises ValueError naming the file and the offending key for unknown keys, wrong types or values.
+    """
+    values: Any = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as error:
+            raise ValueError(f"cannot read config {str(path)!r}: {error}") from error
+        except yaml.YAMLError as error:
+            raise ValueError(f"config {str(path)!r} is not valid YAML: {error}") from error
+        if not isinstance(values, Mapping):
+            raise ValueError(f"config {str(path)!r} must hold a YAML mapping, got {type(values).__name__}")
+    try:
+        return config_from_dict(apply_overrides(values, overrides) if overrides else values)
+    except ValueError as error:
+        where = f"config {str(path)!r}" if path is not None else "config"
+        raise ValueError(f"{where}: {error}") from error

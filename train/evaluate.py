@@ -1,0 +1,361 @@
+"""Evaluate a checkpoint against references: CardioMM, CG-SENSE and zero-filling, per modality,
+sampling pattern and acceleration, scored as the CMRxRecon challenges score.
+
+For every fully sampled slice of a data set and every (pattern, acceleration) asked for, a
+CMRxRecon mask is drawn (``cardiomm_core.masks.make_mask``, a fixed seed per slice and setting, so
+all methods see the same mask and reruns the same numbers), applied, and reconstructed by
+
+- ``cardiomm``: ``cardiomm_core.engine.InferenceEngine`` with the checkpoint (its normalisation,
+  its text encoder, the ScanContext with the mask's pattern and acceleration);
+- ``cg_sense`` and ``zero_filled``: ``cardiomm_core.recon.conventional_recon`` (its defaults).
+
+The reference is the root-sum-of-squares of the fully sampled coil images on the recon field of
+view (``train.data.sample.rss_target``, what the trainer learns and the challenges score
+against). Scores: ``cardiomm_core.metrics.evaluate`` (magnitude, the challenges' central crop
+unless ``crop=False``, per-image normalisation of the chosen ``convention`` "2023"/"2024"/"2025",
+PSNR / SSIM / NMSE per 2D image, averaged per slice and then over slices).
+
+Outputs in ``out_dir``: ``per_slice.csv`` (every slice, method, setting), ``metrics.csv`` (means
+per method, modality, pattern, acceleration; modality "all" pools the modalities),
+``metrics.md`` (a markdown table per modality) and ``metrics.png`` (PSNR and SSIM against the
+acceleration, one line per method, pooled over modalities and patterns; drawn with pillow).
+
+Data (``load_eval_data``): a training YAML config (its ``data.val`` sources, else ``data.train``),
+a YAML file with a ``sources:`` list, or a one-line spec: ``synthetic:n_subjects=4,seed=1000,
+matrix=128x112,n_frames=12,n_coils=8``, ``cmrxrecon:ROOT[,year=2024,split=val]``,
+``ismrmrd:FILE[,FILE...]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import Dataset
+
+from cardiomm_core.engine import InferenceEngine
+from cardiomm_core.masks import MASK_PATTERNS, make_mask
+from cardiomm_core.metrics import CONVENTIONS, evaluate
+from cardiomm_core.recon import conventional_recon
+
+from .config import SOURCE_KINDS, _source_from, config_from_dict
+from .data.sample import KspaceSample, crop_to_recon_fov, rss_target
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_ACCELERATIONS",
+    "DEFAULT_PATTERNS",
+    "METHODS",
+    "EvalRow",
+    "aggregate",
+    "evaluate_checkpoint",
+    "load_eval_data",
+    "write_figure",
+    "write_markdown",
+]
+
+#: The accelerations of the packaged model's table.
+DEFAULT_ACCELERATIONS = (8.0, 12.0, 16.0, 24.0)
+#: Default sampling patterns.
+DEFAULT_PATTERNS = ("ktGaussian", "ktUniform", "Uniform")
+#: Methods, in table order.
+METHODS = ("cardiomm", "cg_sense", "zero_filled")
+METHOD_LABELS = {"cardiomm": "CardioMM", "cg_sense": "CG-SENSE", "zero_filled": "Zero-filled"}
+METRICS = ("psnr", "ssim", "nmse")
+
+
+@dataclass
+class EvalRow:
+    """Scores of one slice, method, pattern and acceleration."""
+
+    method: str
+    modality: str
+    pattern: str
+    acceleration: float
+    identifier: str
+    psnr: float
+    ssim: float
+    nmse: float
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _spec_value(text: str) -> Any:
+    if "x" in text and all(part.isdigit() for part in text.split("x")):
+        return [int(part) for part in text.split("x")]
+    value = yaml.safe_load(text)
+    return value
+
+
+def _parse_spec(spec: str) -> list[dict[str, Any]]:
+    kind, _, rest = spec.partition(":")
+    if kind not in SOURCE_KINDS:
+        raise ValueError(f"data spec {spec!r}: start with one of {sorted(SOURCE_KINDS)} followed by ':'")
+    values: dict[str, Any] = {"kind": kind}
+    positional: list[str] = []
+    for part in [p for p in rest.split(",") if p.strip()]:
+        if "=" in part:
+            key, raw = part.split("=", 1)
+            value = _spec_value(raw.strip())
+            if key.strip() == "modalities" and isinstance(value, str):
+                value = value.split("+")
+            values[key.strip()] = value
+        else:
+            positional.append(part.strip())
+    if kind == "cmrxrecon" and positional:
+        values.setdefault("root", positional[0])
+    if kind == "ismrmrd" and positional:
+        values.setdefault("paths", positional)
+    if kind == "synthetic" and positional:
+        raise ValueError(f"data spec {spec!r}: synthetic takes key=value settings only, got {positional}")
+    return [values]
+
+
+def load_eval_data(spec: str | os.PathLike[str]) -> tuple[Dataset, str]:
+    """(data set of KspaceSample, description) for ``spec`` (see the module docstring)."""
+    from .trainer import _concat, describe_sources
+
+    text = str(spec)
+    path = Path(text)
+    if path.suffix.lower() in (".yaml", ".yml") and path.is_file():
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: expected a YAML mapping")
+        if "sources" in values:
+            unknown = sorted(set(values) - {"sources"})
+            if unknown:
+                raise ValueError(f"{path}: unknown key(s) {unknown} beside 'sources'")
+            sources = [_source_from(s, f"sources[{i}]") for i, s in enumerate(values["sources"] or [])]
+        else:
+            cfg = config_from_dict(values)
+            sources = list(cfg.data.val) or list(cfg.data.train)
+    else:
+        sources = [_source_from(s, f"data spec {text!r}") for s in _parse_spec(text)]
+    if not sources:
+        raise ValueError(f"{text}: no data sources")
+    return _concat(sources), describe_sources(sources)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _mask_seed(seed: int, index: int, pattern: str, acceleration: float) -> int:
+    ss = np.random.SeedSequence([int(seed), int(index), MASK_PATTERNS.index(pattern), int(round(acceleration * 100))])
+    return int(ss.generate_state(1, dtype=np.uint32)[0] % (2**31 - 1))
+
+
+def _magnitude(images: Any, recon_nx: int | None) -> np.ndarray:
+    tensor = torch.as_tensor(images)
+    return crop_to_recon_fov(tensor.abs().float(), recon_nx).numpy()
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike[str] | None,
+    dataset: Dataset,
+    *,
+    accelerations: Sequence[float] = DEFAULT_ACCELERATIONS,
+    patterns: Sequence[str] = DEFAULT_PATTERNS,
+    methods: Sequence[str] = METHODS,
+    convention: str = "2024",
+    crop: bool = True,
+    n_acs: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    max_items: int | None = None,
+    progress: bool = False,
+) -> list[EvalRow]:
+    """Score ``methods`` on every slice of ``dataset`` at every pattern x acceleration (see the
+    module docstring). ``checkpoint`` may be None when "cardiomm" is not among ``methods``."""
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"methods must be among {METHODS}, got {method!r}")
+    for pattern in patterns:
+        if pattern not in MASK_PATTERNS:
+            raise ValueError(f"patterns must be among {MASK_PATTERNS}, got {pattern!r}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+    if not accelerations or any(not math.isfinite(a) or a < 1 for a in accelerations):
+        raise ValueError(f"accelerations must be numbers >= 1, got {list(accelerations)}")
+    engine = None
+    if "cardiomm" in methods:
+        if checkpoint is None:
+            raise ValueError("checkpoint is required to evaluate 'cardiomm'")
+        from cardiomm_core.checkpoint import read_checkpoint_meta
+
+        from .trainer import make_encoder
+
+        meta = read_checkpoint_meta(checkpoint)
+        encoder = make_encoder(meta.text_encoder_name, None)
+        engine = InferenceEngine.from_checkpoint(checkpoint, device=device, text_encoder=encoder)
+    n_items = len(dataset) if max_items is None else min(max_items, len(dataset))  # type: ignore[arg-type]
+    rows: list[EvalRow] = []
+    started = time.time()
+    for index in range(n_items):
+        sample = dataset[index]
+        if not isinstance(sample, KspaceSample):
+            raise ValueError(f"dataset[{index}] must be a KspaceSample, got {type(sample).__name__}")
+        target = rss_target(sample.kspace, sample.recon_nx).numpy()
+        n_coils, n_frames, n_ky, n_kx = sample.kspace.shape
+        for pattern in patterns:
+            for acceleration in accelerations:
+                mask = make_mask(pattern, float(acceleration), n_frames, n_ky, n_kx, n_acs=n_acs,
+                                 seed=_mask_seed(seed, index, pattern, float(acceleration)))
+                core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]  # (1,1,T,ky,kx|1)
+                kspace = (sample.kspace * core_mask[0].to(torch.complex64))[None]             # (1,C,T,ky,kx)
+                context = sample.context.with_sampling(mask.acceleration, mask.pattern)
+                for method in methods:
+                    if method == "cardiomm" and engine is not None:
+                        images = engine.reconstruct(kspace, core_mask, context)
+                    else:
+                        images = conventional_recon(kspace, core_mask, method=method).images
+                    recon = _magnitude(images, sample.recon_nx)[0]
+                    scores = evaluate(recon, target, convention=convention, crop=crop)
+                    rows.append(EvalRow(method, sample.context.modality, pattern, float(acceleration),
+                                        sample.identifier, scores["psnr"], scores["ssim"], scores["nmse"]))
+        if progress:
+            elapsed = time.time() - started
+            sys.stderr.write(f"[cardiomm-eval] slice {index + 1}/{n_items} ({sample.identifier}) "
+                             f"{elapsed / (index + 1):.1f} s/slice\n")
+            sys.stderr.flush()
+    return rows
+
+
+def aggregate(rows: Iterable[EvalRow]) -> list[dict[str, Any]]:
+    """Means per (method, modality, pattern, acceleration), plus modality "all" pooling modalities."""
+    groups: dict[tuple[str, str, str, float], list[EvalRow]] = defaultdict(list)
+    rows = list(rows)
+    for row in rows:
+        groups[(row.method, row.modality, row.pattern, row.acceleration)].append(row)
+        groups[(row.method, "all", row.pattern, row.acceleration)].append(row)
+    modalities = sorted({r.modality for r in rows})
+    if len(modalities) == 1:  # "all" would repeat the only modality
+        groups = {k: v for k, v in groups.items() if k[1] != "all"}
+    out = []
+    for (method, modality, pattern, acceleration), members in groups.items():
+        out.append({"method": method, "modality": modality, "pattern": pattern, "acceleration": acceleration,
+                    "n": len(members), **{m: float(np.mean([getattr(r, m) for r in members])) for m in METRICS}})
+
+    def order(entry: dict[str, Any]) -> tuple[Any, ...]:
+        return (entry["modality"] == "all", entry["modality"], entry["pattern"], entry["acceleration"],
+                METHODS.index(entry["method"]))
+
+    return sorted(out, key=order)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: Sequence[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fields))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def write_markdown(path: Path, table: list[dict[str, Any]], title: str = "") -> None:
+    """A markdown table per modality: one row per pattern x acceleration, PSNR / SSIM / NMSE per method."""
+    methods = [m for m in METHODS if any(r["method"] == m for r in table)]
+    lines = [f"# {title}" if title else "# CardioMM evaluation", ""]
+    for modality in dict.fromkeys(r["modality"] for r in table):
+        lines += [f"## {modality if modality != 'all' else 'All modalities'}", ""]
+        header = ["Pattern", "R"] + [f"{METHOD_LABELS[m]} {k}" for k in ("PSNR", "SSIM", "NMSE") for m in methods] + ["n"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---"] * len(header)) + "|")
+        settings = dict.fromkeys((r["pattern"], r["acceleration"]) for r in table if r["modality"] == modality)
+        for pattern, acceleration in settings:
+            cells = {r["method"]: r for r in table if r["modality"] == modality and r["pattern"] == pattern
+                     and r["acceleration"] == acceleration}
+            values = [pattern, f"{acceleration:g}"]
+            for key, fmt in (("psnr", "{:.2f}"), ("ssim", "{:.4f}"), ("nmse", "{:.4f}")):
+                values += [fmt.format(cells[m][key]) if m in cells else "" for m in methods]
+            values.append(str(max(c["n"] for c in cells.values())))
+            lines.append("| " + " | ".join(values) + " |")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+
+_COLOURS = {"cardiomm": (214, 39, 40), "cg_sense": (31, 119, 180), "zero_filled": (127, 127, 127)}
+
+
+def write_figure(path: Path, table: list[dict[str, Any]], title: str = "") -> None:
+    """PNG: PSNR and SSIM against the acceleration, a line per method (pooled over modalities and
+    patterns), drawn with pillow."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    pooled: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    modalities = {r["modality"] for r in table}
+    source = [r for r in table if r["modality"] == "all"] if "all" in modalities else table
+    for row in source:
+        pooled[(row["method"], row["acceleration"])].append(row)
+    methods = [m for m in METHODS if any(k[0] == m for k in pooled)]
+    accelerations = sorted({k[1] for k in pooled})
+    font = ImageFont.load_default()
+    width, height = 960, 420
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((20, 8), title or "CardioMM evaluation (mean over modalities and patterns)", fill="black", font=font)
+    panels = [("psnr", "PSNR (dB)"), ("ssim", "SSIM")]
+    for p, (key, label) in enumerate(panels):
+        left, top, right, bottom = 70 + p * 470, 40, 70 + p * 470 + 380, height - 70
+        values = {(m, a): float(np.mean([r[key] for r in pooled[(m, a)]])) for (m, a) in pooled}
+        lo, hi = min(values.values()), max(values.values())
+        pad = (hi - lo) * 0.1 or 0.5 * max(abs(hi), 1e-3)
+        lo, hi = lo - pad, hi + pad
+        draw.rectangle([left, top, right, bottom], outline="black")
+        draw.text((left, bottom + 30), f"{label} vs acceleration R", fill="black", font=font)
+
+        def xy(index: int, value: float) -> tuple[float, float]:
+            span = max(len(accelerations) - 1, 1)
+            x = left + 20 + (right - left - 40) * (index / span if len(accelerations) > 1 else 0.5)
+            y = bottom - (bottom - top) * (value - lo) / (hi - lo)
+            return x, y
+
+        for t in range(5):
+            value = lo + (hi - lo) * t / 4
+            _, y = xy(0, value)
+            draw.line([left - 4, y, left, y], fill="black")
+            draw.text((left - 60, y - 6), f"{value:.3f}" if key == "ssim" else f"{value:.1f}", fill="black", font=font)
+        for i, acceleration in enumerate(accelerations):
+            x, _ = xy(i, lo)
+            draw.line([x, bottom, x, bottom + 4], fill="black")
+            draw.text((x - 8, bottom + 8), f"{acceleration:g}", fill="black", font=font)
+        for method in methods:
+            points = [xy(i, values[(method, a)]) for i, a in enumerate(accelerations) if (method, a) in values]
+            colour = _COLOURS[method]
+            if len(points) > 1:
+                draw.line(points, fill=colour, width=3)
+            for x, y in points:
+                draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=colour)
+    for i, method in enumerate(methods):
+        x = 70 + i * 150
+        draw.rectangle([x, height - 22, x + 14, height - 10], fill=_COLOURS[method])
+        draw.text((x + 20, height - 22), METHOD_LABELS[method], fill="black", font=font)
+    image.save(path)
+
+
+def write_report(out_dir: str | os.PathLike[str], rows: list[EvalRow], title: str = "") -> dict[str, Path]:
+    """Write per_slice.csv, metrics.csv, metrics.md and metrics.png into ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    table = aggregate(rows)
+    paths = {"per_slice": out / "per_slice.csv", "csv": out / "metrics.csv", "markdown": out / "metrics.md",
+             "figure": out / "metrics.png"}
+    _write_csv(paths["per_slice"], [vars(r) for r in rows], list(EvalRow.__dataclass_fields__))
+    _write_csv(paths["csv"], table, ["method", "modality", "pattern", "acceleration", "n", *METRICS])
+    write_markdown(paths["markdown"], table, title)
+    write_figure(paths["figure"], table, title)
+    return paths

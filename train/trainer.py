@@ -1,0 +1,675 @@
+"""The CardioMM trainer: plain PyTorch, DistributedDataParallel under ``torchrun``, exact resume.
+
+Why plain torch and not Lightning: the trainer must resume a killed run at the same optimiser
+step with the same data order, masks, optimiser/scheduler/RNG state and so the same weights, and
+its checkpoints must never be pickles. Owning the loop (a few hundred lines) makes both exact and
+inspectable: the data order is a pure function of (seed, epoch, rank, world size), the position
+within the epoch is a counter in the checkpoint, and the state is flattened into safetensors +
+JSON (``train.checkpointing``). Nothing heavy is added to the install; ``torchrun`` ships with torch.
+
+One optimiser step = ``grad_accum`` micro-batches of ``data.batch_size`` examples per process.
+Per epoch (``epoch_order``): a permutation of the training items seeded by (seed, epoch),
+padded by wrapping to a multiple of the world size and dealt round-robin to the ranks
+(``DistributedSampler``'s scheme), then cut into micro-batches. Masks come from
+``UndersampledDataset.set_epoch(epoch)`` (seeded by (seed, epoch, item)). Validation uses fixed
+masks.
+
+Inputs are scaled exactly as ``cardiomm_core.engine.InferenceEngine`` scales them
+(``normalisation_scale`` with the checkpoint's normalisation, ``DEFAULT_NORMALISATION``), and the
+target by the same factor, so a model exported from here sees at inference what it saw in
+training. Loss: ``train.losses.ReconLoss`` (SSIM + L1 on the magnitude, recon FOV).
+
+Multi-GPU / multi-node: launch with ``torchrun`` (``env://``: ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); NCCL on CUDA, gloo on the CPU. Rank 0 alone
+logs and writes checkpoints, with a barrier around each write. Each rank keeps its own RNG
+streams; rank 0's are saved (nothing in the training step draws random numbers: masks and data
+order are seeded functions).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from cardiomm_core.context import ScanContext
+from cardiomm_core.engine import DEFAULT_NORMALISATION, normalisation_scale
+from cardiomm_core.metrics import evaluate
+from cardiomm_core.model import CardioMM, CardioMMConfig, acs_region_mask, config_by_name, count_parameters
+from cardiomm_core.text import CachedEncoder, EmbeddingCache, encode_context, get_encoder
+
+from .checkpointing import (
+    find_latest,
+    flatten_optimizer_state,
+    prune_checkpoints,
+    read_training_checkpoint,
+    unflatten_optimizer_state,
+    write_training_checkpoint,
+)
+from .config import (
+    CMRxReconSource,
+    IsmrmrdSource,
+    SyntheticSource,
+    TrainConfig,
+    config_to_dict,
+    undersampling_spec,
+)
+from .data.sample import TrainingBatch, collate_examples
+from .data.undersample import UndersampledDataset
+from .losses import ReconLoss, crop_to_target
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DistInfo",
+    "EmbeddingTable",
+    "FitResult",
+    "Trainer",
+    "build_model",
+    "build_source",
+    "describe_sources",
+    "epoch_order",
+    "lr_factor",
+    "scaled_forward",
+]
+
+CSV_FIELDS = ("kind", "step", "epoch", "loss", "l1", "ssim", "psnr", "nmse", "lr", "grad_norm",
+              "sec_per_step", "time")
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Process group facts: ``rank``, ``world_size``, ``local_rank`` (from torchrun's env)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                   int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def epoch_order(n_items: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                shuffle: bool = True) -> list[int]:
+    """The item indices rank ``rank`` visits in ``epoch``: a (seed, epoch)-seeded permutation,
+    wrapped to a multiple of ``world_size``, every ``world_size``-th item from ``rank``."""
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
+    if shuffle:
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED, int(epoch)]))
+        order = rng.permutation(n_items)
+    else:
+        order = np.arange(n_items)
+    total = math.ceil(n_items / world_size) * world_size
+    order = np.resize(order, total)
+    return [int(i) for i in order[rank::world_size]]
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str = "cosine", min_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier at optimiser step ``step`` (0-based): linear warm-up to 1 over
+    ``warmup_steps``, then cosine to ``min_ratio`` at ``total_steps`` (or constant 1)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if kind == "constant":
+        return 1.0
+    span = max(total_steps - warmup_steps, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_source(source: Any) -> Dataset:
+    """The KspaceSample data set of a source config (synthetic / cmrxrecon / ismrmrd)."""
+    if isinstance(source, SyntheticSource):
+        from .data.synthetic import SyntheticCardiacDataset
+
+        return SyntheticCardiacDataset(
+            source.n_subjects, seed=source.seed, n_frames=source.n_frames, n_coils=source.n_coils,
+            matrix=tuple(source.matrix), modalities=tuple(source.modalities), n_slices=source.n_slices,
+            noise_level=source.noise_level, readout_oversampling=source.readout_oversampling)
+    if isinstance(source, CMRxReconSource):
+        from .data.cmrxrecon import CMRxReconDataset
+
+        return CMRxReconDataset(source.root, source.year, source.modalities, source.split, lax_view=source.lax_view,
+                                readout_oversampling=source.readout_oversampling,
+                                on_read_error=source.on_read_error)
+    if isinstance(source, IsmrmrdSource):
+        from .data.ismrmrd_raw import IsmrmrdRawDataset  # pulls in ismrmrd and the gadgets
+
+        return IsmrmrdRawDataset(list(source.paths), group=source.group, prewhiten=source.prewhiten,
+                                 remove_oversampling=source.remove_oversampling, on_read_error=source.on_read_error)
+    raise ValueError(f"unknown data source {source!r}")
+
+
+def _concat(sources: Sequence[Any]) -> Dataset:
+    datasets = [build_source(s) for s in sources]
+    return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+
+
+def describe_sources(sources: Sequence[Any]) -> str:
+    """One line describing data sources (recorded in checkpoints)."""
+    parts = []
+    for s in sources:
+        if isinstance(s, SyntheticSource):
+            parts.append(f"synthetic phantoms ({s.n_subjects} subjects, seed {s.seed}, {'/'.join(s.modalities)}, "
+                         f"{s.matrix[0]}x{s.matrix[1]}, {s.n_frames} frames, {s.n_coils} coils)")
+        elif isinstance(s, CMRxReconSource):
+            parts.append(f"CMRxRecon {s.year or ''} {s.split or ''} at {s.root}".replace("  ", " "))
+        elif isinstance(s, IsmrmrdSource):
+            parts.append(f"ISMRMRD raw files ({len(s.paths)})")
+    return "; ".join(parts)
+
+
+def build_model(cfg: TrainConfig, text_dim: int) -> CardioMM:
+    """``config_by_name(cfg.model.name, text_dim)`` with ``cfg.model.overrides`` applied."""
+    base = config_by_name(cfg.model.name, text_dim).to_dict()
+    unknown = sorted(set(cfg.model.overrides) - set(base))
+    if unknown:
+        raise ValueError(f"model.overrides: unknown key(s) {unknown}; known: {sorted(base)}")
+    if "text_dim" in cfg.model.overrides:
+        raise ValueError("model.overrides: text_dim is set by the text encoder, not by an override")
+    try:
+        config = CardioMMConfig.from_dict({**base, **cfg.model.overrides})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"model.overrides: {error}") from error
+    return CardioMM(config)
+
+
+class EmbeddingTable:
+    """Frozen text embeddings, computed once per sentence pair (a ``CachedEncoder`` underneath).
+
+    ``batch(contexts)`` -> (metadata ``(B, D)``, undersampling ``(B, D)``) float32 on ``device``.
+    """
+
+    def __init__(self, encoder: Any, device: torch.device) -> None:
+        self.encoder = encoder
+        self.device = device
+        self._table: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def get(self, context: ScanContext) -> tuple[torch.Tensor, torch.Tensor]:
+        key = context.sentences()
+        hit = self._table.get(key)
+        if hit is None:
+            meta, us = encode_context(self.encoder, context)
+            hit = (meta.to(self.device, torch.float32), us.to(self.device, torch.float32))
+            self._table[key] = hit
+        return hit
+
+    def batch(self, contexts: Sequence[ScanContext]) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.get(c) for c in contexts]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+def make_encoder(name: str, cache_dir: str | None) -> Any:
+    """The text encoder of a run: hashing encoders as they are (cheap), others behind a
+    ``CachedEncoder`` with an on-disk cache (``cache_dir`` or the default)."""
+    encoder = get_encoder(name)
+    if encoder.name.startswith("hashing"):
+        return encoder
+    return CachedEncoder(encoder, EmbeddingCache(cache_dir) if cache_dir else None)
+
+
+def scaled_forward(model: torch.nn.Module, batch: TrainingBatch, embeddings: EmbeddingTable, device: torch.device,
+                   normalisation: dict[str, Any], amp: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the network on a batch as the InferenceEngine does.
+
+    Returns (magnitude ``(B, T, y, x)`` on the recon FOV, scaled target ``(B, T, y, x)``, scale ``(B,)``):
+    k-space and target are multiplied by ``normalisation_scale`` (the engine's function).
+    """
+    k = batch.masked_kspace.to(device, non_blocking=True)
+    m = batch.mask.to(device, non_blocking=True)
+    target = batch.target.to(device, non_blocking=True)
+    acs = acs_region_mask(m)
+    scale = normalisation_scale(k, m, normalisation, acs=acs)
+    k = k * scale.view(-1, 1, 1, 1, 1)
+    target = target * scale.view(-1, 1, 1, 1)
+    meta, us = embeddings.batch(batch.contexts)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+        image = model(k, m, meta, us, acs)
+    magnitude = crop_to_target(image.abs(), int(target.shape[-1]))
+    return magnitude, target, scale
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` did: final ``step`` and ``epoch``, whether it ``finished`` the
+    planned length, the last checkpoint folder and the last validation metrics."""
+
+    step: int
+    epoch: int
+    finished: bool
+    checkpoint: Path | None
+    val_metrics: dict[str, float]
+
+
+class _Log:
+    """CSV (always), TensorBoard (when installed), progress lines on stderr; rank 0 only."""
+
+    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, progress: bool, resume_step: int | None):
+        self.enabled = enabled
+        self.progress = progress and enabled
+        self.path = run_dir / "log.csv"
+        self.writer: Any = None
+        if not enabled:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rows: list[dict[str, str]] = []
+        if resume_step is not None and self.path.is_file():
+            # keep what the interrupted run logged up to its checkpoint; later rows are redone
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                rows = [r for r in csv.DictReader(handle)
+                        if (r.get("step") or "").isdigit() and int(r["step"]) <= resume_step]
+        with open(self.path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step)
+            except ImportError:
+                logger.info("tensorboard is not installed; logging to %s only", self.path)
+
+    def row(self, **values: Any) -> None:
+        if not self.enabled:
+            return
+        values.setdefault("time", f"{time.time():.1f}")
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            csv.DictWriter(handle, fieldnames=CSV_FIELDS).writerow(
+                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
+        if self.writer is not None:
+            kind = values["kind"]
+            for key in ("loss", "l1", "ssim", "psnr", "nmse", "lr", "grad_norm"):
+                if isinstance(values.get(key), (int, float)):
+                    self.writer.add_scalar(f"{kind}/{key}", values[key], int(values["step"]))
+
+    def line(self, text: str) -> None:
+        if self.progress:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class Trainer:
+    """Train CardioMM from a :class:`~train.config.TrainConfig` (see the module docstring).
+
+    ``Trainer(cfg).fit(resume=...)``. Under torchrun the process group is initialised here
+    (``env://``) unless it already is; ``close()`` destroys a group this trainer created.
+    """
+
+    def __init__(self, cfg: TrainConfig, *, dist_info: DistInfo | None = None) -> None:
+        if not isinstance(cfg, TrainConfig):
+            raise ValueError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.dist = dist_info or DistInfo.from_env()
+        self._owns_group = False
+        if cfg.train.threads is not None:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        self.device = self._device()
+        if self.dist.distributed and not (dist.is_available() and dist.is_initialized()):
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend=backend, init_method="env://", rank=self.dist.rank,
+                                    world_size=self.dist.world_size)
+            self._owns_group = True
+        self.run_dir = Path(cfg.run_dir)
+        self.amp = bool(cfg.train.amp) and self.device.type == "cuda"
+        self.normalisation = dict(DEFAULT_NORMALISATION)
+
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.encoder = make_encoder(cfg.text_encoder.name, cfg.text_encoder.cache_dir)
+        self.embeddings = EmbeddingTable(self.encoder, self.device)
+        self.model = build_model(cfg, int(self.encoder.dim)).to(self.device)
+        if self.device.type == "cuda":
+            self.model.to_channels_last()
+
+        spec = undersampling_spec(cfg.data.undersampling)
+        val_spec = undersampling_spec(cfg.data.val_undersampling) if cfg.data.val_undersampling else spec
+        self.train_set = UndersampledDataset(_concat(cfg.data.train), spec, seed=cfg.seed)
+        self.val_set = (UndersampledDataset(_concat(cfg.data.val), val_spec, seed=cfg.seed + 1, fixed=True)
+                        if cfg.data.val else None)
+        n_items = len(self.train_set)
+        if n_items == 0:
+            raise ValueError("data.train has no items")
+        per_rank = math.ceil(n_items / self.dist.world_size)
+        self.batches_per_epoch = math.ceil(per_rank / cfg.data.batch_size)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.train.grad_accum)
+        planned = cfg.train.epochs * self.steps_per_epoch
+        self.total_steps = min(planned, cfg.train.max_steps) if cfg.train.max_steps else planned
+
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            (no_decay if param.ndim <= 1 or name.endswith(".prompts") else decay).append(param)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
+        schedule = cfg.schedule
+        total = self.total_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, total, schedule.warmup_steps, schedule.kind, schedule.min_lr_ratio))
+        self.loss_fn = ReconLoss(cfg.loss.ssim_weight, cfg.loss.l1_weight, cfg.loss.ssim_window)
+
+        self.ddp: torch.nn.Module = self.model
+        if self.dist.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+        self.step = 0
+        self.epoch = 0
+        self.position = 0
+        self.val_metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            logger.info("CardioMM %s: %d parameters, %d training items, %d steps per epoch, %d steps planned, "
+                        "device %s, world size %d", cfg.model.name, count_parameters(self.model), n_items,
+                        self.steps_per_epoch, self.total_steps, self.device, self.dist.world_size)
+
+    # -- setup helpers ----------------------------------------------------------------------------
+
+    def _device(self) -> torch.device:
+        wanted = self.cfg.train.device
+        if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
+            if not torch.cuda.is_available():
+                raise ValueError("train.device is 'cuda' but CUDA is not available")
+            device = torch.device("cuda", self.dist.local_rank % max(torch.cuda.device_count(), 1))
+            torch.cuda.set_device(device)
+            return device
+        return torch.device("cpu")
+
+    def _barrier(self) -> None:
+        if self.dist.distributed:
+            dist.barrier()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def state_tensors_and_meta(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Everything needed to resume, as (tensors, JSON-serialisable metadata)."""
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        optim_tensors, optim_meta = flatten_optimizer_state(self.optimizer.state_dict())
+        tensors.update(optim_tensors)
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = state
+        np_state = np.random.get_state()
+        tensors["rng.numpy.keys"] = torch.from_numpy(np.asarray(np_state[1], dtype=np.int64))
+        py_state = random.getstate()
+        meta = {
+            "epoch": self.epoch,
+            "position": self.position,
+            "total_steps": self.total_steps,
+            "config": config_to_dict(self.cfg),
+            "architecture": self.model.config.to_dict(),
+            "text_encoder": {"name": self.encoder.name, "dim": int(self.encoder.dim)},
+            "normalisation": self.normalisation,
+            "data_description": describe_sources(self.cfg.data.train),
+            "optimizer": optim_meta,
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"python": [py_state[0], list(py_state[1]), py_state[2]],
+                    "numpy": {"pos": int(np_state[2]), "has_gauss": int(np_state[3]),
+                              "cached_gaussian": float(np_state[4])}},
+            "sampler": {"seed": self.cfg.seed, "epoch": self.epoch, "position": self.position,
+                        "world_size": self.dist.world_size, "batch_size": self.cfg.data.batch_size,
+                        "grad_accum": self.cfg.train.grad_accum, "batches_per_epoch": self.batches_per_epoch},
+            "metrics": self.val_metrics,
+        }
+        return tensors, meta
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current state (rank 0; every rank waits at barriers)."""
+        self._barrier()
+        path = None
+        if self.dist.is_main:
+            tensors, meta = self.state_tensors_and_meta()
+            path = write_training_checkpoint(self.run_dir, self.step, tensors, meta)
+            prune_checkpoints(self.run_dir, self.cfg.checkpoint.keep_last)
+        self._barrier()
+        return path if path is not None else find_latest(self.run_dir)
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Restore model, optimiser, scheduler, counters and RNG states from a checkpoint."""
+        ckpt = read_training_checkpoint(path)
+        meta = ckpt.meta
+        if meta["text_encoder"]["name"] != self.encoder.name:
+            raise ValueError(f"checkpoint {ckpt.path} was trained with text encoder {meta['text_encoder']['name']!r}, "
+                             f"this run uses {self.encoder.name!r}")
+        if meta["architecture"] != self.model.config.to_dict():
+            raise ValueError(f"checkpoint {ckpt.path} holds another architecture than this config builds "
+                             f"(model.name / model.overrides changed?)")
+        self.model.load_state_dict(ckpt.model_state(), strict=True)
+        self.optimizer.load_state_dict(unflatten_optimizer_state(ckpt.tensors, meta["optimizer"]))
+        self.scheduler.load_state_dict(meta["scheduler"])
+        self.step = int(meta["step"])
+        self.epoch = int(meta["epoch"])
+        self.position = int(meta["position"])
+        self.val_metrics = dict(meta.get("metrics") or {})
+        sampler = meta.get("sampler", {})
+        if int(meta.get("total_steps", self.total_steps)) != self.total_steps:
+            logger.warning("the planned length changed (%s -> %d steps): the learning-rate schedule differs from "
+                           "the interrupted run's", meta.get("total_steps"), self.total_steps)
+        old = (sampler.get("world_size"), sampler.get("batch_size"), sampler.get("grad_accum"))
+        new = (self.dist.world_size, self.cfg.data.batch_size, self.cfg.train.grad_accum)
+        if old != new and self.position > 0:
+            consumed = self.position * int(old[0] or 1) * int(old[1] or 1)
+            self.position = min(self.batches_per_epoch, math.ceil(consumed / (new[0] * new[1])))
+            self.position -= self.position % self.cfg.train.grad_accum
+            logger.warning("world size / batch size / accumulation changed from %s to %s: resuming epoch %d at "
+                           "micro-batch %d (the order within this epoch differs from the interrupted run's)",
+                           old, new, self.epoch, self.position)
+        torch.set_rng_state(ckpt.tensors["rng.torch"])
+        cuda_states = [ckpt.tensors[k] for k in sorted(ckpt.tensors) if k.startswith("rng.cuda.")]
+        if cuda_states and self.device.type == "cuda" and len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+        np_meta = meta["rng"]["numpy"]
+        keys = ckpt.tensors["rng.numpy.keys"].numpy().astype(np.uint32)
+        np.random.set_state(("MT19937", keys, np_meta["pos"], np_meta["has_gauss"], np_meta["cached_gaussian"]))
+        version, internal, gauss = meta["rng"]["python"]
+        random.setstate((version, tuple(internal), gauss))
+        logger.info("resumed from %s: step %d, epoch %d, micro-batch %d", ckpt.path, self.step, self.epoch,
+                    self.position)
+
+    # -- loops ------------------------------------------------------------------------------------
+
+    def _loader(self, dataset: Dataset, batches: list[list[int]]) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=batches, collate_fn=collate_examples,
+                          num_workers=self.cfg.data.num_workers,
+                          pin_memory=self.device.type == "cuda")
+
+    def _grad_norm_and_clip(self) -> float:
+        clip = self.cfg.train.grad_clip
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if clip:
+            return float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if not params:
+            return 0.0
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach()) for p in params])))
+
+    def validate(self) -> dict[str, float]:
+        """Validation metrics over the (sharded) validation set: loss, PSNR, SSIM, NMSE (means)."""
+        if self.val_set is None:
+            return {}
+        cfg = self.cfg.validation
+        n_items = len(self.val_set) if cfg.max_items is None else min(cfg.max_items, len(self.val_set))
+        indices = list(range(n_items))[self.dist.rank::self.dist.world_size]
+        sums = torch.zeros(5, dtype=torch.float64)
+        self.model.eval()
+        with torch.no_grad():
+            for batch in self._loader(self.val_set, [[i] for i in indices]):
+                magnitude, target, scale = scaled_forward(self.model, batch, self.embeddings, self.device,
+                                                          self.normalisation, self.amp)
+                terms = self.loss_fn(magnitude, target)
+                recon = (magnitude / scale.view(-1, 1, 1, 1)).float().cpu().numpy()
+                truth = batch.target.numpy()
+                scores = evaluate(recon, truth, convention=cfg.convention, crop=cfg.crop)
+                sums += torch.tensor([float(terms.loss), scores["psnr"], scores["ssim"], scores["nmse"], 1.0],
+                                     dtype=torch.float64)
+        self.model.train()
+        if self.dist.distributed:
+            dist.all_reduce(sums)
+        count = max(float(sums[4]), 1.0)
+        return {"loss": float(sums[0]) / count, "psnr": float(sums[1]) / count, "ssim": float(sums[2]) / count,
+                "nmse": float(sums[3]) / count, "n_items": int(sums[4])}
+
+    def _validate_and_log(self, log: _Log) -> None:
+        self.val_metrics = self.validate()
+        log.row(kind="val", step=self.step, epoch=self.epoch, loss=self.val_metrics["loss"],
+                psnr=self.val_metrics["psnr"], ssim=self.val_metrics["ssim"], nmse=self.val_metrics["nmse"])
+        log.line(f"[cardiomm-train] validation at step {self.step} (epoch {self.epoch + 1}): PSNR "
+                 f"{self.val_metrics['psnr']:.2f} dB SSIM {self.val_metrics['ssim']:.4f} NMSE "
+                 f"{self.val_metrics['nmse']:.4f} ({self.val_metrics['n_items']} items)")
+
+    def fit(self, resume: bool | str | os.PathLike[str] = False, stop_after_steps: int | None = None,
+            on_step: Callable[["Trainer"], None] | None = None) -> FitResult:
+        """Train until the planned length (``epochs`` / ``max_steps``).
+
+        ``resume``: True -> the run folder's latest checkpoint when there is one; a path -> that
+        checkpoint (folder or run folder); False -> start fresh. ``stop_after_steps``: checkpoint
+        and return once that many optimiser steps are done in total (a planned interruption; the
+        schedule still spans the full length). ``on_step`` is called after every optimiser step.
+        """
+        cfg = self.cfg
+        resumed_from: int | None = None
+        if resume:
+            path = find_latest(self.run_dir) if resume is True else Path(resume)
+            if path is not None:
+                self.load(path)
+                resumed_from = self.step
+            elif self.dist.is_main:
+                logger.info("no checkpoint in %s; starting fresh", self.run_dir)
+        log = _Log(self.run_dir, self.dist.is_main, cfg.log.tensorboard, cfg.log.progress, resumed_from)
+        self.ddp.train()
+        last_checkpoint: Path | None = None
+        accum = cfg.train.grad_accum
+        started = time.time()
+        start_step = self.step
+        window_start, window_steps = time.time(), 0
+        try:
+            while self.step < self.total_steps and self.epoch < cfg.train.epochs:
+                self.train_set.set_epoch(self.epoch)
+                order = epoch_order(len(self.train_set), cfg.seed, self.epoch, self.dist.rank, self.dist.world_size)
+                batches = [order[i:i + cfg.data.batch_size] for i in range(0, len(order), cfg.data.batch_size)]
+                sums = {"loss": 0.0, "l1": 0.0, "ssim": 0.0, "n": 0}
+                for batch in self._loader(self.train_set, batches[self.position:]):
+                    group_start = (self.position // accum) * accum
+                    group_size = min(accum, len(batches) - group_start)
+                    last_in_group = self.position + 1 == group_start + group_size
+                    sync = self.ddp.no_sync() if (self.dist.distributed and not last_in_group) else nullcontext()
+                    with sync:
+                        magnitude, target, _ = scaled_forward(self.ddp, batch, self.embeddings, self.device,
+                                                              self.normalisation, self.amp)
+                        terms = self.loss_fn(magnitude, target)
+                        (terms.loss / group_size).backward()
+                    sums["loss"] += float(terms.loss.detach())
+                    sums["l1"] += float(terms.l1)
+                    sums["ssim"] += float(terms.ssim)
+                    sums["n"] += 1
+                    self.position += 1
+                    if not last_in_group:
+                        continue
+                    grad_norm = self._grad_norm_and_clip()
+                    lr = self.optimizer.param_groups[0]["lr"]
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.scheduler.step()
+                    self.step += 1
+                    window_steps += 1
+                    if on_step is not None:
+                        on_step(self)
+                    if self.step % cfg.log.every_steps == 0 or self.step == self.total_steps:
+                        now = time.time()
+                        per_step = (now - window_start) / max(window_steps, 1)
+                        n = max(sums["n"], 1)
+                        log.row(kind="train", step=self.step, epoch=self.epoch, loss=sums["loss"] / n,
+                                l1=sums["l1"] / n, ssim=sums["ssim"] / n, lr=lr, grad_norm=grad_norm,
+                                sec_per_step=per_step)
+                        eta = per_step * (self.total_steps - self.step)
+                        log.line(f"[cardiomm-train] epoch {self.epoch + 1}/{cfg.train.epochs} step {self.step}/"
+                                 f"{self.total_steps} ({100.0 * self.step / self.total_steps:.0f}%) loss "
+                                 f"{sums['loss'] / n:.4f} ssim {sums['ssim'] / n:.4f} lr {lr:.2e} "
+                                 f"{per_step:.2f} s/step ETA {_format_seconds(eta)}")
+                        sums = {"loss": 0.0, "l1": 0.0, "ssim": 0.0, "n": 0}
+                        window_start, window_steps = now, 0
+                    epoch_done = self.position >= len(batches)
+                    every = cfg.checkpoint.every_steps
+                    stop = self.step >= self.total_steps or (stop_after_steps is not None
+                                                             and self.step >= stop_after_steps)
+                    if every and self.step % every == 0 and not epoch_done and not stop:
+                        last_checkpoint = self.save()
+                    if stop:
+                        break
+                epoch_end = self.position >= len(batches)
+                at_end = self.step >= self.total_steps
+                every_val = cfg.validation.every_epochs
+                if self.val_set is not None and every_val and (
+                        (epoch_end and (self.epoch + 1) % every_val == 0) or (at_end and not epoch_end)):
+                    self._validate_and_log(log)
+                stop = at_end or (stop_after_steps is not None and self.step >= stop_after_steps)
+                if epoch_end:
+                    self.epoch += 1
+                    self.position = 0
+                if epoch_end or stop:
+                    last_checkpoint = self.save()
+                if stop:
+                    break
+        finally:
+            log.close()
+        finished = self.step >= self.total_steps or self.epoch >= cfg.train.epochs
+        if self.dist.is_main:
+            log.line(f"[cardiomm-train] {'finished' if finished else 'stopped'} at step {self.step} "
+                     f"(epoch {self.epoch}) after {_format_seconds(time.time() - started)}; "
+                     f"{self.step - start_step} steps this run; checkpoint {last_checkpoint}")
+        return FitResult(self.step, self.epoch, finished, last_checkpoint, dict(self.val_metrics))
+
+    def close(self) -> None:
+        """Destroy the process group when this trainer created it."""
+        if self._owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self._owns_group = False
