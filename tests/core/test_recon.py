@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from cardiomm_core.fft import fft2c
+from cardiomm_core.fft import fft2c, ifft2c
 from cardiomm_core.masks import make_mask
 from cardiomm_core.metrics import evaluate
 from cardiomm_core.phantom import simulate_cardiac_scan
@@ -10,6 +10,7 @@ from cardiomm_core.recon import (
     ConventionalResult,
     cg_sense,
     conventional_recon,
+    rss_full_sampling,
     low_resolution_prior,
     temporal_reference,
     temporal_sense,
@@ -325,7 +326,47 @@ def test_conventional_recon_default_for_dynamic_data_is_temporal_sense(rng):
     full = torch.ones(1, 1, 8, 56, 1)
     full_kspace = kspace + crandn(rng, *kspace.shape) * (1 - mask)
     full_result = conventional_recon(full_kspace, full)
-    assert full_result.regularization == "tikhonov"  # nothing to regularise: plain CG-SENSE
+    assert full_result.regularization == "rss_full_sampling"  # nothing to unfold: rss
+
+
+@pytest.mark.parametrize("method", ["cg_sense", "zero_filled"])
+def test_conventional_recon_full_sampling_is_rss_with_the_sense_phase(rng, method):
+    """Every location sampled in every frame: |images| is the rss of the coil images exactly, the
+    phase is the sensitivity-weighted combination's (which the SENSE solution shares)."""
+    ny, nx, n_frames = 40, 29, 3
+    truth = cine_phantom(ny, nx, n_frames) * torch.exp(1j * torch.linspace(0, 2, nx)).to(torch.complex64)
+    kspace = sens_expand(truth, as_sens(smooth_maps(6, ny, nx)), None) + 0.02 * crandn(rng, 1, 6, n_frames, ny, nx)
+    mask = torch.ones(1, 1, n_frames, ny, 1, dtype=torch.bool)
+    result = conventional_recon(kspace, mask, method=method)
+    assert (result.method, result.sens_method, result.regularization) == (method, "acs", "rss_full_sampling")
+    assert result.images.shape == (1, n_frames, ny, nx) and result.images.dtype == torch.complex64
+    magnitude = rss(ifft2c(kspace), dim=1)
+    torch.testing.assert_close(result.images.abs(), magnitude, rtol=1e-5, atol=1e-5 * float(magnitude.max()))
+    sense = zero_filled(kspace, mask, result.sens)
+    solved = cg_sense(kspace, mask, result.sens, n_iter=50, l2=1e-3, tol=1e-7)
+    for combination in (sense, solved):
+        strong = (combination.abs() > 1e-3 * float(combination.abs().max())) & (magnitude > 0.05 * magnitude.max())
+        assert strong.float().mean() > 0.3  # the check covers the object
+        phase_error = (result.images[strong] * combination[strong].conj()).angle().abs()
+        assert float(phase_error.max()) < 1e-3
+    # The sensitivity-weighted magnitude is genuinely different (low-resolution maps): rss is a change.
+    assert relative_error(sense.abs(), magnitude) > 1e-2
+    # Where the thresholded maps are all 0 the image is still the rss, real and non-negative.
+    outside = (result.sens == 0).all(dim=1).expand_as(result.images)
+    if bool(outside.any()):
+        torch.testing.assert_close(result.images[outside], magnitude[outside].to(torch.complex64))
+
+
+def test_rss_full_sampling_is_invariant_to_a_unitary_coil_transform(rng):
+    kspace = crandn(rng, 2, 4, 2, 13, 18)
+    sens = rss_normalised_maps(rng, 4, 13, 18)
+    images = rss_full_sampling(kspace, sens)
+    assert images.shape == (2, 2, 13, 18) and images.dtype == torch.complex64
+    unitary = torch.linalg.qr(crandn(rng, 4, 4).to(torch.complex128))[0].to(torch.complex64)
+    mixed = torch.einsum("dc,bctyx->bdtyx", unitary, kspace)
+    torch.testing.assert_close(rss_full_sampling(mixed, sens).abs(), images.abs(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="kspace must have 5 dimensions"):
+        rss_full_sampling(kspace[0], sens)
 
 
 def test_low_resolution_prior_is_the_windowed_calibration_block(rng):

@@ -35,7 +35,6 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 CASES_DIR = Path(__file__).resolve().parent / "cases"
@@ -204,20 +203,9 @@ def whitened_coil_images(path: Path) -> dict[int, np.ndarray]:
     return images
 
 
-def sense_combination(coil_images: np.ndarray, *, l2: float, divide: bool, threshold: float) -> np.ndarray:
-    """``|sum_c conj(S_c) img_c| / (sum_c |S_c|^2 + l2)`` (or without the division) for coil images
-    ``(coils, y, x)``, with the maps ``S`` that the recon estimates from the same fully sampled data
-    (``cardiomm_core.coils.estimate_sensitivities``, ACS = the whole k-space)."""
-    from cardiomm_core.coils import estimate_sensitivities
-
-    kspace = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(coil_images, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
-    k = torch.from_numpy(kspace.astype(np.complex64))[None, :, None]  # (1, C, 1, ky, kx)
-    mask = torch.ones((1, 1, 1, k.shape[-2], 1))
-    sens = estimate_sensitivities(k, mask, method="acs", threshold=threshold)[0, :, 0].numpy().astype(np.complex128)
-    combined = (sens.conj() * coil_images).sum(axis=0)
-    if divide:
-        combined = combined / ((np.abs(sens) ** 2).sum(axis=0) + l2)
-    return np.abs(combined), sens
+def rss_reference(coil_images: np.ndarray) -> np.ndarray:
+    """Root-sum-of-squares ``sqrt(sum_c |img_c|^2)`` of coil images ``(coils, y, x)`` -> ``(y, x)``."""
+    return np.sqrt((np.abs(coil_images) ** 2).sum(axis=0))
 
 
 def relative_error(out: np.ndarray, ref: np.ndarray) -> float:
