@@ -62,6 +62,13 @@ class CheckpointMeta:
     weights_sha256: str
     created: str = ""
     weights_path: Path | None = field(default=None, compare=False)
+    storage_dtype: str = "float32"
+
+
+#: dtypes floating-point weights may be stored in (the model computes in float32 regardless).
+STORAGE_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,6 +156,7 @@ def save_checkpoint(
     text_encoder_dim: int,
     normalisation: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
+    storage_dtype: str = "float32",
 ) -> Path:
     """Write ``model`` as ``<stem>.safetensors`` + ``<stem>.json``; return the .safetensors path.
 
@@ -163,6 +171,9 @@ def save_checkpoint(
         text_encoder_dim: its embedding size; must equal ``model.config.text_dim``.
         normalisation: how inputs were scaled in training (JSON object), e.g. {"kind": "max_abs"}.
         training: free-form provenance (description, data, steps, ...), a JSON object.
+        storage_dtype: "float32" (default, exact), or "float16" / "bfloat16" to halve the file
+            (floating-point tensors are rounded on save and cast back to float32 on load; the
+            packaged demo model uses float16 to stay a few MB).
 
     Raises:
         ValueError: wrong model type, an encoder dim that does not fit the model, a section that is
@@ -177,6 +188,8 @@ def save_checkpoint(
         raise ValueError(
             f"text_encoder_dim={text_encoder_dim} does not match the model's text_dim={model.config.text_dim}"
         )
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {storage_dtype!r}")
     norm_section = _json_section("normalisation", normalisation)
     training_section = _json_section("training", training)
 
@@ -186,7 +199,10 @@ def save_checkpoint(
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         # own, contiguous CPU copies: safetensors refuses shared or strided storage
-        tensors[name] = tensor.detach().to("cpu").contiguous().clone()
+        tensor = tensor.detach().to("cpu")
+        if tensor.is_floating_point():
+            tensor = tensor.to(STORAGE_DTYPES[storage_dtype])
+        tensors[name] = tensor.contiguous().clone()
     blob = _safetensors_save(tensors, metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
     digest = _sha256_bytes(blob)
 
@@ -201,6 +217,7 @@ def save_checkpoint(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "weights_file": weights_path.name,
         "weights_sha256": digest,
+        "storage_dtype": storage_dtype,
     }
     text = json.dumps(meta, indent=2, sort_keys=False, allow_nan=False) + "\n"
     _atomic_write(weights_path, blob)
@@ -256,6 +273,9 @@ def _read_meta_file(meta_path: Path, weights_path: Path) -> CheckpointMeta:
     digest = raw["weights_sha256"]
     if not isinstance(digest, str) or len(digest) != 64:
         raise ValueError(f"{meta_path}: weights_sha256 must be a 64-character hex string, got {digest!r}")
+    storage_dtype = raw.get("storage_dtype", "float32")
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"{meta_path}: storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {storage_dtype!r}")
     sections = {}
     for key in ("normalisation", "training"):
         value = raw.get(key) or {}
@@ -273,6 +293,7 @@ def _read_meta_file(meta_path: Path, weights_path: Path) -> CheckpointMeta:
         weights_sha256=digest.lower(),
         created=str(raw.get("created", "")),
         weights_path=weights_path,
+        storage_dtype=storage_dtype,
     )
 
 
@@ -394,6 +415,11 @@ def load_checkpoint(
     del blob
 
     model = CardioMM(meta.architecture)
+    stored = STORAGE_DTYPES[meta.storage_dtype]
+    if stored != torch.float32:
+        # weights kept in half precision on disk: floating tensors of exactly that dtype go back to
+        # the model's float32; any other dtype is left as it is and fails the check below
+        tensors = {k: (v.to(torch.float32) if v.dtype == stored else v) for k, v in tensors.items()}
     _check_state_dict(weights_path, model.state_dict(), tensors)
     model.load_state_dict(tensors, strict=True)
     model.to(map_location)
@@ -407,6 +433,7 @@ def load_checkpoint(
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "STORAGE_DTYPES",
     "CheckpointMeta",
     "checkpoint_paths",
     "load_checkpoint",

@@ -77,13 +77,16 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("train_checkpoint", help="a checkpoints/step_* folder, or a run folder (its latest)")
     parser.add_argument("out", help="output stem or .safetensors name (a .json sidecar is written beside it)")
     parser.add_argument("--description", default=None, help="replace the run's description")
+    parser.add_argument("--storage-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                        help="how the weights are kept on disk (half precision halves the file)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
     from .export import export_checkpoint
 
     try:
-        path = export_checkpoint(args.train_checkpoint, args.out, description=args.description)
+        path = export_checkpoint(args.train_checkpoint, args.out, description=args.description,
+                                 storage_dtype=args.storage_dtype)
     except (ValueError, FileNotFoundError) as error:
         return _fail("cardiomm-export", error)
     sys.stderr.write(f"cardiomm-export: wrote {path} and {path.with_suffix('.json')}\n")

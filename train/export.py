@@ -41,11 +41,12 @@ def data_description(config: dict[str, Any]) -> str:
 
 
 def export_checkpoint(train_checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                      description: str | None = None) -> Path:
+                      description: str | None = None, storage_dtype: str = "float32") -> Path:
     """Export a training checkpoint as an inference checkpoint; return the ``.safetensors`` path.
 
     ``out``: the stem or the ``.safetensors`` / ``.json`` name. ``description`` replaces the run
-    config's ``description`` in the training section.
+    config's ``description`` in the training section. ``storage_dtype`` ("float32", "float16",
+    "bfloat16") is how the weights are kept on disk (see cardiomm_core.checkpoint.save_checkpoint).
     """
     ckpt = read_training_checkpoint(train_checkpoint)
     meta = ckpt.meta
@@ -69,6 +70,7 @@ def export_checkpoint(train_checkpoint: str | os.PathLike[str], out: str | os.Pa
     }
     encoder = meta["text_encoder"]
     path = save_checkpoint(out, model, text_encoder_name=encoder["name"], text_encoder_dim=int(encoder["dim"]),
-                           normalisation=meta["normalisation"], training=training)
+                           normalisation=meta["normalisation"], training=training,
+                           storage_dtype=storage_dtype)
     logger.info("exported %s (step %d) to %s", ckpt.path, ckpt.step, path)
     return path

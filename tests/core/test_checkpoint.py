@@ -112,6 +112,32 @@ def test_save_load_reproduces_outputs_bit_for_bit(saved, tiny_model, inputs):
     assert isinstance(meta, CheckpointMeta) and meta.text_encoder_name == ENCODER
 
 
+@pytest.mark.parametrize("storage_dtype", ["float16", "bfloat16"])
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(tmp_path, saved, tiny_model, inputs,
+                                                                      storage_dtype):
+    half = save_checkpoint(tmp_path / "half" / "tiny", tiny_model, text_encoder_name=ENCODER,
+                           text_encoder_dim=TEXT_DIM, storage_dtype=storage_dtype)
+    assert half.stat().st_size < 0.6 * saved.stat().st_size
+    loaded, meta = load_checkpoint(half)
+    assert meta.storage_dtype == storage_dtype
+    wanted = {"float16": torch.float16, "bfloat16": torch.bfloat16}[storage_dtype]
+    for name, tensor in tiny_model.state_dict().items():
+        got = loaded.state_dict()[name]
+        assert got.dtype == tensor.dtype, name
+        if tensor.is_floating_point():
+            # exactly the stored rounding of the original weights
+            assert torch.equal(got, tensor.to(wanted).to(tensor.dtype)), name
+    tiny_model.eval()
+    out, ref = _run(loaded, inputs), _run(tiny_model, inputs)
+    assert float((out - ref).abs().norm() / ref.abs().norm()) < 5e-2
+
+
+def test_unknown_storage_dtype_is_refused(tmp_path, tiny_model):
+    with pytest.raises(ValueError, match="storage_dtype"):
+        save_checkpoint(tmp_path / "x", tiny_model, text_encoder_name=ENCODER, text_encoder_dim=TEXT_DIM,
+                        storage_dtype="int8")
+
+
 def test_files_and_sidecar_contents(saved, tiny_model):
     assert saved.name == "tiny.safetensors"
     assert sorted(p.name for p in saved.parent.iterdir()) == ["tiny.json", "tiny.safetensors"]  # no temp files
