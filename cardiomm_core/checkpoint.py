@@ -116,7 +116,8 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -220,8 +221,8 @@ def save_checkpoint(
         "storage_dtype": storage_dtype,
     }
     text = json.dumps(meta, indent=2, sort_keys=False, allow_nan=False) + "\n"
-    _atomic_write(weights_path, blob)
-    _atomic_write(meta_path, text.encode("utf-8"))
+    atomic_write(weights_path, blob)
+    atomic_write(meta_path, text.encode("utf-8"))
     logger.info("saved CardioMM checkpoint %s (%d tensors, sha256 %s)", weights_path, len(tensors), digest[:12])
     return weights_path
 
@@ -434,6 +435,7 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "STORAGE_DTYPES",
+    "atomic_write",
     "CheckpointMeta",
     "checkpoint_paths",
     "load_checkpoint",

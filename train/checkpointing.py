@@ -37,6 +37,8 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
+from cardiomm_core.checkpoint import atomic_write
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -86,22 +88,6 @@ def _fsync_write(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def flatten_optimizer_state(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -176,7 +162,7 @@ def write_training_checkpoint(run_dir: str | os.PathLike[str], step: int, tensor
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _atomic_text(root / LATEST_FILE, final.name + "\n")
+    atomic_write(root / LATEST_FILE, (final.name + "\n").encode("utf-8"))
     logger.info("saved training checkpoint %s", final)
     return final
 
