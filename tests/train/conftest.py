@@ -21,6 +21,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
+
+from tests.helpers import one_torch_thread
 
 _USERBLOCK = 512
 
@@ -154,3 +157,12 @@ def shepp_logan_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if result.returncode != 0 or not path.exists():
         raise RuntimeError(f"ismrmrd_generate_cartesian_shepp_logan failed ({result.returncode}): {result.stderr}")
     return path
+
+
+@pytest.fixture
+def trainer_isolation():
+    """One torch thread for the test; torch's deterministic-algorithms flag restored afterwards."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    with one_torch_thread():
+        yield
+    torch.use_deterministic_algorithms(deterministic)

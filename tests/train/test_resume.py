@@ -24,13 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHANGES = {"train": {"grad_accum": 2}, "checkpoint": {"every_steps": 1, "keep_last": 3}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+# one torch thread, and torch's deterministic-algorithms flag (the trainer sets it) restored after
+pytestmark = pytest.mark.usefixtures("trainer_isolation")
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,8 @@ from train.trainer import Trainer, epoch_order, lr_factor, scaled_forward
 from .trainer_helpers import tiny_config, tiny_values, write_yaml
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
+# one torch thread, and torch's deterministic-algorithms flag (the trainer sets it) restored after
+pytestmark = pytest.mark.usefixtures("trainer_isolation")
 
 
 def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(tmp_path):
