@@ -12,6 +12,20 @@ PromptMR+ ancestry, written as plain ``torch.nn`` modules:
                                       consistency with the measured k-space
                    ─▶ coil-combined image
 
+Two unrolls share the text conditioning and the prior U-Net (``CardioMMConfig.unroll``):
+
+- ``"kspace"`` (the diagram above; PromptMR / E2E-VarNet): zero-filled start, learned
+  sensitivities, prior updates added in coil k-space, soft k-space data consistency. Needs long
+  training (GPU-days in the papers) before it beats a conventional reconstruction.
+- ``"proximal"`` (physics-initialised, MoDL-style): the cascades start from the conventional
+  reconstruction (``cardiomm_core.recon.conventional_recon``: regularised CG-SENSE, with its
+  estimated maps, refined by a residual sensitivity U-Net); each cascade adds the prior's residual
+  in image space, ``z = x + prior(x)``, then solves ``min ||A x - y||^2 + lam ||x - z||^2`` with a
+  few conjugate-gradient steps (``lam`` learned per cascade). The prior's and the refiner's last
+  convolutions start at zero, so the untrained network reproduces the conventional recon (up to
+  the data-consistency steps) and training only has to learn what improves on it: the packaged
+  demo model, trained on two CPU cores, uses it.
+
 Shapes (core convention, DESIGN.md):
 
     masked_kspace  (B, C, T, ky, kx)  complex64, zeros where unsampled
@@ -52,6 +66,7 @@ __all__ = [
     "CardioMMConfig",
     "config_by_name",
     "CONFIG_NAMES",
+    "UNROLL_MODES",
     "count_parameters",
     "CardioMM",
     "CardioMMOutput",
@@ -61,6 +76,10 @@ __all__ = [
     "PromptUnet",
     "NormPromptUnet",
     "SensitivityNet",
+    "SensitivityRefiner",
+    "ProximalDataConsistency",
+    "conjugate_gradient_steps",
+    "conventional_start",
     "DataConsistency",
     "acs_region_mask",
     "adjacent_frame_index",
@@ -128,9 +147,28 @@ class CardioMMConfig:
     hard_dc: bool = False
     #: gradient checkpointing of each cascade while training (saves memory, costs a recompute)
     use_checkpoint: bool = False
+    #: how the cascades are unrolled (see :data:`UNROLL_MODES`):
+    #: ``"kspace"``: E2E-VarNet / PromptMR: zero-filled start, learned sensitivity maps from the
+    #: ACS region, each cascade adds the prior's update in coil k-space and applies the soft
+    #: (or hard) k-space data consistency above;
+    #: ``"proximal"``: physics-initialised (MoDL-style): start from the conventional recon
+    #: (:func:`cardiomm_core.recon.conventional_recon`, no gradient) with its estimated maps, refined
+    #: by a residual sensitivity network; each cascade adds the prior's residual in image space and
+    #: solves ``min ||A x - y||^2 + lam ||x - z||^2`` by ``cg_iterations`` conjugate-gradient steps
+    #: with a learned ``lam`` per cascade. Prior and map refinement start at zero, so the untrained
+    #: network already reproduces the conventional recon and training learns corrections to it.
+    unroll: str = "kspace"
+    #: conjugate-gradient iterations of each proximal data-consistency step (``unroll="proximal"``)
+    cg_iterations: int = 4
+    #: initial ``lam`` of the proximal data consistency (operator scale: rss-normalised maps put
+    #: the eigenvalues of ``A^H A`` in [0, 1])
+    prox_weight_init: float = 0.5
 
     _TUPLE_FIELDS = ("feature_dims", "prompt_dims", "n_prompts", "prompt_sizes",
                      "n_enc_cab", "n_dec_cab", "n_skip_cab")
+    #: fields added after the first checkpoints were written: missing in a stored mapping, they
+    #: take these values (the behaviour of the model before they existed)
+    _LATER_FIELDS = {"unroll": "kspace", "cg_iterations": 4, "prox_weight_init": 0.5}
 
     def __post_init__(self) -> None:
         for name in self._TUPLE_FIELDS:
@@ -153,6 +191,14 @@ class CardioMMConfig:
         if not 0.0 < float(self.dc_weight_init) < 1.0:
             raise ValueError(f"dc_weight_init must lie in (0, 1), got {self.dc_weight_init!r}")
         self.dc_weight_init = float(self.dc_weight_init)
+        if self.unroll not in UNROLL_MODES:
+            raise ValueError(f"unroll must be one of {UNROLL_MODES}, got {self.unroll!r}")
+        if not isinstance(self.cg_iterations, int) or isinstance(self.cg_iterations, bool) or self.cg_iterations < 1:
+            raise ValueError(f"cg_iterations must be a positive integer, got {self.cg_iterations!r}")
+        if not (isinstance(self.prox_weight_init, (int, float)) and math.isfinite(self.prox_weight_init)
+                and self.prox_weight_init > 0):
+            raise ValueError(f"prox_weight_init must be a positive number, got {self.prox_weight_init!r}")
+        self.prox_weight_init = float(self.prox_weight_init)
         self.hard_dc = bool(self.hard_dc)
         self.use_ca = bool(self.use_ca)
         self.use_checkpoint = bool(self.use_checkpoint)
@@ -174,13 +220,16 @@ class CardioMMConfig:
             raise ValueError(f"values must be a mapping, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
-        missing = sorted(known - set(values))
+        missing = sorted(known - set(values) - set(cls._LATER_FIELDS))
         if unknown or missing:
             raise ValueError(
                 f"CardioMMConfig mapping does not match: unknown key(s) {unknown}, missing key(s) {missing}"
             )
-        return cls(**dict(values))
+        return cls(**{**cls._LATER_FIELDS, **dict(values)})
 
+
+#: Values of :attr:`CardioMMConfig.unroll`.
+UNROLL_MODES = ("kspace", "proximal")
 
 CONFIG_NAMES = ("tiny", "small", "base")
 
@@ -451,14 +500,21 @@ class NormPromptUnet(nn.Module):
     ``x (N, K, h, w)`` complex -> ``(N, K_out, h, w)`` complex64. Real and imaginary parts are
     normalised separately over all their channels and pixels, the image is zero-padded to a
     multiple of ``2**n_pools`` and cropped back. The U-Net itself may run under autocast; the
-    normalisation and its inverse run in float32.
+    normalisation and its inverse run in float32. ``residual=True``: the output is a correction
+    (rescaled by the input's std, no mean added back) and the U-Net's last convolution starts at
+    zero, so the module first outputs exactly zero.
     """
 
-    def __init__(self, unet: PromptUnet, out_complex_chans: int) -> None:
+    def __init__(self, unet: PromptUnet, out_complex_chans: int, residual: bool = False) -> None:
         super().__init__()
         self.unet = unet
         self.out_complex_chans = out_complex_chans
+        self.residual = residual
         self.channels_last = False
+        if residual:
+            # a correction to add to the input: the output is only rescaled by the input's std
+            # (not shifted back by its mean), and it starts at exactly zero
+            nn.init.zeros_(self.unet.tail.weight)
 
     def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None,
                 us: torch.Tensor | None = None) -> torch.Tensor:
@@ -474,7 +530,9 @@ class NormPromptUnet(nn.Module):
         out = self.unet(chans, meta, us).float()
         out = _crop(out, pads)
         ko = self.out_complex_chans
-        out = out.reshape(n, 2, ko, *out.shape[-2:]) * std[:, :, None] + mean[:, :, None]
+        out = out.reshape(n, 2, ko, *out.shape[-2:]) * std[:, :, None]
+        if not self.residual:
+            out = out + mean[:, :, None]
         return _chans_to_complex(out.reshape(n, 2 * ko, *out.shape[-2:]))
 
 
@@ -591,6 +649,148 @@ class SensitivityNet(nn.Module):
             return sens / norm
 
 
+class SensitivityRefiner(nn.Module):
+    """Residual refinement of estimated coil sensitivities (``unroll="proximal"``).
+
+    ``sens0 (B, C, 1, y, x)`` complex64, rss-normalised where not 0 ->
+    ``sens (B, C, 1, y, x)``: ``sens0 + U-Net(sens0)`` (coils folded into the batch axis),
+    renormalised to unit root-sum-of-squares on the support of ``sens0`` and 0 elsewhere. The
+    U-Net's correction starts at zero, so the untrained module returns ``sens0``.
+    """
+
+    def __init__(self, chans: int, n_pools: int, reduction: int, use_ca: bool) -> None:
+        super().__init__()
+        dims = [int(round(chans * (1 + 0.5 * (i + 1)))) for i in range(n_pools)]
+        ones = [1] * n_pools
+        self.norm_unet = NormPromptUnet(
+            PromptUnet(2, 2, chans, dims, ones, ones, [0] * n_pools, 1, reduction, use_ca), 1, residual=True)
+
+    def forward(self, sens0: torch.Tensor) -> torch.Tensor:
+        n_b, n_c = sens0.shape[:2]
+        flat = sens0.reshape(n_b * n_c, 1, *sens0.shape[-2:])
+        correction = self.norm_unet(flat).reshape(sens0.shape)
+        with _no_autocast(sens0.device):
+            refined = sens0 + correction
+            support = (sens0 != 0).any(dim=1, keepdim=True)
+            # clamp before the root: sqrt's gradient at 0 (outside the support) would be inf * 0
+            power = (refined.real ** 2 + refined.imag ** 2).sum(dim=1, keepdim=True)
+            norm = torch.sqrt(power.clamp_min(1e-24))
+            return torch.where(support, refined / norm, torch.zeros_like(refined))
+
+
+def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Real part of the per-image inner product: ``(B, T, y, x)`` pair -> ``(B, T, 1, 1)``."""
+    return (a.conj() * b).real.sum(dim=(-2, -1), keepdim=True)
+
+
+def conjugate_gradient_steps(normal: Any, rhs: torch.Tensor, n_iter: int) -> torch.Tensor:
+    """Exactly ``n_iter`` conjugate-gradient steps on ``normal(x) = rhs`` from ``x = 0``.
+
+    ``rhs (B, T, y, x)`` complex; ``normal`` Hermitian positive definite per (batch, frame) image,
+    which gets its own step sizes. Differentiable (no data-dependent control flow); an image whose
+    residual reaches 0 stays where it is.
+    """
+    tiny = torch.finfo(torch.float32).tiny
+    x = torch.zeros_like(rhs)
+    r = rhs
+    p = r
+    rs = _inner(r, r)
+    for _ in range(n_iter):
+        ap = normal(p)
+        alpha = rs / _inner(p, ap).clamp_min(tiny)
+        x = x + alpha * p
+        r = r - alpha * ap
+        rs_new = _inner(r, r)
+        p = r + (rs_new / rs.clamp_min(tiny)) * p
+        rs = rs_new
+    return x
+
+
+class ProximalDataConsistency(nn.Module):
+    """``x = argmin ||A x - y||^2 + lam ||x - z||^2`` by CG, ``lam = exp(log_lam)`` learned.
+
+    ``z (B, T, y, x)`` complex64, measured ``k0 (B, C, T, ky, kx)`` (0 where unsampled),
+    ``mask (B, 1, T, ky, kx|1)``, ``sens (B, C, 1, y, x)`` -> ``x (B, T, y, x)``, with
+    ``A = M F S``. Solved as ``x = z + d``, ``(A^H A + lam) d = A^H (y - A z)``, by
+    ``n_iter`` CG steps per image.
+    """
+
+    def __init__(self, weight_init: float, n_iter: int) -> None:
+        super().__init__()
+        self.n_iter = n_iter
+        self.log_lam = nn.Parameter(torch.tensor(math.log(weight_init)))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return torch.exp(self.log_lam)
+
+    def forward(self, z: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
+        m = mask.to(torch.float32)
+        lam = self.weight.to(torch.float32)
+
+        def normal(image: torch.Tensor) -> torch.Tensor:
+            return _reduce(_expand(image, sens) * (m * m), sens) + lam * image
+
+        rhs = _reduce(m * (k0 - m * _expand(z, sens)), sens)
+        return z + conjugate_gradient_steps(normal, rhs, self.n_iter)
+
+
+class _ProximalCascade(nn.Module):
+    """Image-space cascade: ``z = x + prior(x)`` (residual, starts at 0), then
+    :class:`ProximalDataConsistency`."""
+
+    def __init__(self, cfg: CardioMMConfig) -> None:
+        super().__init__()
+        self.n_adjacent = cfg.n_adjacent
+        unet = PromptUnet(
+            2 * cfg.n_adjacent, 2, cfg.chans, cfg.feature_dims, cfg.n_enc_cab, cfg.n_dec_cab,
+            cfg.n_skip_cab, cfg.n_bottleneck_cab, cfg.ca_reduction, cfg.use_ca,
+            embed_dim=cfg.embed_dim, prompt_dims=cfg.prompt_dims, n_prompts=cfg.n_prompts,
+            prompt_sizes=cfg.prompt_sizes,
+        )
+        self.prior = NormPromptUnet(unet, 1, residual=True)
+        self.dc = ProximalDataConsistency(cfg.prox_weight_init, cfg.cg_iterations)
+
+    def forward(self, image: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
+                meta: torch.Tensor, us: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        n_b, n_t = image.shape[:2]
+        stacked = image[:, neighbours].reshape(n_b * n_t, self.n_adjacent, *image.shape[-2:])
+        update = self.prior(stacked, meta, us)                               # (B*T, 1, y, x) complex64
+        with _no_autocast(image.device):
+            z = image + update.reshape(image.shape)
+            return self.dc(z, k0, mask, sens)
+
+
+def conventional_start(k0: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The proximal unroll's starting point: :func:`cardiomm_core.recon.conventional_recon` of
+    each slice, without gradient.
+
+    ``k0 (B, C, T, ky, kx)`` complex64 (0 where unsampled), ``mask (B, 1, T, ky, kx|1)`` ->
+    ``(images (B, T, y, x), sens (B, C, 1, y, x))`` complex64.
+    """
+    from .recon import conventional_recon  # local import: recon is a sibling with its own tests
+
+    images, maps = [], []
+    with torch.no_grad(), _no_autocast(k0.device):
+        for b in range(k0.shape[0]):
+            try:
+                result = conventional_recon(k0[b:b + 1], mask[b:b + 1])
+                images.append(result.images.to(torch.complex64))
+                maps.append(result.sens.to(torch.complex64))
+            except ValueError as exc:
+                # no calibration region: maps from all of the sampled k-space (as the k-space
+                # unroll does), start from their zero-filled SENSE combination
+                logger.warning("slice %d: no conventional start (%s); starting from the zero-filled image "
+                               "with maps from all sampled k-space", b, exc)
+                m = mask[b:b + 1].to(torch.float32)
+                coil = ifft2c((k0[b:b + 1] * m).sum(dim=2, keepdim=True) / m.sum(dim=2, keepdim=True).clamp_min(1.0))
+                power = (coil.real ** 2 + coil.imag ** 2).sum(dim=1, keepdim=True)
+                sens = coil / torch.sqrt(power.clamp_min(1e-24))
+                images.append(_reduce(k0[b:b + 1], sens).to(torch.complex64))
+                maps.append(sens.to(torch.complex64))
+    return torch.cat(images, dim=0), torch.cat(maps, dim=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------
@@ -645,8 +845,16 @@ class CardioMM(nn.Module):
         self.config = config
         self.meta_head = ProjectionHead(config.text_dim, config.embed_dim)
         self.us_head = ProjectionHead(config.text_dim, config.embed_dim)
-        self.sens_net = SensitivityNet(config.sens_chans, config.sens_pools, config.ca_reduction, config.use_ca)
-        self.cascades = nn.ModuleList(_Cascade(config) for _ in range(config.n_cascades))
+        self.cascades: nn.ModuleList
+        self.sens_net: nn.Module
+        if config.unroll == "proximal":
+            self.sens_net = SensitivityRefiner(config.sens_chans, config.sens_pools, config.ca_reduction,
+                                               config.use_ca)
+            self.cascades = nn.ModuleList(_ProximalCascade(config) for _ in range(config.n_cascades))
+        else:
+            self.sens_net = SensitivityNet(config.sens_chans, config.sens_pools, config.ca_reduction,
+                                           config.use_ca)
+            self.cascades = nn.ModuleList(_Cascade(config) for _ in range(config.n_cascades))
 
     # -- conveniences --------------------------------------------------------------------------
 
@@ -697,16 +905,18 @@ class CardioMM(nn.Module):
         self._check_inputs(masked_kspace, mask, meta_emb, us_emb)
         n_b, _, n_t = masked_kspace.shape[:3]
         mask = mask.expand(n_b, 1, n_t, *mask.shape[-2:])
-        if acs is None:
-            acs = acs_region_mask(mask)
         meta_emb = meta_emb.to(torch.float32).expand(n_b, -1)
         us_emb = us_emb.to(torch.float32).expand(n_b, -1)
         meta = self.meta_head(meta_emb)
         us = self.us_head(us_emb)
         with _no_autocast(masked_kspace.device):
             k0 = masked_kspace * mask.to(torch.float32)
-        sens = self.sens_net(k0, mask, acs.to(torch.float32))
         neighbours = adjacent_frame_index(n_t, self.config.n_adjacent, masked_kspace.device)
+        if self.config.unroll == "proximal":
+            return self._forward_proximal(k0, mask, meta, us, neighbours)
+        if acs is None:
+            acs = acs_region_mask(mask)
+        sens = self.sens_net(k0, mask, acs.to(torch.float32))
         kspace = k0
         for cascade in self.cascades:
             if self.config.use_checkpoint and self.training and torch.is_grad_enabled():
@@ -716,6 +926,18 @@ class CardioMM(nn.Module):
         with _no_autocast(masked_kspace.device):
             image = _reduce(kspace, sens)
         return CardioMMOutput(image, kspace, sens)
+
+    def _forward_proximal(self, k0: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor,
+                          neighbours: torch.Tensor) -> CardioMMOutput:
+        image, sens0 = conventional_start(k0, mask)
+        sens = self.sens_net(sens0)
+        for cascade in self.cascades:
+            if self.config.use_checkpoint and self.training and torch.is_grad_enabled():
+                image = checkpoint(cascade, image, k0, mask, sens, meta, us, neighbours, use_reentrant=False)
+            else:
+                image = cascade(image, k0, mask, sens, meta, us, neighbours)
+        with _no_autocast(k0.device):
+            return CardioMMOutput(image, _expand(image, sens), sens)
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
                 us_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
