@@ -95,7 +95,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """``cardiomm-eval``."""
-    from .evaluate import DEFAULT_ACCELERATIONS, DEFAULT_PATTERNS, METHODS
+    from .evaluate import DEFAULT_ACCELERATIONS, DEFAULT_METHODS, DEFAULT_PATTERNS, METHODS
 
     parser = argparse.ArgumentParser(prog="cardiomm-eval",
                                      description="Score CardioMM against CG-SENSE and zero-filling (CMRxRecon metrics).")
@@ -107,7 +107,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--accelerations", type=float, nargs="+", default=list(DEFAULT_ACCELERATIONS))
     parser.add_argument("--patterns", nargs="+", default=list(DEFAULT_PATTERNS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
     parser.add_argument("--convention", default="2024", choices=["2023", "2024", "2025"],
                         help="CMRxRecon normalisation of each image before scoring")
     parser.add_argument("--no-crop", action="store_true", help="score whole images, not the challenge's central crop")

@@ -15,7 +15,7 @@ from cardiomm_core.engine import DEFAULT_NORMALISATION, InferenceEngine
 from cardiomm_core.text import get_encoder
 from train.cli import eval_main, export_main
 from train.data.sample import collate_examples
-from train.evaluate import load_eval_data
+from train.evaluate import evaluate_checkpoint, load_eval_data
 from train.trainer import Trainer, scaled_forward
 
 from .trainer_helpers import tiny_config, tiny_values, write_yaml
@@ -93,6 +93,12 @@ def test_eval_writes_csv_markdown_and_png_for_every_setting(trained, tmp_path, c
     markdown = (out / "metrics.md").read_text()
     assert "| Pattern | R | CardioMM PSNR | CG-SENSE PSNR | Zero-filled PSNR" in markdown
     assert "## Cine" in markdown and "## All modalities" in markdown
+    assert "PSNR gain over CG-SENSE (dB) | n |" in markdown and "conventional fallback" in markdown
+    # the gain column is the difference of the two PSNR columns
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 13 and cells[0] in ("ktGaussian", "Uniform"):
+            assert abs(float(cells[2]) - float(cells[3]) - float(cells[11])) < 0.011
     assert markdown in capsys.readouterr().out
     with Image.open(out / "metrics.png") as figure:
         assert figure.format == "PNG" and figure.size[0] > 400
@@ -110,3 +116,16 @@ def test_eval_data_from_a_training_config_and_readable_spec_errors(tmp_path, cap
         load_eval_data("synthetic:n_subject=2")
     assert eval_main(["--checkpoint", "none", "--data", "synthetic:n_subjects=0", "--out", str(tmp_path / "e")]) == 2
     assert "n_subjects" in capsys.readouterr().err
+
+
+def test_plain_cg_sense_is_the_unregularised_reference():
+    """On request, the textbook per-frame CG-SENSE: same masks and maps as the fallback, no temporal
+    regularisation, so at R = 8 on a kt pattern it is well below the fallback."""
+    dataset, _ = load_eval_data("synthetic:n_subjects=1,seed=31,matrix=48x40,n_frames=6,n_coils=6,readout_oversampling=1")
+    rows = evaluate_checkpoint(None, dataset, accelerations=[8], patterns=["ktGaussian"],
+                               methods=["cg_sense", "cg_sense_plain"], crop=False)
+    psnr = {row.method: row.psnr for row in rows}
+    assert set(psnr) == {"cg_sense", "cg_sense_plain"}
+    assert psnr["cg_sense"] > psnr["cg_sense_plain"] + 1.0
+    with pytest.raises(ValueError, match="methods must be among"):
+        evaluate_checkpoint(None, dataset, methods=["sense"])
