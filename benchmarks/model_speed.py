@@ -43,7 +43,7 @@ if str(ROOT) not in sys.path:
 
 from cardiomm_core.fft import fft2c, ifft2c  # noqa: E402
 from cardiomm_core.masks import make_mask  # noqa: E402
-from cardiomm_core.model import CardioMM, acs_region_mask, config_by_name, count_parameters  # noqa: E402
+from cardiomm_core.model import CardioMM, CardioMMConfig, acs_region_mask, config_by_name, count_parameters  # noqa: E402
 from cardiomm_core.phantom import crop_readout  # noqa: E402
 from cardiomm_core.recon import conventional_recon  # noqa: E402
 
@@ -74,11 +74,22 @@ def make_slice(seed: int = 0, n_coils: int = N_COILS, n_frames: int = N_FRAMES, 
     return (kspace * mask).contiguous(), mask
 
 
+def model_config(name: str) -> CardioMMConfig:
+    """A named configuration, optionally with its unroll after a dash: ``small``, ``small-proximal``."""
+    base, _, unroll = name.partition("-")
+    config = config_by_name(base, TEXT_DIM)
+    return CardioMMConfig.from_dict({**config.to_dict(), "unroll": unroll}) if unroll else config
+
+
 def count_flops(name: str, n_coils: int = N_COILS, n_frames: int = N_FRAMES, n_ky: int = N_KY,
                 n_kx: int = N_KX) -> float:
-    """FLOPs of one forward of configuration ``name`` on one slice (meta device, no real work)."""
+    """FLOPs of one forward of configuration ``name`` on one slice (meta device, no real work).
+
+    The proximal unroll's conventional start needs real data (it finds the calibration region), so
+    its count is that of the same U-Nets in the k-space unroll: the networks are identical and the
+    FFT / CG work is not counted anyway."""
     with torch.device("meta"):
-        model = CardioMM(config_by_name(name, TEXT_DIM)).eval()
+        model = CardioMM(config_by_name(name.partition("-")[0], TEXT_DIM)).eval()
         kspace = torch.empty(1, n_coils, n_frames, n_ky, n_kx, dtype=torch.complex64)
         mask = torch.empty(1, 1, n_frames, n_ky, 1)
         acs = torch.empty(1, 1, 1, n_ky, 1)
@@ -125,7 +136,7 @@ class Row:
 
 def build_model(name: str, device: torch.device, seed: int = 0) -> CardioMM:
     torch.manual_seed(seed)
-    model = CardioMM(config_by_name(name, TEXT_DIM)).eval().to(device)
+    model = CardioMM(model_config(name)).eval().to(device)
     if device.type == "cuda":
         model.to_channels_last()
     return model
@@ -201,7 +212,8 @@ def write_table(path: Path, rows: list[Row], baselines: dict[str, float], device
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--configs", default="tiny,small,base")
+    p.add_argument("--configs", default="tiny,small,base",
+                   help="comma list of tiny, small, base, each optionally with its unroll: small-proximal")
     p.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--bf16-configs", default="tiny,small",
                    help="configurations timed in bf16 (base in bf16 takes minutes on a CPU)")
@@ -231,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         flops = count_flops(name)
         model = build_model(name, device)
         params = count_parameters(model) / 1e6
-        large = name == "base"
+        large = name.partition("-")[0] == "base"
         for dtype in [d for d in args.dtypes.split(",") if d]:
             if dtype == "bf16" and device.type == "cpu" and name not in args.bf16_configs.split(","):
                 continue
