@@ -86,3 +86,17 @@ def test_demo_without_a_model_says_it_fell_back(tmp_path, capsys):
     out = capsys.readouterr().out
     assert set(_scores(out)) == {"CG-SENSE", "zero-filled RSS"}
     assert "fell back" in out and "checkpoint=none" not in out
+
+
+def test_reference_is_the_noise_free_rss_of_prewhitened_coil_images(tmp_path):
+    """reference_images == RSS over coils of W s x (W: any whitening of the stored covariance)."""
+    assert demo.main(["--out", str(tmp_path), "--matrix", "32x24", "--phases", "3", "--coils", "3",
+                      "--checkpoint", "none"]) == 0
+    truth = read_ground_truth(tmp_path / "demo_scan.h5")
+    whitening = np.linalg.inv(np.linalg.cholesky(truth.noise_covariance.astype(np.complex128)))
+    pad = (truth.sensitivities.shape[-1] - 32) // 2                          # readout oversampling
+    padded = np.pad(truth.images, [(0, 0), (0, 0), (0, 0), (pad, pad)])     # (S, T, y, x_enc)
+    coil_images = truth.sensitivities[:, :, None] * padded[:, None]         # (S, C, T, y, x_enc)
+    whitened = np.einsum("dc,sctyx->sdtyx", whitening, coil_images)
+    expected = crop_readout(np.sqrt((np.abs(whitened) ** 2).sum(axis=1)), 32)
+    np.testing.assert_allclose(demo.reference_images(truth), expected, rtol=1e-4, atol=1e-6)
