@@ -59,6 +59,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ._checks import check_complex, check_ndim, check_tensor
 from .fft import fft2c, ifft2c
+from .recon import _inner, conventional_recon, time_average_kspace
 
 logger = logging.getLogger(__name__)
 
@@ -167,8 +168,8 @@ class CardioMMConfig:
     _TUPLE_FIELDS = ("feature_dims", "prompt_dims", "n_prompts", "prompt_sizes",
                      "n_enc_cab", "n_dec_cab", "n_skip_cab")
     #: fields added after the first checkpoints were written: missing in a stored mapping, they
-    #: take these values (the behaviour of the model before they existed)
-    _LATER_FIELDS = {"unroll": "kspace", "cg_iterations": 4, "prox_weight_init": 0.5}
+    #: take their defaults (the behaviour of the model before they existed)
+    _LATER_FIELDS = ("unroll", "cg_iterations", "prox_weight_init")
 
     def __post_init__(self) -> None:
         for name in self._TUPLE_FIELDS:
@@ -225,7 +226,7 @@ class CardioMMConfig:
             raise ValueError(
                 f"CardioMMConfig mapping does not match: unknown key(s) {unknown}, missing key(s) {missing}"
             )
-        return cls(**{**cls._LATER_FIELDS, **dict(values)})
+        return cls(**dict(values))
 
 
 #: Values of :attr:`CardioMMConfig.unroll`.
@@ -620,6 +621,42 @@ class DataConsistency(nn.Module):
         return pred - self.weight * m * (pred - k0)
 
 
+def _rss_normalise(maps: torch.Tensor) -> torch.Tensor:
+    """``maps (B, C, ...)`` divided by their root-sum-of-squares over coils. The power is clamped
+    before the root, so pixels where every map is 0 stay 0 with finite gradients."""
+    power = (maps.real ** 2 + maps.imag ** 2).sum(dim=1, keepdim=True)
+    return maps / torch.sqrt(power.clamp_min(1e-24))
+
+
+def _coil_unet(chans: int, n_pools: int, reduction: int, use_ca: bool, residual: bool) -> NormPromptUnet:
+    """The small unconditioned U-Net of the sensitivity modules (one complex coil image in and out)."""
+    dims = [int(round(chans * (1 + 0.5 * (i + 1)))) for i in range(n_pools)]
+    ones = [1] * n_pools
+    return NormPromptUnet(PromptUnet(2, 2, chans, dims, ones, ones, [0] * n_pools, 1, reduction, use_ca), 1,
+                          residual=residual)
+
+
+def _frame_prior(cfg: CardioMMConfig, residual: bool) -> NormPromptUnet:
+    """A cascade's text-conditioned prior: ``n_adjacent`` complex frames in, the centre frame out."""
+    unet = PromptUnet(
+        2 * cfg.n_adjacent, 2, cfg.chans, cfg.feature_dims, cfg.n_enc_cab, cfg.n_dec_cab,
+        cfg.n_skip_cab, cfg.n_bottleneck_cab, cfg.ca_reduction, cfg.use_ca,
+        embed_dim=cfg.embed_dim, prompt_dims=cfg.prompt_dims, n_prompts=cfg.n_prompts,
+        prompt_sizes=cfg.prompt_sizes,
+    )
+    return NormPromptUnet(unet, 1, residual=residual)
+
+
+def _apply_prior(prior: NormPromptUnet, image: torch.Tensor, meta: torch.Tensor, us: torch.Tensor,
+                 neighbours: torch.Tensor) -> torch.Tensor:
+    """``image (B, T, y, x)`` -> the prior's output ``(B, T, y, x)`` complex64, each frame from its
+    ``neighbours (T, A)`` (frames folded into the batch axis, slice-major)."""
+    n_b, n_t = image.shape[:2]
+    with _no_autocast(image.device):
+        stacked = image[:, neighbours].reshape(n_b * n_t, neighbours.shape[1], *image.shape[-2:])
+    return prior(stacked, meta, us).reshape(image.shape)
+
+
 class SensitivityNet(nn.Module):
     """Coil sensitivities from the auto-calibration region (E2E-VarNet style).
 
@@ -630,10 +667,7 @@ class SensitivityNet(nn.Module):
 
     def __init__(self, chans: int, n_pools: int, reduction: int, use_ca: bool) -> None:
         super().__init__()
-        dims = [int(round(chans * (1 + 0.5 * (i + 1)))) for i in range(n_pools)]
-        ones = [1] * n_pools
-        self.norm_unet = NormPromptUnet(
-            PromptUnet(2, 2, chans, dims, ones, ones, [0] * n_pools, 1, reduction, use_ca), 1)
+        self.norm_unet = _coil_unet(chans, n_pools, reduction, use_ca, residual=False)
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, acs: torch.Tensor) -> torch.Tensor:
         n_b, n_c = masked_kspace.shape[:2]
@@ -645,8 +679,7 @@ class SensitivityNet(nn.Module):
         flat = coil_images.reshape(n_b * n_c, 1, *coil_images.shape[-2:])
         sens = self.norm_unet(flat).reshape(n_b, n_c, 1, *coil_images.shape[-2:])
         with _no_autocast(masked_kspace.device):
-            norm = torch.sqrt((sens.abs() ** 2).sum(dim=1, keepdim=True)).clamp_min(1e-12)
-            return sens / norm
+            return _rss_normalise(sens)
 
 
 class SensitivityRefiner(nn.Module):
@@ -660,35 +693,25 @@ class SensitivityRefiner(nn.Module):
 
     def __init__(self, chans: int, n_pools: int, reduction: int, use_ca: bool) -> None:
         super().__init__()
-        dims = [int(round(chans * (1 + 0.5 * (i + 1)))) for i in range(n_pools)]
-        ones = [1] * n_pools
-        self.norm_unet = NormPromptUnet(
-            PromptUnet(2, 2, chans, dims, ones, ones, [0] * n_pools, 1, reduction, use_ca), 1, residual=True)
+        self.norm_unet = _coil_unet(chans, n_pools, reduction, use_ca, residual=True)
 
     def forward(self, sens0: torch.Tensor) -> torch.Tensor:
         n_b, n_c = sens0.shape[:2]
         flat = sens0.reshape(n_b * n_c, 1, *sens0.shape[-2:])
         correction = self.norm_unet(flat).reshape(sens0.shape)
         with _no_autocast(sens0.device):
-            refined = sens0 + correction
+            refined = _rss_normalise(sens0 + correction)
             support = (sens0 != 0).any(dim=1, keepdim=True)
-            # clamp before the root: sqrt's gradient at 0 (outside the support) would be inf * 0
-            power = (refined.real ** 2 + refined.imag ** 2).sum(dim=1, keepdim=True)
-            norm = torch.sqrt(power.clamp_min(1e-24))
-            return torch.where(support, refined / norm, torch.zeros_like(refined))
-
-
-def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Real part of the per-image inner product: ``(B, T, y, x)`` pair -> ``(B, T, 1, 1)``."""
-    return (a.conj() * b).real.sum(dim=(-2, -1), keepdim=True)
+            return torch.where(support, refined, torch.zeros_like(refined))
 
 
 def conjugate_gradient_steps(normal: Any, rhs: torch.Tensor, n_iter: int) -> torch.Tensor:
     """Exactly ``n_iter`` conjugate-gradient steps on ``normal(x) = rhs`` from ``x = 0``.
 
     ``rhs (B, T, y, x)`` complex; ``normal`` Hermitian positive definite per (batch, frame) image,
-    which gets its own step sizes. Differentiable (no data-dependent control flow); an image whose
-    residual reaches 0 stays where it is.
+    which gets its own step sizes. Differentiable and free of data-dependent control flow (no
+    host synchronisation, unlike the early-stopping solver of :mod:`cardiomm_core.recon`); an image
+    whose residual reaches 0 stays where it is.
     """
     tiny = torch.finfo(torch.float32).tiny
     x = torch.zeros_like(rhs)
@@ -741,24 +764,14 @@ class _ProximalCascade(nn.Module):
 
     def __init__(self, cfg: CardioMMConfig) -> None:
         super().__init__()
-        self.n_adjacent = cfg.n_adjacent
-        unet = PromptUnet(
-            2 * cfg.n_adjacent, 2, cfg.chans, cfg.feature_dims, cfg.n_enc_cab, cfg.n_dec_cab,
-            cfg.n_skip_cab, cfg.n_bottleneck_cab, cfg.ca_reduction, cfg.use_ca,
-            embed_dim=cfg.embed_dim, prompt_dims=cfg.prompt_dims, n_prompts=cfg.n_prompts,
-            prompt_sizes=cfg.prompt_sizes,
-        )
-        self.prior = NormPromptUnet(unet, 1, residual=True)
+        self.prior = _frame_prior(cfg, residual=True)
         self.dc = ProximalDataConsistency(cfg.prox_weight_init, cfg.cg_iterations)
 
     def forward(self, image: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
                 meta: torch.Tensor, us: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        n_b, n_t = image.shape[:2]
-        stacked = image[:, neighbours].reshape(n_b * n_t, self.n_adjacent, *image.shape[-2:])
-        update = self.prior(stacked, meta, us)                               # (B*T, 1, y, x) complex64
+        update = _apply_prior(self.prior, image, meta, us, neighbours)
         with _no_autocast(image.device):
-            z = image + update.reshape(image.shape)
-            return self.dc(z, k0, mask, sens)
+            return self.dc(image + update, k0, mask, sens)
 
 
 def conventional_start(k0: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -768,8 +781,6 @@ def conventional_start(k0: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
     ``k0 (B, C, T, ky, kx)`` complex64 (0 where unsampled), ``mask (B, 1, T, ky, kx|1)`` ->
     ``(images (B, T, y, x), sens (B, C, 1, y, x))`` complex64.
     """
-    from .recon import conventional_recon  # local import: recon is a sibling with its own tests
-
     images, maps = [], []
     with torch.no_grad(), _no_autocast(k0.device):
         for b in range(k0.shape[0]):
@@ -782,10 +793,7 @@ def conventional_start(k0: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
                 # unroll does), start from their zero-filled SENSE combination
                 logger.warning("slice %d: no conventional start (%s); starting from the zero-filled image "
                                "with maps from all sampled k-space", b, exc)
-                m = mask[b:b + 1].to(torch.float32)
-                coil = ifft2c((k0[b:b + 1] * m).sum(dim=2, keepdim=True) / m.sum(dim=2, keepdim=True).clamp_min(1.0))
-                power = (coil.real ** 2 + coil.imag ** 2).sum(dim=1, keepdim=True)
-                sens = coil / torch.sqrt(power.clamp_min(1e-24))
+                sens = _rss_normalise(ifft2c(time_average_kspace(k0[b:b + 1], mask[b:b + 1])[0]))
                 images.append(_reduce(k0[b:b + 1], sens).to(torch.complex64))
                 maps.append(sens.to(torch.complex64))
     return torch.cat(images, dim=0), torch.cat(maps, dim=0)
@@ -807,28 +815,16 @@ class CardioMMOutput(NamedTuple):
 class _Cascade(nn.Module):
     def __init__(self, cfg: CardioMMConfig) -> None:
         super().__init__()
-        self.n_adjacent = cfg.n_adjacent
-        unet = PromptUnet(
-            2 * cfg.n_adjacent, 2, cfg.chans, cfg.feature_dims, cfg.n_enc_cab, cfg.n_dec_cab,
-            cfg.n_skip_cab, cfg.n_bottleneck_cab, cfg.ca_reduction, cfg.use_ca,
-            embed_dim=cfg.embed_dim, prompt_dims=cfg.prompt_dims, n_prompts=cfg.n_prompts,
-            prompt_sizes=cfg.prompt_sizes,
-        )
-        self.prior = NormPromptUnet(unet, 1)
+        self.prior = _frame_prior(cfg, residual=False)
         self.dc = DataConsistency(cfg.dc_weight_init, cfg.hard_dc)
 
     def forward(self, kspace: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
                 meta: torch.Tensor, us: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        n_b, _, n_t = kspace.shape[:3]
         with _no_autocast(kspace.device):
             image = _reduce(kspace, sens)                                   # (B, T, y, x)
-            stacked = image[:, neighbours]                                  # (B, T, A, y, x)
-            stacked = stacked.reshape(n_b * n_t, self.n_adjacent, *image.shape[-2:])
-        update = self.prior(stacked, meta, us)                               # (B*T, 1, y, x) complex64
+        update = _apply_prior(self.prior, image, meta, us, neighbours)
         with _no_autocast(kspace.device):
-            update = update.reshape(n_b, n_t, *image.shape[-2:])
-            pred = kspace + _expand(update, sens)
-            return self.dc(pred, k0, mask)
+            return self.dc(kspace + _expand(update, sens), k0, mask)
 
 
 class CardioMM(nn.Module):
