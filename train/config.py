@@ -69,7 +69,11 @@ __all__ = [
 
 @dataclass
 class SyntheticSource:
-    """Synthetic phantoms (``train.data.synthetic.SyntheticCardiacDataset``); new seeds = new subjects."""
+    """Synthetic phantoms (``train.data.synthetic.SyntheticCardiacDataset``); new seeds = new subjects.
+
+    ``prewhiten`` / ``compress_coils``: the coil mixing of the Gadgetron chain (NoiseAdjust,
+    CoilCompression) applied to the k-space; ``target``: "rss" (the noisy fully sampled RSS, the
+    CMRxRecon convention) or "noise_free" (the RSS of the noise-free coil images)."""
 
     kind: str = "synthetic"
     n_subjects: int = 16
@@ -81,6 +85,9 @@ class SyntheticSource:
     n_slices: int = 1
     noise_level: float = 0.01
     readout_oversampling: int = 2
+    prewhiten: bool = False
+    compress_coils: Union[int, None] = None
+    target: str = "rss"
 
 
 @dataclass

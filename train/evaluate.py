@@ -9,9 +9,11 @@ all methods see the same mask and reruns the same numbers), applied, and reconst
   its text encoder, the ScanContext with the mask's pattern and acceleration);
 - ``cg_sense`` and ``zero_filled``: ``cardiomm_core.recon.conventional_recon`` (its defaults).
 
-The reference is the root-sum-of-squares of the fully sampled coil images on the recon field of
-view (``train.data.sample.rss_target``, what the trainer learns and the challenges score
-against). Scores: ``cardiomm_core.metrics.evaluate`` (magnitude, the challenges' central crop
+The reference is what the trainer learns from the same sample
+(``KspaceSample.scoring_target``): the root-sum-of-squares of the fully sampled coil images on
+the recon field of view (``train.data.sample.rss_target``, what the challenges score against), or
+the sample's noise-free reference when its source provides one (synthetic sources with
+``target=noise_free``). Scores: ``cardiomm_core.metrics.evaluate`` (magnitude, the challenges' central crop
 unless ``crop=False``, per-image normalisation of the chosen ``convention`` "2023"/"2024"/"2025",
 PSNR / SSIM / NMSE per 2D image, averaged per slice and then over slices).
 
@@ -219,7 +221,7 @@ def evaluate_checkpoint(
         sample = dataset[index]
         if not isinstance(sample, KspaceSample):
             raise ValueError(f"dataset[{index}] must be a KspaceSample, got {type(sample).__name__}")
-        target = rss_target(sample.kspace, sample.recon_nx).numpy()
+        target = sample.scoring_target().numpy()
         n_coils, n_frames, n_ky, n_kx = sample.kspace.shape
         for pattern in patterns:
             for acceleration in accelerations:

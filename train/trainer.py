@@ -153,7 +153,8 @@ def build_source(source: Any) -> Dataset:
         return SyntheticCardiacDataset(
             source.n_subjects, seed=source.seed, n_frames=source.n_frames, n_coils=source.n_coils,
             matrix=tuple(source.matrix), modalities=tuple(source.modalities), n_slices=source.n_slices,
-            noise_level=source.noise_level, readout_oversampling=source.readout_oversampling)
+            noise_level=source.noise_level, readout_oversampling=source.readout_oversampling,
+            prewhiten=source.prewhiten, compress_coils=source.compress_coils, target=source.target)
     if isinstance(source, CMRxReconSource):
         from .data.cmrxrecon import CMRxReconDataset
 
@@ -178,8 +179,14 @@ def describe_sources(sources: Sequence[Any]) -> str:
     parts = []
     for s in sources:
         if isinstance(s, SyntheticSource):
+            coils = f"{s.n_coils} coils"
+            if s.prewhiten:
+                coils += " prewhitened"
+            if s.compress_coils is not None and s.compress_coils < s.n_coils:
+                coils += f" compressed to {s.compress_coils}"
+            target = ", noise-free target" if s.target == "noise_free" else ""
             parts.append(f"synthetic phantoms ({s.n_subjects} subjects, seed {s.seed}, {'/'.join(s.modalities)}, "
-                         f"{s.matrix[0]}x{s.matrix[1]}, {s.n_frames} frames, {s.n_coils} coils)")
+                         f"{s.matrix[0]}x{s.matrix[1]}, {s.n_frames} frames, {coils}{target})")
         elif isinstance(s, CMRxReconSource):
             parts.append(f"CMRxRecon {s.year or ''} {s.split or ''} at {s.root}".replace("  ", " "))
         elif isinstance(s, IsmrmrdSource):

@@ -98,3 +98,82 @@ def test_index_out_of_range():
     with pytest.raises(IndexError):
         dataset[1]
     assert np.isfinite(dataset[-1].kspace.abs().max().item())
+
+
+# -- the chain's coil mixing and the noise-free reference -------------------------------------------
+
+CHAIN_LIKE = dict(n_frames=4, n_coils=6, matrix=(24, 20), readout_oversampling=2, modalities=("cine",))
+
+
+def test_prewhitened_kspace_has_white_unit_noise():
+    """k-space minus the prewhitened noise-free k-space of the same subject is noise with identity
+    covariance: what NoiseAdjust hands the rest of the chain."""
+    noisy = SyntheticCardiacDataset(1, seed=7, noise_level=0.02, prewhiten=True, **CHAIN_LIKE)
+    clean = SyntheticCardiacDataset(1, seed=7, noise_level=0.0, **CHAIN_LIKE)
+    mixing = noisy.coil_mixing(noisy._scan(0), 0)
+    assert mixing.shape == (6, 6) and np.allclose(np.triu(mixing, 1), 0)       # Cholesky prewhitener
+    sample = noisy[0]
+    assert sample.reference is None                                             # target "rss" by default
+    noise = sample.kspace.numpy() - np.tensordot(mixing, clean[0].kspace.numpy(), axes=([1], [0]))
+    flat = noise.reshape(6, -1)
+    covariance = flat @ flat.conj().T / flat.shape[1]
+    assert np.allclose(np.diag(covariance).real, 1.0, atol=0.06)
+    assert np.abs(covariance - np.diag(np.diag(covariance))).max() < 0.06
+    raw = SyntheticCardiacDataset(1, seed=7, noise_level=0.02, **CHAIN_LIKE)[0].kspace.numpy()
+    raw_noise = (raw - clean[0].kspace.numpy()).reshape(6, -1)
+    raw_cov = raw_noise @ raw_noise.conj().T / raw_noise.shape[1]
+    assert np.abs(raw_cov - np.diag(np.diag(raw_cov))).max() > 0.1 * np.abs(np.diag(raw_cov)).max()  # was correlated
+
+
+def test_coil_compression_keeps_the_strongest_virtual_coils():
+    full = SyntheticCardiacDataset(1, seed=8, noise_level=0.002, prewhiten=True, **CHAIN_LIKE)
+    compressed = SyntheticCardiacDataset(1, seed=8, noise_level=0.002, prewhiten=True, compress_coils=3, **CHAIN_LIKE)
+    k_full, k_comp = full[0].kspace, compressed[0].kspace
+    assert k_comp.shape == (3,) + tuple(k_full.shape[1:]) and k_comp.dtype == torch.complex64
+    energy = (k_comp.abs() ** 2).sum(dim=(1, 2, 3))
+    assert torch.all(energy[:-1] >= energy[1:])                                 # sorted by singular value
+    kept = float(energy.sum() / (k_full.abs() ** 2).sum())
+    singular = np.linalg.svd(k_full.numpy().reshape(6, -1).astype(np.complex128), compute_uv=False)
+    assert kept == pytest.approx(float((singular[:3] ** 2).sum() / (singular ** 2).sum()), rel=1e-4)
+
+
+def test_noise_free_reference_is_the_rss_of_the_noise_free_mixed_coils():
+    noisy = SyntheticCardiacDataset(1, seed=9, noise_level=0.02, prewhiten=True, compress_coils=4,
+                                    target="noise_free", **CHAIN_LIKE)
+    clean = SyntheticCardiacDataset(1, seed=9, noise_level=0.0, **CHAIN_LIKE)
+    sample = noisy[0]
+    mixing = noisy.coil_mixing(noisy._scan(0), 0)
+    assert mixing.shape == (4, 6)
+    expected = rss_target(torch.from_numpy(np.tensordot(mixing, clean[0].kspace.numpy(), axes=([1], [0]))
+                                           .astype(np.complex64)), 24)
+    assert sample.reference.shape == (4, 20, 24) and sample.reference.dtype == torch.float32
+    assert torch.allclose(sample.reference, expected, rtol=1e-3, atol=1e-4 * float(expected.max()))
+    assert torch.equal(sample.scoring_target(), sample.reference)
+    noisy_rss = rss_target(sample.kspace, sample.recon_nx)
+    assert not torch.allclose(noisy_rss, sample.reference, rtol=0.05)            # the noise is gone
+    # without any mixing and without noise the reference is the plain RSS
+    plain = SyntheticCardiacDataset(1, seed=9, noise_level=0.0, target="noise_free", **CHAIN_LIKE)[0]
+    assert torch.allclose(plain.reference, rss_target(plain.kspace, plain.recon_nx), rtol=1e-4,
+                          atol=1e-5 * float(plain.reference.max()))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(prewhiten=True, noise_level=0.0), "prewhiten needs noise"),
+    (dict(compress_coils=7), "compress_coils"),
+    (dict(compress_coils=0), "compress_coils"),
+    (dict(target="clean"), "target"),
+    (dict(prewhiten="yes"), "prewhiten"),
+])
+def test_invalid_chain_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SyntheticCardiacDataset(1, **{**CHAIN_LIKE, **kwargs})
+
+
+def test_a_reference_of_the_wrong_shape_is_refused():
+    sample = SyntheticCardiacDataset(1, seed=1, target="noise_free", **CHAIN_LIKE)[0]
+    with pytest.raises(ValueError, match="reference"):
+        KspaceSample(sample.kspace, sample.context, sample.identifier, sample.target, sample.recon_nx,
+                     sample.reference[:, :, :-1])
+    with pytest.raises(ValueError, match="reference"):
+        KspaceSample(sample.kspace, sample.context, sample.identifier, sample.target, sample.recon_nx,
+                     sample.reference.to(torch.float64))

@@ -202,3 +202,17 @@ def test_with_synthetic_phantoms_in_a_dataloader():
         assert batch.target.shape == (1, 3, 40, 24)
         assert batch.contexts[0].modality == modality
         assert batch.contexts[0].pattern in ("ktUniform", "ktGaussian")
+
+
+def test_a_sample_reference_becomes_the_training_target():
+    """Synthetic sources with target=noise_free: the example learns the noise-free RSS, and the
+    masked k-space is still the noisy one."""
+    base = SyntheticCardiacDataset(2, seed=4, n_frames=4, n_coils=4, matrix=(24, 20), noise_level=0.02,
+                                   target="noise_free")
+    noisy = SyntheticCardiacDataset(2, seed=4, n_frames=4, n_coils=4, matrix=(24, 20), noise_level=0.02)
+    spec = UndersamplingSpec(patterns=("ktGaussian",), accelerations=(8.0,), n_acs=4)
+    example = UndersampledDataset(base, spec, seed=1)[1]
+    plain = UndersampledDataset(noisy, spec, seed=1)[1]
+    assert torch.equal(example.target, base[1].reference)
+    assert torch.equal(example.masked_kspace, plain.masked_kspace)
+    assert not torch.allclose(example.target, plain.target)

@@ -5,12 +5,15 @@ Shapes (one slice of one scan; C coils, T frames, ky phase encoding, kx readout)
 ``KspaceSample``
     kspace   (C, T, ky, kx)   complex64, fully sampled, every frame of the slice
     target   (T, y, x)        optional ground truth (float32 magnitude or complex64), recon FOV
+    reference (T, y, x)       optional float32 magnitude the model should learn instead of the RSS
+                              of ``kspace`` (a noise-free RSS, known for simulated data), recon FOV
 ``TrainingExample``
     masked_kspace (C, T, ky, kx)     complex64, zero wherever ``mask`` is zero
     mask          (1, T, ky, kx|1)   float32 0/1 (kx = 1 for line patterns)
     target        (T, y, x)          float32, root-sum-of-squares of the fully sampled coil images,
                                      cropped along the readout to the recon FOV when the k-space
-                                     is readout-oversampled (``recon_nx``)
+                                     is readout-oversampled (``recon_nx``); the sample's
+                                     ``reference`` instead when it has one
 ``TrainingBatch`` (from :func:`collate_examples`)
     masked_kspace (B, C, T, ky, kx), mask (B, 1, T, ky, kx|1), target (B, T, y, x)
 
@@ -88,6 +91,9 @@ class KspaceSample:
     target      optional (T, y, x) ground truth on the recon FOV (float32 or complex64), or None
     recon_nx    readout columns of the recon FOV when the readout is oversampled (targets are
                 cropped to the central ``recon_nx`` columns), None when kx is the recon FOV
+    reference   optional (T, y, x) float32 magnitude on the recon FOV that training and evaluation
+                score against instead of :func:`rss_target` of ``kspace`` (for simulated data: the
+                RSS of the noise-free coil images), or None
     """
 
     kspace: torch.Tensor
@@ -95,6 +101,7 @@ class KspaceSample:
     identifier: str
     target: torch.Tensor | None = None
     recon_nx: int | None = None
+    reference: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_complex_tensor("kspace", self.kspace, 4, "(coils, frames, ky, kx)")
@@ -108,6 +115,23 @@ class KspaceSample:
                 raise ValueError(f"target has {self.target.shape[0]} frames, kspace {self.kspace.shape[1]}")
         if self.recon_nx is not None:
             crop_to_recon_fov(self.kspace[:1, :1, :1], self.recon_nx)  # validates the value
+        if self.reference is not None:
+            n_x = self.recon_nx if self.recon_nx is not None else int(self.kspace.shape[3])
+            expected = (int(self.kspace.shape[1]), int(self.kspace.shape[2]), n_x)
+            if not isinstance(self.reference, torch.Tensor) or self.reference.dtype != torch.float32 \
+                    or tuple(self.reference.shape) != expected:
+                raise ValueError(f"reference must be a float32 torch.Tensor (frames, y, x) = {expected} or None, got "
+                                 f"{getattr(self.reference, 'dtype', type(self.reference).__name__)} "
+                                 f"{tuple(getattr(self.reference, 'shape', ()))}")
+
+    def scoring_target(self) -> torch.Tensor:
+        """What a reconstruction of this sample is scored against: ``(T, y, x)`` float32.
+
+        ``reference`` when the sample has one, else :func:`rss_target` of the fully sampled k-space.
+        """
+        if self.reference is not None:
+            return self.reference
+        return rss_target(self.kspace, self.recon_nx)
 
     @property
     def n_coils(self) -> int:

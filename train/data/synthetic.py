@@ -6,6 +6,15 @@ slice ``i % n_slices`` of subject ``i // n_slices``. Each subject is one phantom
 through ``scanners``) fixed by the subject index, so an item is the same array on every call, in
 every process and after a resumed run. The last simulated subject is kept, so reading the slices
 of a subject in order simulates it once.
+
+What the model sees can be made what a Gadgetron chain hands it: ``prewhiten=True`` applies the
+noise prewhitening of ``NoiseAdjust`` (``cardiomm_core.noise.prewhitening_matrix`` of the scan's
+noise covariance, so the noise is white with unit variance), and ``compress_coils=N`` the SVD coil
+compression of ``CoilCompression`` to N virtual coils (``cardiomm_core.coils.coil_compression``;
+calibrated here on the fully sampled k-space, where the gadget uses the sampled lines).
+``target="noise_free"`` gives each sample a ``reference``: the root-sum-of-squares of the
+noise-free coil images after the same coil mixing, ``|x| * ||M s||`` (object ``x``, maps ``s``,
+mixing ``M``), which training and evaluation then score against instead of the noisy RSS.
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cardiomm_core.phantom import PhantomScan, simulate_cardiac_scan
+from cardiomm_core.coils import coil_compression
+from cardiomm_core.noise import prewhitening_matrix
+from cardiomm_core.phantom import PhantomScan, crop_readout, simulate_cardiac_scan
 
 from .sample import KspaceSample
 
@@ -25,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 #: Phantom modalities.
 SYNTHETIC_MODALITIES = ("cine", "t1map", "t2map")
+#: What samples are scored against: the RSS of the noisy k-space, or the noise-free RSS.
+SYNTHETIC_TARGETS = ("rss", "noise_free")
 #: Default scanner list: (field strength T, vendor, model).
 DEFAULT_SCANNERS: tuple[tuple[float, str, str], ...] = ((3.0, "Siemens", "Vida"),)
 
@@ -43,7 +56,9 @@ class SyntheticCardiacDataset(Dataset):
     then). ``modalities``: phantom modalities ("cine", "t1map", "t2map"), assigned to subjects in
     turn; ``scanners``: ``(field T, vendor, model)`` triples, assigned in turn. Items give
     ``kspace (C, T, ky, nx * readout_oversampling)`` and the complex ground truth
-    ``target (T, ny, nx)`` (coil-free object, max magnitude 1).
+    ``target (T, ny, nx)`` (coil-free object, max magnitude 1). ``prewhiten``, ``compress_coils``
+    and ``target`` ("rss" or "noise_free"): see the module docstring; with them ``kspace`` has
+    ``compress_coils`` coils and ``reference (T, ny, nx)`` float32 is set for "noise_free".
     """
 
     def __init__(
@@ -59,6 +74,9 @@ class SyntheticCardiacDataset(Dataset):
         noise_level: float = 0.01,
         readout_oversampling: int = 2,
         scanners: Sequence[tuple[float, str, str]] = DEFAULT_SCANNERS,
+        prewhiten: bool = False,
+        compress_coils: int | None = None,
+        target: str = "rss",
     ) -> None:
         self.n_subjects = _check_int("n_subjects", n_subjects, 1)
         self.seed = _check_int("seed", seed, 0)
@@ -81,6 +99,17 @@ class SyntheticCardiacDataset(Dataset):
         if isinstance(noise_level, bool) or not np.isfinite(noise_level) or noise_level < 0:
             raise ValueError(f"noise_level must be a finite number >= 0, got {noise_level!r}")
         self.noise_level = float(noise_level)
+        if not isinstance(prewhiten, (bool, np.bool_)):
+            raise ValueError(f"prewhiten must be true or false, got {prewhiten!r}")
+        if prewhiten and self.noise_level == 0:
+            raise ValueError("prewhiten needs noise (noise_level > 0): a noise-free scan has no noise covariance")
+        self.prewhiten = bool(prewhiten)
+        self.compress_coils = None if compress_coils is None else _check_int("compress_coils", compress_coils, 1)
+        if self.compress_coils is not None and self.compress_coils > self.n_coils:
+            raise ValueError(f"compress_coils ({self.compress_coils}) must not exceed n_coils ({self.n_coils})")
+        if target not in SYNTHETIC_TARGETS:
+            raise ValueError(f"target must be one of {SYNTHETIC_TARGETS}, got {target!r}")
+        self.target = target
         self._cache: tuple[int, PhantomScan] | None = None
 
     def __len__(self) -> int:
@@ -113,9 +142,32 @@ class SyntheticCardiacDataset(Dataset):
         index = int(index) % n_items
         subject, slice_index = divmod(index, self.n_slices)
         scan = self._scan(subject)
-        kspace = torch.from_numpy(np.array(scan.kspace[slice_index], dtype=np.complex64, copy=True))
-        target = torch.from_numpy(np.array(scan.images[slice_index], dtype=np.complex64, copy=True))
+        kspace = np.array(scan.kspace[slice_index], dtype=np.complex64, copy=True)       # (C, T, ky, kx_enc)
+        images = scan.images[slice_index]                                                 # (T, ny, nx)
+        mixing = self.coil_mixing(scan, slice_index)
+        if mixing is not None:
+            kspace = np.tensordot(mixing, kspace, axes=([1], [0])).astype(np.complex64)
+        reference = None
+        if self.target == "noise_free":
+            sens = scan.sensitivities[slice_index]                                        # (C, ny, nx_enc)
+            if mixing is not None:
+                sens = np.tensordot(mixing, sens, axes=([1], [0]))
+            coil_norm = crop_readout(np.sqrt((np.abs(sens) ** 2).sum(axis=0)), self.matrix[0])   # (ny, nx)
+            reference = torch.from_numpy((np.abs(images) * coil_norm[None]).astype(np.float32))
         identifier = (f"synthetic/seed{self.seed}/subject{subject:05d}/{self.subject_modality(subject)}"
                       f"@slice{slice_index}")
         recon_nx = self.matrix[0] if self.readout_oversampling > 1 else None
-        return KspaceSample(kspace, scan.context, identifier, target, recon_nx)
+        target = torch.from_numpy(np.array(images, dtype=np.complex64, copy=True))
+        return KspaceSample(torch.from_numpy(kspace), scan.context, identifier, target, recon_nx, reference)
+
+    def coil_mixing(self, scan: PhantomScan, slice_index: int) -> np.ndarray | None:
+        """The coil mixing ``(C_out, C)`` complex64 applied to slice ``slice_index`` of ``scan``
+        (prewhitening, then coil compression), or None when neither is asked for."""
+        mixing = prewhitening_matrix(scan.noise_covariance) if self.prewhiten else None
+        if self.compress_coils is None or self.compress_coils >= self.n_coils:
+            return mixing
+        calib = scan.kspace[slice_index]
+        if mixing is not None:
+            calib = np.tensordot(mixing, calib, axes=([1], [0]))
+        compression = coil_compression(calib, 0, n_virtual=self.compress_coils).matrix
+        return compression if mixing is None else (compression @ mixing).astype(np.complex64)

@@ -5,7 +5,8 @@
 :class:`UndersamplingSpec` (pattern by ``pattern_weights``, then an acceleration among that
 pattern's list), a mask is built with ``cardiomm_core.masks.make_mask`` and applied
 (``masked_kspace = kspace * mask``, exactly zero where the mask is zero), the target is the
-root-sum-of-squares of the fully sampled k-space on the recon FOV, and the context says the
+root-sum-of-squares of the fully sampled k-space on the recon FOV (or the sample's ``reference``,
+e.g. the noise-free RSS of a phantom), and the context says the
 pattern and nominal acceleration actually used (``ScanContext.with_sampling``).
 
 Determinism: every draw (pattern, acceleration, ktGaussian seed) comes from
@@ -168,7 +169,8 @@ def undersample(sample: KspaceSample, mask: SamplingMask) -> TrainingExample:
     """Apply ``mask`` to a fully sampled sample -> TrainingExample.
 
     ``sample.kspace (C, T, ky, kx)``; ``mask.mask (T, ky, kx|1)``. The context gets the mask's
-    pattern and nominal acceleration; the target is :func:`rss_target` of the full k-space.
+    pattern and nominal acceleration; the target is ``sample.scoring_target()`` (the sample's
+    ``reference`` if it has one, else :func:`rss_target` of the full k-space).
     """
     if not isinstance(sample, KspaceSample):
         raise ValueError(f"sample must be a KspaceSample, got {type(sample).__name__}")
@@ -180,7 +182,7 @@ def undersample(sample: KspaceSample, mask: SamplingMask) -> TrainingExample:
     core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32, copy=True))[None]   # (1, T, ky, kx|1)
     masked = sample.kspace * core_mask.to(sample.kspace.dtype)
     context = sample.context.with_sampling(mask.acceleration, mask.pattern)
-    return TrainingExample(masked, core_mask, rss_target(sample.kspace, sample.recon_nx), context,
+    return TrainingExample(masked, core_mask, sample.scoring_target(), context,
                            sample.identifier, int(mask.n_acs))
 
 
