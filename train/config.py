@@ -157,10 +157,18 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """``cardiomm_core.model.config_by_name(name, text_dim)`` with field ``overrides``."""
+    """``cardiomm_core.model.config_by_name(name, text_dim)`` with field ``overrides``.
+
+    ``init_from``: start from the weights of another run (fine-tuning): a training checkpoint (a
+    ``checkpoints/step_*`` folder, or a run folder: its latest) or an inference checkpoint
+    (``.safetensors`` / ``.json``, e.g. an exported or the packaged model). Its architecture and
+    text encoder must be this run's. Only the weights are taken (a fresh optimiser, schedule and
+    step count); a resumed run continues from its own checkpoint instead.
+    """
 
     name: str = "small"
     overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: Union[str, None] = None
 
 
 @dataclass

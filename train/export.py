@@ -65,6 +65,7 @@ def export_checkpoint(train_checkpoint: str | os.PathLike[str], out: str | os.Pa
         "loss": config.get("loss", {}),
         "undersampling": config.get("data", {}).get("undersampling", {}),
         "model_config_name": config.get("model", {}).get("name", ""),
+        "initialised_from": config.get("model", {}).get("init_from"),
         "source_checkpoint": ckpt.path.name,
         "config": config,
     }

@@ -49,7 +49,7 @@ from cardiomm_core.context import ScanContext
 from cardiomm_core.engine import DEFAULT_NORMALISATION, normalisation_scale
 from cardiomm_core.metrics import evaluate
 from cardiomm_core.model import CardioMM, CardioMMConfig, acs_region_mask, config_by_name, count_parameters
-from cardiomm_core.text import CachedEncoder, EmbeddingCache, encode_context, get_encoder
+from cardiomm_core.text import CachedEncoder, EmbeddingCache, canonical_encoder_name, encode_context, get_encoder
 
 from .checkpointing import (
     find_latest,
@@ -207,6 +207,39 @@ def build_model(cfg: TrainConfig, text_dim: int) -> CardioMM:
     except (TypeError, ValueError) as error:
         raise ValueError(f"model.overrides: {error}") from error
     return CardioMM(config)
+
+
+def load_initial_weights(model: CardioMM, path: str | os.PathLike[str], encoder_name: str, encoder_dim: int) -> Path:
+    """Load the weights of ``path`` into ``model`` (``model.init_from``); return the file or folder read.
+
+    ``path``: a training checkpoint (step folder, or run folder: its latest) or an inference
+    checkpoint (stem, ``.safetensors`` or ``.json``). Raises ValueError naming the differing
+    architecture fields or the other text encoder, FileNotFoundError when nothing is there.
+    """
+    from cardiomm_core.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json") or path.with_suffix(".safetensors").is_file():
+        try:
+            source, meta = load_checkpoint(path, text_encoder_name=encoder_name, text_encoder_dim=encoder_dim)
+        except ValueError as error:
+            raise ValueError(f"model.init_from {path}: {error}") from error
+        state, architecture, found = source.state_dict(), source.config.to_dict(), meta.weights_path
+    else:
+        ckpt = read_training_checkpoint(path)
+        trained_with = ckpt.meta.get("text_encoder", {}).get("name")
+        if trained_with is not None and canonical_encoder_name(trained_with) != canonical_encoder_name(encoder_name):
+            raise ValueError(f"model.init_from {ckpt.path} was trained with text encoder {trained_with!r}, "
+                             f"this run uses {encoder_name!r}")
+        state, architecture, found = ckpt.model_state(), ckpt.meta["architecture"], ckpt.path
+    wanted = model.config.to_dict()
+    differing = sorted(k for k in set(wanted) | set(architecture) if wanted.get(k) != architecture.get(k))
+    if differing:
+        details = ", ".join(f"{k}: {architecture.get(k)!r} there, {wanted.get(k)!r} here" for k in differing)
+        raise ValueError(f"model.init_from {found}: another architecture ({details})")
+    model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
+                          strict=True)
+    return Path(found)
 
 
 class EmbeddingTable:
@@ -374,7 +407,12 @@ class Trainer:
         random.seed(cfg.seed)
         self.encoder = make_encoder(cfg.text_encoder.name, cfg.text_encoder.cache_dir)
         self.embeddings = EmbeddingTable(self.encoder, self.device)
-        self.model = build_model(cfg, int(self.encoder.dim)).to(self.device)
+        self.model = build_model(cfg, int(self.encoder.dim))
+        if cfg.model.init_from:
+            found = load_initial_weights(self.model, cfg.model.init_from, cfg.text_encoder.name, int(self.encoder.dim))
+            if self.dist.is_main:
+                logger.info("initial weights from %s", found)
+        self.model.to(self.device)
         if self.device.type == "cuda":
             self.model.to_channels_last()
 

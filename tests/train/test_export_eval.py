@@ -129,3 +129,44 @@ def test_plain_cg_sense_is_the_unregularised_reference():
     assert psnr["cg_sense"] > psnr["cg_sense_plain"] + 1.0
     with pytest.raises(ValueError, match="methods must be among"):
         evaluate_checkpoint(None, dataset, methods=["sense"])
+
+
+# -- model.init_from: fine-tuning from a run or an exported model ----------------------------------
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_init_from_a_run_folder_or_an_exported_checkpoint_takes_its_weights(trained, tmp_path):
+    trainer, path = trained
+    fresh = Trainer(tiny_config(tmp_path / "fresh"))
+    assert not _same_weights(fresh.model, trainer.model)
+    from_run = Trainer(tiny_config(tmp_path / "a", model={"name": "tiny", "init_from": str(path.parent / "run")}))
+    assert _same_weights(from_run.model, trainer.model)
+    assert from_run.step == 0 and from_run.optimizer.state == {}                 # weights only
+    from_export = Trainer(tiny_config(tmp_path / "b", model={"name": "tiny", "init_from": str(path)}))
+    assert _same_weights(from_export.model, trainer.model)
+    from_export.fit(stop_after_steps=1)                                          # and it trains on
+    assert from_export.step == 1 and not _same_weights(from_export.model, trainer.model)
+    assert export_main([str(tmp_path / "b"), str(tmp_path / "tuned.safetensors")]) == 0
+    _, meta = load_checkpoint(tmp_path / "tuned.safetensors", text_encoder_name="hashing")
+    assert meta.training["initialised_from"] == str(path) and meta.training["steps"] == 1
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"model": {"name": "tiny", "overrides": {"n_cascades": 1}}}, ["another architecture", "n_cascades"]),
+    ({"text_encoder": {"name": "hashing-32"}}, ["hashing"]),
+])
+def test_init_from_another_architecture_or_encoder_is_refused(trained, tmp_path, changes, words):
+    trainer, path = trained
+    for source in (str(path.parent / "run"), str(path)):
+        model = {**changes.get("model", {"name": "tiny"}), "init_from": source}
+        with pytest.raises(ValueError) as error:
+            Trainer(tiny_config(tmp_path / "x", **{**changes, "model": model}))
+        assert all(word in str(error.value) for word in words), str(error.value)
+
+
+def test_init_from_nothing_there_is_a_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Trainer(tiny_config(tmp_path / "x", model={"name": "tiny", "init_from": str(tmp_path / "missing")}))
