@@ -86,7 +86,8 @@ METHODS_NOTE = (
     "fallback (CG-SENSE regularised towards the time-averaged image for kt patterns, towards the "
     "low-resolution calibration image for Uniform). Plain CG-SENSE: the textbook per-frame CG-SENSE "
     "(Tikhonov 1e-3, same maps, no temporal or prior regularisation). Zero-filled: SENSE combination "
-    "of the zero-filled k-space. Reference: root-sum-of-squares of the fully sampled coil images."
+    "of the zero-filled k-space. Reference: root-sum-of-squares of the fully sampled coil images "
+    "(of the noise-free coil images when the title says noise-free target)."
 )
 
 
