@@ -6,7 +6,6 @@ Docker engine is needed; ``docker-compose config`` runs when the binary is on PA
 
 from __future__ import annotations
 
-import configparser
 import fnmatch
 import importlib.util
 import os

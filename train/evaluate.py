@@ -52,7 +52,7 @@ from cardiomm_core.metrics import CONVENTIONS, evaluate
 from cardiomm_core.recon import conventional_recon
 
 from .config import SOURCE_KINDS, _source_from, config_from_dict
-from .data.sample import KspaceSample, crop_to_recon_fov, rss_target
+from .data.sample import KspaceSample, crop_to_recon_fov
 
 logger = logging.getLogger(__name__)
 

@@ -270,7 +270,7 @@ def test_context_from_path_defaults_without_scanner_folder(tmp_path):
 
 
 def test_non_complex_kspace_is_rejected(tmp_path):
-    path = write_mat(tmp_path / "MultiCoil/Cine/TrainingSet/FullSample/P001/cine_sax.mat",
-                     kspace_full=np.zeros((4, 3, 2, 1, 2)))
+    write_mat(tmp_path / "MultiCoil/Cine/TrainingSet/FullSample/P001/cine_sax.mat",
+              kspace_full=np.zeros((4, 3, 2, 1, 2)))
     dataset = CMRxReconDataset(tmp_path)
     assert len(dataset) == 0 and "not complex" in dataset.skipped[0][1]

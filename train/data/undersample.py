@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from cardiomm_core.masks import MASK_PATTERNS, SamplingMask, make_mask
 
-from .sample import KspaceSample, TrainingExample, rss_target
+from .sample import KspaceSample, TrainingExample
 
 logger = logging.getLogger(__name__)
 
