@@ -835,6 +835,28 @@ def pad_readout(x: np.ndarray, nx_enc: int) -> np.ndarray:
     return out
 
 
+def noise_free_rss(images: np.ndarray, sensitivities: np.ndarray, mixing: np.ndarray | None = None) -> np.ndarray:
+    """Root-sum-of-squares of the noise-free coil images, after a coil mixing: a perfect
+    reconstruction of what a chain hands on, and the reference to score it against.
+
+    ``images (..., T, y, x)`` complex object; ``sensitivities (..., C, y, x_enc)`` (the leading
+    axes, e.g. slices, match those of ``images``); ``mixing (C_out, C)`` (prewhitening, coil
+    compression or their product; None: the coils as they are) -> ``(..., T, y, x)`` float32
+    ``|x| * ||M s||`` with the coil norm cropped along the readout to the recon ``x``.
+    """
+    sens = np.asarray(sensitivities)
+    if sens.ndim < 3 or np.ndim(images) != sens.ndim:
+        raise ValueError(f"images (..., T, y, x) and sensitivities (..., C, y, x_enc) must have the same number of "
+                         f"axes, got {np.shape(images)} and {sens.shape}")
+    if mixing is not None:
+        mixing = np.asarray(mixing)
+        if mixing.ndim != 2 or mixing.shape[1] != sens.shape[-3]:
+            raise ValueError(f"mixing must be (C_out, C={sens.shape[-3]}), got shape {mixing.shape}")
+        sens = np.moveaxis(np.tensordot(mixing, sens, axes=([1], [sens.ndim - 3])), 0, -3)
+    coil_norm = crop_readout(np.sqrt((np.abs(sens) ** 2).sum(axis=-3)), np.shape(images)[-1])   # (..., y, x)
+    return (np.abs(images) * coil_norm[..., None, :, :]).astype(np.float32)
+
+
 def _check_int(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
         raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")

@@ -35,7 +35,8 @@ import numpy as np
 import torch
 
 from cardiomm_core.metrics import evaluate
-from cardiomm_core.phantom import crop_readout
+from cardiomm_core.noise import prewhitening_matrix
+from cardiomm_core.phantom import crop_readout, noise_free_rss
 from cardiomm_core.sense import rss_complex
 
 from .chain import Chain, load_chain, run_chain
@@ -88,11 +89,8 @@ def reference_images(truth: GroundTruth) -> np.ndarray:
     ``W`` with ``W^H W = C^-1``). Every RSS or SENSE image carries this coil shading, which the
     coil-free object does not, so scoring against the object would mostly measure the shading.
     """
-    sens = np.asarray(truth.sensitivities, dtype=np.complex128)                  # (S, C, y, x_enc)
-    inverse = np.linalg.inv(np.asarray(truth.noise_covariance, dtype=np.complex128))
-    weight = np.sqrt(np.maximum(np.einsum("scyx,cd,sdyx->syx", sens.conj(), inverse, sens).real, 0.0))
-    weight = crop_readout(weight, truth.images.shape[-1])                        # (S, y, x)
-    return (np.abs(truth.images) * weight[:, None]).astype(np.float32)
+    whitening = prewhitening_matrix(np.asarray(truth.noise_covariance, dtype=np.complex128))
+    return noise_free_rss(truth.images, truth.sensitivities, whitening)
 
 
 def images_to_array(images: Sequence[ismrmrd.Image], n_slices: int, n_frames: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from cardiomm_core.phantom import (
     crop_readout,
     ejection_fraction,
     lv_blood_pool_areas,
+    noise_free_rss,
     pad_readout,
     phantom_geometry,
     simulate_cardiac_scan,
@@ -292,3 +293,22 @@ def test_helpers_reject_bad_input():
         cardiac_phase_volumes(object())
     with pytest.raises(ValueError, match="volumes"):
         ejection_fraction(np.array([1.0]))
+
+
+def test_noise_free_rss_is_the_rss_of_the_mixed_noise_free_coil_images():
+    """|x| ||M s|| (cropped) equals the RSS of M applied to the noise-free coil images, per slice."""
+    scan = simulate_cardiac_scan(seed=4, n_slices=2, n_frames=3, n_coils=4, matrix=(20, 16), noise_level=0.0)
+    rng = np.random.default_rng(0)
+    mixing = (rng.standard_normal((3, 4)) + 1j * rng.standard_normal((3, 4))).astype(np.complex64)
+    mixed = np.einsum("dc,sctyx->sdtyx", mixing, np_ifft2c(scan.kspace))       # (S, 3, T, y, x_enc)
+    expected = crop_readout(np.sqrt((np.abs(mixed) ** 2).sum(axis=1)), 20)
+    got = noise_free_rss(scan.images, scan.sensitivities, mixing)
+    assert got.shape == (2, 3, 16, 20) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * expected.max())
+    one = noise_free_rss(scan.images[1], scan.sensitivities[1])                 # one slice, no mixing
+    np.testing.assert_allclose(one, crop_readout(np.sqrt((np.abs(np_ifft2c(scan.kspace[1])) ** 2).sum(axis=0)), 20),
+                               rtol=1e-4, atol=1e-6 * expected.max())
+    with pytest.raises(ValueError, match="mixing"):
+        noise_free_rss(scan.images, scan.sensitivities, mixing[:, :3])
+    with pytest.raises(ValueError, match="same number of axes"):
+        noise_free_rss(scan.images[0], scan.sensitivities)

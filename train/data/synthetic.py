@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 
 from cardiomm_core.coils import coil_compression
 from cardiomm_core.noise import prewhitening_matrix
-from cardiomm_core.phantom import PhantomScan, crop_readout, simulate_cardiac_scan
+from cardiomm_core.phantom import PhantomScan, noise_free_rss, simulate_cardiac_scan
 
 from .sample import KspaceSample
 
@@ -149,11 +149,7 @@ class SyntheticCardiacDataset(Dataset):
             kspace = np.tensordot(mixing, kspace, axes=([1], [0])).astype(np.complex64)
         reference = None
         if self.target == "noise_free":
-            sens = scan.sensitivities[slice_index]                                        # (C, ny, nx_enc)
-            if mixing is not None:
-                sens = np.tensordot(mixing, sens, axes=([1], [0]))
-            coil_norm = crop_readout(np.sqrt((np.abs(sens) ** 2).sum(axis=0)), self.matrix[0])   # (ny, nx)
-            reference = torch.from_numpy((np.abs(images) * coil_norm[None]).astype(np.float32))
+            reference = torch.from_numpy(noise_free_rss(images, scan.sensitivities[slice_index], mixing))
         identifier = (f"synthetic/seed{self.seed}/subject{subject:05d}/{self.subject_modality(subject)}"
                       f"@slice{slice_index}")
         recon_nx = self.matrix[0] if self.readout_oversampling > 1 else None
