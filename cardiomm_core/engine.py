@@ -298,7 +298,8 @@ class ReconOutcome:
 def reconstruct_or_fallback(engine: InferenceEngine | None, kspace: np.ndarray | torch.Tensor,
                             mask: np.ndarray | torch.Tensor, context: ScanContext, *,
                             fallback_method: str = "cg_sense") -> ReconOutcome:
-    """Reconstruct with the model, or (engine None, or any model failure, which is logged) with
+    """Reconstruct with the model, or (engine None, any model failure, which is logged, or a model
+    output with a NaN or Inf pixel, e.g. from a checkpoint with NaN weights) with
     ``cardiomm_core.recon.conventional_recon(method=fallback_method)``, so a scan always gives images.
 
     ``kspace (S, C, T, ky, kx)`` complex, ``mask (1|S, 1, T, ky, kx|1)`` -> ReconOutcome with
@@ -314,10 +315,15 @@ def reconstruct_or_fallback(engine: InferenceEngine | None, kspace: np.ndarray |
     else:
         try:
             images = engine.reconstruct(kspace, mask, context)
-            return ReconOutcome(images=images, method="cardiomm", fallback=False, reason=None)
         except Exception as exc:  # noqa: BLE001 - any model failure must still give images
             reason = f"{type(exc).__name__}: {exc}"
             logger.exception("CardioMM reconstruction failed; falling back to %s", fallback_method)
+        else:
+            n_bad = int(images.size - np.count_nonzero(np.isfinite(images)))
+            if n_bad == 0:
+                return ReconOutcome(images=images, method="cardiomm", fallback=False, reason=None)
+            reason = f"the model output is not finite ({n_bad} of {images.size} pixels NaN or Inf)"
+            logger.warning("CardioMM reconstruction: %s; falling back to %s", reason, fallback_method)
     k, m = _prepare(kspace, mask)
     result = conventional_recon(k, m, method=fallback_method)
     images = result.images.detach().to("cpu", torch.complex64).numpy()

@@ -27,6 +27,16 @@ where a (N, S, LOC) has no acquisition the layout's index goes to phase/set/slic
 = the image, ``field_of_view`` from the buffer's sampling description (readout: recon FOV per recon
 pixel; phase: encoded FOV per encoded line; z: recon FOV), ``image_series_index`` the parameter,
 ``image_index`` counting up from 1 over the stream. Meta attributes: see :func:`image_meta`.
+
+Data checks (:mod:`gadgets.data_checks`): a line of the buffer with a NaN, Inf or absurd sample (as
+a native BucketToBuffer may deliver it) is zeroed and counted as not acquired before anything else;
+the drop counts marked upstream plus these go to every image's meta (``CardioMM.DroppedAcquisitions``
+and ``CardioMM.Dropped.*``). When the effective acceleration (all k-space locations over the
+sampled ones) is below ``direct_recon_threshold`` (default 1.5) the data are (nearly) fully
+sampled and the images are the direct reconstruction (zero-filled inverse FFT + root-sum-of-squares,
+``cardiomm_core.recon.direct_recon``), marked ``CardioMM.Method`` "direct". No image leaves with a NaN
+or Inf pixel: such pixels (which the checks above should make impossible) are set to 0, logged and
+counted in ``CardioMM.NonFinitePixels``.
 """
 
 from __future__ import annotations
@@ -44,6 +54,10 @@ from gadgetron.types.recon_data import ReconBuffer, ReconData
 from cardiomm_core.context import ScanContext
 from cardiomm_core.engine import InferenceEngine, ReconOutcome, get_engine, reconstruct_or_fallback
 from cardiomm_core.packaged import resolve_checkpoint
+from cardiomm_core.recon import direct_recon
+
+from . import data_checks
+from .data_checks import DropCounts
 
 from .context import context_from_header, sampling_from_mask
 from .layout import FRAME_DIMS, BufferLayout, ImageIndex, buffer_to_kspace, images_to_ismrmrd_data, line_sampled, \
@@ -257,6 +271,9 @@ class CardioMMRecon(Gadget):
         Param("frames_dimension", str, "N", choices=FRAME_DIMS, doc="buffer dimension holding the frames"),
         Param("image_series_index", int, 1, low=0, doc="image_series_index of the images sent"),
         Param("magnitude", bool, True, doc="send float32 magnitude images (false: complex64)"),
+        Param("direct_recon_threshold", float, 1.5, low=0.0,
+              doc="below this effective acceleration the data are reconstructed directly (FFT + RSS), "
+                  "not by the model (1 or less: never)"),
     )
 
     def configure(self) -> None:
@@ -269,6 +286,7 @@ class CardioMMRecon(Gadget):
         self.base_context = context_from_header(header, modality=self.params.modality, view=self.params.view)
         self.engine, self.engine_problem, self.model_description = self._acquire_engine()
         self.image_count = 0
+        self._found = DropCounts()
 
     def _acquire_engine(self) -> tuple[InferenceEngine | None, str | None, str]:
         """(engine or None, why there is none, CardioMM.Model text)."""
@@ -309,11 +327,19 @@ class CardioMMRecon(Gadget):
 
     def reconstruct_bit(self, bit: Any) -> list[ismrmrd.Image]:
         """The images of one ReconBit (see the module docstring)."""
-        data, headers = check_buffer(bit.data)
+        check_buffer(bit.data)
+        data_buffer, found = data_checks.sanitize_buffer(bit.data)
+        ref_buffer = bit.ref if bit.ref is None else data_checks.sanitize_buffer(bit.ref)[0]
+        if found.total:
+            logger.warning("CardioMMRecon: %d buffer line(s) with NaN/Inf or absurd samples treated as not acquired",
+                           found.total)
+        self._found = self._found + found
+        drops = data_checks.read_marks(np.asarray(bit.data.headers, dtype=object)) + self._found
+        data, headers = check_buffer(data_buffer)
         if data.shape[2] != 1:
             raise ValueError(f"CardioMMRecon reconstructs 2D (multi-slice) data; this buffer has E2 = {data.shape[2]} "
                              f"partitions (shape {data.shape})")
-        data, headers = merge_reference(data, headers, bit.ref)
+        data, headers = merge_reference(data, headers, ref_buffer)
         kspace, layout = buffer_to_kspace(data, self.params.frames_dimension)
         mask = sampling_mask(data, headers, layout).astype(np.float32)  # (batch, 1, frames, ky, 1)
         if not mask.any(axis=(1, 2, 3, 4)).all():
@@ -321,9 +347,13 @@ class CardioMMRecon(Gadget):
         acceleration, pattern = sampling_from_mask(mask)
         context = self.base_context.with_sampling(acceleration, pattern)
         logger.info("CardioMMRecon: k-space %s, %s", kspace.shape, context.undersampling_sentence())
-        with _run_lock(self.engine):
-            outcome = reconstruct_or_fallback(self.engine, kspace, mask, context,
-                                              fallback_method=self.params.fallback)
+        effective = float(mask.size / max(int(np.count_nonzero(mask)), 1))
+        if effective < self.params.direct_recon_threshold:
+            outcome = self.direct(kspace, mask, effective)
+        else:
+            with _run_lock(self.engine):
+                outcome = reconstruct_or_fallback(self.engine, kspace, mask, context,
+                                                  fallback_method=self.params.fallback)
         reason = outcome.reason
         if outcome.fallback and self.engine is None and self.engine_problem:
             reason = self.engine_problem
@@ -332,10 +362,28 @@ class CardioMMRecon(Gadget):
         sampling = bit.data.sampling
         recon_x = int(sampling.recon_matrix[0]) if sampling is not None else 0
         images = crop_readout(np.asarray(outcome.images), recon_x)
-        return self.to_images(images, layout, headers, sampling, context, outcome, reason)
+        finite = np.isfinite(images)
+        n_non_finite = int(images.size - np.count_nonzero(finite))
+        if n_non_finite:
+            logger.error("CardioMMRecon: %d of %d pixels from %s are NaN or Inf; set to 0 and counted in "
+                         "CardioMM.NonFinitePixels", n_non_finite, images.size, outcome.method)
+            images = np.where(finite, images, 0).astype(np.complex64)
+        return self.to_images(images, layout, headers, sampling, context, outcome, reason, drops=drops,
+                              non_finite_pixels=n_non_finite)
+
+    def direct(self, kspace: np.ndarray, mask: np.ndarray, effective: float) -> ReconOutcome:
+        """The direct reconstruction (FFT + RSS) of ``kspace (batch, coils, frames, ky, kx)``."""
+        import torch
+
+        reason = (f"effective acceleration {effective:.2f} is below direct_recon_threshold "
+                  f"{self.params.direct_recon_threshold:g}: direct FFT + RSS reconstruction")
+        logger.info("CardioMMRecon: %s", reason)
+        images = direct_recon(torch.from_numpy(np.ascontiguousarray(kspace)), torch.from_numpy(mask))
+        return ReconOutcome(images=images.numpy(), method="direct", fallback=False, reason=reason)
 
     def to_images(self, images: np.ndarray, layout: BufferLayout, headers: np.ndarray, sampling: Any,
-                  context: ScanContext, outcome: ReconOutcome, reason: str | None) -> list[ismrmrd.Image]:
+                  context: ScanContext, outcome: ReconOutcome, reason: str | None, *,
+                  drops: DropCounts | None = None, non_finite_pixels: int = 0) -> list[ismrmrd.Image]:
         """Core ``images (batch, frames, y, x)`` -> ismrmrd.Image list with headers and meta attributes."""
         n_y, n_x = images.shape[-2:]
         fov = field_of_view(sampling, getattr(self, "header", None), n_y, n_x)
@@ -346,6 +394,9 @@ class CardioMMRecon(Gadget):
             reference = reference_header(headers, index, centre_e1)
             if reference is not None:
                 head = ismrmrd.ImageHeader.from_acquisition(reference)
+                if data_checks.is_marked(reference):  # the drop marks are not user data
+                    for slot in (5, 6, 7):
+                        head.user_int[slot] = 0
             else:
                 head = ismrmrd.ImageHeader()
                 for field, value in zip(_LAYOUT_INDEX_FIELDS, (index.n, index.s, index.loc)):
@@ -358,6 +409,15 @@ class CardioMMRecon(Gadget):
             head.field_of_view[:] = fov
             meta = image_meta(image_number=self.image_count, context=context, outcome=outcome, reason=reason,
                               model=self.model_description, fallback_method=self.params.fallback)
+            if outcome.method == "direct":
+                meta["ImageComment"] = meta["GADGETRON_ImageComment"] = f"{IMAGE_COMMENT}_direct_FFT_RSS"
+                meta["CardioMM.Model"] = "none"
+                meta["CardioMM.Direct"] = "true"
+                meta["CardioMM.DirectReason"] = reason or ""
+            if drops is not None:
+                drops.to_meta(meta)
+            if non_finite_pixels:
+                meta["CardioMM.NonFinitePixels"] = str(non_finite_pixels)
             attributes = meta.serialize()
             head.attribute_string_len = len(attributes.encode("utf-8"))
             wire = np.abs(pixels).astype(np.float32) if magnitude else pixels.astype(np.complex64)

@@ -45,6 +45,7 @@ import numpy as np
 
 from . import ismrmrd_io
 from .chain import Chain, ExternalGadgetError, load_chain, run_chain
+from .data_checks import dropped_in_images
 from .image_io import default_group_name, write_images
 
 logger = logging.getLogger(__name__)
@@ -222,6 +223,9 @@ def _summary(images: list[ismrmrd.Image], args: argparse.Namespace, group: str, 
     print(f"cardiomm-replay: {len(images)} images in {len({int(i.image_series_index) for i in images})} series "
           f"({_describe_images(images)}) from {where} -> {args.out}:/{group} in {seconds:.1f} s, "
           f"{n_acquisitions} acquisitions ({rate:.0f} acquisitions/s); method {method_text}", file=sys.stderr)
+    dropped = dropped_in_images(images)
+    if dropped.total:
+        print(f"cardiomm-replay: dropped acquisitions: {dropped.describe()}", file=sys.stderr)
     if args.preview is not None:
         print(f"cardiomm-replay: preview {args.preview}", file=sys.stderr)
 

@@ -238,7 +238,7 @@ def build_header(scan: PhantomScan, mask: SamplingMask, *, modality: str, nomina
     ros = int(scan.readout_oversampling)
     nx_enc = nx * ros
     fov_x, fov_y = (round(float(v), 3) for v in geometry.recon_fov_mm)
-    fov_x_enc = round(float(geometry.encoded_fov_mm[0]), 3)
+    fov_x_enc = fov_x * ros  # from the rounded recon FOV: the FOV ratio is exactly the matrix ratio
     thickness = round(float(geometry.slice_thickness_mm), 3)
     ctx = scan.context
     tr, te, flip = SEQUENCE[modality]
