@@ -206,7 +206,7 @@ def test_worker_rejects_bad_options(tmp_path):
     try:
         worker.wait_ready()
         worker.proc.send_signal(signal.SIGINT)
-        assert worker.wait_exit(30) == 0
+        assert worker.wait_exit(300) == 0
     finally:
         worker.kill()
     assert "does not exist" in worker.log
