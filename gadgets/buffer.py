@@ -54,7 +54,9 @@ buckets. Here the acquisitions are held per trigger value (as the native gadget 
 only if their last acquisition carried that dimension's ``ACQ_LAST_IN_...`` flag (a complete slice);
 otherwise they stay open, collect the lines that come back to them, and are emitted at the end of
 the stream, in trigger-value order. Sequential data with the flags (what scanners write) is
-emitted exactly when the native gadget emits it.
+emitted exactly when the native gadget emits it. So that a long stream without the flags (many
+repetitions, say) cannot pile up, once the held acquisitions pass half of ``max_buffer_mb`` every
+open value but the current one is emitted (with a warning, once).
 
 Deviations from the native pair, on purpose: navigator, phase-correction, RT-feedback,
 HP-feedback and dummy-scan acquisitions are dropped instead of buffered; reversed lines
@@ -484,6 +486,7 @@ class AcquisitionBuffer(Gadget):
         self._imaging = 0
         self._emitted = 0
         self._interleaved_logged = False
+        self._soft_flush_logged = False
         self._log = DropLog(self.gadget_name())
 
     def accepts(self, item: Any) -> bool:
@@ -554,6 +557,13 @@ class AcquisitionBuffer(Gadget):
         flag = LAST_IN_FLAGS.get(dimension)
         if flag is not None and item.is_flag_set(flag):
             self._complete.add(trigger)
+        if self._held_bytes > self.params.max_buffer_mb * 2**19 and len(self._pending) > 1:
+            if not self._soft_flush_logged:
+                self._soft_flush_logged = True
+                logger.warning("AcquisitionBuffer: acquisitions held for %d %s values without ACQ_LAST_IN_ flags "
+                               "exceed half of max_buffer_mb (%d MiB); emitting all but the current one",
+                               len(self._pending), dimension, self.params.max_buffer_mb)
+            outputs = outputs + self._flush([value for value in self._pending if value != trigger])
         return outputs
 
     def finish(self) -> Iterable[Any]:

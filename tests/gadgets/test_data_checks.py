@@ -176,6 +176,28 @@ def test_interleaved_slices_give_the_sequential_buffers(scan) -> None:
         np.testing.assert_array_equal(np.asarray(got.bits[0].data.data), np.asarray(want.bits[0].data.data))
 
 
+def test_unflagged_values_are_emitted_when_the_held_data_grow(scan) -> None:
+    acqs = _imaging(scan)
+    for acq in acqs:
+        acq.clear_flag(ismrmrd.ACQ_LAST_IN_SLICE)
+    held = list(AcquisitionBuffer()(iter(acqs), scan.header))
+    tiny = AcquisitionBuffer(max_buffer_mb=1)
+    tiny.params._values["max_buffer_mb"] = 20e3 / 2**20  # 20 kB: a slice (11.5 kB) fits, two pass half
+    streamed = []
+    tiny.start(scan.header)
+    first_output_at = None
+    for number, acq in enumerate(acqs):
+        out = list(tiny.process(acq))
+        if out and first_output_at is None:
+            first_output_at = number
+        streamed.extend(out)
+    streamed.extend(tiny.finish())
+    assert first_output_at is not None and first_output_at < len(acqs) - 1
+    assert len(streamed) == len(held)
+    for got, want in zip(streamed, held):
+        np.testing.assert_array_equal(np.asarray(got.bits[0].data.data), np.asarray(want.bits[0].data.data))
+
+
 # --------------------------------------------------------------------------- the other gadgets
 
 
