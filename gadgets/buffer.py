@@ -198,9 +198,12 @@ class _Converter:
     """BucketToBufferGadget for one ISMRMRD header and one set of N/S/slice/segment settings."""
 
     def __init__(self, header: ismrmrd.xsd.ismrmrdHeader, n_dim: str, s_dim: str,
-                 split_slices: bool, ignore_segment: bool, max_bytes: int = DEFAULT_MAX_BUFFER_MB * 2**20) -> None:
+                 split_slices: bool, ignore_segment: bool, max_bytes: int = DEFAULT_MAX_BUFFER_MB * 2**20,
+                 max_matrix: int = DEFAULT_MAX_MATRIX, max_counter: int = DEFAULT_MAX_COUNTER) -> None:
         self.header = header
         self.max_bytes = int(max_bytes)
+        self.max_matrix = int(max_matrix)
+        self.max_counter = int(max_counter)
         self.n_dim = n_dim
         self.s_dim = s_dim
         self.split_slices = split_slices
@@ -330,8 +333,15 @@ class _Converter:
         n_s = self._size(self.s_dim, stats)
         n_loc = self._n_loc(encoding, stats)
         shape = (n_e0, n_e1, n_e2, n_cha, n_n, n_s, n_loc)
-        data_checks.check_buffer_size(shape, self._sources(encoding, forref), self.max_bytes,
-                                      "AcquisitionBuffer" + (" (reference)" if forref else ""),
+        owner = "AcquisitionBuffer" + (" (reference)" if forref else "")
+        sources = self._sources(encoding, forref)
+        for name, size in zip(("E0", "E1", "E2", "CHA", "N", "S", "LOC"), shape):
+            ceiling, label = (self.max_matrix, "max_matrix") if name.startswith("E") else \
+                (self.max_counter, "max_counter")
+            if size > ceiling:
+                raise ValueError(f"{owner}: buffer dimension {name} = {size} from {sources.get(name, name)} exceeds "
+                                 f"the ceiling {label} = {ceiling}; nothing was allocated")
+        data_checks.check_buffer_size(shape, sources, self.max_bytes, owner,
                                       itemsize=8 + 4 * int(head.trajectory_dimensions))
         logger.debug("buffer%s [E0 E1 E2 CHA N S LOC] = %s", " (ref)" if forref else "", shape)
         data = np.zeros(shape, dtype=np.complex64, order="F")
@@ -475,7 +485,8 @@ class AcquisitionBuffer(Gadget):
         self._header = header
         self._converter = _Converter(header, self.params.N_dimension, self.params.S_dimension,
                                      self.params.split_slices, self.params.ignore_segment,
-                                     max_bytes=self.params.max_buffer_mb * 2**20)
+                                     max_bytes=self.params.max_buffer_mb * 2**20, max_matrix=self.params.max_matrix,
+                                     max_counter=self.params.max_counter)
         #: trigger value -> sorting value -> bucket, and whether the trigger value is complete
         self._pending: dict[int, dict[int, _Bucket]] = {}
         self._complete: set[int] = set()

@@ -57,11 +57,10 @@ from cardiomm_core.packaged import resolve_checkpoint
 from cardiomm_core.recon import direct_recon
 
 from . import data_checks
-from .data_checks import DropCounts
-
 from .context import context_from_header, sampling_from_mask
 from .layout import FRAME_DIMS, BufferLayout, ImageIndex, buffer_to_kspace, images_to_ismrmrd_data, line_sampled, \
     sampling_mask
+from .data_checks import DropCounts
 from .params import Param
 from .stream import Gadget
 

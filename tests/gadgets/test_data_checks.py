@@ -158,6 +158,16 @@ def test_buffer_refuses_a_huge_header_before_allocating(scan) -> None:
         list(AcquisitionBuffer(max_buffer_mb=1, max_matrix=10**6)(iter(_imaging(scan)), header))
 
 
+def test_buffer_refuses_a_huge_counter_span_without_a_header_limit(scan) -> None:
+    header_xml = scan.header_xml.replace("<phase><minimum>0</minimum><maximum>2</maximum><center>0</center></phase>", "")
+    assert header_xml != scan.header_xml
+    header = ismrmrd.xsd.CreateFromDocument(header_xml)
+    acqs = _imaging(scan)
+    broken = _replace(acqs, 2, _copy(acqs[2], phase=60000))
+    with pytest.raises(ValueError, match=r"N = 60001 from the phase counters .* max_counter = 1024"):
+        list(AcquisitionBuffer()(iter(broken), header))
+
+
 def test_interleaved_slices_give_the_sequential_buffers(scan) -> None:
     acqs = _imaging(scan)
     sequential = list(AcquisitionBuffer()(iter(acqs), scan.header))
