@@ -221,19 +221,6 @@ def write_preview(images: Sequence[ismrmrd.Image], path: Path, name: str) -> Pat
     return path
 
 
-def image_stack(images: Sequence[ismrmrd.Image]) -> tuple[np.ndarray, int]:
-    """Magnitudes ``(n, y, x)`` of the first series' images sorted by (slice, set, phase), and the
-    number of phases (montage columns)."""
-    if not images:
-        raise ValueError("images must not be empty")
-    series = int(images[0].image_series_index)
-    members = [im for im in images if int(im.image_series_index) == series]
-    members.sort(key=lambda im: (int(im.slice), int(im.set), int(im.contrast), int(im.phase), int(im.image_index)))
-    stack = np.stack([np.abs(np.asarray(im.data))[0, 0] for im in members if im.data.shape[1] >= 1])
-    n_phases = len({(int(im.phase), int(im.contrast)) for im in members}) or 1
-    return stack, n_phases
-
-
 def _write_outputs(images: list[ismrmrd.Image], args: argparse.Namespace, group: str, header_xml: str) -> None:
     if args.format == "ismrmrd":
         counts = write_images(args.out, images, group)
