@@ -57,10 +57,11 @@ from cardiomm_core.packaged import resolve_checkpoint
 from cardiomm_core.recon import direct_recon
 
 from . import data_checks
+from .buffer import frames_dimension, series_extents
 from .context import context_from_header, sampling_from_mask
+from .data_checks import DropCounts
 from .layout import FRAME_DIMS, BufferLayout, ImageIndex, buffer_to_kspace, images_to_ismrmrd_data, line_sampled, \
     sampling_mask
-from .data_checks import DropCounts
 from .params import Param
 from .stream import Gadget
 
@@ -286,6 +287,9 @@ class CardioMMRecon(Gadget):
         self.engine, self.engine_problem, self.model_description = self._acquire_engine()
         self.image_count = 0
         self._found = DropCounts()
+        self.series_dimension = frames_dimension(header)
+        self.series_length = series_extents(header)[self.series_dimension]
+        self._warned_split_series = False
 
     def _acquire_engine(self) -> tuple[InferenceEngine | None, str | None, str]:
         """(engine or None, why there is none, CardioMM.Model text)."""
@@ -340,6 +344,7 @@ class CardioMMRecon(Gadget):
                              f"partitions (shape {data.shape})")
         data, headers = merge_reference(data, headers, ref_buffer)
         kspace, layout = buffer_to_kspace(data, self.params.frames_dimension)
+        self._check_series(layout.frames)
         mask = sampling_mask(data, headers, layout).astype(np.float32)  # (batch, 1, frames, ky, 1)
         if not mask.any(axis=(1, 2, 3, 4)).all():
             raise ValueError("a slice of the buffer has no sampled lines at all")
@@ -379,6 +384,18 @@ class CardioMMRecon(Gadget):
         logger.info("CardioMMRecon: %s", reason)
         images = direct_recon(torch.from_numpy(np.ascontiguousarray(kspace)), torch.from_numpy(mask))
         return ReconOutcome(images=images.numpy(), method="direct", fallback=False, reason=reason)
+
+    def _check_series(self, n_frames: int) -> None:
+        """Warn once when the chain hands over fewer frames than the scan's series holds: the model
+        then reconstructs each frame (e.g. each mapping weighting) alone, unlike in training."""
+        if self._warned_split_series or n_frames >= self.series_length:
+            return
+        self._warned_split_series = True
+        logger.warning(
+            "CardioMMRecon: the scan's series runs over the %s counter (%d frames by the header's encoding limits) "
+            "but the chain hands over %d frame(s) at a time, so the model never sees the whole series; set the "
+            "buffer's N_dimension to %s (or auto; chains/cardiomm_mapping_python.xml does for mapping scans)",
+            self.series_dimension, self.series_length, n_frames, self.series_dimension)
 
     def to_images(self, images: np.ndarray, layout: BufferLayout, headers: np.ndarray, sampling: Any,
                   context: ScanContext, outcome: ReconOutcome, reason: str | None, *,
