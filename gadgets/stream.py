@@ -151,7 +151,11 @@ class SafeSocket:
             return b""
         if self.budget is not None:
             self.budget.charge(nbytes)
-        return recv_exactly(self.socket, nbytes)
+        try:
+            return recv_exactly(self.socket, nbytes)
+        except socket.timeout:
+            raise socket.timeout(f"the peer sent nothing for {self.socket.gettimeout():g} s "
+                                 "(idle connection closed)") from None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.socket.sendall(data)

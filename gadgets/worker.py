@@ -161,6 +161,7 @@ class Worker:
         #: socket -> the SafeSocket of its data phase (None during the handshake)
         self._open: dict[socket.socket, SafeSocket | None] = {}
         self._refusing = threading.BoundedSemaphore(8)
+        self._closed_idle: set[socket.socket] = set()
         self.stop = threading.Event()
         self.accepted = 0
         self.threads: list[threading.Thread] = []
@@ -241,6 +242,7 @@ class Worker:
         finally:
             with self._lock:
                 self._open.pop(sock, None)
+                self._closed_idle.discard(sock)
                 self._active -= 1
                 self._last_activity = time.monotonic()
 
@@ -277,7 +279,9 @@ class Worker:
         """Shut down every connection that waits for its handshake or for its next message (the
         scans in progress go on); returns how many."""
         with self._lock:
-            idle = [sock for sock, safe in self._open.items() if safe is None or safe.idle]
+            idle = [sock for sock, safe in self._open.items()
+                    if (safe is None or safe.idle) and sock not in self._closed_idle]
+            self._closed_idle.update(idle)
         for sock in idle:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
