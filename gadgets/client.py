@@ -483,7 +483,8 @@ class _Collector(threading.Thread):
             logger.error("%s", exc)
         except Exception as exc:  # an unreadable message: report it, never die silently
             self.connection_error = f"reading the server's messages failed: {exc!r}"
-            logger.exception("reading the server's messages failed")
+            logger.error("%s", self.connection_error)
+            logger.debug("reading the server's messages failed", exc_info=True)
         finally:
             self.finished.set()
 

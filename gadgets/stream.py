@@ -469,6 +469,9 @@ class Gadget:
         sent = 0
         try:
             properties = config_properties(getattr(connection.raw_bytes, "config", None), name)
+            # what the peer set (untrusted: see gadgets.checkpoint_policy) and what we were started with
+            self.operator_params = getattr(self, "operator_params", None) or dict(self._given)
+            self.remote_params = dict(properties or {})
             if properties:
                 self._configure({**self._given, **properties})
             logger.info("%s running with %r", name, self.params)
@@ -482,7 +485,8 @@ class Gadget:
             if isinstance(exc, (MessageTooLarge, socket.timeout)):
                 logger.error("%s: %s: %s", name, type(exc).__name__, exc)  # the peer's fault: no traceback
             else:
-                logger.exception("%s failed after sending %d items", name, sent)
+                logger.error("%s failed after sending %d items: %s: %s", name, sent, type(exc).__name__, exc)
+                logger.debug("%s failure", name, exc_info=True)  # the traceback at debug level only
             try:
                 # the peer learns what went wrong, not where this host keeps its files
                 send_error(connection, redact_paths(f"{name}: {type(exc).__name__}: {exc}"))

@@ -234,9 +234,19 @@ def read_image(source: Any) -> ismrmrd.Image:
 #: Readers replacing gadgetron-python's for the message ids whose objects it sizes from headers.
 SAFE_READERS: dict[int, Callable[[Any], Any]] = {1008: read_acquisition, 1026: read_waveform, 1022: read_image}
 
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][^\s'\"`:;,()\[\]{}<>]+)+")
+_QUOTED_PATH = re.compile(r"(['\"])((?:[A-Za-z]:)?[/\\][^'\"\n]*)\1")
+_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[/\\][^\s'\"`:;,()\[\]{}<>]+)+")
 
 
 def redact_paths(text: str) -> str:
-    """``text`` with every absolute file path replaced by ``<path>`` (for what is sent to a peer)."""
-    return _PATH.sub("<path>", str(text))
+    """``text`` with every absolute file path replaced by its last component (for what is sent to a
+    peer: ``'/srv/models/m1.safetensors'`` -> ``'m1.safetensors'``; no host directories)."""
+    def last_part(match: "re.Match[str]") -> str:
+        parts = [p for p in re.split(r"[/\\]", match.group()) if p]
+        return parts[-1] if parts and not parts[-1].endswith(":") else "<path>"
+
+    def quoted(match: "re.Match[str]") -> str:
+        parts = [p for p in re.split(r"[/\\]", match.group(2)) if p]
+        return match.group(1) + (parts[-1] if parts else "<path>") + match.group(1)
+
+    return _PATH.sub(last_part, _QUOTED_PATH.sub(quoted, str(text)))

@@ -189,8 +189,10 @@ class Worker:
         started = time.perf_counter()
         try:
             load_engine(path, self.defaults["device"])
-        except Exception:  # noqa: BLE001 - keep serving: each scan falls back and says why
-            logger.exception("worker: could not load %s; scans will get the fallback reconstruction", path)
+        except Exception as exc:  # noqa: BLE001 - keep serving: each scan falls back and says why
+            logger.error("worker: could not load %s (%s: %s); scans will get the fallback reconstruction",
+                         path, type(exc).__name__, exc)
+            logger.debug("loading %s failed", path, exc_info=True)
             return
         logger.info("worker: model ready in %.1f s", time.perf_counter() - started)
 
