@@ -899,6 +899,13 @@ class _SocketSource:
             raise ExternalGadgetError(f"{self.where}: connection lost ({exc})") from None
 
 
+def _sender_failure(exc: BaseException, where: str) -> BaseException:
+    """What the sender thread's failure becomes: a broken connection is an ExternalGadgetError."""
+    if isinstance(exc, OSError):
+        return ExternalGadgetError(f"{where}: connection lost while sending ({exc})")
+    return exc
+
+
 class ExternalPeer:
     """Gadgetron's side of one external node: connect to a worker, stream items, read results.
 
@@ -964,7 +971,7 @@ class ExternalPeer:
                     (message_id,) = _U16.unpack(source.read(2))
                 except ExternalGadgetError:
                     if not failure.empty():
-                        raise failure.get() from None
+                        raise _sender_failure(failure.get(), where) from None
                     raise
                 if message_id == MESSAGE_CLOSE:
                     break
@@ -986,7 +993,7 @@ class ExternalPeer:
                 yield item
             sender.join(self.timeout)
             if not failure.empty():
-                raise failure.get()
+                raise _sender_failure(failure.get(), where)
         finally:
             stop.set()
             try:
