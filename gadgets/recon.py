@@ -58,12 +58,14 @@ from cardiomm_core.recon import direct_recon
 
 from . import data_checks
 from .buffer import frames_dimension, series_extents
+from .checkpoint_policy import CheckpointRefused, allowed_checkpoint_dirs, check_remote_checkpoint
 from .context import context_from_header, sampling_from_mask
 from .data_checks import DropCounts
 from .layout import FRAME_DIMS, BufferLayout, ImageIndex, buffer_to_kspace, images_to_ismrmrd_data, line_sampled, \
     sampling_mask
 from .params import Param
 from .stream import Gadget
+from .wire_limits import redact_paths
 
 logger = logging.getLogger(__name__)
 
@@ -294,11 +296,19 @@ class CardioMMRecon(Gadget):
     def _acquire_engine(self) -> tuple[InferenceEngine | None, str | None, str]:
         """(engine or None, why there is none, CardioMM.Model text)."""
         setting = self.params.checkpoint
+        if "checkpoint" in getattr(self, "remote_params", {}):  # named by the peer's CONFIG
+            try:
+                check_remote_checkpoint(setting, getattr(self, "operator_params", {}).get("checkpoint"))
+            except CheckpointRefused as exc:
+                logger.error("CardioMMRecon: refused checkpoint %r from the configuration: not inside %s; images "
+                             "will come from %s", setting, [str(d) for d in allowed_checkpoint_dirs()],
+                             self.params.fallback)
+                return None, str(exc), "none"
         try:
             path = resolve_checkpoint(setting)
         except ValueError as exc:
             logger.error("CardioMMRecon: %s; images will come from %s", exc, self.params.fallback)
-            return None, str(exc), "none"
+            return None, redact_paths(str(exc)), "none"
         if path is None:
             if setting.strip().lower() == "none":
                 reason = "checkpoint 'none': conventional reconstruction only"
@@ -310,9 +320,11 @@ class CardioMMRecon(Gadget):
         try:
             engine = load_engine(path, self.params.device)
         except Exception as exc:  # noqa: BLE001 - a model that cannot load must still give images
-            logger.exception("CardioMMRecon: could not load checkpoint %s on %s; images will come from %s",
-                             path, self.params.device, self.params.fallback)
-            return None, f"could not load checkpoint {path}: {type(exc).__name__}: {exc}", "none"
+            # one line for the user; the traceback at debug level only
+            logger.error("CardioMMRecon: could not load checkpoint %s on %s (%s: %s); images will come from %s",
+                         path, self.params.device, type(exc).__name__, exc, self.params.fallback)
+            logger.debug("loading %s failed", path, exc_info=True)
+            return None, redact_paths(f"could not load checkpoint {path.name}: {type(exc).__name__}: {exc}"), "none"
         return engine, None, describe_model(path, engine)
 
     # -- items -----------------------------------------------------------------------------
@@ -423,7 +435,8 @@ class CardioMMRecon(Gadget):
             head.image_series_index = int(self.params.image_series_index)
             head.image_index = self.image_count
             head.field_of_view[:] = fov
-            meta = image_meta(image_number=self.image_count, context=context, outcome=outcome, reason=reason,
+            meta = image_meta(image_number=self.image_count, context=context, outcome=outcome,
+                              reason=redact_paths(reason) if reason else reason,
                               model=self.model_description, fallback_method=self.params.fallback)
             if outcome.method == "direct":
                 meta["ImageComment"] = meta["GADGETRON_ImageComment"] = f"{IMAGE_COMMENT}_direct_FFT_RSS"

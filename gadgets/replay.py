@@ -26,11 +26,18 @@ Progress goes to stderr every couple of seconds; a summary closes the run (image
 seconds, acquisitions per second, the method that produced the images). Server errors and texts
 are printed to stderr.
 
-Exit codes:
+Images are written to a temporary file beside ``OUT.h5`` and moved into place only when complete
+(:func:`gadgets.image_io.write_images_atomic`): a full disk or any other I/O error leaves an
+existing ``OUT.h5`` exactly as it was, prints one line and exits with 4. Unexpected failures are
+one line too; ``--verbose`` adds the traceback.
+
+Exit codes (also in ``--help``):
     0  images were written
     1  the chain or the server reported an error, or no image came back
     2  usage error: bad arguments, an unreadable input file or chain file, an invalid chain
-    3  the server could not be reached, or the connection broke before the server's CLOSE
+    3  the server or a ``<connect>`` worker could not be reached, or the connection broke before
+       its CLOSE (e.g. the worker was killed)
+    4  the images could not be written (disk full, no permission); an existing OUT.h5 is unchanged
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ from . import ismrmrd_io
 from .chain import Chain, ExternalGadgetError, load_chain, run_chain
 from .data_checks import dropped_in_images
 from .export import FORMATS, export_images
-from .image_io import default_group_name, write_images
+from .image_io import default_group_name, write_images_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +65,16 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CONNECTION = 3
+EXIT_OUTPUT = 4
+#: The epilog of --help: the exit codes.
+EXIT_CODES_HELP = ("Exit codes: 0 images written; 1 the chain or server reported an error, or no image came back; "
+                   "2 usage error (bad arguments, unreadable input or chain); 3 server or <connect> worker "
+                   "unreachable, or the connection broke before its CLOSE (e.g. a killed worker); 4 the images "
+                   "could not be written (disk full, permissions), an existing output file is left unchanged.")
+
+
+class OutputError(RuntimeError):
+    """The images (or the preview) could not be written; the message is one line for the user."""
 
 #: The stage that --checkpoint / --device configure.
 RECON_TARGET = "CardioMMRecon"
@@ -113,8 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cardiomm-replay",
         description="Replay an ISMRMRD raw file through a reconstruction chain, locally or on a Gadgetron server, "
                     "and write the images as gadgetron_ismrmrd_client does.",
-        epilog="Exit codes: 0 images written; 1 the chain or server reported an error, or no image came back; "
-               "2 usage error (bad arguments, unreadable input or chain); 3 server unreachable or connection broken.")
+        epilog=EXIT_CODES_HELP)
     parser.add_argument("input", type=Path, metavar="IN.h5", help="ISMRMRD raw data file")
     parser.add_argument("--chain", type=Path, metavar="CHAIN.xml|yaml",
                         help="chain to run locally, or (with --server) to send as the stream config text")
@@ -223,19 +239,57 @@ def write_preview(images: Sequence[ismrmrd.Image], path: Path, name: str) -> Pat
 
 
 def _write_outputs(images: list[ismrmrd.Image], args: argparse.Namespace, group: str, header_xml: str) -> None:
+    """Write the images (and the preview), each file whole or not at all; OutputError on I/O errors."""
     if args.format == "ismrmrd":
-        counts = write_images(args.out, images, group)
+        existed = args.out.exists()
+        try:
+            counts = write_images_atomic(args.out, images, group)
+        except (OSError, ValueError) as exc:
+            logger.debug("writing %s failed", args.out, exc_info=True)
+            state = "is unchanged" if existed else "was not created"
+            raise OutputError(f"cannot write the images to {args.out}: {_one_line(exc)}; {args.out} {state}") from None
         logger.info("wrote %s to %s:/%s", counts, args.out, group)
     else:
         try:
             files = export_images(images, args.format, args.out, header_xml=header_xml, name=args.input.stem)
-        except (ValueError, OSError) as exc:
+        except OSError as exc:
+            logger.debug("export failed", exc_info=True)
+            raise OutputError(f"cannot write {args.format} images to {args.out}: {_one_line(exc)}") from None
+        except ValueError as exc:
             logger.debug("export failed", exc_info=True)
             print(f"cardiomm-replay: cannot write {args.format} images to {args.out}: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_FAILED) from None
         logger.info("wrote %d %s file(s) under %s", len(files), args.format, args.out)
     if args.preview is not None:
-        write_preview(images, args.preview, args.input.name)
+        _write_preview_whole(images, args)
+
+
+def _write_preview_whole(images: list[ismrmrd.Image], args: argparse.Namespace) -> None:
+    """:func:`write_preview` into a temporary file beside ``--preview``, moved into place when complete."""
+    import os
+    import tempfile
+
+    folder = args.preview.resolve().parent
+    temporary = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{args.preview.name}.", suffix=".png", dir=folder)
+        os.close(handle)
+        write_preview(images, Path(temporary), args.input.name)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, args.preview)
+    except OSError as exc:
+        logger.debug("writing %s failed", args.preview, exc_info=True)
+        raise OutputError(f"the images were written, but the preview {args.preview} could not be: "
+                          f"{_one_line(exc)}") from None
+    finally:
+        if temporary is not None and os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def _destination(args: argparse.Namespace, group: str) -> str:
@@ -266,8 +320,11 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(exc))
     group = args.group or default_group_name()
     with raw:
-        xml = _header_text(raw.xml, args.header_version, args.input, for_server=False)
-        total = len(raw) + raw.n_waveforms
+        try:
+            xml = _header_text(raw.xml, args.header_version, args.input, for_server=False)
+            total = len(raw) + raw.n_waveforms
+        except (ValueError, OSError, KeyError) as exc:
+            parser.error(f"{args.input} is not a readable ISMRMRD raw file: {_one_line(exc)}")
         progress = Progress(total, enabled=not args.quiet)
         started = time.monotonic()
         try:
@@ -286,7 +343,8 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     others += 1
         except ExternalGadgetError as exc:
             print(f"cardiomm-replay: {exc}", file=sys.stderr)
-            return EXIT_CONNECTION if "cannot connect" in str(exc) else EXIT_FAILED
+            # a worker that reported an error: 1; one that could not be reached or broke the connection: 3
+            return EXIT_FAILED if getattr(exc, "kind", "connection") == "reported" else EXIT_CONNECTION
         except Exception as exc:  # noqa: BLE001 - any gadget failure ends the run with its message
             logger.debug("chain failure", exc_info=True)
             print(f"cardiomm-replay: chain {chain.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -377,9 +435,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("-o must not be the input file")
     if args.format != "ismrmrd" and args.out.exists() and not args.out.is_dir():
         parser.error(f"--format {args.format} writes a folder: -o {str(args.out)!r} is an existing file")
-    if args.server is None:
-        return run_local(args, parser)
-    return run_server(args, parser)
+    return _run_guarded(run_local if args.server is None else run_server, args, parser)
+
+
+def _run_guarded(run: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``run(args, parser)``, with failures as one line (the traceback with --verbose only)."""
+    try:
+        return run(args, parser)
+    except OutputError as exc:
+        print(f"cardiomm-replay: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user gets one line, not a traceback
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"cardiomm-replay: {type(exc).__name__}: {_one_line(exc)}"
+              + ("" if args.verbose else " (--verbose shows the traceback)"), file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":
