@@ -278,3 +278,47 @@ def test_prompt_spec_defaults_and_checks():
     assert PromptSpec.from_dict(None) == PromptSpec.from_dict({}) == PromptSpec()
     with pytest.raises(ValueError, match="style"):
         PromptSpec(style="loud")
+
+
+# ---- the engine speaks in its checkpoint's style ------------------------------------------------
+
+
+class RecordingEncoder:
+    """A real HashingEncoder that records the sentences it embeds."""
+
+    def __init__(self, dim: int = 64) -> None:
+        from cardiomm_core.text import HashingEncoder
+
+        self.inner = HashingEncoder(dim=dim)
+        self.name, self.dim, self.seen = self.inner.name, dim, []
+
+    def encode(self, sentences):
+        self.seen.append(tuple(sentences))
+        return self.inner.encode(sentences)
+
+
+def test_engine_renders_its_checkpoints_style_and_caches_by_rendered_sentences(tmp_path):
+    from cardiomm_core.checkpoint import save_checkpoint
+    from cardiomm_core.engine import InferenceEngine
+    from cardiomm_core.model import CardioMM, config_by_name
+
+    torch.manual_seed(0)
+    model = CardioMM(config_by_name("tiny", 64))
+    path = save_checkpoint(tmp_path / "official_style", model, text_encoder_name="hashing-64", text_encoder_dim=64,
+                           prompt={"style": "official", "mask_convention": "official"})
+    encoder = RecordingEncoder()
+    engine = InferenceEngine.from_checkpoint(path, device="cpu", text_encoder=encoder)
+    assert engine.prompt == PromptSpec(style="official", mask_convention="official")
+    context = ScanContext(modality="LGE", view="four-chamber").with_sampling(16, "ktGaussian")
+    engine.embeddings(context)
+    engine.embeddings(context)
+    assert encoder.seen == [(
+        "Adult cardiac MRI reconstruction.Vendor: 3.0T, Siemens, Vida. Modality: late Gadolinium enhancement, "
+        "long-axis.", "Undersampling: 16x random.")]
+    # a project-style engine on the same context embeds the project's strings, its own cache entry
+    project = InferenceEngine(model, encoder, device="cpu")
+    project.embeddings(context)
+    assert encoder.seen[-1] == context.sentences("project") and len(encoder.seen) == 2
+    # two contexts that differ only where the official words merge share an official entry
+    engine.embeddings(ScanContext(modality="LGE", view="three-chamber").with_sampling(16, "ktGaussian"))
+    assert len(encoder.seen) == 2

@@ -16,6 +16,7 @@ from gadgets.context import (
     DEFAULT_VENDOR,
     UNKNOWN_MODEL,
     context_from_header,
+    declared_acceleration,
     nominal_field_strength,
     normalise_vendor,
     sampling_from_mask,
@@ -139,3 +140,26 @@ def test_sampling_from_mask_rejects_bad_masks():
         sampling_from_mask(np.ones((1, 4, 5), dtype=np.complex64))
     with pytest.raises(ValueError, match="numpy array or torch.Tensor"):
         sampling_from_mask([[[1.0]]])  # type: ignore[arg-type]
+
+
+def test_declared_acceleration_comes_from_the_headers_parallel_imaging(simulated_scan_summary, simulated_header):
+    """encoding.parallelImaging.accelerationFactor (step 1 x step 2), as the simulator writes it
+    and scanners send it; None when the header has no such section."""
+    assert declared_acceleration(simulated_header) == simulated_scan_summary.nominal_acceleration
+    header = copy.deepcopy(simulated_header)
+    header.encoding[0].parallelImaging.accelerationFactor.kspace_encoding_step_2 = 2
+    assert declared_acceleration(header) == 2 * simulated_scan_summary.nominal_acceleration
+    header.encoding[0].parallelImaging = None
+    assert declared_acceleration(header) is None
+    with pytest.raises(ValueError, match="ismrmrdHeader"):
+        declared_acceleration("<ismrmrdHeader/>")  # type: ignore[arg-type]
+
+
+def test_the_simulated_scans_inline_description_is_its_nominal_r(simulated_scan_file, simulated_scan_summary,
+                                                                 simulated_header):
+    truth = read_ground_truth(simulated_scan_file)
+    declared = declared_acceleration(simulated_header)
+    mask = truth.mask                                       # (frames, ky, 1)
+    nominal = simulated_scan_summary.nominal_acceleration
+    assert sampling_from_mask(np.asarray(mask)[None, None], declared=declared) == (nominal, truth.pattern)
+    assert sampling_from_mask(np.asarray(mask)[None, None]) == (nominal, truth.pattern)
