@@ -68,6 +68,10 @@ def test_local_replay_writes_images_as_the_client_does(simulated_scan_file: Path
     assert any(f"{n_images} images in 1 series (image_1: {n_images} x {nx}x{ny})" in line for line in summary)
     assert "acquisitions/s" in err and "cg_sense (fallback)" in err
     assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(preview) as picture:  # labelled: title and frame strips, a slice-label column
+        assert picture.size == (56 + simulated_scan_summary.n_frames * nx, 28 + simulated_scan_summary.n_slices * ny)
     # appending a second run to the same file and group, as the client does
     code, err = replay([simulated_scan_file, "--chain", PYTHON_CHAIN, "-o", out, "--group", group, "-q",
                         "--checkpoint", "none"], capsys)
@@ -152,7 +156,7 @@ def test_progress_lines_are_throttled() -> None:
 
 def test_server_by_config_name(shepp_logan_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.h5"
-    with FakeGadgetronServer("echo", timeout=20) as server:
+    with FakeGadgetronServer("echo", timeout=120) as server:
         code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{server.port}", "--config", "default.xml",
                             "-o", out, "--group", "g", "--header-version", "14", "-q"], capsys)
     assert code == EXIT_OK, err
@@ -168,7 +172,7 @@ def test_server_by_config_name(shepp_logan_file: Path, tmp_path: Path, capsys: p
 
 def test_server_gets_the_chain_xml_with_overrides(shepp_logan_file: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    with FakeGadgetronServer("echo", timeout=20) as server:
+    with FakeGadgetronServer("echo", timeout=120) as server:
         code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{server.port}", "--chain",
                             CHAINS_DIR / "cardiomm_cine_worker.yaml", "--checkpoint", "none", "-o",
                             tmp_path / "out.h5", "-q"], capsys)
@@ -185,7 +189,7 @@ def test_server_gets_the_chain_xml_with_overrides(shepp_logan_file: Path, tmp_pa
 @pytest.mark.parametrize("message_id", [5, 8])
 def test_server_error_is_printed_and_exits_1(shepp_logan_file: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str], message_id: int) -> None:
-    with FakeGadgetronServer("error", timeout=20, fail_after=3, error_text="Failed to store item",
+    with FakeGadgetronServer("error", timeout=120, fail_after=3, error_text="Failed to store item",
                              error_message_id=message_id) as server:
         code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{server.port}", "--config", "x.xml",
                             "-o", tmp_path / "out.h5", "-q"], capsys)
@@ -195,7 +199,7 @@ def test_server_error_is_printed_and_exits_1(shepp_logan_file: Path, tmp_path: P
 
 def test_vanishing_or_absent_server_exits_3(shepp_logan_file: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    with FakeGadgetronServer("vanish", timeout=20, fail_after=2) as server:
+    with FakeGadgetronServer("vanish", timeout=120, fail_after=2) as server:
         code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{server.port}", "--config", "x.xml",
                             "-o", tmp_path / "out.h5", "-q"], capsys)
     assert code == EXIT_CONNECTION and "without CLOSE" in err

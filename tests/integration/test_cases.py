@@ -48,7 +48,7 @@ def configured_chain(case: Case) -> Chain:
 
 def _sorted(images: list[ismrmrd.Image]) -> list[ismrmrd.Image]:
     return sorted(images, key=lambda im: (int(im.image_series_index), int(im.slice), int(im.repetition),
-                                          int(im.phase), int(im.image_index)))
+                                          int(im.contrast), int(im.phase), int(im.image_index)))
 
 
 def _replay(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -80,7 +80,7 @@ def run_harness(case: Case, path: Path) -> list[ismrmrd.Image]:
     items: list[Any] = list(iter_acquisitions(path))
     for stage in chain.stages:
         result = run_gadget(stage.module, stage.target, header_xml=header, items=items,
-                            properties=dict(stage.properties), timeout=90)
+                            properties=dict(stage.properties), timeout=300)
         assert result.closed and not result.errors and result.protocol_error is None, \
             (stage.label, result.errors, result.protocol_error, result.stderr[-2000:])
         assert result.exited_by_itself and result.returncode == 0, (stage.label, result.stderr[-2000:])
@@ -108,7 +108,7 @@ def run_worker(case: Case, path: Path, tmp_path: Path, capsys: pytest.CaptureFix
         cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "GADGETRON_EXTERNAL_LOG_LEVEL": "INFO"})
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while True:  # wait until it listens
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -123,7 +123,7 @@ def run_worker(case: Case, path: Path, tmp_path: Path, capsys: pytest.CaptureFix
         chain_file.write_text(replace(chain, stages=stages).to_yaml())
         images = run_local(case, path, tmp_path / "worker", capsys, extra=("--connect", "socket"),
                            chain_file=chain_file)
-        _, err = worker.communicate(timeout=60)  # it exits by itself after its two connections
+        _, err = worker.communicate(timeout=300)  # it exits by itself after its two connections
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -165,8 +165,10 @@ def check_reference(case: Case, images: list[ismrmrd.Image], path: Path, results
         reference = np.stack([rss_reference(coil_images[repetition]) for repetition in sorted(coil_images)])
         assert {int(im.repetition) for im in images} == set(coil_images)
     elif kind == "ground_truth":
-        truth = np.abs(read_ground_truth(path).images)  # (slices, frames, y, x)
-        reference = np.stack([truth[int(im.slice), int(im.phase)] for im in images])
+        truth = read_ground_truth(path)
+        frames = np.abs(truth.images)  # (slices, frames, y, x); mapping frames are contrasts, cine frames phases
+        frame_of = (lambda im: int(im.phase)) if truth.context.modality == "Cine" else (lambda im: int(im.contrast))
+        reference = np.stack([frames[int(im.slice), frame_of(im)] for im in images])
         out = out * float((out * reference).sum() / (out * out).sum())  # least-squares intensity scale
     elif kind == "case":
         other = case.reference["case"]
@@ -189,7 +191,7 @@ def run_server_case(case: Case, path: Path, tmp_path: Path, capsys: pytest.Captu
     out = tmp_path / "server.h5"
     options = dict(case.server)
     mode = options.pop("mode")
-    with FakeGadgetronServer(mode, timeout=30, **options) as server:
+    with FakeGadgetronServer(mode, timeout=120, **options) as server:
         args = [str(path), "--server", f"127.0.0.1:{server.port}", "-o", str(out), "--group", GROUP, "-q"]
         if "--config" not in case.arguments:
             args += ["--chain", str(case.chain)]
@@ -245,7 +247,8 @@ def test_case(case: Case, case_input: Any, case_results: dict[str, Any], tmp_pat
         for run, images in outputs.items():
             for got, want in zip(images, first):
                 np.testing.assert_array_equal(got.data, want.data, err_msg=f"{case.name}: {run} != {case.runs[0]}")
-                assert (got.slice, got.phase, got.repetition) == (want.slice, want.phase, want.repetition)
+                assert (got.slice, got.contrast, got.phase, got.repetition) == \
+                    (want.slice, want.contrast, want.phase, want.repetition)
                 np.testing.assert_array_equal(got.position, want.position)
 
 
