@@ -10,7 +10,10 @@ Gadgetron's ``BucketToBufferGadget``); every other item passes through. For each
    since they were acquired in the same frame; a separate reference (another shape) is not used;
 2. the ScanContext comes from the ISMRMRD header (:func:`gadgets.context.context_from_header`,
    with the ``modality``/``view`` parameters where the protocol says nothing recognisable) and the
-   mask (:func:`gadgets.context.sampling_from_mask`);
+   mask (:func:`gadgets.context.sampling_from_mask`: the nominal R and family as training describes
+   them, in the engine's mask convention, with the header's declared
+   ``parallelImaging.accelerationFactor`` when it fits the mask); the engine renders the sentences
+   in its checkpoint's style;
 3. ``cardiomm_core.engine.reconstruct_or_fallback`` reconstructs with the engine (obtained once per
    process per checkpoint and device through ``get_engine``: a warm worker loads the model once),
    or with the ``fallback`` method when there is no model, it cannot be loaded, or it fails. A
@@ -59,7 +62,7 @@ from cardiomm_core.recon import direct_recon
 from . import data_checks
 from .buffer import frames_dimension, series_extents
 from .checkpoint_policy import CheckpointRefused, allowed_checkpoint_dirs, check_remote_checkpoint
-from .context import context_from_header, sampling_from_mask
+from .context import context_from_header, declared_acceleration, sampling_from_mask
 from .data_checks import DropCounts
 from .layout import FRAME_DIMS, BufferLayout, ImageIndex, buffer_to_kspace, images_to_ismrmrd_data, line_sampled, \
     sampling_mask
@@ -220,7 +223,7 @@ def reference_header(headers: np.ndarray, index: ImageIndex, centre_e1: int) -> 
 
 
 def image_meta(*, image_number: int, context: ScanContext, outcome: ReconOutcome, reason: str | None,
-               model: str, fallback_method: str) -> ismrmrd.Meta:
+               model: str, fallback_method: str, style: str = "project") -> ismrmrd.Meta:
     """Meta attributes of one image.
 
     ``DataRole``/``GADGETRON_DataRole`` "Image"; ``ImageComment``/``GADGETRON_ImageComment``
@@ -228,7 +231,7 @@ def image_meta(*, image_number: int, context: ScanContext, outcome: ReconOutcome
     ``ImageProcessingHistory``/``GADGETRON_ImageProcessingHistory`` ["CARDIOMM"];
     ``GADGETRON_ImageNumber``; ``GADGETRON_SeqDescription`` "_CardioMM";
     ``CardioMM.Acceleration`` (2 decimals), ``CardioMM.Pattern``, ``CardioMM.Metadata`` and
-    ``CardioMM.Undersampling`` (the two sentences), ``CardioMM.Model`` (checkpoint and
+    ``CardioMM.Undersampling`` (the two sentences, in the model's ``style``), ``CardioMM.Model`` (checkpoint and
     architecture, or "none"), ``CardioMM.Method`` ("cardiomm", "cg_sense", "zero_filled"),
     ``CardioMM.Fallback`` "true"/"false" and, for a fallback, ``CardioMM.FallbackReason``.
     """
@@ -245,8 +248,8 @@ def image_meta(*, image_number: int, context: ScanContext, outcome: ReconOutcome
     meta["GADGETRON_SeqDescription"] = "_CardioMM"
     meta["CardioMM.Acceleration"] = f"{context.acceleration:.2f}"
     meta["CardioMM.Pattern"] = context.pattern
-    meta["CardioMM.Metadata"] = context.metadata_sentence()
-    meta["CardioMM.Undersampling"] = context.undersampling_sentence()
+    meta["CardioMM.Metadata"] = context.metadata_sentence(style)
+    meta["CardioMM.Undersampling"] = context.undersampling_sentence(style)
     meta["CardioMM.Model"] = model if not outcome.fallback else "none"
     meta["CardioMM.Method"] = outcome.method
     meta["CardioMM.Fallback"] = "true" if outcome.fallback else "false"
@@ -286,7 +289,11 @@ class CardioMMRecon(Gadget):
     def start(self, header: ismrmrd.xsd.ismrmrdHeader) -> None:
         self.header = header
         self.base_context = context_from_header(header, modality=self.params.modality, view=self.params.view)
+        self.declared_acceleration = declared_acceleration(header)
         self.engine, self.engine_problem, self.model_description = self._acquire_engine()
+        prompt = getattr(self.engine, "prompt", None)
+        self.sentence_style = prompt.style if prompt is not None else "project"
+        self.mask_convention = prompt.mask_convention if prompt is not None else "project"
         self.image_count = 0
         self._found = DropCounts()
         self.series_dimension = frames_dimension(header)
@@ -360,9 +367,11 @@ class CardioMMRecon(Gadget):
         mask = sampling_mask(data, headers, layout).astype(np.float32)  # (batch, 1, frames, ky, 1)
         if not mask.any(axis=(1, 2, 3, 4)).all():
             raise ValueError("a slice of the buffer has no sampled lines at all")
-        acceleration, pattern = sampling_from_mask(mask)
+        acceleration, pattern = sampling_from_mask(mask, declared=getattr(self, "declared_acceleration", None),
+                                                   convention=getattr(self, "mask_convention", "project"))
         context = self.base_context.with_sampling(acceleration, pattern)
-        logger.info("CardioMMRecon: k-space %s, %s", kspace.shape, context.undersampling_sentence())
+        logger.info("CardioMMRecon: k-space %s, %s", kspace.shape,
+                    context.undersampling_sentence(getattr(self, "sentence_style", "project")))
         effective = float(mask.size / max(int(np.count_nonzero(mask)), 1))
         if effective < self.params.direct_recon_threshold:
             outcome = self.direct(kspace, mask, effective)
@@ -437,7 +446,8 @@ class CardioMMRecon(Gadget):
             head.field_of_view[:] = fov
             meta = image_meta(image_number=self.image_count, context=context, outcome=outcome,
                               reason=redact_paths(reason) if reason else reason,
-                              model=self.model_description, fallback_method=self.params.fallback)
+                              model=self.model_description, fallback_method=self.params.fallback,
+                              style=getattr(self, "sentence_style", "project"))
             if outcome.method == "direct":
                 meta["ImageComment"] = meta["GADGETRON_ImageComment"] = f"{IMAGE_COMMENT}_direct_FFT_RSS"
                 meta["CardioMM.Model"] = "none"
