@@ -39,7 +39,8 @@ gadgetron-python 1.4.1 defects worked around here:
   leaves half a message on the socket.
 
 Logging goes to stderr only (stdout is shared with Gadgetron's); the level comes from
-``GADGETRON_EXTERNAL_LOG_LEVEL`` (default DEBUG, as gadgetron-python).
+``GADGETRON_EXTERNAL_LOG_LEVEL`` (default INFO; gadgetron-python's own default, DEBUG, floods a scan
+with the solvers' per-iteration lines).
 """
 
 from __future__ import annotations
@@ -146,12 +147,20 @@ def guard_connection(connection: Any) -> None:
     connection.socket = SafeSocket(current.socket)
 
 
-def setup_logging() -> None:
-    """Log to stderr at ``GADGETRON_EXTERNAL_LOG_LEVEL`` (default DEBUG); move any stdout handler to stderr."""
-    name = os.environ.get(LOG_LEVEL_VARIABLE, "DEBUG").strip().upper()
+def external_log_level() -> int:
+    """The level ``GADGETRON_EXTERNAL_LOG_LEVEL`` names; INFO when unset or unknown.
+
+    gadgetron-python defaults to DEBUG, which buries a scan's few lines under the solvers'
+    per-iteration messages; those stay at DEBUG, for whoever sets the variable to DEBUG.
+    """
+    name = os.environ.get(LOG_LEVEL_VARIABLE, "INFO").strip().upper()
     level = logging.getLevelName(name)
-    if not isinstance(level, int):
-        level = logging.INFO
+    return level if isinstance(level, int) else logging.INFO
+
+
+def setup_logging() -> None:
+    """Log to stderr at :func:`external_log_level` (default INFO); move any stdout handler to stderr."""
+    level = external_log_level()
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(
