@@ -99,6 +99,37 @@ def describe_model(checkpoint: Path, engine: InferenceEngine) -> str:
             f"pools={config.n_pools} adjacent={config.n_adjacent}; encoder={engine.text_encoder.name}")
 
 
+def check_model_setting(checkpoint: str = "packaged", device: str = "auto") -> Path | None:
+    """Check, before a scan, the model that a CardioMMRecon with these settings would use, and load it.
+
+    ``checkpoint``: 'packaged', 'none' or a path; ``device``: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+    Returns the checkpoint's ``.safetensors`` path (None for 'none'); the engine stays in this
+    process's cache (:func:`load_engine`), so the scan's gadget reuses it. Raises ValueError with
+    one line for what the scan would otherwise silently replace by the fallback: a device that
+    is not available, a checkpoint that does not exist, the packaged model when it is not
+    installed, a checkpoint that cannot be loaded (corrupt or mismatched weights or JSON).
+    """
+    from cardiomm_core.engine import resolve_device
+
+    problem = _device_check(str(device))
+    if problem is not None:
+        raise ValueError(f"device must be {problem}, got {device!r}")
+    resolve_device(device)  # ValueError when CUDA is asked for and not available
+    path = resolve_checkpoint(checkpoint)
+    if path is None:
+        if checkpoint.strip().lower() == "none":
+            return None
+        raise ValueError("no packaged CardioMM model is installed (cardiomm_core/models); "
+                         "give --checkpoint PATH, or 'none' for the conventional reconstruction")
+    try:
+        load_engine(path, device)
+    except Exception as exc:  # noqa: BLE001 - any loader failure becomes the one line the user sees
+        logger.debug("loading %s on %s failed", path, device, exc_info=True)
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"cannot load checkpoint {path} on {device}: {type(exc).__name__}: {detail}") from exc
+    return path
+
+
 def _run_lock(engine: InferenceEngine | None) -> threading.Lock:
     if engine is None:
         return threading.Lock()  # nothing shared: a fresh lock never blocks
@@ -289,8 +320,9 @@ class CardioMMRecon(Gadget):
         try:
             engine = load_engine(path, self.params.device)
         except Exception as exc:  # noqa: BLE001 - a model that cannot load must still give images
-            logger.exception("CardioMMRecon: could not load checkpoint %s on %s; images will come from %s",
-                             path, self.params.device, self.params.fallback)
+            logger.error("CardioMMRecon: could not load checkpoint %s on %s (%s: %s); images will come from %s",
+                         path, self.params.device, type(exc).__name__, exc, self.params.fallback)
+            logger.debug("loading %s failed", path, exc_info=True)
             return None, f"could not load checkpoint {path}: {type(exc).__name__}: {exc}", "none"
         return engine, None, describe_model(path, engine)
 

@@ -14,7 +14,11 @@ Images are appended to ``OUT.h5`` under ``<group>/image_<series>/{data,header,at
 ``gadgetron_ismrmrd_client`` stores them (:func:`gadgets.image_io.write_images`); the group
 defaults to the current local time, ``YYYY-MM-DD HH:MM:SS``, as the client's does.
 ``--checkpoint`` and ``--device`` set the CardioMMRecon stage's parameters of the chain (local,
-or the XML sent with ``--chain`` in server mode). ``--header-version 14`` rewrites the file's
+or the XML sent with ``--chain`` in server mode). A local run loads the model of each in-process
+CardioMMRecon stage before the scan starts: a checkpoint that does not exist or cannot be loaded,
+or a device that is not available, ends the run with one line and exit status 2 (with
+``--allow-fallback`` the scan runs and its images come from the fallback, marked as such). A
+failure during the scan still gives fallback images. ``--header-version 14`` rewrites the file's
 ISMRMRD header version before use: Gadgetron 4.7.2 rejects any other version ("XML header
 version does not match library schema version"), e.g. the 8 of files written by Debian's
 ismrmrd-tools; without the option such a file is reported before it is sent.
@@ -26,7 +30,8 @@ are printed to stderr.
 Exit codes:
     0  images were written
     1  the chain or the server reported an error, or no image came back
-    2  usage error: bad arguments, an unreadable input file or chain file, an invalid chain
+    2  usage error: bad arguments, an unreadable input file or chain file, an invalid chain, a
+       checkpoint or device that cannot be used (local runs, without --allow-fallback)
     3  the server could not be reached, or the connection broke before the server's CLOSE
 """
 
@@ -123,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview", type=Path, metavar="OUT.png", help="also write a PNG montage of the images")
     parser.add_argument("--checkpoint", help="CardioMMRecon checkpoint: packaged, none or a path")
     parser.add_argument("--device", help="CardioMMRecon device: auto, cpu, cuda or cuda:N")
+    parser.add_argument("--allow-fallback", action="store_true",
+                        help="local runs: a checkpoint or device that cannot be used gives fallback images "
+                             "(marked) instead of exit status 2 before the scan")
     parser.add_argument("--header-version", type=int, metavar="N",
                         help="rewrite the ISMRMRD header version to N before use (Gadgetron 4.7.2 needs 14)")
     parser.add_argument("--connect", choices=("inprocess", "socket"), default="inprocess",
@@ -137,6 +145,20 @@ def _apply_overrides(chain: Chain, checkpoint: str | None, device: str | None) -
     if not overrides:
         return chain
     return chain.with_properties(RECON_TARGET, **overrides)
+
+
+def check_models(chain: Chain, connect: str) -> None:
+    """Before a local scan: load the model of every CardioMMRecon stage that runs in this process,
+    with its checkpoint and device (``gadgets.recon.check_model_setting``); ValueError with one
+    line when one cannot be used. The engines stay cached for the scan."""
+    from .recon import CardioMMRecon, check_model_setting
+
+    for stage in chain.stages:
+        in_process = stage.kind == "python" or (stage.kind == "connect" and connect == "inprocess")
+        if stage.target != RECON_TARGET or not in_process:
+            continue
+        params = CardioMMRecon(**stage.properties).params
+        check_model_setting(params.checkpoint, params.device)
 
 
 def _counted(items: Iterable[Any], progress: Progress) -> Iterator[Any]:
@@ -233,6 +255,13 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raw = ismrmrd_io.RawFile(args.input, args.dataset_group)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
+    if not args.allow_fallback:
+        try:
+            check_models(chain, args.connect)
+        except ValueError as exc:
+            raw.close()
+            print(f"cardiomm-replay: error: {exc} (--allow-fallback: fallback images instead)", file=sys.stderr)
+            return EXIT_USAGE
     group = args.group or default_group_name()
     with raw:
         xml = _header_text(raw.xml, args.header_version, args.input, for_server=False)
