@@ -1,9 +1,10 @@
 """Console entry points: ``cardiomm-train``, ``cardiomm-export``, ``cardiomm-eval``.
 
-``cardiomm-train --config CONFIG.yaml [--override key=value ...] [--resume [CKPT]]``
+``cardiomm-train --config CONFIG.yaml [--override key=value ...] [--resume [CKPT] | --overwrite]``
     Train (one process, or one per GPU under ``torchrun --nproc_per_node N -m train.cli ...`` /
     ``torchrun ... $(which cardiomm-train) ...``). ``--resume`` without a value continues from the
-    run folder's latest checkpoint when there is one.
+    run folder's latest checkpoint when there is one. A run folder that holds an earlier run
+    (log.csv, checkpoints) is refused without ``--resume`` or ``--overwrite`` (which deletes them).
 ``cardiomm-export TRAIN_CKPT OUT[.safetensors]``
     Training checkpoint (a ``checkpoints/step_*`` folder or a run folder) -> inference checkpoint.
 ``cardiomm-eval --checkpoint PATH --data CONFIG_OR_SPEC --out DIR [--accelerations ...] [--patterns ...]``
@@ -41,23 +42,27 @@ def train_main(argv: Sequence[str] | None = None) -> int:
                         help="set a config field, e.g. train.max_steps=100 or data.train.0.n_subjects=8 (repeatable)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                         help="continue from CKPT, or without a value from the run folder's latest checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again in a run folder that holds an earlier run (deletes its log.csv, "
+                             "tensorboard/ and checkpoints/)")
     parser.add_argument("--stop-after-steps", type=int, default=None, metavar="N",
                         help="checkpoint and exit after N optimiser steps in total (the schedule keeps its length)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
     from .config import load_config
-    from .trainer import DistInfo, Trainer
+    from .trainer import DistInfo, Trainer, check_run_dir
 
     info = DistInfo.from_env()
     _setup_logging(args.log_level, info.rank)
     try:
         cfg = load_config(args.config, args.override)
+        check_run_dir(cfg.run_dir, args.resume, args.overwrite)  # before the model and the data are built
         trainer = Trainer(cfg, dist_info=info)
     except (ValueError, FileNotFoundError) as error:
         return _fail("cardiomm-train", error)
     try:
-        result = trainer.fit(resume=args.resume, stop_after_steps=args.stop_after_steps)
+        result = trainer.fit(resume=args.resume, stop_after_steps=args.stop_after_steps, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as error:
         return _fail("cardiomm-train", error)
     finally:
@@ -104,7 +109,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True,
                         help="training YAML (its data.val), YAML with 'sources:', or a spec such as "
                              "synthetic:n_subjects=6,seed=1000,matrix=128x112")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("-o", "--out", required=True,
+                        help="output folder (per_slice.csv is written row by row as the slices are scored)")
     parser.add_argument("--accelerations", type=float, nargs="+", default=list(DEFAULT_ACCELERATIONS))
     parser.add_argument("--patterns", nargs="+", default=list(DEFAULT_PATTERNS))
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(METHODS))
@@ -122,9 +128,12 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
     from cardiomm_core.packaged import resolve_checkpoint
 
-    from .evaluate import evaluate_checkpoint, load_eval_data, write_report
+    from .evaluate import REPORT_FILES, RowWriter, check_out_dir, evaluate_checkpoint, load_eval_data, write_report
 
+    rows: list = []
+    title = ""
     try:
+        out = check_out_dir(args.out)  # before any work: a file in the way or an unwritable folder
         methods = list(args.methods)
         checkpoint = resolve_checkpoint(args.checkpoint)
         if checkpoint is None and "cardiomm" in methods:
@@ -132,14 +141,27 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError("no packaged CardioMM model is installed; pass --checkpoint PATH or 'none'")
             methods.remove("cardiomm")
         dataset, description = load_eval_data(args.data)
-        rows = evaluate_checkpoint(checkpoint, dataset, accelerations=args.accelerations, patterns=args.patterns,
-                                   methods=methods, convention=args.convention, crop=not args.no_crop,
-                                   n_acs=args.n_acs, seed=args.seed, device=args.device, max_items=args.max_items,
-                                   progress=True)
         title = args.title or f"{Path(str(checkpoint)).name if checkpoint else 'references'} on {description}"
-        paths = write_report(args.out, rows, title)
+        with RowWriter(out / REPORT_FILES["per_slice"]) as per_slice:
+            def on_row(row) -> None:  # noqa: ANN001 - EvalRow
+                rows.append(row)
+                per_slice(row)
+
+            evaluate_checkpoint(checkpoint, dataset, accelerations=args.accelerations, patterns=args.patterns,
+                                methods=methods, convention=args.convention, crop=not args.no_crop,
+                                n_acs=args.n_acs, seed=args.seed, device=args.device, max_items=args.max_items,
+                                progress=True, on_row=on_row)
+        paths = write_report(out, rows, title)
     except (ValueError, FileNotFoundError) as error:
         return _fail("cardiomm-eval", error)
+    except KeyboardInterrupt:
+        if rows:
+            paths = write_report(args.out, rows, f"{title} (stopped: partial, {len(rows)} rows)")
+            sys.stderr.write(f"cardiomm-eval: stopped; the {len(rows)} rows scored so far are in "
+                             f"{', '.join(str(p) for p in paths.values())}\n")
+        else:
+            sys.stderr.write("cardiomm-eval: stopped before the first row was scored\n")
+        return 130
     sys.stdout.write(paths["markdown"].read_text(encoding="utf-8"))
     sys.stderr.write(f"cardiomm-eval: wrote {', '.join(str(p) for p in paths.values())}\n")
     return 0
