@@ -113,8 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cardiomm-replay",
         description="Replay an ISMRMRD raw file through a reconstruction chain, locally or on a Gadgetron server, "
                     "and write the images as gadgetron_ismrmrd_client does.",
-        epilog="Exit codes: 0 images written; 1 the chain or server reported an error, or no image came back; "
-               "2 usage error (bad arguments, unreadable input or chain); 3 server unreachable or connection broken.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes: 0 images written; 1 the chain or server reported an error, or no image came back;\n"
+               "  2 usage error (bad arguments, unreadable input or chain, a checkpoint or device that cannot be\n"
+               "  used); 3 server unreachable or connection broken.\n\n"
+               "examples:\n"
+               "  cardiomm-simulate scan.h5 && cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml "
+               "-o images.h5 --preview images.png\n"
+               "  cardiomm-replay scan.h5 --server localhost:9002 --config cardiomm_cine_python.xml -o images.h5")
     parser.add_argument("input", type=Path, metavar="IN.h5", help="ISMRMRD raw data file")
     parser.add_argument("--chain", type=Path, metavar="CHAIN.xml|yaml",
                         help="chain to run locally, or (with --server) to send as the stream config text")

@@ -246,7 +246,11 @@ class Worker:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cardiomm-worker",
-        description="Warm CardioMM worker for Gadgetron's <connect port=... address=.../> external node.")
+        description="Warm CardioMM worker for Gadgetron's <connect port=... address=.../> external node.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example (then replay through the chain that connects to it):\n"
+               "  cardiomm-worker --port 18000 --checkpoint packaged --device auto &\n"
+               "  cardiomm-replay scan.h5 --chain chains/cardiomm_cine_worker.xml --connect socket -o images.h5")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0: any)")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     parser.add_argument("--checkpoint", default="packaged",
