@@ -360,7 +360,10 @@ class CardioMMRecon(Gadget):
         if outcome.fallback and self.engine is None and self.engine_problem:
             reason = self.engine_problem
         if outcome.fallback:
-            logger.warning("CardioMMRecon: images from %s (fallback: %s)", outcome.method, reason)
+            # a chosen conventional reconstruction (checkpoint 'none') is no warning, every slice
+            chosen = self.engine is None and self.params.checkpoint.strip().lower() == "none"
+            logger.log(logging.INFO if chosen else logging.WARNING, "CardioMMRecon: images from %s (fallback: %s)",
+                       outcome.method, reason)
         sampling = bit.data.sampling
         recon_x = int(sampling.recon_matrix[0]) if sampling is not None else 0
         images = crop_readout(np.asarray(outcome.images), recon_x)

@@ -50,6 +50,7 @@ import os
 import socket
 import struct
 import sys
+import warnings
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import ismrmrd
@@ -161,6 +162,9 @@ def external_log_level() -> int:
 def setup_logging() -> None:
     """Log to stderr at :func:`external_log_level` (default INFO); move any stdout handler to stderr."""
     level = external_log_level()
+    # gadgetron-python's readers trip numpy's PEP 3118 ctypes warning on every connection: harmless noise
+    warnings.filterwarnings("ignore", message="A builtin ctypes object gave a PEP3118 format string",
+                            category=RuntimeWarning)
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(
