@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                "examples:\n"
                "  cardiomm-simulate scan.h5 && cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml "
                "-o images.h5 --preview images.png\n"
+               "  cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml --format dicom -o images_dicom/\n"
                "  cardiomm-replay scan.h5 --server localhost:9002 --config cardiomm_cine_python.xml -o images.h5")
     parser.add_argument("input", type=Path, metavar="IN.h5", help="ISMRMRD raw data file")
     parser.add_argument("--chain", type=Path, metavar="CHAIN.xml|yaml",
