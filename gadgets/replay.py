@@ -21,7 +21,8 @@ or the XML sent with ``--chain`` in server mode). A local run loads the model of
 CardioMMRecon stage before the scan starts: a checkpoint that does not exist or cannot be loaded,
 or a device that is not available, ends the run with one line and exit status 2 (with
 ``--allow-fallback`` the scan runs and its images come from the fallback, marked as such). A
-failure during the scan still gives fallback images. ``--header-version 14`` rewrites the file's
+failure during the scan still gives fallback images. With ``--server`` the checkpoint and the device
+are the server's, checked there. ``--header-version 14`` rewrites the file's
 ISMRMRD header version before use: Gadgetron 4.7.2 rejects any other version ("XML header
 version does not match library schema version"), e.g. the 8 of files written by Debian's
 ismrmrd-tools; without the option such a file is reported before it is sent.
