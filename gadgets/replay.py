@@ -404,6 +404,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("-o must not be the input file")
     if args.format != "ismrmrd" and args.out.exists() and not args.out.is_dir():
         parser.error(f"--format {args.format} writes a folder: -o {str(args.out)!r} is an existing file")
+    if args.format == "ismrmrd":  # checked now, not after the whole reconstruction
+        import h5py
+
+        if args.out.is_dir():
+            parser.error(f"-o {str(args.out)!r} is a folder; the ismrmrd format appends to an HDF5 file")
+        if args.out.exists() and not h5py.is_hdf5(args.out):
+            parser.error(f"-o {str(args.out)!r} exists and is not an HDF5 file (images are appended to one)")
+        if not args.out.parent.is_dir():
+            parser.error(f"-o {str(args.out)!r}: the folder {str(args.out.parent)!r} does not exist")
     if args.server is None:
         return run_local(args, parser)
     return run_server(args, parser)

@@ -303,13 +303,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         from .recon import check_model_setting
 
+        started = time.perf_counter()
         try:
-            check_model_setting(args.checkpoint, args.device)
+            loaded = check_model_setting(args.checkpoint, args.device)
         except ValueError as exc:
-            worker.listener.close()
+            if worker.listener is not None:
+                worker.listener.close()
             print(f"cardiomm-worker: error: {exc} (--allow-fallback: start anyway, scans get the fallback)",
                   file=sys.stderr)
             return 2
+        if loaded is not None:
+            logger.info("worker: model ready in %.1f s", time.perf_counter() - started)
     logger.info("cardiomm-worker ready on %s:%d", args.host, port)
     worker.serve()
     return 0

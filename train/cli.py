@@ -19,7 +19,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
     from .evaluate import REPORT_FILES, RowWriter, check_out_dir, evaluate_checkpoint, load_eval_data, write_report
 
-    rows: list = []
+    rows: list[Any] = []
     title = ""
     try:
         out = check_out_dir(args.out)  # before any work: a file in the way or an unwritable folder

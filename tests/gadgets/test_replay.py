@@ -280,3 +280,16 @@ def test_a_checkpoint_that_cannot_load_is_refused_before_the_scan(simulated_scan
     assert "cannot load checkpoint" in err and "tiny.safetensors" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["text_file", "folder", "no_parent"])
+def test_unusable_output_is_refused_before_the_scan(simulated_scan_file: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    out = {"text_file": tmp_path / "notes.txt", "folder": tmp_path, "no_parent": tmp_path / "nope" / "o.h5"}[kind]
+    if kind == "text_file":
+        out.write_text("not HDF5")
+    code, err = replay([simulated_scan_file, "--chain", PYTHON_CHAIN, "-o", out, "--checkpoint", "none", "-q"], capsys)
+    assert code == EXIT_USAGE
+    assert "-o" in err and "Traceback" not in err and str(out) in err
+    if kind == "text_file":
+        assert out.read_text() == "not HDF5"
