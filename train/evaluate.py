@@ -51,7 +51,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -295,42 +295,38 @@ def evaluate_checkpoint(
             raise ValueError(f"dataset[{index}] must be a KspaceSample, got {type(sample).__name__}")
         target = sample.scoring_target().numpy()
         n_coils, n_frames, n_ky, n_kx = sample.kspace.shape
-        acquired = _acquired_sampling(sample)
-        if acquired is not None:
-            settings = [(acquired[1], acquired[0])]
-        else:
-            settings = [(pattern, float(acceleration)) for pattern in patterns for acceleration in accelerations]
-        for pattern, acceleration in settings:
-            if acquired is not None:
-                core_mask = acquired[2]                                                      # (1,1,T,ky,1)
-                kspace = sample.kspace[None]                                                 # (1,C,T,ky,kx)
-                context = sample.context.with_sampling(acquired[3], pattern)
-            else:
+        acquired = _acquired_sampling(sample)  # None unless the data are already undersampled
+        n_done = 0
+        for pattern in (patterns if acquired is None else [acquired.pattern]):
+            for acceleration in (accelerations if acquired is None else [acquired.table_acceleration]):
                 mask = make_mask(pattern, float(acceleration), n_frames, n_ky, n_kx, n_acs=n_acs,
-                                 seed=_mask_seed(seed, index, pattern, float(acceleration)))
+                                 seed=_mask_seed(seed, index, pattern, float(acceleration))) if acquired is None \
+                    else acquired
                 core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]  # (1,1,T,ky,kx|1)
                 kspace = (sample.kspace * core_mask[0].to(torch.complex64))[None]             # (1,C,T,ky,kx)
                 context = sample.context.with_sampling(mask.acceleration, mask.pattern)
-            for method in methods:
-                if method == "cardiomm" and engine is not None:
-                    images = engine.reconstruct(kspace, core_mask, context)
-                elif method == "cg_sense_plain":
-                    images = conventional_recon(kspace, core_mask, temporal_weight=0.0, prior_weight=0.0).images
-                else:
-                    images = conventional_recon(kspace, core_mask, method=method).images
-                recon = _magnitude(images, sample.recon_nx)[0]
-                scores = evaluate(recon, target, convention=convention, crop=crop)
-                row = EvalRow(method, sample.context.modality, pattern, float(acceleration),
-                              sample.identifier, scores["psnr"], scores["ssim"], scores["nmse"])
-                rows.append(row)
-                if on_row is not None:
-                    on_row(row)
-            if progress and time.time() - last_line > SETTING_PROGRESS_S:  # slow slices: say where it is
-                last_line = time.time()
-                done = settings.index((pattern, acceleration)) + 1
-                sys.stderr.write(f"[cardiomm-eval] slice {index + 1}/{n_items}: {done}/{len(settings)} settings done "
-                                 f"({pattern} R {acceleration:g}), {_duration(last_line - started)} so far\n")
-                sys.stderr.flush()
+                for method in methods:
+                    if method == "cardiomm" and engine is not None:
+                        images = engine.reconstruct(kspace, core_mask, context)
+                    elif method == "cg_sense_plain":
+                        images = conventional_recon(kspace, core_mask, temporal_weight=0.0, prior_weight=0.0).images
+                    else:
+                        images = conventional_recon(kspace, core_mask, method=method).images
+                    recon = _magnitude(images, sample.recon_nx)[0]
+                    scores = evaluate(recon, target, convention=convention, crop=crop)
+                    row = EvalRow(method, sample.context.modality, pattern, float(acceleration),
+                                  sample.identifier, scores["psnr"], scores["ssim"], scores["nmse"])
+                    rows.append(row)
+                    if on_row is not None:
+                        on_row(row)
+                n_done += 1
+                if progress and time.time() - last_line > SETTING_PROGRESS_S:  # slow slices: say where it is
+                    last_line = time.time()
+                    n_settings = 1 if acquired is not None else len(patterns) * len(accelerations)
+                    sys.stderr.write(f"[cardiomm-eval] slice {index + 1}/{n_items}: {n_done}/{n_settings} settings "
+                                     f"done ({pattern} R {float(acceleration):g}), "
+                                     f"{_duration(last_line - started)} so far\n")
+                    sys.stderr.flush()
         if progress:
             last_line = time.time()
             elapsed = time.time() - started
@@ -354,12 +350,23 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _acquired_sampling(sample: KspaceSample) -> tuple[float, str, torch.Tensor, float] | None:
-    """For a sample whose k-space lines are not all there (prospectively undersampled):
-    (acceleration for the table, pattern, mask ``(1, 1, T, ky, 1)`` float32, acceleration as the
-    model is told); None for a fully sampled sample. Without a reference, a sample missing at most
-    half its lines counts as fully sampled (zero-padded lines, e.g. partial Fourier, as before) and
-    one missing more is refused (ValueError): zero-filling would be scored against itself."""
+class AcquiredMask(NamedTuple):
+    """The sampling of already undersampled data, shaped like ``cardiomm_core.masks.SamplingMask``
+    where the evaluation reads it: ``mask (T, ky, 1)`` float32 (the lines that hold data),
+    ``pattern`` and ``acceleration`` as the inline gadget derives them from those lines (what the
+    model is told), ``table_acceleration`` that acceleration rounded to 0.1 for the tables."""
+
+    mask: np.ndarray
+    pattern: str
+    acceleration: float
+    table_acceleration: float
+
+
+def _acquired_sampling(sample: KspaceSample) -> AcquiredMask | None:
+    """The sampling of a sample whose k-space lines are not all there (prospectively undersampled),
+    None for a fully sampled sample. Without a reference, a sample missing at most half its lines
+    counts as fully sampled (zero-padded lines, e.g. partial Fourier, as before) and one missing
+    more is refused (ValueError): zero-filling would be scored against itself."""
     lines = sample.kspace.abs().sum(dim=(0, 3)) > 0                                          # (T, ky)
     if bool(lines.all()):
         return None
@@ -371,9 +378,9 @@ def _acquired_sampling(sample: KspaceSample) -> tuple[float, str, torch.Tensor, 
                          "or a ground truth (cardiomm-simulate's /cardiomm_truth)")
     from gadgets.context import sampling_from_mask
 
-    mask = lines.to(torch.float32)[None, None, :, :, None]                                   # (1,1,T,ky,1)
-    told, pattern = sampling_from_mask(mask.numpy())
-    return round(float(told), 1), pattern, mask, float(told)
+    mask = lines.numpy().astype(np.float32)[:, :, None]                                      # (T, ky, 1)
+    told, pattern = sampling_from_mask(mask[None, None])
+    return AcquiredMask(mask, pattern, float(told), round(float(told), 1))
 
 
 def aggregate(rows: Iterable[EvalRow]) -> list[dict[str, Any]]:
