@@ -160,7 +160,11 @@ def external_log_level() -> int:
 
 
 def setup_logging() -> None:
-    """Log to stderr at :func:`external_log_level` (default INFO); move any stdout handler to stderr."""
+    """Log to stderr at :func:`external_log_level` (default INFO); move any stdout handler to stderr.
+
+    ``python -m gadgetron`` (how Gadgetron starts a Python gadget) has already configured the root
+    logger at its own default, DEBUG, when the variable is unset; that becomes INFO here too.
+    """
     level = external_log_level()
     # gadgetron-python's readers trip numpy's PEP 3118 ctypes warning on every connection: harmless noise
     warnings.filterwarnings("ignore", message="A builtin ctypes object gave a PEP3118 format string",
@@ -173,6 +177,8 @@ def setup_logging() -> None:
             format="%(asctime)s.%(msecs)03d %(levelname)s [ext. %(process)d %(name)s] %(message)s",
             datefmt="%m-%d %H:%M:%S",
         )
+    elif not os.environ.get(LOG_LEVEL_VARIABLE, "").strip() and root.level == logging.DEBUG:
+        root.setLevel(level)  # gadgetron-python's unasked-for DEBUG
     for handler in root.handlers:
         if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
             handler.setStream(sys.stderr)

@@ -247,6 +247,11 @@ def test_worker_logs_at_info_by_default():
     asked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,
                            env={**env, "GADGETRON_EXTERNAL_LOG_LEVEL": "DEBUG"})
     assert asked.stdout.strip() == "DEBUG", asked.stderr
+    # a gadget that Gadgetron starts (python -m gadgetron) finds the root logger at gadgetron-python's DEBUG
+    as_gadgetron = ("import logging; logging.basicConfig(level=logging.DEBUG); " + code.replace("import logging; ", ""))
+    child = subprocess.run([sys.executable, "-c", as_gadgetron], capture_output=True, text=True, env=env,
+                           timeout=TIMEOUT)
+    assert child.stdout.strip() == "INFO", child.stderr
 
 
 def test_worker_rejects_bad_options(tmp_path):
