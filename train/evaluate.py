@@ -509,17 +509,23 @@ REPORT_FILES = {"per_slice": "per_slice.csv", "csv": "metrics.csv", "markdown": 
 
 
 def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
-    """Before any work: create ``out_dir`` (and parents) and make sure the report can be written
-    there; ValueError with one line otherwise (a file in the way, a folder that cannot be written)."""
+    """Before any work: make sure the report can be written into ``out_dir`` (created later, with
+    its parents, when missing); ValueError with one line otherwise (a file in the way, a folder
+    that cannot be written). Nothing is created here."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output folder {str(out)!r} is an existing file, not a folder")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot create the output folder {str(out)!r}: {str(existing)!r} is a file")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
-        raise ValueError(f"cannot write into the output folder {str(out)!r}: {exc.strerror or exc}") from None
+        raise ValueError(f"cannot write into the output folder {str(out)!r} ({str(existing)!r}: "
+                         f"{exc.strerror or exc})") from None
     for name in REPORT_FILES.values():
         if (out / name).is_dir():
             raise ValueError(f"{str(out / name)!r} is a folder; the report writes a file of that name")
@@ -532,6 +538,7 @@ class RowWriter:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "w", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._handle, fieldnames=list(EvalRow.__dataclass_fields__))
         self._writer.writeheader()

@@ -129,3 +129,10 @@ def test_undersampled_ismrmrd_file_without_ground_truth_is_refused(undersampled_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bare.h5" in err[0] and "undersampled" in err[0] and "ground truth" in err[0], err
     assert not (tmp_path / "eval" / "per_slice.csv").exists()
+
+
+def test_a_refused_evaluation_leaves_no_output_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "eval"
+    assert eval_main(["--checkpoint", "none", "--data", f"ismrmrd:{tmp_path / 'missing.h5'}", "-o", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
