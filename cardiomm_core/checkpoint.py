@@ -36,6 +36,7 @@ from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
 from cardiomm_core import __version__ as CARDIOMM_VERSION
+from cardiomm_core._files import default_file_mode
 from cardiomm_core.model import CardioMM, CardioMMConfig
 from cardiomm_core.prompting import PromptSpec
 from cardiomm_core.text import canonical_encoder_name
@@ -127,9 +128,13 @@ def _sha256_bytes(data: bytes) -> str:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder, fsync and rename.
+
+    The file gets the mode a plain ``open()`` would give it (``0o666 & ~umask``), not mkstemp's 0600.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, default_file_mode())  # mkstemp's 0600 would outlive the rename: respect the umask
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

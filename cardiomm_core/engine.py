@@ -315,7 +315,7 @@ def reconstruct_or_fallback(engine: InferenceEngine | None, kspace: np.ndarray |
         raise ValueError(f"fallback_method must be one of {RECON_METHODS}, got {fallback_method!r}")
     if engine is None:
         reason = "no CardioMM model available"
-        logger.warning("%s; using %s", reason, fallback_method)
+        logger.debug("%s; using %s", reason, fallback_method)  # the caller knows why and says so
     else:
         try:
             images = engine.reconstruct(kspace, mask, context)

@@ -37,6 +37,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 
+from cardiomm_core._files import default_file_mode
 from cardiomm_core.context import ScanContext
 
 logger = logging.getLogger(__name__)
@@ -510,6 +511,7 @@ class EmbeddingCache:
             buffer = io.BytesIO()
             np.save(buffer, array, allow_pickle=False)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
+            os.fchmod(fd, default_file_mode())  # a shared cache: the umask's mode, not mkstemp's 0600
             with os.fdopen(fd, "wb") as handle:
                 handle.write(buffer.getvalue())
             os.replace(tmp_name, path)

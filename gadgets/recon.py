@@ -118,6 +118,37 @@ def describe_model(checkpoint: Path, engine: InferenceEngine) -> str:
             f"pools={config.n_pools} adjacent={config.n_adjacent}; encoder={engine.text_encoder.name}")
 
 
+def check_model_setting(checkpoint: str = "packaged", device: str = "auto") -> Path | None:
+    """Check, before a scan, the model that a CardioMMRecon with these settings would use, and load it.
+
+    ``checkpoint``: 'packaged', 'none' or a path; ``device``: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+    Returns the checkpoint's ``.safetensors`` path (None for 'none'); the engine stays in this
+    process's cache (:func:`load_engine`), so the scan's gadget reuses it. Raises ValueError with
+    one line for what the scan would otherwise silently replace by the fallback: a device that
+    is not available, a checkpoint that does not exist, the packaged model when it is not
+    installed, a checkpoint that cannot be loaded (corrupt or mismatched weights or JSON).
+    """
+    from cardiomm_core.engine import resolve_device
+
+    problem = _device_check(str(device))
+    if problem is not None:
+        raise ValueError(f"device must be {problem}, got {device!r}")
+    resolve_device(device)  # ValueError when CUDA is asked for and not available
+    path = resolve_checkpoint(checkpoint)
+    if path is None:
+        if checkpoint.strip().lower() == "none":
+            return None
+        raise ValueError("no packaged CardioMM model is installed (cardiomm_core/models); "
+                         "give --checkpoint PATH, or 'none' for the conventional reconstruction")
+    try:
+        load_engine(path, device)
+    except Exception as exc:  # noqa: BLE001 - any loader failure becomes the one line the user sees
+        logger.debug("loading %s on %s failed", path, device, exc_info=True)
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"cannot load checkpoint {path} on {device}: {type(exc).__name__}: {detail}") from exc
+    return path
+
+
 def _run_lock(engine: InferenceEngine | None) -> threading.Lock:
     if engine is None:
         return threading.Lock()  # nothing shared: a fresh lock never blocks
@@ -383,7 +414,10 @@ class CardioMMRecon(Gadget):
         if outcome.fallback and self.engine is None and self.engine_problem:
             reason = self.engine_problem
         if outcome.fallback:
-            logger.warning("CardioMMRecon: images from %s (fallback: %s)", outcome.method, reason)
+            # a chosen conventional reconstruction (checkpoint 'none') is no warning, every slice
+            chosen = self.engine is None and self.params.checkpoint.strip().lower() == "none"
+            logger.log(logging.INFO if chosen else logging.WARNING, "CardioMMRecon: images from %s (fallback: %s)",
+                       outcome.method, reason)
         sampling = bit.data.sampling
         recon_x = int(sampling.recon_matrix[0]) if sampling is not None else 0
         images = crop_readout(np.asarray(outcome.images), recon_x)

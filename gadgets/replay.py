@@ -17,7 +17,12 @@ montages). Otherwise images are appended to ``OUT.h5`` under ``<group>/image_<se
 ``gadgetron_ismrmrd_client`` stores them (:func:`gadgets.image_io.write_images`); the group
 defaults to the current local time, ``YYYY-MM-DD HH:MM:SS``, as the client's does.
 ``--checkpoint`` and ``--device`` set the CardioMMRecon stage's parameters of the chain (local,
-or the XML sent with ``--chain`` in server mode). ``--header-version 14`` rewrites the file's
+or the XML sent with ``--chain`` in server mode). A local run loads the model of each in-process
+CardioMMRecon stage before the scan starts: a checkpoint that does not exist or cannot be loaded,
+or a device that is not available, ends the run with one line and exit status 2 (with
+``--allow-fallback`` the scan runs and its images come from the fallback, marked as such). A
+failure during the scan still gives fallback images. With ``--server`` the checkpoint and the device
+are the server's, checked there. ``--header-version 14`` rewrites the file's
 ISMRMRD header version before use: Gadgetron 4.7.2 rejects any other version ("XML header
 version does not match library schema version"), e.g. the 8 of files written by Debian's
 ismrmrd-tools; without the option such a file is reported before it is sent.
@@ -34,7 +39,8 @@ one line too; ``--verbose`` adds the traceback.
 Exit codes (also in ``--help``):
     0  images were written
     1  the chain or the server reported an error, or no image came back
-    2  usage error: bad arguments, an unreadable input file or chain file, an invalid chain
+    2  usage error: bad arguments, an unreadable input file or chain file, an invalid chain, a
+       checkpoint or device that cannot be used (local runs, without --allow-fallback)
     3  the server or a ``<connect>`` worker could not be reached, or the connection broke before
        its CLOSE (e.g. the worker was killed)
     4  the images could not be written (disk full, no permission); an existing OUT.h5 is unchanged
@@ -67,10 +73,13 @@ EXIT_USAGE = 2
 EXIT_CONNECTION = 3
 EXIT_OUTPUT = 4
 #: The epilog of --help: the exit codes.
-EXIT_CODES_HELP = ("Exit codes: 0 images written; 1 the chain or server reported an error, or no image came back; "
-                   "2 usage error (bad arguments, unreadable input or chain); 3 server or <connect> worker "
-                   "unreachable, or the connection broke before its CLOSE (e.g. a killed worker); 4 the images "
-                   "could not be written (disk full, permissions), an existing output file is left unchanged.")
+EXIT_CODES_HELP = (
+    "exit codes:\n"
+    "  0  images written\n"
+    "  1  the chain or the server reported an error, or no image came back\n"
+    "  2  usage error: bad arguments, unreadable input or chain, a checkpoint or device that cannot be used\n"
+    "  3  server or <connect> worker unreachable, or the connection broke before its CLOSE (e.g. a killed worker)\n"
+    "  4  the images could not be written (disk full, permissions); an existing output file is left unchanged")
 
 
 class OutputError(RuntimeError):
@@ -130,7 +139,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cardiomm-replay",
         description="Replay an ISMRMRD raw file through a reconstruction chain, locally or on a Gadgetron server, "
                     "and write the images as gadgetron_ismrmrd_client does.",
-        epilog=EXIT_CODES_HELP)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXIT_CODES_HELP + "\n\nexamples:\n"
+               "  cardiomm-simulate scan.h5 && cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml "
+               "-o images.h5 --preview images.png\n"
+               "  cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml --format dicom -o images_dicom/\n"
+               "  cardiomm-replay scan.h5 --server localhost:9002 --config cardiomm_cine_python.xml -o images.h5")
     parser.add_argument("input", type=Path, metavar="IN.h5", help="ISMRMRD raw data file")
     parser.add_argument("--chain", type=Path, metavar="CHAIN.xml|yaml",
                         help="chain to run locally, or (with --server) to send as the stream config text")
@@ -148,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview", type=Path, metavar="OUT.png", help="also write a PNG montage of the images")
     parser.add_argument("--checkpoint", help="CardioMMRecon checkpoint: packaged, none or a path")
     parser.add_argument("--device", help="CardioMMRecon device: auto, cpu, cuda or cuda:N")
+    parser.add_argument("--allow-fallback", action="store_true",
+                        help="local runs: a checkpoint or device that cannot be used gives fallback images "
+                             "(marked) instead of exit status 2 before the scan")
     parser.add_argument("--header-version", type=int, metavar="N",
                         help="rewrite the ISMRMRD header version to N before use (Gadgetron 4.7.2 needs 14)")
     parser.add_argument("--connect", choices=("inprocess", "socket"), default="inprocess",
@@ -162,6 +179,20 @@ def _apply_overrides(chain: Chain, checkpoint: str | None, device: str | None) -
     if not overrides:
         return chain
     return chain.with_properties(RECON_TARGET, **overrides)
+
+
+def check_models(chain: Chain, connect: str) -> None:
+    """Before a local scan: load the model of every CardioMMRecon stage that runs in this process,
+    with its checkpoint and device (``gadgets.recon.check_model_setting``); ValueError with one
+    line when one cannot be used. The engines stay cached for the scan."""
+    from .recon import CardioMMRecon, check_model_setting
+
+    for stage in chain.stages:
+        in_process = stage.kind == "python" or (stage.kind == "connect" and connect == "inprocess")
+        if stage.target != RECON_TARGET or not in_process:
+            continue
+        params = CardioMMRecon(**stage.properties).params
+        check_model_setting(params.checkpoint, params.device)
 
 
 def _counted(items: Iterable[Any], progress: Progress) -> Iterator[Any]:
@@ -318,6 +349,13 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raw = ismrmrd_io.RawFile(args.input, args.dataset_group)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
+    if not args.allow_fallback:
+        try:
+            check_models(chain, args.connect)
+        except ValueError as exc:
+            raw.close()
+            print(f"cardiomm-replay: error: {exc} (--allow-fallback: fallback images instead)", file=sys.stderr)
+            return EXIT_USAGE
     group = args.group or default_group_name()
     with raw:
         try:
@@ -435,6 +473,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("-o must not be the input file")
     if args.format != "ismrmrd" and args.out.exists() and not args.out.is_dir():
         parser.error(f"--format {args.format} writes a folder: -o {str(args.out)!r} is an existing file")
+    if args.format == "ismrmrd":  # checked now, not after the whole reconstruction
+        import h5py
+
+        if args.out.is_dir():
+            parser.error(f"-o {str(args.out)!r} is a folder; the ismrmrd format appends to an HDF5 file")
+        if args.out.exists() and not h5py.is_hdf5(args.out):
+            parser.error(f"-o {str(args.out)!r} exists and is not an HDF5 file (images are appended to one)")
+        if not args.out.parent.is_dir():
+            parser.error(f"-o {str(args.out)!r}: the folder {str(args.out.parent)!r} does not exist")
     return _run_guarded(run_local if args.server is None else run_server, args, parser)
 
 

@@ -635,7 +635,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cardiomm-simulate",
         description="Write a simulated multi-coil cardiac scan as ISMRMRD raw data (with its ground truth "
-                    f"in /{TRUTH_GROUP}).")
+                    f"in /{TRUTH_GROUP}).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples (a 3-slice cine at R = 8; a fully sampled one for training or cardiomm-eval):\n"
+               "  cardiomm-simulate scan.h5 --slices 3 --phases 12 --coils 10 --matrix 192x156 --accel 8\n"
+               "  cardiomm-simulate full.h5 --pattern full --accel 1")
     parser.add_argument("out", type=Path, metavar="OUT.h5", help="file to write (replaced if it exists)")
     parser.add_argument("--slices", type=int, default=2, help="number of slices (default 2)")
     parser.add_argument("--phases", type=int, default=12, help="cine phases or mapping contrasts (default 12)")

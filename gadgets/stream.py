@@ -39,7 +39,8 @@ gadgetron-python 1.4.1 defects worked around here:
   leaves half a message on the socket.
 
 Logging goes to stderr only (stdout is shared with Gadgetron's); the level comes from
-``GADGETRON_EXTERNAL_LOG_LEVEL`` (default DEBUG, as gadgetron-python).
+``GADGETRON_EXTERNAL_LOG_LEVEL`` (default INFO; gadgetron-python's own default, DEBUG, floods a scan
+with the solvers' per-iteration lines).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import os
 import socket
 import struct
 import sys
+import warnings
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import ismrmrd
@@ -199,12 +201,27 @@ def guard_connection(connection: Any) -> None:
         readers.update(SAFE_READERS)
 
 
-def setup_logging() -> None:
-    """Log to stderr at ``GADGETRON_EXTERNAL_LOG_LEVEL`` (default DEBUG); move any stdout handler to stderr."""
-    name = os.environ.get(LOG_LEVEL_VARIABLE, "DEBUG").strip().upper()
+def external_log_level() -> int:
+    """The level ``GADGETRON_EXTERNAL_LOG_LEVEL`` names; INFO when unset or unknown.
+
+    gadgetron-python defaults to DEBUG, which buries a scan's few lines under the solvers'
+    per-iteration messages; those stay at DEBUG, for whoever sets the variable to DEBUG.
+    """
+    name = os.environ.get(LOG_LEVEL_VARIABLE, "INFO").strip().upper()
     level = logging.getLevelName(name)
-    if not isinstance(level, int):
-        level = logging.INFO
+    return level if isinstance(level, int) else logging.INFO
+
+
+def setup_logging() -> None:
+    """Log to stderr at :func:`external_log_level` (default INFO); move any stdout handler to stderr.
+
+    ``python -m gadgetron`` (how Gadgetron starts a Python gadget) has already configured the root
+    logger at its own default, DEBUG, when the variable is unset; that becomes INFO here too.
+    """
+    level = external_log_level()
+    # gadgetron-python's readers trip numpy's PEP 3118 ctypes warning on every connection: harmless noise
+    warnings.filterwarnings("ignore", message="A builtin ctypes object gave a PEP3118 format string",
+                            category=RuntimeWarning)
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(
@@ -213,6 +230,8 @@ def setup_logging() -> None:
             format="%(asctime)s.%(msecs)03d %(levelname)s [ext. %(process)d %(name)s] %(message)s",
             datefmt="%m-%d %H:%M:%S",
         )
+    elif not os.environ.get(LOG_LEVEL_VARIABLE, "").strip() and root.level == logging.DEBUG:
+        root.setLevel(level)  # gadgetron-python's unasked-for DEBUG
     for handler in root.handlers:
         if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
             handler.setStream(sys.stderr)
