@@ -205,7 +205,8 @@ def test_imported_sidecar_records_encoder_prompt_and_provenance(imported):
     assert isinstance(meta.architecture, OfficialConfig)
     assert meta.text_encoder_name == "clip-vit-base-patch16" and meta.text_encoder_dim == 512
     assert meta.normalisation == {"kind": "none"}
-    assert meta.prompt == OFFICIAL_PROMPT == {"style": "official", "mask_convention": "official"}
+    assert OFFICIAL_PROMPT == {"style": "official", "mask_convention": "official"}
+    assert meta.prompt_spec.style == "official" and meta.prompt_spec.mask_convention == "official"
     training = meta.training
     assert training["source_file"] == CKPT.name
     assert training["source_sha256"] == hashlib.sha256(CKPT.read_bytes()).hexdigest()
@@ -229,7 +230,7 @@ def test_shared_prelu_is_stored_once_and_shared_again(tmp_path):
     assert len(shared) > 1 and sum(k in stored for k in shared) == 1
     assert len(stored) == len(all_keys) - len(shared) + 1
     loaded, meta = load_checkpoint(path)
-    assert isinstance(loaded, OfficialCardioMM) and meta.prompt == {}
+    assert isinstance(loaded, OfficialCardioMM) and meta.prompt_spec.style == "project"  # none given
     first = loaded.metausunetlight.sens_net.norm_unet.unet.bottleneck[0].body[1]
     assert first is loaded.metausunetlight.cascades[1].model.unet.dec_level2.ca.body[1]  # one module again
     for key, value in loaded.state_dict().items():
@@ -241,7 +242,7 @@ def test_project_checkpoints_without_kind_still_load(tmp_path):
     path = save_checkpoint(tmp_path / "p", CardioMM(config_by_name("tiny", 64)), text_encoder_name="hashing-64",
                            text_encoder_dim=64)
     raw = json.loads(path.with_suffix(".json").read_text())
-    assert "kind" not in raw["architecture"] and "prompt" not in raw
+    assert "kind" not in raw["architecture"]
     model, meta = load_checkpoint(path)
     assert type(model) is CardioMM and isinstance(meta.architecture, CardioMMConfig)
 
