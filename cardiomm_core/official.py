@@ -504,10 +504,14 @@ class OfficialCardioMM(nn.Module):
         self.lm_head_us = _SignHead(config.text_dim, config.embed_dim)
 
     def to_channels_last(self) -> "OfficialCardioMM":
-        """Convolution weights and U-Net inputs in channels_last (faster convolutions on GPUs)."""
-        self.to(memory_format=torch.channels_last)
+        """Convolution weights and U-Net inputs in channels_last (faster convolutions on GPUs).
+
+        Only the 4-D convolution weights are converted (``Module.to(memory_format=...)`` would
+        refuse the 5-D prompt banks)."""
         for module in self.modules():
-            if isinstance(module, _NormalisedUNet):
+            if isinstance(module, nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous(memory_format=torch.channels_last)
+            elif isinstance(module, _NormalisedUNet):
                 module.channels_last = True
         return self
 

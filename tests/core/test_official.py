@@ -183,6 +183,33 @@ def test_bf16_autocast_runs_and_stays_close(fixture_io):
     assert rel < 0.05
 
 
+def test_channels_last_gives_the_same_images(fixture_io):
+    state, _ = read_official_state_dict(CKPT)
+    model = OfficialCardioMM(config_from_state_dict(state))
+    model.load_state_dict(state)
+    model.eval()
+    args = (torch.from_numpy(fixture_io["kspace"]), torch.from_numpy(fixture_io["mask"]),
+            torch.from_numpy(fixture_io["meta_features"]), torch.from_numpy(fixture_io["us_features"]))
+    assert model.to_channels_last() is model
+    conv = model.metausunetlight.cascades[0].model.unet.feat_extract.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = model(*args)
+    np.testing.assert_allclose(out.real.numpy(), fixture_io["expected"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_engine_fp32_and_bf16_match_the_official_outputs(imported, fixture_io, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    encoder = FixtureEncoder(fixture_io["meta_features"], fixture_io["us_features"])
+    expected = fixture_io["expected"]
+    for amp, tol in ((False, 1e-4), (True, 5e-2)):
+        engine = InferenceEngine.from_checkpoint(imported, device="cuda", text_encoder=encoder, amp=amp)
+        out = np.abs(engine.reconstruct(fixture_io["kspace"], fixture_io["mask"], ScanContext()))
+        assert np.linalg.norm(out - expected) / np.linalg.norm(expected) < tol, amp
+
+
 def test_input_checks():
     model = OfficialCardioMM(official_config_by_name("tiny"))
     k = torch.zeros(1, 2, 1, 24, 16, dtype=torch.complex64)
