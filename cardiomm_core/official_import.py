@@ -34,6 +34,7 @@ import hashlib
 import logging
 import re
 import sys
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -121,9 +122,12 @@ def read_official_state_dict(path: str | Path) -> tuple[OrderedDict[str, torch.T
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"official checkpoint {path} not found")
+    # a zip archive (torch.save's format) is memory-mapped: the optimizer states a Lightning
+    # checkpoint also holds (twice the weights for Adam) are then never read into memory
+    mmap = zipfile.is_zipfile(path)
     try:
         with torch.serialization.safe_globals(_inert_globals()):
-            blob = torch.load(path, map_location="cpu", weights_only=True)
+            blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - any failure of the restricted unpickler is a refusal
         raise OfficialCheckpointError(
             f"refusing {path.name}: it is not a checkpoint of plain tensors and containers ({_refusal_detail(exc)}); "
@@ -143,7 +147,7 @@ def read_official_state_dict(path: str | Path) -> tuple[OrderedDict[str, torch.T
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise OfficialCheckpointError(f"{path.name}: state_dict entry {key!r} is not a named tensor")
         if key.startswith(KEPT_PREFIXES):
-            kept[key] = value
+            kept[key] = value.clone() if mmap else value  # own memory: the file may change later
         else:
             prefix = ".".join(key.split(".")[:2]) if key.startswith("lm_head") else key.split(".")[0]
             dropped[prefix] = dropped.get(prefix, 0) + 1
