@@ -64,7 +64,8 @@ class TextEncoder(Protocol):
 
     ``name`` is a stable identifier recorded in checkpoints; ``dim`` the embedding size.
     ``encode(sentences)`` returns a float32 CPU tensor ``(n, dim)`` whose rows have unit L2 norm,
-    one row per sentence, in order. It is a plain tensor (not an inference tensor), so it can feed
+    one row per sentence, in order (an encoder with ``unit_norm = False``, such as the raw CLIP
+    features of ``clip-vit-base-patch16``, returns its vectors unnormalised). It is a plain tensor (not an inference tensor), so it can feed
     a trainable projection head.
     """
 
@@ -625,7 +626,8 @@ def encode_context(encoder: TextEncoder, context: ScanContext) -> tuple[torch.Te
     """Embed a scan's two sentences in one call.
 
     Returns:
-        (metadata embedding ``(dim,)``, undersampling embedding ``(dim,)``), float32 CPU, unit norm.
+        (metadata embedding ``(dim,)``, undersampling embedding ``(dim,)``), float32 CPU, unit norm
+        (raw, unnormalised features for an encoder with ``unit_norm = False``).
     """
     if not isinstance(context, ScanContext):
         raise ValueError(f"context must be a ScanContext, got {type(context).__name__}")
