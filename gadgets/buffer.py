@@ -90,6 +90,34 @@ def counter(head: ismrmrd.AcquisitionHeader, dimension: str) -> int:
     return int(getattr(head.idx, dimension))
 
 
+#: Counters that can hold a scan's series of frames, in the order they are preferred.
+FRAME_DIMENSIONS = ("phase", "contrast", "set", "repetition")
+
+
+def series_extents(header: ismrmrd.xsd.ismrmrdHeader) -> dict[str, int]:
+    """How many values each of FRAME_DIMENSIONS takes in the first encoding space's limits
+    (``maximum - minimum + 1``; 1 where the header gives no limit)."""
+    extents = {name: 1 for name in FRAME_DIMENSIONS}
+    encodings = getattr(header, "encoding", None) or []
+    limits = getattr(encodings[0], "encodingLimits", None) if encodings else None
+    for name in FRAME_DIMENSIONS:
+        limit = getattr(limits, name, None) if limits is not None else None
+        if limit is not None and limit.maximum is not None:
+            extents[name] = max(1, int(limit.maximum) - int(limit.minimum or 0) + 1)
+    return extents
+
+
+def frames_dimension(header: ismrmrd.xsd.ismrmrdHeader) -> str:
+    """The counter that holds the scan's series of frames, from the header's encoding limits: the
+    first of FRAME_DIMENSIONS that takes more than one value (cine phases; mapping contrasts, i.e.
+    inversion or T2-preparation times; sets; repetitions), "phase" when none does."""
+    extents = series_extents(header)
+    for name in FRAME_DIMENSIONS:
+        if extents[name] > 1:
+            return name
+    return "phase"
+
+
 def default_acquisition_header() -> ismrmrd.AcquisitionHeader:
     """A default-constructed ISMRMRD acquisition header (version 1, one channel, no samples)."""
     head = ismrmrd.AcquisitionHeader()
@@ -395,8 +423,9 @@ class AcquisitionBuffer(Gadget):
               doc="emit the buffers when this counter changes (none: at the end of the stream)"),
         Param("sorting_dimension", str, "none", choices=TRIGGER_DIMENSIONS,
               doc="separate buckets per value of this counter"),
-        Param("N_dimension", str, "phase", choices=BUFFER_DIMENSIONS,
-              doc="counter that fills the buffer's N axis (cine phases)"),
+        Param("N_dimension", str, "auto", choices=("auto",) + BUFFER_DIMENSIONS,
+              doc="counter that fills the buffer's N axis, the frames the model sees together; auto: the one "
+                  "that holds the scan's series by the header's encoding limits (cine phases, mapping contrasts)"),
         Param("S_dimension", str, "set", choices=BUFFER_DIMENSIONS,
               doc="counter that fills the buffer's S axis (sets or contrasts)"),
         Param("split_slices", bool, False, doc="one ReconData per slice instead of a LOC axis"),
@@ -404,8 +433,14 @@ class AcquisitionBuffer(Gadget):
     )
 
     def start(self, header: ismrmrd.xsd.ismrmrdHeader) -> None:
-        self._converter = _Converter(header, self.params.N_dimension, self.params.S_dimension,
-                                     self.params.split_slices, self.params.ignore_segment)
+        n_dim, s_dim = self.params.N_dimension, self.params.S_dimension
+        if n_dim == "auto":
+            n_dim = frames_dimension(header)
+            logger.info("AcquisitionBuffer: frames (N) follow the scan's %s counter (%d values in the header)",
+                        n_dim, series_extents(header).get(n_dim, 1))
+            if s_dim == n_dim:
+                s_dim = "none"
+        self._converter = _Converter(header, n_dim, s_dim, self.params.split_slices, self.params.ignore_segment)
         self._buckets: dict[int, _Bucket] = {}
         self._previous: int | None = None
         self._ignored = 0

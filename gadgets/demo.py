@@ -39,16 +39,24 @@ from cardiomm_core.noise import prewhitening_matrix
 from cardiomm_core.phantom import crop_readout, noise_free_rss
 from cardiomm_core.sense import rss_complex
 
+from .buffer import frames_dimension, series_extents
 from .chain import Chain, load_chain, run_chain
 from .image_io import write_images
 from .ismrmrd_io import RawFile, iter_acquisitions, read_header
-from .preview import save_montage
+from .preview import save_comparison
 from .simulate import GroundTruth, parse_matrix, read_ground_truth, write_simulated_scan
 
 logger = logging.getLogger(__name__)
 
-#: The default chain of the demo (the YAML twin of the Gadgetron config).
-DEFAULT_CHAIN = Path(__file__).resolve().parents[1] / "chains" / "cardiomm_cine_python.yaml"
+#: The default chains of the demo (the YAML twins of the Gadgetron configs), per modality.
+CHAINS_DIR = Path(__file__).resolve().parents[1] / "chains"
+DEFAULT_CHAIN = CHAINS_DIR / "cardiomm_cine_python.yaml"
+MAPPING_CHAIN = CHAINS_DIR / "cardiomm_mapping_python.yaml"
+#: Frames per modality when --phases is not given: cine phases, MOLLI's 9 T1 weightings, 3 T2 preparations
+#: (CMRxRecon's T1/T2 mapping protocols).
+DEFAULT_FRAMES = {"cine": 12, "mapping": 9, "t1map": 9, "t2map": 3}
+#: Words for a frame in the preview per modality.
+FRAME_WORDS = {"cine": "phase", "mapping": "TI", "t1map": "TI", "t2map": "T2prep"}
 #: Output group of the demo's images.
 IMAGE_GROUP = "demo"
 #: Phases shown in the preview montage.
@@ -59,14 +67,16 @@ def zero_filled_rss(path: Path) -> np.ndarray:
     """Zero-filled RSS images ``(slices, frames, y, x)`` float32 of a simulated cine file.
 
     The sampled lines are placed at their ``kspace_encode_step_1`` in ``(slices, coils, frames, ky,
-    kx_enc)`` k-space (frames from ``idx.phase``), Fourier transformed, combined by RSS and cropped
-    to the recon matrix in x. Noise acquisitions are skipped.
+    kx_enc)`` k-space (frames from the counter that holds the scan's series: ``idx.phase`` for cine,
+    ``idx.contrast`` for mapping), Fourier transformed, combined by RSS and cropped to the recon
+    matrix in x. Noise acquisitions are skipped.
     """
     header, _ = read_header(path)
     enc = header.encoding[0]
     limits = enc.encodingLimits
+    frame_dim = frames_dimension(header)
     n_slices = limits.slice.maximum + 1
-    n_frames = limits.phase.maximum + 1
+    n_frames = series_extents(header)[frame_dim]
     n_ky = enc.encodedSpace.matrixSize.y
     nx_enc = enc.encodedSpace.matrixSize.x
     nx = enc.reconSpace.matrixSize.x
@@ -75,7 +85,7 @@ def zero_filled_rss(path: Path) -> np.ndarray:
     for acq in iter_acquisitions(path):
         if acq.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
             continue
-        kspace[acq.idx.slice, :, acq.idx.phase, acq.idx.kspace_encode_step_1, :] = acq.data
+        kspace[acq.idx.slice, :, getattr(acq.idx, frame_dim), acq.idx.kspace_encode_step_1, :] = acq.data
     images = rss_complex(torch.from_numpy(kspace)).numpy()
     return np.ascontiguousarray(crop_readout(images, nx))
 
@@ -93,10 +103,12 @@ def reference_images(truth: GroundTruth) -> np.ndarray:
     return noise_free_rss(truth.images, truth.sensitivities, whitening)
 
 
-def images_to_array(images: Sequence[ismrmrd.Image], n_slices: int, n_frames: int) -> np.ndarray:
-    """Magnitude ``(slices, frames, y, x)`` float32 from one image per (slice, phase).
+def images_to_array(images: Sequence[ismrmrd.Image], n_slices: int, n_frames: int,
+                    frame_dim: str = "phase") -> np.ndarray:
+    """Magnitude ``(slices, frames, y, x)`` float32 from one image per (slice, frame), the frame
+    being the images' ``frame_dim`` counter (phase for cine, contrast for mapping).
 
-    Raises ValueError when an image is missing or a (slice, phase) comes twice.
+    Raises ValueError when an image is missing or a (slice, frame) comes twice.
     """
     if not images:
         raise ValueError("images must not be empty")
@@ -104,14 +116,15 @@ def images_to_array(images: Sequence[ismrmrd.Image], n_slices: int, n_frames: in
     out = np.zeros((n_slices, n_frames, y, x), dtype=np.float32)
     seen = np.zeros((n_slices, n_frames), dtype=bool)
     for image in images:
-        s, t = int(image.slice), int(image.phase)
+        s, t = int(image.slice), int(getattr(image, frame_dim))
         if not (0 <= s < n_slices and 0 <= t < n_frames) or seen[s, t]:
-            raise ValueError(f"unexpected image for slice {s}, phase {t} ({n_slices} slices x {n_frames} phases)")
+            raise ValueError(f"unexpected image for slice {s}, {frame_dim} {t} "
+                             f"({n_slices} slices x {n_frames} frames)")
         out[s, t] = np.abs(np.asarray(image.data))[0, 0]
         seen[s, t] = True
     if not seen.all():
         missing = [tuple(int(v) for v in pair) for pair in np.argwhere(~seen)]
-        raise ValueError(f"no image for (slice, phase) {missing[:5]}")
+        raise ValueError(f"no image for (slice, {frame_dim}) {missing[:5]}")
     return out
 
 
@@ -142,22 +155,33 @@ def _metrics_line(label: str, scores: dict[str, float]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m gadgets.demo",
-                                     description="Simulate an accelerated cine, replay it through the CardioMM "
-                                                 "chain, write images and a preview, and score them.")
+                                     description="Simulate an accelerated cine (or T1/T2 mapping) scan, replay it "
+                                                 "through the CardioMM chain, write images and a preview, and score "
+                                                 "them.",
+                                     epilog="example: python -m gadgets.demo --modality t1map --out out/mapping")
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default ./out)")
     parser.add_argument("--slices", type=int, default=2)
-    parser.add_argument("--phases", type=int, default=12)
+    parser.add_argument("--modality", choices=tuple(DEFAULT_FRAMES), default="cine",
+                        help="cine (default) or T1/T2 mapping (t1map, t2map; mapping = t1map): the mapping chain "
+                             "reconstructs every weighting of a slice together")
+    parser.add_argument("--phases", type=int, default=None,
+                        help="frames: cine phases or mapping weightings (default 12 cine, 9 T1, 3 T2)")
     parser.add_argument("--coils", type=int, default=10)
     parser.add_argument("--matrix", type=parse_matrix, default=(128, 112), metavar="RxP")
     parser.add_argument("--accel", type=float, default=8.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chain", type=Path, default=DEFAULT_CHAIN, help="chain file (default cardiomm_cine_python)")
+    parser.add_argument("--chain", type=Path, default=None,
+                        help="chain file (default cardiomm_cine_python, or cardiomm_mapping_python for mapping)")
     parser.add_argument("--checkpoint", default="packaged", help="CardioMMRecon checkpoint: packaged, none or a path")
     parser.add_argument("--device", default="auto", help="CardioMMRecon device (auto, cpu, cuda)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.phases is None:
+        args.phases = DEFAULT_FRAMES[args.modality]
+    if args.chain is None:
+        args.chain = DEFAULT_CHAIN if args.modality == "cine" else MAPPING_CHAIN
     try:
         chain = load_chain(args.chain).with_properties("CardioMMRecon", checkpoint=args.checkpoint,
                                                        device=args.device)
@@ -170,10 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = write_simulated_scan(scan_path, n_slices=args.slices, n_phases=args.phases, n_coils=args.coils,
                                        matrix=args.matrix, acceleration=args.accel, pattern="ktGaussian",
-                                       modality="cine", seed=args.seed)
+                                       modality=args.modality, seed=args.seed)
     except ValueError as error:
         parser.error(str(error))
-    print(f"1. simulated {scan_path}: {summary.n_slices} slices x {summary.n_frames} phases, {summary.n_coils} coils, "
+    frame_word = FRAME_WORDS[args.modality]
+    frame_dim = "phase" if args.modality == "cine" else "contrast"
+    print(f"1. simulated {scan_path} ({args.modality}): {summary.n_slices} slices x {summary.n_frames} "
+          f"{'phases' if args.modality == 'cine' else 'weightings'}, {summary.n_coils} coils, "
           f"matrix {summary.matrix[0]} x {summary.matrix[1]} (readout {summary.encoded_matrix[0]} oversampled), "
           f"{summary.pattern} nominal R = {summary.nominal_acceleration:g} (realised {summary.realised_acceleration:.2f} "
           f"outside {summary.n_acs} ACS lines), {summary.n_acquisitions} acquisitions, {summary.elapsed_s:.1f} s")
@@ -204,20 +231,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_images(images_path, images, IMAGE_GROUP)
 
     truth = reference_images(read_ground_truth(scan_path))
-    recon = images_to_array(images, summary.n_slices, summary.n_frames)
+    recon = images_to_array(images, summary.n_slices, summary.n_frames, frame_dim)
     zero_filled = zero_filled_rss(scan_path)
     shown = np.unique(np.linspace(0, summary.n_frames - 1, min(PREVIEW_PHASES, summary.n_frames)).round().astype(int))
-    labels, rows = ["reference", "zero-filled"], [truth[0, shown], zero_filled[0, shown]]
+    scored = [("zero-filled RSS", zero_filled)]
     conventional_array = None
     if conventional:
-        conventional_array = images_to_array(conventional, summary.n_slices, summary.n_frames)
-        labels.append(conventional_method)
-        rows.append(conventional_array[0, shown])
-    labels.append(method)
-    rows.append(recon[0, shown])
-    preview = save_montage(np.concatenate(rows), args.out / "demo_preview.png", n_cols=len(shown),
-                           title=f"slice 1, phases {', '.join(str(p + 1) for p in shown)}: {' | '.join(labels)}")
-    print(f"3. wrote {images_path} (group /{IMAGE_GROUP}) and {preview} (rows: {' | '.join(labels)})")
+        conventional_array = images_to_array(conventional, summary.n_slices, summary.n_frames, frame_dim)
+        scored.append((f"{conventional_method} (fallback)", conventional_array))
+    scored.append((method, recon))
+    sampling = f"{summary.pattern} R={summary.nominal_acceleration:g}"
+    rows = []
+    for label, values in scored:
+        scores = evaluate(values[:1], truth[:1])
+        rows.append((f"{label}\n{sampling}\nslice 1: {scores['psnr']:.2f} dB\nSSIM {scores['ssim']:.3f}", values[0, shown]))
+    preview = save_comparison(truth[0, shown], rows, args.out / "demo_preview.png",
+                              frame_names=[f"{frame_word} {p + 1}" for p in shown],
+                              title=f"{args.modality}, slice 1: rows are methods (reference = noise-free fully sampled "
+                                    f"RSS), columns frames, then their error maps")
+    print(f"3. wrote {images_path} (group /{IMAGE_GROUP}) and {preview} (rows: reference, "
+          f"{', '.join(label for label, _ in scored)}; right: |error| maps at a fixed scale)")
 
     print("4. quality against the reference, the fully sampled noise-free RSS of the prewhitened coil images made from "
           "the ground truth stored in the file (magnitude, CMRxRecon 2024 convention):")

@@ -106,3 +106,75 @@ def save_montage(images: np.ndarray, path: PathLike, *, n_cols: int | None = Non
     logger.info("wrote montage %s (%d x %d)", path, picture.width, picture.height)
     return path
 
+
+
+#: Error maps are shown at this many times the images' brightness (|x - ref| x ERROR_GAIN).
+ERROR_GAIN = 5.0
+_LABEL_WIDTH = 150
+
+
+def _text_tile(width: int, height: int, lines: list[str]) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    tile = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(tile)
+    for number, line in enumerate(lines):
+        draw.text((3, 2 + 12 * number), line, fill=255)
+    return np.asarray(tile)
+
+
+def comparison_array(reference: np.ndarray, rows: list[tuple[str, np.ndarray]], *, frame_names: list[str],
+                     error_gain: float = ERROR_GAIN) -> np.ndarray:
+    """uint8 montage comparing methods with a reference, labelled in the image.
+
+    ``reference (n, y, x)`` and each row's ``images (n, y, x)`` (magnitudes of the same n frames).
+    Layout: a header strip naming the columns (the frames, then their error maps); then the
+    reference row, then one row per method: its frames and ``|images - reference|`` at
+    ``error_gain`` times the images' window (a fixed scale, the same for every method), with the
+    row's label (several lines allowed, separated by newlines) at the left. All images share one
+    window: the reference's 99.5th percentile.
+    """
+    reference = np.abs(_check_images(reference)).astype(np.float64)
+    n, ny, nx = reference.shape
+    if len(frame_names) != n:
+        raise ValueError(f"frame_names must name the {n} frames, got {len(frame_names)}")
+    window = _window(reference)
+
+    def to_uint8(values: np.ndarray) -> np.ndarray:
+        scaled = np.nan_to_num(values / window * 255.0, nan=0.0, posinf=255.0, neginf=0.0)
+        return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+    width = _LABEL_WIDTH + 2 * n * nx
+    header = np.zeros((14, width), dtype=np.uint8)
+    names = list(frame_names) + [f"|err| x{error_gain:g} {name}" for name in frame_names]
+    for column, name in enumerate(names):
+        header[:, _LABEL_WIDTH + column * nx:_LABEL_WIDTH + (column + 1) * nx] = _text_tile(nx, 14, [name])
+    blocks = [header]
+    for label, images in [("reference", reference)] + list(rows):
+        images = np.abs(_check_images(images)).astype(np.float64)
+        if images.shape != reference.shape:
+            raise ValueError(f"row {label!r} has shape {images.shape}, the reference {reference.shape}")
+        block = np.zeros((ny, width), dtype=np.uint8)
+        block[:, :_LABEL_WIDTH] = _text_tile(_LABEL_WIDTH, ny, label.split("\n"))
+        for i in range(n):
+            block[:, _LABEL_WIDTH + i * nx:_LABEL_WIDTH + (i + 1) * nx] = to_uint8(images[i])
+            if images is not reference and label != "reference":
+                error = np.abs(images[i] - reference[i]) * error_gain
+                start = _LABEL_WIDTH + (n + i) * nx
+                block[:, start:start + nx] = to_uint8(error)
+        blocks.append(block)
+    return np.concatenate(blocks, axis=0)
+
+
+def save_comparison(reference: np.ndarray, rows: list[tuple[str, np.ndarray]], path: PathLike, *,
+                    frame_names: list[str], title: str, error_gain: float = ERROR_GAIN) -> Path:
+    """Write :func:`comparison_array` with a title strip as a greyscale PNG; return the path."""
+    from PIL import Image
+
+    canvas = comparison_array(reference, rows, frame_names=frame_names, error_gain=error_gain)
+    canvas = np.concatenate([_text_tile(canvas.shape[1], 14, [title]), canvas], axis=0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).save(path, format="PNG")
+    logger.info("wrote comparison %s (%d x %d)", path, canvas.shape[1], canvas.shape[0])
+    return path

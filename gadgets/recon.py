@@ -45,6 +45,7 @@ from cardiomm_core.context import ScanContext
 from cardiomm_core.engine import InferenceEngine, ReconOutcome, get_engine, reconstruct_or_fallback
 from cardiomm_core.packaged import resolve_checkpoint
 
+from .buffer import frames_dimension, series_extents
 from .context import context_from_header, sampling_from_mask
 from .layout import FRAME_DIMS, BufferLayout, ImageIndex, buffer_to_kspace, images_to_ismrmrd_data, line_sampled, \
     sampling_mask
@@ -269,6 +270,9 @@ class CardioMMRecon(Gadget):
         self.base_context = context_from_header(header, modality=self.params.modality, view=self.params.view)
         self.engine, self.engine_problem, self.model_description = self._acquire_engine()
         self.image_count = 0
+        self.series_dimension = frames_dimension(header)
+        self.series_length = series_extents(header)[self.series_dimension]
+        self._warned_split_series = False
 
     def _acquire_engine(self) -> tuple[InferenceEngine | None, str | None, str]:
         """(engine or None, why there is none, CardioMM.Model text)."""
@@ -315,6 +319,7 @@ class CardioMMRecon(Gadget):
                              f"partitions (shape {data.shape})")
         data, headers = merge_reference(data, headers, bit.ref)
         kspace, layout = buffer_to_kspace(data, self.params.frames_dimension)
+        self._check_series(layout.frames)
         mask = sampling_mask(data, headers, layout).astype(np.float32)  # (batch, 1, frames, ky, 1)
         if not mask.any(axis=(1, 2, 3, 4)).all():
             raise ValueError("a slice of the buffer has no sampled lines at all")
@@ -333,6 +338,18 @@ class CardioMMRecon(Gadget):
         recon_x = int(sampling.recon_matrix[0]) if sampling is not None else 0
         images = crop_readout(np.asarray(outcome.images), recon_x)
         return self.to_images(images, layout, headers, sampling, context, outcome, reason)
+
+    def _check_series(self, n_frames: int) -> None:
+        """Warn once when the chain hands over fewer frames than the scan's series holds: the model
+        then reconstructs each frame (e.g. each mapping weighting) alone, unlike in training."""
+        if self._warned_split_series or n_frames >= self.series_length:
+            return
+        self._warned_split_series = True
+        logger.warning(
+            "CardioMMRecon: the scan's series runs over the %s counter (%d frames by the header's encoding limits) "
+            "but the chain hands over %d frame(s) at a time, so the model never sees the whole series; set the "
+            "buffer's N_dimension to %s (or auto; chains/cardiomm_mapping_python.xml does for mapping scans)",
+            self.series_dimension, self.series_length, n_frames, self.series_dimension)
 
     def to_images(self, images: np.ndarray, layout: BufferLayout, headers: np.ndarray, sampling: Any,
                   context: ScanContext, outcome: ReconOutcome, reason: str | None) -> list[ismrmrd.Image]:

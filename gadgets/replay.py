@@ -199,17 +199,26 @@ def image_methods(images: Sequence[ismrmrd.Image]) -> Counter[str]:
     return methods
 
 
-def image_stack(images: Sequence[ismrmrd.Image]) -> tuple[np.ndarray, int]:
-    """Magnitudes ``(n, y, x)`` of the first series' images sorted by (slice, set, phase), and the
-    number of phases (montage columns)."""
-    if not images:
-        raise ValueError("images must not be empty")
-    series = int(images[0].image_series_index)
-    members = [im for im in images if int(im.image_series_index) == series]
-    members.sort(key=lambda im: (int(im.slice), int(im.set), int(im.contrast), int(im.phase), int(im.image_index)))
-    stack = np.stack([np.abs(np.asarray(im.data))[0, 0] for im in members if im.data.shape[1] >= 1])
-    n_phases = len({(int(im.phase), int(im.contrast)) for im in members}) or 1
-    return stack, n_phases
+def write_preview(images: Sequence[ismrmrd.Image], path: Path, name: str) -> Path:
+    """A labelled PNG montage of the first series (a row per slice, a column per frame), titled with
+    the input's name, the method that made the images, and the sampling the model was told."""
+    from PIL import Image
+
+    from .export import describe_method, group_series, series_montage
+
+    series, slices = next(iter(group_series(images).items()))
+    members = [im for m in slices.values() for im in m]
+    sampling = ""
+    try:
+        pattern, acceleration = members[0].meta.get("CardioMM.Pattern"), members[0].meta.get("CardioMM.Acceleration")
+        if pattern and acceleration:
+            sampling = f", {pattern} R={float(acceleration):.1f}"
+    except Exception:  # noqa: BLE001 - images from other servers may carry odd meta
+        pass
+    title = f"{name}: series {series}, {len(members)} images, {describe_method(members)}{sampling}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(series_montage(slices, title=title)).save(path, format="PNG")
+    return path
 
 
 def _write_outputs(images: list[ismrmrd.Image], args: argparse.Namespace, group: str, header_xml: str) -> None:
@@ -225,10 +234,7 @@ def _write_outputs(images: list[ismrmrd.Image], args: argparse.Namespace, group:
             raise SystemExit(EXIT_FAILED) from None
         logger.info("wrote %d %s file(s) under %s", len(files), args.format, args.out)
     if args.preview is not None:
-        from .preview import save_montage
-
-        stack, n_cols = image_stack(images)
-        save_montage(stack, args.preview, n_cols=n_cols, title=f"{args.input.name}: {len(stack)} images")
+        write_preview(images, args.preview, args.input.name)
 
 
 def _destination(args: argparse.Namespace, group: str) -> str:

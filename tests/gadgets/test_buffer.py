@@ -156,10 +156,10 @@ def test_full_chain_on_simulated_scan(simulated_scan_file: object, simulated_sca
 def test_shepp_logan_repetitions_become_separate_recon_data(shepp_logan_file: object) -> None:
     header, _ = read_header(shepp_logan_file)
     stream = iter(read_acquisitions(shepp_logan_file))
-    for gadget in (NoiseAdjust(), RemoveOversampling(), AcquisitionBuffer()):
+    for gadget in (NoiseAdjust(), RemoveOversampling(), AcquisitionBuffer(N_dimension="phase")):
         stream = gadget(stream, header)
     out = list(stream)
-    assert len(out) == 2  # one bucket (one slice), two repetitions -> two keys
+    assert len(out) == 2  # one bucket (one slice), two repetitions -> two keys (N = phase, as Gadgetron's)
     for rd in out:
         data = rd.bits[0].data.data
         assert data.shape[:4] == (32, 32, 1, 4)
@@ -177,3 +177,57 @@ def test_over_the_socket_matches_in_process(scan: object, buffers: list[ReconDat
     assert result.protocol_error is None and result.errors == [] and result.closed, result.stderr
     assert set(result.message_ids) == {1023, 4}
     assert_items_equal(result.items, buffers)
+
+
+# --------------------------------------------------------------------------- frames follow the scan
+
+
+def _simulated(tmp_path, modality: str, n_frames: int):
+    from gadgets.simulate import write_simulated_scan
+
+    path = write_simulated_scan(tmp_path / f"{modality}.h5", n_slices=2, n_phases=n_frames, n_coils=3,
+                                matrix=(16, 12), acceleration=4.0, pattern="ktGaussian", n_acs=4,
+                                modality=modality, seed=3, noise_scan=False).path
+    return read_header(path)[0], read_acquisitions(path)
+
+
+@pytest.mark.parametrize("modality, n_frames, dimension", [("cine", 5, "phase"), ("t1map", 9, "contrast"),
+                                                           ("t2map", 3, "contrast")])
+def test_auto_frames_follow_the_scans_series(tmp_path, modality, n_frames, dimension) -> None:
+    from gadgets.buffer import frames_dimension, series_extents
+
+    header, acquisitions = _simulated(tmp_path, modality, n_frames)
+    assert frames_dimension(header) == dimension and series_extents(header)[dimension] == n_frames
+    outputs = list(AcquisitionBuffer(split_slices=True)(iter(acquisitions), header))
+    assert len(outputs) == 2  # one ReconData per slice holding every frame: one forward per slice
+    for recon_data in outputs:
+        assert recon_data.bits[0].data.data.shape[4] == n_frames  # N
+    # the same scan buffered on the wrong counter splits the series: one buffer per weighting
+    if dimension == "contrast":
+        split = list(AcquisitionBuffer(split_slices=True, N_dimension="phase")(iter(acquisitions), header))
+        assert len(split) == 2 * n_frames and all(rd.bits[0].data.data.shape[4] == 1 for rd in split)
+
+
+def test_shepp_logan_repetitions_are_the_series_with_auto(shepp_logan_file: object) -> None:
+    """The file's only varying counter is the repetition (2): auto puts both in one buffer's N."""
+    header, _ = read_header(shepp_logan_file)
+    stream = iter(read_acquisitions(shepp_logan_file))
+    for gadget in (NoiseAdjust(), RemoveOversampling(), AcquisitionBuffer()):
+        stream = gadget(stream, header)
+    (recon_data,) = list(stream)
+    assert recon_data.bits[0].data.data.shape[4] == 2
+
+
+def test_frames_dimension_without_a_series_and_for_repetitions() -> None:
+    from gadgets.buffer import frames_dimension
+
+    header = ismrmrd.xsd.CreateFromDocument(make_scan(n_phases=1).header_xml)
+    limits = header.encoding[0].encodingLimits
+    assert frames_dimension(header) == "phase"  # nothing varies: one frame, named phase
+    limits.repetition = ismrmrd.xsd.limitType(minimum=0, maximum=19, center=0)  # real-time cine
+    assert frames_dimension(header) == "repetition"
+    limits.set = ismrmrd.xsd.limitType(minimum=0, maximum=2, center=0)
+    assert frames_dimension(header) == "set"  # set before repetition
+    buffer = AcquisitionBuffer(N_dimension="auto", S_dimension="set")
+    buffer.start(header)
+    assert (buffer._converter.n_dim, buffer._converter.s_dim) == ("set", "none")  # never N and S on one counter

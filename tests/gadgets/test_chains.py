@@ -143,7 +143,7 @@ def test_native_defaults_are_gadgetrons_not_the_python_gadgets() -> None:
                                            _native("BucketToBufferGadget")))
     (step,) = plan_chain(chain)
     gadget = AcquisitionBuffer.from_config(dict(step.params))
-    # AcquisitionBuffer's own defaults are slice / phase / set; Gadgetron's are none / none / none.
+    # AcquisitionBuffer's own defaults are slice / auto / set; Gadgetron's are none / none / none.
     assert (gadget.params.trigger_dimension, gadget.params.N_dimension, gadget.params.S_dimension,
             gadget.params.split_slices) == ("none", "none", "none", False)
 

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -100,3 +101,36 @@ def test_reference_is_the_noise_free_rss_of_prewhitened_coil_images(tmp_path):
     whitened = np.einsum("dc,sctyx->sdtyx", whitening, coil_images)
     expected = crop_readout(np.sqrt((np.abs(whitened) ** 2).sum(axis=1)), 32)
     np.testing.assert_allclose(demo.reference_images(truth), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_demo_runs_a_mapping_scan_through_the_mapping_chain(tmp_path, capsys):
+    argv = ["--out", str(tmp_path), "--modality", "t2map", "--matrix", "32x24", "--coils", "3", "--slices", "1",
+            "--checkpoint", "none"]
+    assert demo.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "cardiomm_mapping_python" in out and "3 weightings" in out  # T2 mapping: 3 preparations by default
+    images = [im for group in read_images(tmp_path / "demo_images.h5", group="demo").values() for im in group]
+    assert sorted(int(im.contrast) for im in images) == [0, 1, 2] and {int(im.phase) for im in images} == {0}
+    assert {im.meta["CardioMM.Metadata"] for im in images} == {images[0].meta["CardioMM.Metadata"]}
+    assert "T2 mapping" in images[0].meta["CardioMM.Metadata"]
+    assert set(_scores(out)) == {"CG-SENSE", "zero-filled RSS"}
+
+
+def test_comparison_preview_labels_rows_and_shows_fixed_scale_errors():
+    from gadgets.preview import comparison_array
+
+    rng = np.random.default_rng(0)
+    reference = rng.random((3, 20, 16)) + 0.5
+    noisy = reference + 0.05 * rng.standard_normal(reference.shape)
+    canvas = comparison_array(reference, [("same", reference.copy()), ("noisy", noisy)],
+                              frame_names=["phase 1", "phase 2", "phase 3"])
+    label_width = canvas.shape[1] - 2 * 3 * 16
+    assert canvas.shape == (14 + 3 * 20, label_width + 6 * 16)
+    rows = [canvas[14 + i * 20:14 + (i + 1) * 20] for i in range(3)]
+    errors = [row[:, label_width + 3 * 16:] for row in rows]
+    assert errors[0].max() == 0  # the reference row has no error maps
+    assert errors[1].max() == 0  # a method equal to the reference: black error maps
+    assert errors[2].max() > 0
+    assert rows[0][:, :label_width].max() > 200  # the row label is drawn in the image (anti-aliased text)
+    with pytest.raises(ValueError, match="shape"):
+        comparison_array(reference, [("wrong", reference[:2])], frame_names=["a", "b", "c"])

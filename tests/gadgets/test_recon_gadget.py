@@ -293,3 +293,31 @@ def test_default_checkpoint_is_the_packaged_model(scan, recon_data, tmp_path, mo
     images = list(CardioMMRecon(device="cpu")(iter(recon_data[:1]), scan[0]))
     meta = meta_of(images[0])
     assert meta["CardioMM.Fallback"] == "false" and packaged.PACKAGED_MODEL_STEM in meta["CardioMM.Model"]
+
+
+@pytest.mark.parametrize("n_dimension, warned", [("auto", False), ("contrast", False), ("phase", True)])
+def test_a_series_split_by_the_chain_is_named(tmp_path, caplog, n_dimension, warned) -> None:
+    """A mapping scan buffered on the wrong counter reaches the model one weighting at a time: the
+    gadget says so, once, naming the counter and the series length; buffered right, it is silent
+    and gets every weighting of a slice in one call."""
+    from gadgets.ismrmrd_io import read_acquisitions, read_header
+    from gadgets.noise_adjust import NoiseAdjust
+    from gadgets.remove_oversampling import RemoveOversampling
+    from gadgets.simulate import write_simulated_scan
+
+    path = write_simulated_scan(tmp_path / "t1.h5", n_slices=1, n_phases=9, n_coils=3, matrix=(16, 12),
+                                acceleration=4.0, pattern="ktGaussian", n_acs=4, modality="t1map", seed=2,
+                                noise_scan=False).path
+    header = read_header(path)[0]
+    stream = iter(read_acquisitions(path))
+    for gadget in (NoiseAdjust(), RemoveOversampling(), AcquisitionBuffer(N_dimension=n_dimension, split_slices=True),
+                   CardioMMRecon(checkpoint="none")):
+        stream = gadget(stream, header)
+    with caplog.at_level("WARNING", logger="gadgets.recon"):
+        images = [item for item in stream if isinstance(item, ismrmrd.Image)]
+    assert sorted(int(im.contrast) for im in images) == list(range(9))
+    messages = [r.getMessage() for r in caplog.records if "series runs over" in r.getMessage()]
+    if warned:
+        assert len(messages) == 1 and "contrast counter (9 frames" in messages[0] and "1 frame(s)" in messages[0]
+    else:
+        assert messages == []

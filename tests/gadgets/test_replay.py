@@ -68,6 +68,10 @@ def test_local_replay_writes_images_as_the_client_does(simulated_scan_file: Path
     assert any(f"{n_images} images in 1 series (image_1: {n_images} x {nx}x{ny})" in line for line in summary)
     assert "acquisitions/s" in err and "cg_sense (fallback)" in err
     assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    with Image.open(preview) as picture:  # labelled: title and frame strips, a slice-label column
+        assert picture.size == (56 + simulated_scan_summary.n_frames * nx, 28 + simulated_scan_summary.n_slices * ny)
     # appending a second run to the same file and group, as the client does
     code, err = replay([simulated_scan_file, "--chain", PYTHON_CHAIN, "-o", out, "--group", group, "-q",
                         "--checkpoint", "none"], capsys)

@@ -170,4 +170,4 @@ def test_harness_detects_the_gadgetron_python_spin(scan: object) -> None:
     result = run_gadget("gadgetron.examples", "pass_through", header_xml=scan.header_xml,
                         items=[], disappear=True, exit_timeout=300, spin_cpu_seconds=0.5)
     assert not result.exited_by_itself  # it had to be killed
-    assert result.cpu_seconds_after_disappear is not None and result.cpu_seconds_after_disappear > 0.5
+    assert result.cpu_seconds_after_disappear is not None and result.cpu_seconds_after_disappear >= 0.5

@@ -48,7 +48,7 @@ def configured_chain(case: Case) -> Chain:
 
 def _sorted(images: list[ismrmrd.Image]) -> list[ismrmrd.Image]:
     return sorted(images, key=lambda im: (int(im.image_series_index), int(im.slice), int(im.repetition),
-                                          int(im.phase), int(im.image_index)))
+                                          int(im.contrast), int(im.phase), int(im.image_index)))
 
 
 def _replay(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -165,8 +165,10 @@ def check_reference(case: Case, images: list[ismrmrd.Image], path: Path, results
         reference = np.stack([rss_reference(coil_images[repetition]) for repetition in sorted(coil_images)])
         assert {int(im.repetition) for im in images} == set(coil_images)
     elif kind == "ground_truth":
-        truth = np.abs(read_ground_truth(path).images)  # (slices, frames, y, x)
-        reference = np.stack([truth[int(im.slice), int(im.phase)] for im in images])
+        truth = read_ground_truth(path)
+        frames = np.abs(truth.images)  # (slices, frames, y, x); mapping frames are contrasts, cine frames phases
+        frame_of = (lambda im: int(im.phase)) if truth.context.modality == "Cine" else (lambda im: int(im.contrast))
+        reference = np.stack([frames[int(im.slice), frame_of(im)] for im in images])
         out = out * float((out * reference).sum() / (out * out).sum())  # least-squares intensity scale
     elif kind == "case":
         other = case.reference["case"]
@@ -245,7 +247,8 @@ def test_case(case: Case, case_input: Any, case_results: dict[str, Any], tmp_pat
         for run, images in outputs.items():
             for got, want in zip(images, first):
                 np.testing.assert_array_equal(got.data, want.data, err_msg=f"{case.name}: {run} != {case.runs[0]}")
-                assert (got.slice, got.phase, got.repetition) == (want.slice, want.phase, want.repetition)
+                assert (got.slice, got.contrast, got.phase, got.repetition) == \
+                    (want.slice, want.contrast, want.phase, want.repetition)
                 np.testing.assert_array_equal(got.position, want.position)
 
 
