@@ -307,6 +307,11 @@ class CLIPTextEncoder:
         self.name: str = name if name else f"clip:{self.path.name}"
         #: cache key: the full path, so two folders with the same name never share cache entries
         self.cache_id: str = f"clip:{self.path}:{dim}" + ("" if self.normalise else ":raw")
+        #: a full CLIP model (text + vision, ``model_type`` "clip", as openai/clip-vit-base-patch16 is
+        #: distributed) is loaded as ``CLIPModel`` without its vision tower and read through
+        #: ``get_text_features``, as the authors' code does; a text-only folder as
+        #: ``CLIPTextModelWithProjection`` (``text_embeds``). Both are ``text_projection(pooled)``.
+        self._full_clip: bool = config.get("model_type") == "clip"
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -318,7 +323,7 @@ class CLIPTextEncoder:
         with self._lock:
             if self._model is None:
                 try:
-                    from transformers import AutoTokenizer, CLIPTextModelWithProjection, CLIPTokenizer
+                    from transformers import AutoTokenizer, CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
                 except ImportError as exc:
                     raise ImportError(
                         "the CLIP text encoder needs the 'transformers' package: pip install transformers "
@@ -327,7 +332,11 @@ class CLIPTextEncoder:
                 logger.info("loading CLIP text encoder from %s on %s", self.path, self.device)
                 tokenizer_class = CLIPTokenizer if self.normalise else AutoTokenizer
                 tokenizer = tokenizer_class.from_pretrained(str(self.path), local_files_only=True)
-                model = CLIPTextModelWithProjection.from_pretrained(str(self.path), local_files_only=True)
+                if self._full_clip:
+                    model = CLIPModel.from_pretrained(str(self.path), local_files_only=True)
+                    model.vision_model = None  # only the text side is used
+                else:
+                    model = CLIPTextModelWithProjection.from_pretrained(str(self.path), local_files_only=True)
                 model.to(self.device).eval()
                 if model.config.projection_dim != self.dim:
                     raise ValueError(
@@ -344,14 +353,18 @@ class CLIPTextEncoder:
         if not items:
             return torch.zeros(0, self.dim, dtype=torch.float32)
         tokenizer, model = self._load()
-        max_length = min(int(tokenizer.model_max_length), int(model.config.max_position_embeddings))
+        text_config = model.config.text_config if self._full_clip else model.config
+        max_length = min(int(tokenizer.model_max_length), int(text_config.max_position_embeddings))
         batch = tokenizer(items, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        inputs = {"input_ids": batch["input_ids"].to(self.device),
+                  "attention_mask": batch["attention_mask"].to(self.device)}
         with torch.inference_mode():
-            out = model(
-                input_ids=batch["input_ids"].to(self.device),
-                attention_mask=batch["attention_mask"].to(self.device),
-            )
-            emb = out.text_embeds
+            if self._full_clip:
+                out = model.get_text_features(**inputs)
+                # a tensor in older transformers, an output whose pooler_output is that tensor in newer
+                emb = out if isinstance(out, torch.Tensor) else out.pooler_output
+            else:
+                emb = model(**inputs).text_embeds
         return _finish(emb, normalise=self.normalise)
 
 

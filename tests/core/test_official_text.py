@@ -3,6 +3,10 @@ from a local folder (``CARDIOMM_CLIP_DIR``), and an embedding cache that keeps t
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -48,6 +52,43 @@ def test_official_name_gives_raw_clip_text_features(tiny_clip_folder, monkeypatc
     assert enc.cache_id != get_encoder(f"clip:{tiny_clip_folder}").cache_id
     # the folder may also be given directly
     assert get_encoder(OFFICIAL_CLIP_NAME, path=str(tiny_clip_folder)).name == OFFICIAL_CLIP_NAME
+
+
+@pytest.fixture(scope="module")
+def tiny_full_clip_folder(tiny_clip_folder, tmp_path_factory) -> Path:  # noqa: F811
+    """A tiny *full* CLIP (text + vision towers, model_type "clip"), laid out like the
+    openai/clip-vit-base-patch16 folder the authors' code loads, with the tiny tokenizer."""
+    transformers = pytest.importorskip("transformers")
+    folder = tmp_path_factory.mktemp("clipfull") / "clip-vit-base-patch16"
+    shutil.copytree(tiny_clip_folder, folder, ignore=shutil.ignore_patterns("config.json", "*.safetensors"))
+    text = json.loads((tiny_clip_folder / "config.json").read_text())
+    text_config = transformers.CLIPTextConfig(**{k: text[k] for k in (
+        "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+        "max_position_embeddings", "bos_token_id", "eos_token_id", "pad_token_id")})
+    vision_config = transformers.CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                                  num_attention_heads=2, image_size=32, patch_size=16)
+    torch.manual_seed(1)
+    config = transformers.CLIPConfig(text_config=text_config.to_dict(), vision_config=vision_config.to_dict(),
+                                     projection_dim=20)
+    transformers.CLIPModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_official_name_reads_a_full_clip_folder_like_the_official_code(tiny_full_clip_folder):
+    transformers = pytest.importorskip("transformers")
+    enc = get_encoder(OFFICIAL_CLIP_NAME, path=str(tiny_full_clip_folder))
+    assert enc.dim == 20
+    raw = enc.encode(SENTENCES)
+    # the official code: AutoModel (a CLIPModel) + AutoTokenizer, get_text_features per sentence
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(tiny_full_clip_folder), local_files_only=True)
+    model = transformers.AutoModel.from_pretrained(str(tiny_full_clip_folder), local_files_only=True).eval()
+    with torch.no_grad():
+        for row, sentence in zip(raw, SENTENCES):
+            out = model.get_text_features(**tokenizer([sentence], padding=True, return_tensors="pt"))
+            expected = out if isinstance(out, torch.Tensor) else out.pooler_output
+            torch.testing.assert_close(row, expected[0], rtol=1e-4, atol=1e-5)
+    normalised = get_encoder(f"clip:{tiny_full_clip_folder}").encode(SENTENCES)
+    torch.testing.assert_close(normalised, torch.nn.functional.normalize(raw, dim=1), rtol=1e-4, atol=1e-5)
 
 
 class _RawEncoder:
