@@ -8,7 +8,7 @@ OUT ?= out
 
 .PHONY: demo test install clean
 
-$(STAMP): setup.cfg pyproject.toml .ci/constraints.txt
+$(STAMP): setup.cfg setup.py pyproject.toml cardiomm_guard.pth .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c .ci/constraints.txt -e '.[dev]'
