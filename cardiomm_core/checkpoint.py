@@ -7,6 +7,7 @@ A checkpoint is a pair of files with one stem::
                           "architecture": CardioMMConfig.to_dict(),
                           "text_encoder": {"name": ..., "dim": ...},
                           "normalisation": {...}, "training": {...},
+                          "prompt": {"style": ..., "mask_convention": ..., "acceleration": ...},
                           "cardiomm_version": ..., "created": ISO-8601 UTC,
                           "weights_file": "<stem>.safetensors", "weights_sha256": ...}
 
@@ -36,6 +37,7 @@ from safetensors.torch import save as _safetensors_save
 
 from cardiomm_core import __version__ as CARDIOMM_VERSION
 from cardiomm_core.model import CardioMM, CardioMMConfig
+from cardiomm_core.prompting import PromptSpec
 from cardiomm_core.text import canonical_encoder_name
 
 logger = logging.getLogger(__name__)
@@ -63,6 +65,14 @@ class CheckpointMeta:
     created: str = ""
     weights_path: Path | None = field(default=None, compare=False)
     storage_dtype: str = "float32"
+    #: how the model is spoken to (``cardiomm_core.prompting.PromptSpec.to_dict()``); a sidecar
+    #: without a "prompt" section gets the project defaults
+    prompt: dict[str, Any] = field(default_factory=lambda: PromptSpec().to_dict())
+
+    @property
+    def prompt_spec(self) -> PromptSpec:
+        """``prompt`` as a PromptSpec (sentence style, mask convention, acceleration mode)."""
+        return PromptSpec.from_dict(self.prompt)
 
 
 #: dtypes floating-point weights may be stored in (the model computes in float32 regardless).
@@ -158,6 +168,7 @@ def save_checkpoint(
     normalisation: Mapping[str, Any] | None = None,
     training: Mapping[str, Any] | None = None,
     storage_dtype: str = "float32",
+    prompt: Mapping[str, Any] | PromptSpec | None = None,
 ) -> Path:
     """Write ``model`` as ``<stem>.safetensors`` + ``<stem>.json``; return the .safetensors path.
 
@@ -175,6 +186,9 @@ def save_checkpoint(
         storage_dtype: "float32" (default, exact), or "float16" / "bfloat16" to halve the file
             (floating-point tensors are rounded on save and cast back to float32 on load; the
             packaged demo model uses float16 to stay a few MB).
+        prompt: how the model is spoken to (``cardiomm_core.prompting.PromptSpec`` or its dict:
+            ``style`` "project"/"official", ``mask_convention`` "project"/"official",
+            ``acceleration`` "nominal"); None for the project defaults. Always written in full.
 
     Raises:
         ValueError: wrong model type, an encoder dim that does not fit the model, a section that is
@@ -193,6 +207,7 @@ def save_checkpoint(
         raise ValueError(f"storage_dtype must be one of {sorted(STORAGE_DTYPES)}, got {storage_dtype!r}")
     norm_section = _json_section("normalisation", normalisation)
     training_section = _json_section("training", training)
+    prompt_section = PromptSpec.from_dict(prompt).to_dict()
 
     weights_path, meta_path = checkpoint_paths(path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +229,7 @@ def save_checkpoint(
         "text_encoder": {"name": encoder_name, "dim": int(text_encoder_dim)},
         "normalisation": norm_section,
         "training": training_section,
+        "prompt": prompt_section,
         "cardiomm_version": CARDIOMM_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "weights_file": weights_path.name,
@@ -283,6 +299,10 @@ def _read_meta_file(meta_path: Path, weights_path: Path) -> CheckpointMeta:
         if not isinstance(value, dict):
             raise ValueError(f"{meta_path}: {key} must be a JSON object, got {type(value).__name__}")
         sections[key] = value
+    try:
+        prompt = PromptSpec.from_dict(raw.get("prompt")).to_dict()
+    except ValueError as exc:
+        raise ValueError(f"{meta_path}: bad prompt section: {exc}") from exc
     return CheckpointMeta(
         architecture=architecture,
         text_encoder_name=encoder["name"],
@@ -295,6 +315,7 @@ def _read_meta_file(meta_path: Path, weights_path: Path) -> CheckpointMeta:
         created=str(raw.get("created", "")),
         weights_path=weights_path,
         storage_dtype=storage_dtype,
+        prompt=prompt,
     )
 
 

@@ -4,6 +4,7 @@ Local (no Gadgetron needed; the chain runs in this process, see :func:`gadgets.c
 
     cardiomm-replay IN.h5 --chain chains/cardiomm_cine_python.xml -o OUT.h5 [--group NAME]
                     [--preview OUT.png] [--checkpoint packaged|none|PATH] [--device auto|cpu|cuda]
+    cardiomm-replay IN.h5 --chain chains/cardiomm_cine_python.xml --format dicom -o OUT_DIR   # or nifti, png
 
 Through a Gadgetron 4.x server (what ``gadgetron_ismrmrd_client`` does)::
 
@@ -11,7 +12,9 @@ Through a Gadgetron 4.x server (what ``gadgetron_ismrmrd_client`` does)::
     cardiomm-replay IN.h5 --server HOST:PORT --config chains/X.xml -o OUT.h5  # a local file: sent as XML (message 2)
     cardiomm-replay IN.h5 --server HOST:PORT --chain chains/X.xml -o OUT.h5   # the chain's XML as text (message 2)
 
-Images are appended to ``OUT.h5`` under ``<group>/image_<series>/{data,header,attributes}`` as
+With ``--format dicom|nifti|png`` the images go to the folder ``OUT`` instead (see
+:mod:`gadgets.export`: DICOM MR images with geometry, NIfTI with the scanner affine, labelled PNG
+montages). Otherwise images are appended to ``OUT.h5`` under ``<group>/image_<series>/{data,header,attributes}`` as
 ``gadgetron_ismrmrd_client`` stores them (:func:`gadgets.image_io.write_images`); the group
 defaults to the current local time, ``YYYY-MM-DD HH:MM:SS``, as the client's does.
 ``--checkpoint`` and ``--device`` set the CardioMMRecon stage's parameters of the chain (local,
@@ -47,6 +50,7 @@ import numpy as np
 
 from . import ismrmrd_io
 from .chain import Chain, ExternalGadgetError, load_chain, run_chain
+from .export import FORMATS, export_images
 from .image_io import default_group_name, write_images
 
 logger = logging.getLogger(__name__)
@@ -120,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="NAME",
                         help="with --server: the name of a config file on the server (e.g. default.xml); "
                              "a path to a local file sends that file's XML instead, as --chain does")
-    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT.h5", help="image file (appended to)")
+    parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT",
+                        help="image file (appended to) for --format ismrmrd; a folder for dicom, nifti and png")
+    parser.add_argument("--format", choices=FORMATS, default="ismrmrd",
+                        help="ismrmrd (default: the client's HDF5 layout), dicom (one MR image per file, with "
+                             "geometry), nifti (one file per series and slice) or png (a labelled montage per series)")
     parser.add_argument("--group", help="output group (default: the local date and time, as the client does)")
     parser.add_argument("--dataset-group", default="dataset", help="input group (default dataset)")
     parser.add_argument("--preview", type=Path, metavar="OUT.png", help="also write a PNG montage of the images")
@@ -209,14 +217,27 @@ def image_stack(images: Sequence[ismrmrd.Image]) -> tuple[np.ndarray, int]:
     return stack, n_phases
 
 
-def _write_outputs(images: list[ismrmrd.Image], args: argparse.Namespace, group: str) -> None:
-    counts = write_images(args.out, images, group)
-    logger.info("wrote %s to %s:/%s", counts, args.out, group)
+def _write_outputs(images: list[ismrmrd.Image], args: argparse.Namespace, group: str, header_xml: str) -> None:
+    if args.format == "ismrmrd":
+        counts = write_images(args.out, images, group)
+        logger.info("wrote %s to %s:/%s", counts, args.out, group)
+    else:
+        try:
+            files = export_images(images, args.format, args.out, header_xml=header_xml, name=args.input.stem)
+        except (ValueError, OSError) as exc:
+            logger.debug("export failed", exc_info=True)
+            print(f"cardiomm-replay: cannot write {args.format} images to {args.out}: {exc}", file=sys.stderr)
+            raise SystemExit(EXIT_FAILED) from None
+        logger.info("wrote %d %s file(s) under %s", len(files), args.format, args.out)
     if args.preview is not None:
         from .preview import save_montage
 
         stack, n_cols = image_stack(images)
         save_montage(stack, args.preview, n_cols=n_cols, title=f"{args.input.name}: {len(stack)} images")
+
+
+def _destination(args: argparse.Namespace, group: str) -> str:
+    return f"{args.out}:/{group}" if args.format == "ismrmrd" else f"{args.out}/ ({args.format})"
 
 
 def _summary(images: list[ismrmrd.Image], args: argparse.Namespace, group: str, seconds: float,
@@ -225,7 +246,7 @@ def _summary(images: list[ismrmrd.Image], args: argparse.Namespace, group: str, 
     methods = image_methods(images)
     method_text = ", ".join(f"{name}: {count}" for name, count in methods.most_common())
     print(f"cardiomm-replay: {len(images)} images in {len({int(i.image_series_index) for i in images})} series "
-          f"({_describe_images(images)}) from {where} -> {args.out}:/{group} in {seconds:.1f} s, "
+          f"({_describe_images(images)}) from {where} -> {_destination(args, group)} in {seconds:.1f} s, "
           f"{n_acquisitions} acquisitions ({rate:.0f} acquisitions/s); method {method_text}", file=sys.stderr)
     if args.preview is not None:
         print(f"cardiomm-replay: preview {args.preview}", file=sys.stderr)
@@ -272,7 +293,7 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not images:
         print(f"cardiomm-replay: chain {chain.name} produced no images", file=sys.stderr)
         return EXIT_FAILED
-    _write_outputs(images, args, group)
+    _write_outputs(images, args, group, xml)
     _summary(images, args, group, seconds, n_acquisitions, f"chain {chain.name} (local)")
     return EXIT_OK
 
@@ -312,7 +333,7 @@ def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         print(f"server: {text}", file=sys.stderr)
     group = args.group or default_group_name()
     if result.images:
-        _write_outputs(result.images, args, group)
+        _write_outputs(result.images, args, group, xml)
     if result.errors:
         for message in result.errors:
             print(f"server error: {message}", file=sys.stderr)
@@ -368,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"input {str(args.input)!r} is not a file")
     if args.out.exists() and args.out.resolve() == args.input.resolve():
         parser.error("-o must not be the input file")
+    if args.format != "ismrmrd" and args.out.exists() and not args.out.is_dir():
+        parser.error(f"--format {args.format} writes a folder: -o {str(args.out)!r} is an existing file")
     if args.server is None:
         return run_local(args, parser)
     return run_server(args, parser)

@@ -72,6 +72,6 @@ def export_checkpoint(train_checkpoint: str | os.PathLike[str], out: str | os.Pa
     encoder = meta["text_encoder"]
     path = save_checkpoint(out, model, text_encoder_name=encoder["name"], text_encoder_dim=int(encoder["dim"]),
                            normalisation=meta["normalisation"], training=training,
-                           storage_dtype=storage_dtype)
+                           storage_dtype=storage_dtype, prompt=meta.get("prompt"))
     logger.info("exported %s (step %d) to %s", ckpt.path, ckpt.step, path)
     return path

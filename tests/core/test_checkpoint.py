@@ -289,3 +289,39 @@ def test_a_torch_zip_renamed_safetensors_is_refused(saved, tmp_path, tiny_model)
     shutil.copy(saved.with_suffix(".json"), tmp_path / "zip.json")
     with pytest.raises(ValueError, match="zip archive .*torch.save"):
         load_checkpoint(tmp_path / "zip")
+
+
+# ---- prompt section (how the model is spoken to) ---------------------------------------------
+
+
+def test_prompt_section_defaults_to_the_project_and_round_trips(tmp_path, tiny_model, saved):
+    meta = read_checkpoint_meta(saved)
+    assert meta.prompt == {"style": "project", "mask_convention": "project", "acceleration": "nominal"}
+    assert json.loads(saved.with_suffix(".json").read_text())["prompt"] == meta.prompt
+    official = save_checkpoint(tmp_path / "official", tiny_model, text_encoder_name=ENCODER, text_encoder_dim=TEXT_DIM,
+                               prompt={"style": "official", "mask_convention": "official"})
+    meta = read_checkpoint_meta(official)
+    assert meta.prompt == {"style": "official", "mask_convention": "official", "acceleration": "nominal"}
+    assert meta.prompt_spec.style == "official" and meta.prompt_spec.mask_convention == "official"
+
+
+def test_a_sidecar_without_prompt_section_gets_project_defaults(saved):
+    _edit_json(saved, lambda meta: meta.pop("prompt"))
+    meta = read_checkpoint_meta(saved)
+    assert meta.prompt == {"style": "project", "mask_convention": "project", "acceleration": "nominal"}
+
+
+@pytest.mark.parametrize("prompt,match", [
+    ({"style": "shouting"}, "style"),
+    ({"mask_convention": "matlab"}, "mask_convention"),
+    ({"acceleration": "realised"}, "acceleration"),
+    ({"colour": "blue"}, "unknown prompt key"),
+    ("official", "JSON object"),
+])
+def test_a_bad_prompt_section_is_refused_by_name(saved, tmp_path, tiny_model, prompt, match):
+    with pytest.raises(ValueError, match=match):
+        save_checkpoint(tmp_path / "bad", tiny_model, text_encoder_name=ENCODER, text_encoder_dim=TEXT_DIM,
+                        prompt=prompt)
+    _edit_json(saved, lambda meta: meta.__setitem__("prompt", prompt))
+    with pytest.raises(ValueError, match="bad prompt section"):
+        read_checkpoint_meta(saved)

@@ -27,6 +27,8 @@ def test_packaged_model_is_installed_small_and_says_what_it_was_trained_on():
     assert path.stat().st_size < 20 * 2**20  # a few MB: float16 storage
     meta = read_checkpoint_meta(path)
     assert meta.text_encoder_name == "minilm-l6-v2"  # the default encoder: no setting needed
+    # how it was spoken to in training: project sentences, project masks, the nominal R
+    assert meta.prompt == {"style": "project", "mask_convention": "project", "acceleration": "nominal"}
     sidecar = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     text = json.dumps(sidecar).lower()
     assert "synthetic phantoms only" in text and "not trained on patient data" in text

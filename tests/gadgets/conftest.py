@@ -63,7 +63,7 @@ def shepp_logan_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = folder / "shepp_logan.h5"
     # The tool appends to an existing file, so it always writes into a fresh folder.
     result = subprocess.run([tool, *SHEPP_LOGAN_ARGS, "-o", str(path)], cwd=folder, capture_output=True,
-                            text=True, timeout=60)
+                            text=True, timeout=300)
     if result.returncode != 0 or not path.exists():
         raise RuntimeError(f"ismrmrd_generate_cartesian_shepp_logan failed ({result.returncode}): {result.stderr}")
     return path

@@ -13,7 +13,9 @@ as Gadgetron does; after an ERROR the harness stops sending and sends CLOSE, as 
 
 ``disappear=True`` closes the socket without CLOSE after the items and records whether the child
 then exits by itself, and the CPU time it used meanwhile (a gadgetron-python 1.4.1 child spins at
-100% CPU forever there).
+100% CPU forever there). The wait ends when the child exits, when it has used ``spin_cpu_seconds``
+of CPU since the disappearance (a spin: decided by CPU used, not by wall time, so a busy machine only
+makes the wait longer, never changes the verdict), or at ``exit_timeout`` (a hang guard).
 
 Also here: a small synthetic scan builder (ISMRMRD header XML + acquisitions) for the gadget tests,
 and ``assert_items_equal`` for byte-exact comparison of stream items.
@@ -171,6 +173,7 @@ def run_gadget(
     disappear: bool = False,
     timeout: float = 60.0,
     exit_timeout: float = 20.0,
+    spin_cpu_seconds: float | None = None,
     env: Mapping[str, str] | None = None,
     close_after: str | None = None,
     pythonpath: bool = True,
@@ -244,9 +247,13 @@ def run_gadget(
             conn.close()
             conn = None
             stop = time.monotonic() + exit_timeout
+            clock = os.sysconf("SC_CLK_TCK")
             while proc.poll() is None and time.monotonic() < stop:
                 ticks = _cpu_ticks(proc.pid)
                 last = ticks if ticks is not None else last
+                if (spin_cpu_seconds is not None and before is not None and last is not None
+                        and (last - before) / clock >= spin_cpu_seconds):
+                    break  # it is spinning: enough CPU burnt while it should be gone
                 time.sleep(0.05)
             result.exited_by_itself = proc.poll() is not None
             if before is not None and last is not None:

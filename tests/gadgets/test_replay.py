@@ -152,7 +152,7 @@ def test_progress_lines_are_throttled() -> None:
 
 def test_server_by_config_name(shepp_logan_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out.h5"
-    with FakeGadgetronServer("echo", timeout=20) as server:
+    with FakeGadgetronServer("echo", timeout=120) as server:
         code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{server.port}", "--config", "default.xml",
                             "-o", out, "--group", "g", "--header-version", "14", "-q"], capsys)
     assert code == EXIT_OK, err
@@ -168,7 +168,7 @@ def test_server_by_config_name(shepp_logan_file: Path, tmp_path: Path, capsys: p
 
 def test_server_gets_the_chain_xml_with_overrides(shepp_logan_file: Path, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    with FakeGadgetronServer("echo", timeout=20) as server:
+    with FakeGadgetronServer("echo", timeout=120) as server:
         code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{server.port}", "--chain",
                             CHAINS_DIR / "cardiomm_cine_worker.yaml", "--checkpoint", "none", "-o",
                             tmp_path / "out.h5", "-q"], capsys)
@@ -185,7 +185,7 @@ def test_server_gets_the_chain_xml_with_overrides(shepp_logan_file: Path, tmp_pa
 @pytest.mark.parametrize("message_id", [5, 8])
 def test_server_error_is_printed_and_exits_1(shepp_logan_file: Path, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str], message_id: int) -> None:
-    with FakeGadgetronServer("error", timeout=20, fail_after=3, error_text="Failed to store item",
+    with FakeGadgetronServer("error", timeout=120, fail_after=3, error_text="Failed to store item",
                              error_message_id=message_id) as server:
         code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{server.port}", "--config", "x.xml",
                             "-o", tmp_path / "out.h5", "-q"], capsys)
@@ -195,7 +195,7 @@ def test_server_error_is_printed_and_exits_1(shepp_logan_file: Path, tmp_path: P
 
 def test_vanishing_or_absent_server_exits_3(shepp_logan_file: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    with FakeGadgetronServer("vanish", timeout=20, fail_after=2) as server:
+    with FakeGadgetronServer("vanish", timeout=120, fail_after=2) as server:
         code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{server.port}", "--config", "x.xml",
                             "-o", tmp_path / "out.h5", "-q"], capsys)
     assert code == EXIT_CONNECTION and "without CLOSE" in err

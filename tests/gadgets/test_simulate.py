@@ -196,13 +196,13 @@ def test_cpp_tools_read_the_file(simulated_scan_file, tmp_path):
     if info is None or recon is None:
         pytest.skip("Debian's ismrmrd-tools is not installed")
     # ismrmrd_info of ismrmrd-tools 1.8 prints the library version only (it does not open the file)
-    result = subprocess.run([info, str(simulated_scan_file)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([info, str(simulated_scan_file)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     # ismrmrd_recon_cartesian_2d parses the header with the C++ library, reads every acquisition and
     # appends an image to the file: run it on a copy.
     copy = tmp_path / "copy.h5"
     shutil.copy(simulated_scan_file, copy)
-    result = subprocess.run([recon, str(copy)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([recon, str(copy)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     count = re.search(r"Number of acquisitions\s*:\s*(\d+)", result.stdout)
     assert count is not None and int(count.group(1)) == count_acquisitions(simulated_scan_file)

@@ -116,7 +116,7 @@ def generate_input(spec: dict[str, Any], folder: Path) -> Path:
                 raise ValueError(f"unknown shepp-logan option {key!r}")
         path = folder / "shepp_logan.h5"
         # The tool appends to an existing file: always a fresh folder.
-        result = subprocess.run(command + ["-o", str(path)], cwd=folder, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(command + ["-o", str(path)], cwd=folder, capture_output=True, text=True, timeout=300)
         if result.returncode != 0 or not path.exists():
             raise RuntimeError(f"{command} failed ({result.returncode}): {result.stderr}")
         return path

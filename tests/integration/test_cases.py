@@ -80,7 +80,7 @@ def run_harness(case: Case, path: Path) -> list[ismrmrd.Image]:
     items: list[Any] = list(iter_acquisitions(path))
     for stage in chain.stages:
         result = run_gadget(stage.module, stage.target, header_xml=header, items=items,
-                            properties=dict(stage.properties), timeout=90)
+                            properties=dict(stage.properties), timeout=300)
         assert result.closed and not result.errors and result.protocol_error is None, \
             (stage.label, result.errors, result.protocol_error, result.stderr[-2000:])
         assert result.exited_by_itself and result.returncode == 0, (stage.label, result.stderr[-2000:])
@@ -108,7 +108,7 @@ def run_worker(case: Case, path: Path, tmp_path: Path, capsys: pytest.CaptureFix
         cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "GADGETRON_EXTERNAL_LOG_LEVEL": "INFO"})
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while True:  # wait until it listens
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -123,7 +123,7 @@ def run_worker(case: Case, path: Path, tmp_path: Path, capsys: pytest.CaptureFix
         chain_file.write_text(replace(chain, stages=stages).to_yaml())
         images = run_local(case, path, tmp_path / "worker", capsys, extra=("--connect", "socket"),
                            chain_file=chain_file)
-        _, err = worker.communicate(timeout=60)  # it exits by itself after its two connections
+        _, err = worker.communicate(timeout=300)  # it exits by itself after its two connections
     finally:
         if worker.poll() is None:
             worker.kill()
@@ -189,7 +189,7 @@ def run_server_case(case: Case, path: Path, tmp_path: Path, capsys: pytest.Captu
     out = tmp_path / "server.h5"
     options = dict(case.server)
     mode = options.pop("mode")
-    with FakeGadgetronServer(mode, timeout=30, **options) as server:
+    with FakeGadgetronServer(mode, timeout=120, **options) as server:
         args = [str(path), "--server", f"127.0.0.1:{server.port}", "-o", str(out), "--group", GROUP, "-q"]
         if "--config" not in case.arguments:
             args += ["--chain", str(case.chain)]

@@ -153,7 +153,7 @@ def shepp_logan_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("shepp_logan_train")
     path = folder / "shepp_logan.h5"
     result = subprocess.run([tool, "-m", "32", "-c", "4", "-r", "2", "-O", "2", "-n", "0.05", "-C", "-o", str(path)],
-                            cwd=folder, capture_output=True, text=True, timeout=60)
+                            cwd=folder, capture_output=True, text=True, timeout=300)
     if result.returncode != 0 or not path.exists():
         raise RuntimeError(f"ismrmrd_generate_cartesian_shepp_logan failed ({result.returncode}): {result.stderr}")
     return path

@@ -54,23 +54,48 @@ def test_stopped_and_resumed_matches_bit_for_bit(tmp_path, uninterrupted, stop, 
     assert _same_weights(second.model.state_dict(), uninterrupted)
 
 
+#: Runs cardiomm-train in a child that, once its first training checkpoint is on disk, writes a
+#: marker and waits to be killed: the kill lands at a known point however busy the machine is.
+_PAUSE_AFTER_FIRST_CHECKPOINT = """
+import signal, sys
+from pathlib import Path
+import train.trainer as trainer_module
+from train.cli import train_main
+
+marker = Path(sys.argv[1])
+original = trainer_module.write_training_checkpoint
+
+def write_then_wait(*args, **kwargs):
+    path = original(*args, **kwargs)
+    marker.write_text(str(path))
+    while True:
+        signal.pause()
+
+trainer_module.write_training_checkpoint = write_then_wait
+sys.exit(train_main(sys.argv[2:]))
+"""
+
+
 def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, uninterrupted):
     run = tmp_path / "run"
+    marker = tmp_path / "first-checkpoint-written"
     config = write_yaml(tmp_path / "cfg.yaml", tiny_values(run, **CHANGES))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, "-m", "train.cli", "--config", str(config), "--log-level", "WARNING"],
+    process = subprocess.Popen([sys.executable, "-c", _PAUSE_AFTER_FIRST_CHECKPOINT, str(marker),
+                                "--config", str(config), "--log-level", "WARNING"],
                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
+    deadline = time.monotonic() + 600  # a hang guard only: the child waits for its kill
     try:
-        while find_latest(run) is None and process.poll() is None and time.time() < deadline:
-            time.sleep(0.005)
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
     finally:
-        process.wait(timeout=30)
+        process.wait(timeout=60)
         stderr = process.stderr.read().decode() if process.stderr else ""
+    assert marker.exists(), f"the run never wrote a checkpoint: {stderr}"
     assert process.returncode == -signal.SIGKILL, stderr
     killed_at = read_training_checkpoint(run)
-    assert killed_at.step < 6, "the run finished before it could be killed"
+    assert killed_at.step == 1  # killed mid-run, right after its first checkpoint
     resumed = Trainer(tiny_config(run, **CHANGES))
     assert resumed.fit(resume=True).finished
     assert _same_weights(resumed.model.state_dict(), uninterrupted)
