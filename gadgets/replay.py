@@ -300,7 +300,7 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Replay through a Gadgetron server."""
-    from .client import stream_file
+    from .client import has_noise_measurement, native_noise_adjust_problem, stream_file
 
     host, port = args.server
     config_text = None
@@ -314,6 +314,13 @@ def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
     _header_text(xml, args.header_version, args.input, for_server=True)
+    try:
+        problem = native_noise_adjust_problem(xml, config_text, has_noise_measurement(args.input, args.dataset_group))
+    except (OSError, KeyError, ValueError) as exc:  # the stream itself will report an unreadable file
+        logger.debug("could not check the noise IDs: %s", exc)
+        problem = None
+    if problem:
+        print(f"cardiomm-replay: {args.input}: {problem}", file=sys.stderr)
     progress = Progress(0, enabled=not args.quiet)
 
     def report(sent: int, total: int) -> None:
