@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+
+# Annotations only (never evaluated: no `typing` import at interpreter start).
+Any = object
 
 __all__ = [
     "CURRENT_HEADER_VERSION",

@@ -49,10 +49,10 @@ def test_pth_file_is_installed_in_site_packages() -> None:
 
 def test_guard_is_loaded_at_start_without_heavy_imports(tmp_path: Path) -> None:
     """A fresh interpreter (no PYTHONPATH, outside the repository) has the finder registered and
-    has imported neither numpy nor gadgetron nor anything of the project besides the guard."""
+    has imported neither numpy nor gadgetron nor typing nor anything of the project besides the guard."""
     out = _python(
         "import sys; print(sorted(m for m in ('cardiomm_guard', 'numpy', 'gadgetron', 'ismrmrd', 'gadgets',"
-        " 'torch') if m in sys.modules))", tmp_path)
+        " 'torch', 'typing') if m in sys.modules))", tmp_path)
     assert out == "['cardiomm_guard']"
 
 
