@@ -9,6 +9,7 @@ Local (no Gadgetron needed; the chain runs in this process, see :func:`gadgets.c
 Through a Gadgetron 4.x server (what ``gadgetron_ismrmrd_client`` does)::
 
     cardiomm-replay IN.h5 --server HOST:PORT --config NAME.xml -o OUT.h5      # config on the server (message 1)
+    cardiomm-replay IN.h5 --server HOST:PORT --config chains/X.xml -o OUT.h5  # a local file: sent as XML (message 2)
     cardiomm-replay IN.h5 --server HOST:PORT --chain chains/X.xml -o OUT.h5   # the chain's XML as text (message 2)
 
 With ``--format dicom|nifti|png`` the images go to the folder ``OUT`` instead (see
@@ -50,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -151,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server", type=parse_server, metavar="HOST:PORT",
                         help="stream to this Gadgetron server instead of running locally (default port 9002)")
     parser.add_argument("--config", metavar="NAME",
-                        help="with --server: the name of a config file on the server (e.g. default.xml)")
+                        help="with --server: the name of a config file on the server (e.g. default.xml); "
+                             "a path to a local file sends that file's XML instead, as --chain does")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT",
                         help="image file (appended to) for --format ismrmrd; a folder for dicom, nifti and png")
     parser.add_argument("--format", choices=FORMATS, default="ismrmrd",
@@ -211,8 +214,10 @@ def _header_text(xml: str, version: int | None, path: Path, *, for_server: bool)
         return xml
     if for_server and current is not None and current != expected:
         print(f"cardiomm-replay: {path} has ISMRMRD header version {current}; Gadgetron 4.7.2 (ISMRMRD schema "
-              f"{expected}) rejects it with 'XML header version does not match library schema version'. "
-              f"Rerun with --header-version {expected} to rewrite it while sending.", file=sys.stderr)
+              f"{expected}) reads it, but fails the scan at the first external (Python) node, to which it cannot "
+              f"send the header ('XML header version does not match library schema version'); every shipped "
+              f"chain has one. Rerun with --header-version {expected} to rewrite the version while sending.",
+              file=sys.stderr)
     return xml
 
 
@@ -401,7 +406,7 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Replay through a Gadgetron server."""
-    from .client import stream_file
+    from .client import has_noise_measurement, native_noise_adjust_problem, stream_file
 
     host, port = args.server
     config_text = None
@@ -415,6 +420,13 @@ def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
     _header_text(xml, args.header_version, args.input, for_server=True)
+    try:
+        problem = native_noise_adjust_problem(xml, config_text, has_noise_measurement(args.input, args.dataset_group))
+    except (OSError, KeyError, ValueError) as exc:  # the stream itself will report an unreadable file
+        logger.debug("could not check the noise IDs: %s", exc)
+        problem = None
+    if problem:
+        print(f"cardiomm-replay: {args.input}: {problem}", file=sys.stderr)
     progress = Progress(0, enabled=not args.quiet)
 
     def report(sent: int, total: int) -> None:
@@ -450,6 +462,23 @@ def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return EXIT_OK
 
 
+def _resolve_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``--config``: a path that exists here is sent as the chain's XML (message 2, as ``--chain``;
+    Gadgetron looks a CONFIG by name up in its own config folder only); a bare name goes by name
+    (message 1). A path with a folder that does not exist here is a usage error."""
+    if args.config is None:
+        return
+    local = Path(args.config).expanduser()
+    if local.is_file():
+        print(f"cardiomm-replay: note: --config {args.config} is a local file: sending its XML to the server "
+              f"(message 2, as --chain does); a bare name such as {local.name} would be looked up in the "
+              "server's config folder", file=sys.stderr)
+        args.chain, args.config = local, None
+    elif "/" in args.config or os.sep in args.config:
+        parser.error(f"--config {args.config!r} is not a local file, and a config on the server is named without "
+                     f"a folder (e.g. --config {local.name}); give --chain FILE to send a local chain")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``cardiomm-replay``; returns the exit status (see the module docstring)."""
     parser = build_parser()
@@ -463,8 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("give --chain CHAIN.xml|yaml (local run) or --server HOST:PORT")
     elif (args.config is None) == (args.chain is None):
         parser.error("with --server give exactly one of --config NAME (on the server) or --chain FILE (sent as text)")
-    elif args.config is not None and (args.checkpoint or args.device):
-        parser.error("--checkpoint/--device change a chain file; they cannot change --config (a config on the server)")
+    else:
+        _resolve_config(args, parser)
+        if args.config is not None and (args.checkpoint or args.device):
+            parser.error("--checkpoint/--device change a chain file; they cannot change --config (a config on the server)")
     if args.header_version is not None and args.header_version < 0:
         parser.error(f"--header-version must be >= 0, got {args.header_version}")
     if not args.input.is_file():

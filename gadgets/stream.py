@@ -28,9 +28,11 @@ gadgetron-python 1.4.1 defects worked around here:
 
 * ``SocketWrapper.read`` loops forever at 100% CPU when the peer has gone (``recv`` returns no
   bytes). :func:`guard_connection` swaps in :class:`SafeSocket`, whose reads raise
-  :class:`PeerVanished` instead; ``handle`` then stops quietly. (The CONFIG and HEADER reads happen
-  inside ``Connection.__init__`` before any gadget module is imported, so they cannot be guarded;
-  Gadgetron sends both immediately after accepting the connection.)
+  :class:`PeerVanished` instead; ``handle`` then stops quietly. The CONFIG and HEADER reads happen
+  inside ``Connection.__init__`` before any gadget module is imported: they are guarded at
+  interpreter level by :mod:`cardiomm_guard` (loaded by the ``cardiomm_guard.pth`` file the
+  package installs), which patches the same read when ``gadgetron.external.connection`` is
+  imported, so a child whose Gadgetron closes early exits instead of spinning.
 * ``write_array`` converts dtypes with ``numpy.array(copy=False)``, which numpy 2 refuses after
   the message id and dimensions were already written; ``Acquisition.serialize_into`` writes the
   raw bytes of whatever dtype it holds. :func:`wire_ready` converts every array to its wire dtype
@@ -59,6 +61,8 @@ from gadgetron.external import constants, writers
 from gadgetron.types.image_array import ImageArray, write_image_array
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, write_recon_data
 
+from cardiomm_guard import PeerVanished, recv_exactly  # noqa: F401 - re-exported (the child's guard owns them)
+
 from .params import Param, Params, config_properties, parse_params
 from .wire_limits import CHUNK_BYTES, MESSAGE_NAMES, SAFE_READERS, MessageBudget, MessageTooLarge, message_limit, redact_paths
 
@@ -73,57 +77,6 @@ ERROR_HEADER = struct.Struct("<HQ")
 LOG_LEVEL_VARIABLE = "GADGETRON_EXTERNAL_LOG_LEVEL"
 #: Seconds of silence after which draining the input after an error gives up.
 DRAIN_TIMEOUT_S = 10.0
-
-
-class PeerVanished(ConnectionError):
-    """The peer closed (or reset) the connection without sending CLOSE.
-
-    ``received``: how many bytes of the interrupted read had arrived (0: between reads).
-    """
-
-    def __init__(self, message: str, received: int = 0) -> None:
-        super().__init__(message)
-        self.received = received
-
-
-def recv_exactly(sock: socket.socket, nbytes: int) -> bytes | bytearray:
-    """Exactly ``nbytes`` bytes from ``sock`` (``nbytes >= 0``).
-
-    Up to :data:`~gadgets.wire_limits.CHUNK_BYTES` the buffer is allocated at once; larger reads
-    grow it piece by piece as the data arrive (and return the ``bytearray``), so a peer that
-    claims a large length and sends nothing makes nothing be allocated.
-
-    Raises :class:`PeerVanished` when the peer closes the connection first (``recv`` returns no
-    bytes: never a spin) or resets it (then with the reset as ``__cause__``). Timeouts and other
-    OSErrors propagate unchanged.
-    """
-    if nbytes > CHUNK_BYTES:
-        return _recv_growing(sock, nbytes)
-    buffer = bytearray(nbytes)
-    view = memoryview(buffer)
-    received = 0
-    while received < nbytes:
-        try:
-            count = sock.recv_into(view[received:], nbytes - received)
-        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-            raise PeerVanished(f"connection lost while reading ({exc})", received) from exc
-        if count == 0:
-            raise PeerVanished(f"peer closed the connection ({received} of {nbytes} bytes read)", received)
-        received += count
-    return bytes(buffer)
-
-
-def _recv_growing(sock: socket.socket, nbytes: int) -> bytearray:
-    buffer = bytearray()
-    while len(buffer) < nbytes:
-        try:
-            piece = sock.recv(min(CHUNK_BYTES, nbytes - len(buffer)))
-        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-            raise PeerVanished(f"connection lost while reading ({exc})", len(buffer)) from exc
-        if not piece:
-            raise PeerVanished(f"peer closed the connection ({len(buffer)} of {nbytes} bytes read)", len(buffer))
-        buffer += piece
-    return buffer
 
 
 class SafeSocket:
