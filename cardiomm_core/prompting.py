@@ -251,7 +251,7 @@ def _generated(pattern: str, acceleration: float, n_frames: int, n_ky: int, n_kx
     return mask.mask > 0
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)
 def _official_radial(n_spokes: int, n_frames: int, n_ky: int, n_kx: int, n_acs: int) -> np.ndarray:
     return official_radial_mask(n_spokes, n_frames, n_ky, n_kx, n_acs)
 
