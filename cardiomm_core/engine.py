@@ -38,7 +38,12 @@ from ._checks import check_complex, check_ndim
 from .context import ScanContext
 from .fft import ifft2c
 from .model import CardioMM, acs_region_mask
+from .official import OfficialCardioMM
 from .prompting import PromptSpec, context_sentences, encode_sentences, model_forward, prepare_model_input
+
+#: Networks the engine runs: anything with ``config.text_dim``, ``to_channels_last()`` and
+#: ``forward(kspace, mask, meta_emb, us_emb, acs) -> (B, T, y, x)`` complex64.
+RECON_MODELS = (CardioMM, OfficialCardioMM)
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +148,8 @@ class InferenceEngine:
     """A CardioMM model ready for inference on one device, with its text encoder.
 
     Args:
-        model: the network (moved to ``device``, put in eval mode).
+        model: the network (moved to ``device``, put in eval mode): the project's CardioMM or the
+            authors' architecture (OfficialCardioMM, whose output is a magnitude image).
         text_encoder: a TextEncoder (name, dim, encode) with ``dim == model.config.text_dim``;
             a mismatch is reported when reconstructing (so ``reconstruct_or_fallback`` can fall back).
         device: "auto" (cuda when available), "cpu", "cuda", "cuda:N".
@@ -157,12 +163,12 @@ class InferenceEngine:
             is what callers describe masks with (``describe_sampling(..., convention=)``).
     """
 
-    def __init__(self, model: CardioMM, text_encoder: Any, *, device: str | torch.device = "auto",
+    def __init__(self, model: CardioMM | OfficialCardioMM, text_encoder: Any, *, device: str | torch.device = "auto",
                  amp: bool = True, max_batch_elems: int | None = None,
                  normalisation: Mapping[str, Any] | None = None,
                  prompt: PromptSpec | Mapping[str, Any] | None = None) -> None:
-        if not isinstance(model, CardioMM):
-            raise ValueError(f"model must be a CardioMM, got {type(model).__name__}")
+        if not isinstance(model, RECON_MODELS):
+            raise ValueError(f"model must be a CardioMM or OfficialCardioMM, got {type(model).__name__}")
         for attr in ("name", "dim", "encode"):
             if not hasattr(text_encoder, attr):
                 raise ValueError(f"text_encoder must implement TextEncoder (name, dim, encode); it has no {attr!r}")
@@ -302,7 +308,8 @@ class ReconOutcome:
 def reconstruct_or_fallback(engine: InferenceEngine | None, kspace: np.ndarray | torch.Tensor,
                             mask: np.ndarray | torch.Tensor, context: ScanContext, *,
                             fallback_method: str = "cg_sense") -> ReconOutcome:
-    """Reconstruct with the model, or (engine None, or any model failure, which is logged) with
+    """Reconstruct with the model, or (engine None, any model failure, which is logged, or a model
+    output with a NaN or Inf pixel, e.g. from a checkpoint with NaN weights) with
     ``cardiomm_core.recon.conventional_recon(method=fallback_method)``, so a scan always gives images.
 
     ``kspace (S, C, T, ky, kx)`` complex, ``mask (1|S, 1, T, ky, kx|1)`` -> ReconOutcome with
@@ -314,14 +321,19 @@ def reconstruct_or_fallback(engine: InferenceEngine | None, kspace: np.ndarray |
         raise ValueError(f"fallback_method must be one of {RECON_METHODS}, got {fallback_method!r}")
     if engine is None:
         reason = "no CardioMM model available"
-        logger.warning("%s; using %s", reason, fallback_method)
+        logger.debug("%s; using %s", reason, fallback_method)  # the caller knows why and says so
     else:
         try:
             images = engine.reconstruct(kspace, mask, context)
-            return ReconOutcome(images=images, method="cardiomm", fallback=False, reason=None)
         except Exception as exc:  # noqa: BLE001 - any model failure must still give images
             reason = f"{type(exc).__name__}: {exc}"
             logger.exception("CardioMM reconstruction failed; falling back to %s", fallback_method)
+        else:
+            n_bad = int(images.size - np.count_nonzero(np.isfinite(images)))
+            if n_bad == 0:
+                return ReconOutcome(images=images, method="cardiomm", fallback=False, reason=None)
+            reason = f"the model output is not finite ({n_bad} of {images.size} pixels NaN or Inf)"
+            logger.warning("CardioMM reconstruction: %s; falling back to %s", reason, fallback_method)
     k, m = _prepare(kspace, mask)
     result = conventional_recon(k, m, method=fallback_method)
     images = result.images.detach().to("cpu", torch.complex64).numpy()

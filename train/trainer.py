@@ -55,6 +55,7 @@ from cardiomm_core.text import CachedEncoder, EmbeddingCache, canonical_encoder_
 from .checkpointing import (
     find_latest,
     flatten_optimizer_state,
+    list_checkpoints,
     prune_checkpoints,
     read_training_checkpoint,
     unflatten_optimizer_state,
@@ -73,6 +74,48 @@ from .data.undersample import UndersampledDataset
 from .losses import ReconLoss, crop_to_target
 
 logger = logging.getLogger(__name__)
+
+#: What a run leaves in its run folder (besides checkpoints/): a fresh run replaces these.
+_RUN_FILES = ("log.csv", "tensorboard")
+
+
+def previous_run(run_dir: str | os.PathLike[str]) -> list[str]:
+    """What an earlier run left in ``run_dir``: names among log.csv, tensorboard, checkpoints
+    (a checkpoints/ folder with step folders or a ``latest`` pointer); [] for none."""
+    root = Path(run_dir)
+    found = [name for name in _RUN_FILES if (root / name).exists()]
+    ckpts = root / "checkpoints"
+    if list_checkpoints(root) or (ckpts / "latest").exists():
+        found.append("checkpoints")
+    return found
+
+
+def check_run_dir(run_dir: str | os.PathLike[str], resume: bool | str | os.PathLike[str], overwrite: bool) -> None:
+    """ValueError (one line) when a fresh run (no ``resume``) would write into the folder of an
+    earlier run without ``overwrite``: its log.csv would be truncated and its checkpoints mixed
+    with the new ones."""
+    if resume and overwrite:
+        raise ValueError("give --resume (continue the run) or --overwrite (start it again), not both")
+    if resume or overwrite:
+        return
+    found = previous_run(run_dir)
+    if found:
+        raise ValueError(f"run folder {str(run_dir)!r} holds an earlier run ({', '.join(found)}); give --resume "
+                         "to continue it, --overwrite to start it again (its log and checkpoints are deleted), "
+                         "or another run_dir")
+
+
+def clear_run_dir(run_dir: str | os.PathLike[str]) -> None:
+    """Delete what an earlier run left in ``run_dir`` (log.csv, tensorboard/, checkpoints/); other files stay."""
+    import shutil
+
+    root = Path(run_dir)
+    for name in (*_RUN_FILES, "checkpoints"):
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 __all__ = [
     "DistInfo",
@@ -612,15 +655,24 @@ class Trainer:
                  f"{self.val_metrics['nmse']:.4f} ({self.val_metrics['n_items']} items)")
 
     def fit(self, resume: bool | str | os.PathLike[str] = False, stop_after_steps: int | None = None,
-            on_step: Callable[["Trainer"], None] | None = None) -> FitResult:
+            on_step: Callable[["Trainer"], None] | None = None, overwrite: bool = False) -> FitResult:
         """Train until the planned length (``epochs`` / ``max_steps``).
 
         ``resume``: True -> the run folder's latest checkpoint when there is one; a path -> that
-        checkpoint (folder or run folder); False -> start fresh. ``stop_after_steps``: checkpoint
-        and return once that many optimiser steps are done in total (a planned interruption; the
-        schedule still spans the full length). ``on_step`` is called after every optimiser step.
+        checkpoint (folder or run folder); False -> start fresh, which a run folder holding an
+        earlier run refuses (ValueError, :func:`check_run_dir`) unless ``overwrite``, which deletes
+        that run's log and checkpoints first. ``stop_after_steps``: checkpoint and return once
+        that many optimiser steps are done in total (a planned interruption; the schedule still
+        spans the full length). ``on_step`` is called after every optimiser step.
         """
         cfg = self.cfg
+        check_run_dir(self.run_dir, resume, overwrite)
+        if overwrite and self.dist.is_main and previous_run(self.run_dir):
+            logger.info("--overwrite: deleting the earlier run's %s in %s", ", ".join(previous_run(self.run_dir)),
+                        self.run_dir)
+            clear_run_dir(self.run_dir)
+        if self.dist.distributed:
+            dist.barrier()  # every rank has checked (and rank 0 cleared) the folder before rank 0 writes to it
         resumed_from: int | None = None
         if resume:
             path = find_latest(self.run_dir) if resume is True else Path(resume)
