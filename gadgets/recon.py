@@ -10,7 +10,10 @@ Gadgetron's ``BucketToBufferGadget``); every other item passes through. For each
    since they were acquired in the same frame; a separate reference (another shape) is not used;
 2. the ScanContext comes from the ISMRMRD header (:func:`gadgets.context.context_from_header`,
    with the ``modality``/``view`` parameters where the protocol says nothing recognisable) and the
-   mask (:func:`gadgets.context.sampling_from_mask`);
+   mask (:func:`gadgets.context.sampling_from_mask`: the nominal R and family as training describes
+   them, in the engine's mask convention, with the header's declared
+   ``parallelImaging.accelerationFactor`` when it fits the mask); the engine renders the sentences
+   in its checkpoint's style;
 3. ``cardiomm_core.engine.reconstruct_or_fallback`` reconstructs with the engine (obtained once per
    process per checkpoint and device through ``get_engine``: a warm worker loads the model once),
    or with the ``fallback`` method when there is no model, it cannot be loaded, or it fails. A
@@ -58,12 +61,14 @@ from cardiomm_core.recon import direct_recon
 
 from . import data_checks
 from .buffer import frames_dimension, series_extents
-from .context import context_from_header, sampling_from_mask
+from .checkpoint_policy import CheckpointRefused, allowed_checkpoint_dirs, check_remote_checkpoint
+from .context import context_from_header, declared_acceleration, sampling_from_mask
 from .data_checks import DropCounts
 from .layout import FRAME_DIMS, BufferLayout, ImageIndex, buffer_to_kspace, images_to_ismrmrd_data, line_sampled, \
     sampling_mask
 from .params import Param
 from .stream import Gadget
+from .wire_limits import redact_paths
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +116,37 @@ def describe_model(checkpoint: Path, engine: InferenceEngine) -> str:
     config = engine.model.config
     return (f"{Path(checkpoint).name}; cascades={config.n_cascades} chans={config.chans} "
             f"pools={config.n_pools} adjacent={config.n_adjacent}; encoder={engine.text_encoder.name}")
+
+
+def check_model_setting(checkpoint: str = "packaged", device: str = "auto") -> Path | None:
+    """Check, before a scan, the model that a CardioMMRecon with these settings would use, and load it.
+
+    ``checkpoint``: 'packaged', 'none' or a path; ``device``: 'auto', 'cpu', 'cuda' or 'cuda:N'.
+    Returns the checkpoint's ``.safetensors`` path (None for 'none'); the engine stays in this
+    process's cache (:func:`load_engine`), so the scan's gadget reuses it. Raises ValueError with
+    one line for what the scan would otherwise silently replace by the fallback: a device that
+    is not available, a checkpoint that does not exist, the packaged model when it is not
+    installed, a checkpoint that cannot be loaded (corrupt or mismatched weights or JSON).
+    """
+    from cardiomm_core.engine import resolve_device
+
+    problem = _device_check(str(device))
+    if problem is not None:
+        raise ValueError(f"device must be {problem}, got {device!r}")
+    resolve_device(device)  # ValueError when CUDA is asked for and not available
+    path = resolve_checkpoint(checkpoint)
+    if path is None:
+        if checkpoint.strip().lower() == "none":
+            return None
+        raise ValueError("no packaged CardioMM model is installed (cardiomm_core/models); "
+                         "give --checkpoint PATH, or 'none' for the conventional reconstruction")
+    try:
+        load_engine(path, device)
+    except Exception as exc:  # noqa: BLE001 - any loader failure becomes the one line the user sees
+        logger.debug("loading %s on %s failed", path, device, exc_info=True)
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"cannot load checkpoint {path} on {device}: {type(exc).__name__}: {detail}") from exc
+    return path
 
 
 def _run_lock(engine: InferenceEngine | None) -> threading.Lock:
@@ -218,7 +254,7 @@ def reference_header(headers: np.ndarray, index: ImageIndex, centre_e1: int) -> 
 
 
 def image_meta(*, image_number: int, context: ScanContext, outcome: ReconOutcome, reason: str | None,
-               model: str, fallback_method: str) -> ismrmrd.Meta:
+               model: str, fallback_method: str, style: str = "project") -> ismrmrd.Meta:
     """Meta attributes of one image.
 
     ``DataRole``/``GADGETRON_DataRole`` "Image"; ``ImageComment``/``GADGETRON_ImageComment``
@@ -226,7 +262,7 @@ def image_meta(*, image_number: int, context: ScanContext, outcome: ReconOutcome
     ``ImageProcessingHistory``/``GADGETRON_ImageProcessingHistory`` ["CARDIOMM"];
     ``GADGETRON_ImageNumber``; ``GADGETRON_SeqDescription`` "_CardioMM";
     ``CardioMM.Acceleration`` (2 decimals), ``CardioMM.Pattern``, ``CardioMM.Metadata`` and
-    ``CardioMM.Undersampling`` (the two sentences), ``CardioMM.Model`` (checkpoint and
+    ``CardioMM.Undersampling`` (the two sentences, in the model's ``style``), ``CardioMM.Model`` (checkpoint and
     architecture, or "none"), ``CardioMM.Method`` ("cardiomm", "cg_sense", "zero_filled"),
     ``CardioMM.Fallback`` "true"/"false" and, for a fallback, ``CardioMM.FallbackReason``.
     """
@@ -243,8 +279,8 @@ def image_meta(*, image_number: int, context: ScanContext, outcome: ReconOutcome
     meta["GADGETRON_SeqDescription"] = "_CardioMM"
     meta["CardioMM.Acceleration"] = f"{context.acceleration:.2f}"
     meta["CardioMM.Pattern"] = context.pattern
-    meta["CardioMM.Metadata"] = context.metadata_sentence()
-    meta["CardioMM.Undersampling"] = context.undersampling_sentence()
+    meta["CardioMM.Metadata"] = context.metadata_sentence(style)
+    meta["CardioMM.Undersampling"] = context.undersampling_sentence(style)
     meta["CardioMM.Model"] = model if not outcome.fallback else "none"
     meta["CardioMM.Method"] = outcome.method
     meta["CardioMM.Fallback"] = "true" if outcome.fallback else "false"
@@ -284,7 +320,11 @@ class CardioMMRecon(Gadget):
     def start(self, header: ismrmrd.xsd.ismrmrdHeader) -> None:
         self.header = header
         self.base_context = context_from_header(header, modality=self.params.modality, view=self.params.view)
+        self.declared_acceleration = declared_acceleration(header)
         self.engine, self.engine_problem, self.model_description = self._acquire_engine()
+        prompt = getattr(self.engine, "prompt", None)
+        self.sentence_style = prompt.style if prompt is not None else "project"
+        self.mask_convention = prompt.mask_convention if prompt is not None else "project"
         self.image_count = 0
         self._found = DropCounts()
         self.series_dimension = frames_dimension(header)
@@ -294,11 +334,19 @@ class CardioMMRecon(Gadget):
     def _acquire_engine(self) -> tuple[InferenceEngine | None, str | None, str]:
         """(engine or None, why there is none, CardioMM.Model text)."""
         setting = self.params.checkpoint
+        if "checkpoint" in getattr(self, "remote_params", {}):  # named by the peer's CONFIG
+            try:
+                check_remote_checkpoint(setting, getattr(self, "operator_params", {}).get("checkpoint"))
+            except CheckpointRefused as exc:
+                logger.error("CardioMMRecon: refused checkpoint %r from the configuration: not inside %s; images "
+                             "will come from %s", setting, [str(d) for d in allowed_checkpoint_dirs()],
+                             self.params.fallback)
+                return None, str(exc), "none"
         try:
             path = resolve_checkpoint(setting)
         except ValueError as exc:
             logger.error("CardioMMRecon: %s; images will come from %s", exc, self.params.fallback)
-            return None, str(exc), "none"
+            return None, redact_paths(str(exc)), "none"
         if path is None:
             if setting.strip().lower() == "none":
                 reason = "checkpoint 'none': conventional reconstruction only"
@@ -310,9 +358,11 @@ class CardioMMRecon(Gadget):
         try:
             engine = load_engine(path, self.params.device)
         except Exception as exc:  # noqa: BLE001 - a model that cannot load must still give images
-            logger.exception("CardioMMRecon: could not load checkpoint %s on %s; images will come from %s",
-                             path, self.params.device, self.params.fallback)
-            return None, f"could not load checkpoint {path}: {type(exc).__name__}: {exc}", "none"
+            # one line for the user; the traceback at debug level only
+            logger.error("CardioMMRecon: could not load checkpoint %s on %s (%s: %s); images will come from %s",
+                         path, self.params.device, type(exc).__name__, exc, self.params.fallback)
+            logger.debug("loading %s failed", path, exc_info=True)
+            return None, redact_paths(f"could not load checkpoint {path.name}: {type(exc).__name__}: {exc}"), "none"
         return engine, None, describe_model(path, engine)
 
     # -- items -----------------------------------------------------------------------------
@@ -348,9 +398,11 @@ class CardioMMRecon(Gadget):
         mask = sampling_mask(data, headers, layout).astype(np.float32)  # (batch, 1, frames, ky, 1)
         if not mask.any(axis=(1, 2, 3, 4)).all():
             raise ValueError("a slice of the buffer has no sampled lines at all")
-        acceleration, pattern = sampling_from_mask(mask)
+        acceleration, pattern = sampling_from_mask(mask, declared=getattr(self, "declared_acceleration", None),
+                                                   convention=getattr(self, "mask_convention", "project"))
         context = self.base_context.with_sampling(acceleration, pattern)
-        logger.info("CardioMMRecon: k-space %s, %s", kspace.shape, context.undersampling_sentence())
+        logger.info("CardioMMRecon: k-space %s, %s", kspace.shape,
+                    context.undersampling_sentence(getattr(self, "sentence_style", "project")))
         effective = float(mask.size / max(int(np.count_nonzero(mask)), 1))
         if effective < self.params.direct_recon_threshold:
             outcome = self.direct(kspace, mask, effective)
@@ -362,7 +414,10 @@ class CardioMMRecon(Gadget):
         if outcome.fallback and self.engine is None and self.engine_problem:
             reason = self.engine_problem
         if outcome.fallback:
-            logger.warning("CardioMMRecon: images from %s (fallback: %s)", outcome.method, reason)
+            # a chosen conventional reconstruction (checkpoint 'none') is no warning, every slice
+            chosen = self.engine is None and self.params.checkpoint.strip().lower() == "none"
+            logger.log(logging.INFO if chosen else logging.WARNING, "CardioMMRecon: images from %s (fallback: %s)",
+                       outcome.method, reason)
         sampling = bit.data.sampling
         recon_x = int(sampling.recon_matrix[0]) if sampling is not None else 0
         images = crop_readout(np.asarray(outcome.images), recon_x)
@@ -423,8 +478,10 @@ class CardioMMRecon(Gadget):
             head.image_series_index = int(self.params.image_series_index)
             head.image_index = self.image_count
             head.field_of_view[:] = fov
-            meta = image_meta(image_number=self.image_count, context=context, outcome=outcome, reason=reason,
-                              model=self.model_description, fallback_method=self.params.fallback)
+            meta = image_meta(image_number=self.image_count, context=context, outcome=outcome,
+                              reason=redact_paths(reason) if reason else reason,
+                              model=self.model_description, fallback_method=self.params.fallback,
+                              style=getattr(self, "sentence_style", "project"))
             if outcome.method == "direct":
                 meta["ImageComment"] = meta["GADGETRON_ImageComment"] = f"{IMAGE_COMMENT}_direct_FFT_RSS"
                 meta["CardioMM.Model"] = "none"

@@ -37,6 +37,12 @@ def test_demo_replays_scan_and_scores_it(tmp_path, capsys):
     assert "zero-filled" in out
     # the method that produced the images is stated plainly
     assert ("CardioMM" in out) and (("fell back" in out) or ("model" in out))
+    # while the replay runs it says what it is doing: a line per slice done, with the rate, no flood
+    progress = re.findall(r"slice (\d)/2 done: (\d+) acquisitions read in [\d.]+ s \((\d+) acquisitions/s\)", out)
+    first_replay = progress[:2]
+    assert [p[0] for p in first_replay] == ["1", "2"], out
+    assert int(first_replay[0][1]) < int(first_replay[1][1])
+    assert len(out.splitlines()) < 20
 
 
 def test_zero_filled_is_weaker_than_fully_sampled(tmp_path):
@@ -103,6 +109,15 @@ def test_reference_is_the_noise_free_rss_of_prewhitened_coil_images(tmp_path):
     whitened = np.einsum("dc,sctyx->sdtyx", whitening, coil_images)
     expected = crop_readout(np.sqrt((np.abs(whitened) ** 2).sum(axis=1)), 32)
     np.testing.assert_allclose(demo.reference_images(truth), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_demo_refuses_a_missing_checkpoint_before_simulating(tmp_path, capsys):
+    argv = ["--out", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "nope.safetensors")]
+    with pytest.raises(SystemExit) as stop:
+        demo.main(argv)
+    assert stop.value.code == 2
+    assert "nope.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing simulated
 
 
 def test_demo_runs_a_mapping_scan_through_the_mapping_chain(tmp_path, capsys):
