@@ -150,6 +150,55 @@ def check_header_version(xml: Union[str, bytes], source: str = "header") -> Opti
     return version
 
 
+_NATIVE_NOISE_ADJUST = re.compile(r"<classname>\s*NoiseAdjustGadget\s*</classname>")
+_NOISE_FLAG = 1 << (ismrmrd.ACQ_IS_NOISE_MEASUREMENT - 1)
+
+
+def has_noise_measurement(path: Union[str, os.PathLike], group: str = "dataset", first: int = 256) -> bool:
+    """Whether one of the first ``first`` acquisitions of the file is a noise measurement (scanners
+    and converters put the noise scan first)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        data = handle.get(f"{group}/data")
+        if data is None or len(data) == 0:
+            return False
+        flags = data.fields("head")[: min(first, len(data))]["flags"]
+    return bool(np.any(np.asarray(flags, dtype=np.uint64) & np.uint64(_NOISE_FLAG)))
+
+
+def native_noise_adjust_problem(header_xml: Union[str, bytes], config_xml: Optional[str],
+                                has_noise: bool) -> Optional[str]:
+    """Why Gadgetron's native NoiseAdjustGadget will fail this scan, or None.
+
+    With a noise measurement in the scan, NoiseAdjustGadget stores the noise covariance in
+    Gadgetron's storage server under the patient and measurement IDs: it needs
+    ``subjectInformation/patientID`` plus ``measurementInformation/measurementID``, or a
+    Siemens-style four-part measurementID (``DEVICE_PATIENT_STUDY_MEAS``). Without them Gadgetron
+    4.7.2 fails the scan with only "Unknown error". ``config_xml``: the stream config sent
+    (None: a config on the server, unknown here).
+    """
+    if not has_noise or not config_xml or not _NATIVE_NOISE_ADJUST.search(config_xml):
+        return None
+    text = header_xml.decode("utf-8", "replace") if isinstance(header_xml, bytes) else header_xml
+    try:
+        header = ismrmrd.xsd.CreateFromDocument(text)
+    except Exception:  # noqa: BLE001 - an unreadable header is reported elsewhere
+        return None
+    subject = getattr(header, "subjectInformation", None)
+    measurement = getattr(header, "measurementInformation", None)
+    patient_id = getattr(subject, "patientID", None) if subject is not None else None
+    measurement_id = getattr(measurement, "measurementID", None) if measurement is not None else None
+    if measurement_id and (patient_id or len(str(measurement_id).split("_")) == 4):
+        return None
+    missing = [name for name, value in (("subjectInformation/patientID", patient_id),
+                                        ("measurementInformation/measurementID", measurement_id)) if not value]
+    return (f"the scan has a noise measurement and its header lacks {' and '.join(missing)}: the chain's native "
+            "NoiseAdjustGadget stores the noise covariance under the patient and measurement IDs (or a four-part "
+            "Siemens-style measurementID), so Gadgetron 4.7.2 will fail the scan with 'Unknown error'. Use a "
+            "chain with the Python NoiseAdjust (cardiomm_cine_python), which needs no IDs, or add the IDs.")
+
+
 # --------------------------------------------------------------------------- wire encoding
 
 

@@ -28,7 +28,8 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from collections import Counter
+from typing import Iterable, Iterator, Sequence
 
 import ismrmrd
 import numpy as np
@@ -133,6 +134,9 @@ def _method_sentence(images: Sequence[ismrmrd.Image]) -> tuple[str, str]:
     meta = images[0].meta
     method = str(meta.get("CardioMM.Method", "unknown"))
     fallback = meta.get("CardioMM.Fallback") == "true"
+    if method == "direct":
+        return "direct FFT + RSS", (f"NOTE: no CardioMM model was used: {meta.get('CardioMM.DirectReason', '')}. "
+                                    "The reconstruction numbers below are those of the direct reconstruction.")
     if not fallback:
         return "CardioMM", f"The images come from the CardioMM model ({meta.get('CardioMM.Model', '?')})."
     names = {"cg_sense": "CG-SENSE", "zero_filled": "zero-filled SENSE"}
@@ -142,10 +146,37 @@ def _method_sentence(images: Sequence[ismrmrd.Image]) -> tuple[str, str]:
                   f"reconstruction, {name}. The reconstruction numbers below are {name}'s, not CardioMM's.")
 
 
-def _replay(chain: Chain, scan_path: Path) -> list[ismrmrd.Image]:
-    """The images of ``scan_path`` replayed through ``chain`` with the local runner."""
+def _replay(chain: Chain, scan_path: Path, *, n_slices: int | None = None, n_frames: int | None = None,
+            indent: str = "   ") -> list[ismrmrd.Image]:
+    """The images of ``scan_path`` replayed through ``chain`` with the local runner.
+
+    With ``n_slices`` and ``n_frames`` it says what it is doing on stdout, a line per slice done
+    (acquisitions read so far and their rate): a user sees the progress of a replay that takes
+    minutes, without a flood of lines.
+    """
+    report = n_slices is not None and n_frames is not None
+    read = 0
+    started = time.perf_counter()
+
+    def counted(acquisitions: Iterable[ismrmrd.Acquisition]) -> Iterator[ismrmrd.Acquisition]:
+        nonlocal read
+        for acquisition in acquisitions:
+            read += 1
+            yield acquisition
+
+    images: list[ismrmrd.Image] = []
+    per_slice: Counter[int] = Counter()
     with RawFile(scan_path) as raw:
-        return [item for item in run_chain(chain, raw.xml, raw.acquisitions()) if isinstance(item, ismrmrd.Image)]
+        for item in run_chain(chain, raw.xml, counted(raw.acquisitions())):
+            if not isinstance(item, ismrmrd.Image):
+                continue
+            images.append(item)
+            per_slice[int(item.slice)] += 1
+            if report and per_slice[int(item.slice)] == n_frames:
+                seconds = time.perf_counter() - started
+                print(f"{indent}slice {len(per_slice)}/{n_slices} done: {read} acquisitions read in {seconds:.1f} s "
+                      f"({read / max(seconds, 1e-9):.0f} acquisitions/s)", flush=True)
+    return images
 
 
 def _metrics_line(label: str, scores: dict[str, float]) -> str:
@@ -158,7 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Simulate an accelerated cine (or T1/T2 mapping) scan, replay it "
                                                  "through the CardioMM chain, write images and a preview, and score "
                                                  "them.",
-                                     epilog="example: python -m gadgets.demo --modality t1map --out out/mapping")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="examples (what `make demo` runs; a larger cine; a T1 mapping scan):\n"
+                                            "  python -m gadgets.demo --out out\n"
+                                            "  python -m gadgets.demo --slices 3 --coils 10 --matrix 192x156 --seed 7\n"
+                                            "  python -m gadgets.demo --modality t1map --out out/mapping")
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default ./out)")
     parser.add_argument("--slices", type=int, default=2)
     parser.add_argument("--modality", choices=tuple(DEFAULT_FRAMES), default="cine",
@@ -188,6 +223,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as error:
         parser.error(str(error))
 
+    if args.checkpoint.strip().lower() != "none":
+        # the model asked for is loaded now (a checkpoint or device that cannot be used is one line and
+        # exit status 2, as in cardiomm-replay), so the replay's rate below is the reconstruction's
+        from .recon import check_model_setting
+
+        load_started = time.perf_counter()
+        try:
+            loaded = check_model_setting(args.checkpoint, args.device)
+        except ValueError as error:
+            parser.error(str(error))
+        print(f"0. loaded the model {loaded.name if loaded else ''} in {time.perf_counter() - load_started:.1f} s",
+              flush=True)
+
     args.out.mkdir(parents=True, exist_ok=True)
     scan_path = args.out / "demo_scan.h5"
     started = time.perf_counter()
@@ -206,25 +254,27 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"outside {summary.n_acs} ACS lines), {summary.n_acquisitions} acquisitions, {summary.elapsed_s:.1f} s")
 
     recon_started = time.perf_counter()
-    images = _replay(chain, scan_path)
+    print(f"2. replaying through {chain.name} ({' -> '.join(s.label for s in chain.stages)}) locally: "
+          f"{summary.n_acquisitions} acquisitions, {summary.n_slices} slices", flush=True)
+    images = _replay(chain, scan_path, n_slices=summary.n_slices, n_frames=summary.n_frames)
     recon_seconds = time.perf_counter() - recon_started
     if not images:
         print(f"the chain {chain.name} produced no images", file=sys.stderr)
         return 1
     method, sentence = _method_sentence(images)
-    print(f"2. replayed through {chain.name} ({' -> '.join(s.label for s in chain.stages)}) locally: "
-          f"{len(images)} images in {recon_seconds:.1f} s")
-    print(f"   {sentence}")
+    print(f"   {len(images)} images in {recon_seconds:.1f} s. {sentence}")
     conventional: list[ismrmrd.Image] = []
     conventional_method = ""
     if method == "CardioMM":
         # the reference a model must beat: the same chain with CardioMMRecon's conventional
         # reconstruction (checkpoint=none), on the same data
         conventional_started = time.perf_counter()
-        conventional = _replay(chain.with_properties("CardioMMRecon", checkpoint="none"), scan_path)
+        print("   for comparison, the same chain with checkpoint=none (the conventional fallback):", flush=True)
+        conventional = _replay(chain.with_properties("CardioMMRecon", checkpoint="none"), scan_path,
+                               n_slices=summary.n_slices, n_frames=summary.n_frames, indent="     ")
         conventional_method, _ = _method_sentence(conventional)
-        print(f"   for comparison, the same chain with checkpoint=none ({conventional_method}, the conventional "
-              f"fallback): {time.perf_counter() - conventional_started:.1f} s")
+        print(f"     {len(conventional)} images ({conventional_method}) in "
+              f"{time.perf_counter() - conventional_started:.1f} s")
 
     images_path = args.out / "demo_images.h5"
     images_path.unlink(missing_ok=True)

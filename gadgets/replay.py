@@ -9,6 +9,7 @@ Local (no Gadgetron needed; the chain runs in this process, see :func:`gadgets.c
 Through a Gadgetron 4.x server (what ``gadgetron_ismrmrd_client`` does)::
 
     cardiomm-replay IN.h5 --server HOST:PORT --config NAME.xml -o OUT.h5      # config on the server (message 1)
+    cardiomm-replay IN.h5 --server HOST:PORT --config chains/X.xml -o OUT.h5  # a local file: sent as XML (message 2)
     cardiomm-replay IN.h5 --server HOST:PORT --chain chains/X.xml -o OUT.h5   # the chain's XML as text (message 2)
 
 With ``--format dicom|nifti|png`` the images go to the folder ``OUT`` instead (see
@@ -17,7 +18,12 @@ montages). Otherwise images are appended to ``OUT.h5`` under ``<group>/image_<se
 ``gadgetron_ismrmrd_client`` stores them (:func:`gadgets.image_io.write_images`); the group
 defaults to the current local time, ``YYYY-MM-DD HH:MM:SS``, as the client's does.
 ``--checkpoint`` and ``--device`` set the CardioMMRecon stage's parameters of the chain (local,
-or the XML sent with ``--chain`` in server mode). ``--header-version 14`` rewrites the file's
+or the XML sent with ``--chain`` in server mode). A local run loads the model of each in-process
+CardioMMRecon stage before the scan starts: a checkpoint that does not exist or cannot be loaded,
+or a device that is not available, ends the run with one line and exit status 2 (with
+``--allow-fallback`` the scan runs and its images come from the fallback, marked as such). A
+failure during the scan still gives fallback images. With ``--server`` the checkpoint and the device
+are the server's, checked there. ``--header-version 14`` rewrites the file's
 ISMRMRD header version before use: Gadgetron 4.7.2 rejects any other version ("XML header
 version does not match library schema version"), e.g. the 8 of files written by Debian's
 ismrmrd-tools; without the option such a file is reported before it is sent.
@@ -34,7 +40,8 @@ one line too; ``--verbose`` adds the traceback.
 Exit codes (also in ``--help``):
     0  images were written
     1  the chain or the server reported an error, or no image came back
-    2  usage error: bad arguments, an unreadable input file or chain file, an invalid chain
+    2  usage error: bad arguments, an unreadable input file or chain file, an invalid chain, a
+       checkpoint or device that cannot be used (local runs, without --allow-fallback)
     3  the server or a ``<connect>`` worker could not be reached, or the connection broke before
        its CLOSE (e.g. the worker was killed)
     4  the images could not be written (disk full, no permission); an existing OUT.h5 is unchanged
@@ -44,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -55,6 +63,7 @@ import numpy as np
 
 from . import ismrmrd_io
 from .chain import Chain, ExternalGadgetError, load_chain, run_chain
+from .data_checks import dropped_in_images
 from .export import FORMATS, export_images
 from .image_io import default_group_name, write_images_atomic
 
@@ -66,10 +75,13 @@ EXIT_USAGE = 2
 EXIT_CONNECTION = 3
 EXIT_OUTPUT = 4
 #: The epilog of --help: the exit codes.
-EXIT_CODES_HELP = ("Exit codes: 0 images written; 1 the chain or server reported an error, or no image came back; "
-                   "2 usage error (bad arguments, unreadable input or chain); 3 server or <connect> worker "
-                   "unreachable, or the connection broke before its CLOSE (e.g. a killed worker); 4 the images "
-                   "could not be written (disk full, permissions), an existing output file is left unchanged.")
+EXIT_CODES_HELP = (
+    "exit codes:\n"
+    "  0  images written\n"
+    "  1  the chain or the server reported an error, or no image came back\n"
+    "  2  usage error: bad arguments, unreadable input or chain, a checkpoint or device that cannot be used\n"
+    "  3  server or <connect> worker unreachable, or the connection broke before its CLOSE (e.g. a killed worker)\n"
+    "  4  the images could not be written (disk full, permissions); an existing output file is left unchanged")
 
 
 class OutputError(RuntimeError):
@@ -129,14 +141,20 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cardiomm-replay",
         description="Replay an ISMRMRD raw file through a reconstruction chain, locally or on a Gadgetron server, "
                     "and write the images as gadgetron_ismrmrd_client does.",
-        epilog=EXIT_CODES_HELP)
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXIT_CODES_HELP + "\n\nexamples:\n"
+               "  cardiomm-simulate scan.h5 && cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml "
+               "-o images.h5 --preview images.png\n"
+               "  cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml --format dicom -o images_dicom/\n"
+               "  cardiomm-replay scan.h5 --server localhost:9002 --config cardiomm_cine_python.xml -o images.h5")
     parser.add_argument("input", type=Path, metavar="IN.h5", help="ISMRMRD raw data file")
     parser.add_argument("--chain", type=Path, metavar="CHAIN.xml|yaml",
                         help="chain to run locally, or (with --server) to send as the stream config text")
     parser.add_argument("--server", type=parse_server, metavar="HOST:PORT",
                         help="stream to this Gadgetron server instead of running locally (default port 9002)")
     parser.add_argument("--config", metavar="NAME",
-                        help="with --server: the name of a config file on the server (e.g. default.xml)")
+                        help="with --server: the name of a config file on the server (e.g. default.xml); "
+                             "a path to a local file sends that file's XML instead, as --chain does")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT",
                         help="image file (appended to) for --format ismrmrd; a folder for dicom, nifti and png")
     parser.add_argument("--format", choices=FORMATS, default="ismrmrd",
@@ -147,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preview", type=Path, metavar="OUT.png", help="also write a PNG montage of the images")
     parser.add_argument("--checkpoint", help="CardioMMRecon checkpoint: packaged, none or a path")
     parser.add_argument("--device", help="CardioMMRecon device: auto, cpu, cuda or cuda:N")
+    parser.add_argument("--allow-fallback", action="store_true",
+                        help="local runs: a checkpoint or device that cannot be used gives fallback images "
+                             "(marked) instead of exit status 2 before the scan")
     parser.add_argument("--header-version", type=int, metavar="N",
                         help="rewrite the ISMRMRD header version to N before use (Gadgetron 4.7.2 needs 14)")
     parser.add_argument("--connect", choices=("inprocess", "socket"), default="inprocess",
@@ -161,6 +182,20 @@ def _apply_overrides(chain: Chain, checkpoint: str | None, device: str | None) -
     if not overrides:
         return chain
     return chain.with_properties(RECON_TARGET, **overrides)
+
+
+def check_models(chain: Chain, connect: str) -> None:
+    """Before a local scan: load the model of every CardioMMRecon stage that runs in this process,
+    with its checkpoint and device (``gadgets.recon.check_model_setting``); ValueError with one
+    line when one cannot be used. The engines stay cached for the scan."""
+    from .recon import CardioMMRecon, check_model_setting
+
+    for stage in chain.stages:
+        in_process = stage.kind == "python" or (stage.kind == "connect" and connect == "inprocess")
+        if stage.target != RECON_TARGET or not in_process:
+            continue
+        params = CardioMMRecon(**stage.properties).params
+        check_model_setting(params.checkpoint, params.device)
 
 
 def _counted(items: Iterable[Any], progress: Progress) -> Iterator[Any]:
@@ -179,8 +214,10 @@ def _header_text(xml: str, version: int | None, path: Path, *, for_server: bool)
         return xml
     if for_server and current is not None and current != expected:
         print(f"cardiomm-replay: {path} has ISMRMRD header version {current}; Gadgetron 4.7.2 (ISMRMRD schema "
-              f"{expected}) rejects it with 'XML header version does not match library schema version'. "
-              f"Rerun with --header-version {expected} to rewrite it while sending.", file=sys.stderr)
+              f"{expected}) reads it, but fails the scan at the first external (Python) node, to which it cannot "
+              f"send the header ('XML header version does not match library schema version'); every shipped "
+              f"chain has one. Rerun with --header-version {expected} to rewrite the version while sending.",
+              file=sys.stderr)
     return xml
 
 
@@ -303,6 +340,9 @@ def _summary(images: list[ismrmrd.Image], args: argparse.Namespace, group: str, 
     print(f"cardiomm-replay: {len(images)} images in {len({int(i.image_series_index) for i in images})} series "
           f"({_describe_images(images)}) from {where} -> {_destination(args, group)} in {seconds:.1f} s, "
           f"{n_acquisitions} acquisitions ({rate:.0f} acquisitions/s); method {method_text}", file=sys.stderr)
+    dropped = dropped_in_images(images)
+    if dropped.total:
+        print(f"cardiomm-replay: dropped acquisitions: {dropped.describe()}", file=sys.stderr)
     if args.preview is not None:
         print(f"cardiomm-replay: preview {args.preview}", file=sys.stderr)
 
@@ -314,6 +354,13 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raw = ismrmrd_io.RawFile(args.input, args.dataset_group)
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
+    if not args.allow_fallback:
+        try:
+            check_models(chain, args.connect)
+        except ValueError as exc:
+            raw.close()
+            print(f"cardiomm-replay: error: {exc} (--allow-fallback: fallback images instead)", file=sys.stderr)
+            return EXIT_USAGE
     group = args.group or default_group_name()
     with raw:
         try:
@@ -359,7 +406,7 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Replay through a Gadgetron server."""
-    from .client import stream_file
+    from .client import has_noise_measurement, native_noise_adjust_problem, stream_file
 
     host, port = args.server
     config_text = None
@@ -373,6 +420,13 @@ def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
     _header_text(xml, args.header_version, args.input, for_server=True)
+    try:
+        problem = native_noise_adjust_problem(xml, config_text, has_noise_measurement(args.input, args.dataset_group))
+    except (OSError, KeyError, ValueError) as exc:  # the stream itself will report an unreadable file
+        logger.debug("could not check the noise IDs: %s", exc)
+        problem = None
+    if problem:
+        print(f"cardiomm-replay: {args.input}: {problem}", file=sys.stderr)
     progress = Progress(0, enabled=not args.quiet)
 
     def report(sent: int, total: int) -> None:
@@ -408,6 +462,23 @@ def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return EXIT_OK
 
 
+def _resolve_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``--config``: a path that exists here is sent as the chain's XML (message 2, as ``--chain``;
+    Gadgetron looks a CONFIG by name up in its own config folder only); a bare name goes by name
+    (message 1). A path with a folder that does not exist here is a usage error."""
+    if args.config is None:
+        return
+    local = Path(args.config).expanduser()
+    if local.is_file():
+        print(f"cardiomm-replay: note: --config {args.config} is a local file: sending its XML to the server "
+              f"(message 2, as --chain does); a bare name such as {local.name} would be looked up in the "
+              "server's config folder", file=sys.stderr)
+        args.chain, args.config = local, None
+    elif "/" in args.config or os.sep in args.config:
+        parser.error(f"--config {args.config!r} is not a local file, and a config on the server is named without "
+                     f"a folder (e.g. --config {local.name}); give --chain FILE to send a local chain")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``cardiomm-replay``; returns the exit status (see the module docstring)."""
     parser = build_parser()
@@ -421,8 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("give --chain CHAIN.xml|yaml (local run) or --server HOST:PORT")
     elif (args.config is None) == (args.chain is None):
         parser.error("with --server give exactly one of --config NAME (on the server) or --chain FILE (sent as text)")
-    elif args.config is not None and (args.checkpoint or args.device):
-        parser.error("--checkpoint/--device change a chain file; they cannot change --config (a config on the server)")
+    else:
+        _resolve_config(args, parser)
+        if args.config is not None and (args.checkpoint or args.device):
+            parser.error("--checkpoint/--device change a chain file; they cannot change --config (a config on the server)")
     if args.header_version is not None and args.header_version < 0:
         parser.error(f"--header-version must be >= 0, got {args.header_version}")
     if not args.input.is_file():
@@ -431,6 +504,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("-o must not be the input file")
     if args.format != "ismrmrd" and args.out.exists() and not args.out.is_dir():
         parser.error(f"--format {args.format} writes a folder: -o {str(args.out)!r} is an existing file")
+    if args.format == "ismrmrd":  # checked now, not after the whole reconstruction
+        import h5py
+
+        if args.out.is_dir():
+            parser.error(f"-o {str(args.out)!r} is a folder; the ismrmrd format appends to an HDF5 file")
+        if args.out.exists() and not h5py.is_hdf5(args.out):
+            parser.error(f"-o {str(args.out)!r} exists and is not an HDF5 file (images are appended to one)")
+        if not args.out.parent.is_dir():
+            parser.error(f"-o {str(args.out)!r}: the folder {str(args.out.parent)!r} does not exist")
     return _run_guarded(run_local if args.server is None else run_server, args, parser)
 
 

@@ -28,9 +28,11 @@ gadgetron-python 1.4.1 defects worked around here:
 
 * ``SocketWrapper.read`` loops forever at 100% CPU when the peer has gone (``recv`` returns no
   bytes). :func:`guard_connection` swaps in :class:`SafeSocket`, whose reads raise
-  :class:`PeerVanished` instead; ``handle`` then stops quietly. (The CONFIG and HEADER reads happen
-  inside ``Connection.__init__`` before any gadget module is imported, so they cannot be guarded;
-  Gadgetron sends both immediately after accepting the connection.)
+  :class:`PeerVanished` instead; ``handle`` then stops quietly. The CONFIG and HEADER reads happen
+  inside ``Connection.__init__`` before any gadget module is imported: they are guarded at
+  interpreter level by :mod:`cardiomm_guard` (loaded by the ``cardiomm_guard.pth`` file the
+  package installs), which patches the same read when ``gadgetron.external.connection`` is
+  imported, so a child whose Gadgetron closes early exits instead of spinning.
 * ``write_array`` converts dtypes with ``numpy.array(copy=False)``, which numpy 2 refuses after
   the message id and dimensions were already written; ``Acquisition.serialize_into`` writes the
   raw bytes of whatever dtype it holds. :func:`wire_ready` converts every array to its wire dtype
@@ -39,7 +41,8 @@ gadgetron-python 1.4.1 defects worked around here:
   leaves half a message on the socket.
 
 Logging goes to stderr only (stdout is shared with Gadgetron's); the level comes from
-``GADGETRON_EXTERNAL_LOG_LEVEL`` (default DEBUG, as gadgetron-python).
+``GADGETRON_EXTERNAL_LOG_LEVEL`` (default INFO; gadgetron-python's own default, DEBUG, floods a scan
+with the solvers' per-iteration lines).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import os
 import socket
 import struct
 import sys
+import warnings
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 import ismrmrd
@@ -56,6 +60,8 @@ import numpy as np
 from gadgetron.external import constants, writers
 from gadgetron.types.image_array import ImageArray, write_image_array
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, write_recon_data
+
+from cardiomm_guard import PeerVanished, recv_exactly  # noqa: F401 - re-exported (the child's guard owns them)
 
 from .params import Param, Params, config_properties, parse_params
 from .wire_limits import CHUNK_BYTES, MESSAGE_NAMES, SAFE_READERS, MessageBudget, MessageTooLarge, message_limit, redact_paths
@@ -71,57 +77,6 @@ ERROR_HEADER = struct.Struct("<HQ")
 LOG_LEVEL_VARIABLE = "GADGETRON_EXTERNAL_LOG_LEVEL"
 #: Seconds of silence after which draining the input after an error gives up.
 DRAIN_TIMEOUT_S = 10.0
-
-
-class PeerVanished(ConnectionError):
-    """The peer closed (or reset) the connection without sending CLOSE.
-
-    ``received``: how many bytes of the interrupted read had arrived (0: between reads).
-    """
-
-    def __init__(self, message: str, received: int = 0) -> None:
-        super().__init__(message)
-        self.received = received
-
-
-def recv_exactly(sock: socket.socket, nbytes: int) -> bytes | bytearray:
-    """Exactly ``nbytes`` bytes from ``sock`` (``nbytes >= 0``).
-
-    Up to :data:`~gadgets.wire_limits.CHUNK_BYTES` the buffer is allocated at once; larger reads
-    grow it piece by piece as the data arrive (and return the ``bytearray``), so a peer that
-    claims a large length and sends nothing makes nothing be allocated.
-
-    Raises :class:`PeerVanished` when the peer closes the connection first (``recv`` returns no
-    bytes: never a spin) or resets it (then with the reset as ``__cause__``). Timeouts and other
-    OSErrors propagate unchanged.
-    """
-    if nbytes > CHUNK_BYTES:
-        return _recv_growing(sock, nbytes)
-    buffer = bytearray(nbytes)
-    view = memoryview(buffer)
-    received = 0
-    while received < nbytes:
-        try:
-            count = sock.recv_into(view[received:], nbytes - received)
-        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-            raise PeerVanished(f"connection lost while reading ({exc})", received) from exc
-        if count == 0:
-            raise PeerVanished(f"peer closed the connection ({received} of {nbytes} bytes read)", received)
-        received += count
-    return bytes(buffer)
-
-
-def _recv_growing(sock: socket.socket, nbytes: int) -> bytearray:
-    buffer = bytearray()
-    while len(buffer) < nbytes:
-        try:
-            piece = sock.recv(min(CHUNK_BYTES, nbytes - len(buffer)))
-        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-            raise PeerVanished(f"connection lost while reading ({exc})", len(buffer)) from exc
-        if not piece:
-            raise PeerVanished(f"peer closed the connection ({len(buffer)} of {nbytes} bytes read)", len(buffer))
-        buffer += piece
-    return buffer
 
 
 class SafeSocket:
@@ -199,12 +154,27 @@ def guard_connection(connection: Any) -> None:
         readers.update(SAFE_READERS)
 
 
-def setup_logging() -> None:
-    """Log to stderr at ``GADGETRON_EXTERNAL_LOG_LEVEL`` (default DEBUG); move any stdout handler to stderr."""
-    name = os.environ.get(LOG_LEVEL_VARIABLE, "DEBUG").strip().upper()
+def external_log_level() -> int:
+    """The level ``GADGETRON_EXTERNAL_LOG_LEVEL`` names; INFO when unset or unknown.
+
+    gadgetron-python defaults to DEBUG, which buries a scan's few lines under the solvers'
+    per-iteration messages; those stay at DEBUG, for whoever sets the variable to DEBUG.
+    """
+    name = os.environ.get(LOG_LEVEL_VARIABLE, "INFO").strip().upper()
     level = logging.getLevelName(name)
-    if not isinstance(level, int):
-        level = logging.INFO
+    return level if isinstance(level, int) else logging.INFO
+
+
+def setup_logging() -> None:
+    """Log to stderr at :func:`external_log_level` (default INFO); move any stdout handler to stderr.
+
+    ``python -m gadgetron`` (how Gadgetron starts a Python gadget) has already configured the root
+    logger at its own default, DEBUG, when the variable is unset; that becomes INFO here too.
+    """
+    level = external_log_level()
+    # gadgetron-python's readers trip numpy's PEP 3118 ctypes warning on every connection: harmless noise
+    warnings.filterwarnings("ignore", message="A builtin ctypes object gave a PEP3118 format string",
+                            category=RuntimeWarning)
     root = logging.getLogger()
     if not root.handlers:
         logging.basicConfig(
@@ -213,6 +183,8 @@ def setup_logging() -> None:
             format="%(asctime)s.%(msecs)03d %(levelname)s [ext. %(process)d %(name)s] %(message)s",
             datefmt="%m-%d %H:%M:%S",
         )
+    elif not os.environ.get(LOG_LEVEL_VARIABLE, "").strip() and root.level == logging.DEBUG:
+        root.setLevel(level)  # gadgetron-python's unasked-for DEBUG
     for handler in root.handlers:
         if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
             handler.setStream(sys.stderr)

@@ -30,6 +30,7 @@ from typing import Any, Callable
 from xml.etree import ElementTree
 
 import ismrmrd
+from cardiomm_guard import CHUNK_BYTES
 import numpy as np
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ DEFAULT_COILS = 128
 MIN_COILS = 32
 #: Added to every derived limit (small messages, headers of the ReconData, meta XML).
 SLACK_BYTES = 4 * 2**20
-#: Reads above this size are done in pieces, so memory grows only as the data arrive.
-CHUNK_BYTES = 1 * 2**20
+#: Reads above this size are done in pieces, so memory grows only as the data arrive: CHUNK_BYTES,
+#: one value with the spin guard's reader (cardiomm_guard), which every child's socket reads go through.
 
 _ACQ_HEADER_BYTES = ctypes.sizeof(ismrmrd.AcquisitionHeader)
 _IMAGE_HEADER_BYTES = ctypes.sizeof(ismrmrd.ImageHeader)

@@ -38,8 +38,11 @@ once; one more is answered with an ERROR naming the limit (``cardiomm-worker is 
 
 The model is loaded once at start-up (``gadgets.recon.load_engine``, which logs
 ``model loaded: ...`` and counts loads); every connection's gadget finds it in the per-process
-engine cache. A checkpoint that cannot be loaded is logged, and the scans get the fallback
-reconstruction (marked in the images) rather than no images.
+engine cache. A checkpoint that does not exist or cannot be loaded, or a device that is not
+available, stops the worker before it is ready (one line on stderr, exit status 2): nothing
+would otherwise tell the scanner's operator that every scan gets the fallback. With
+``--allow-fallback`` the worker starts anyway, logs why, and the scans get the fallback
+reconstruction (marked in the images). A failure during a scan always gives fallback images.
 
 It binds 127.0.0.1 unless told otherwise, logs each connection, and exits cleanly (status 0) on
 SIGTERM/SIGINT, after ``--max-connections`` connections have been served, or after
@@ -367,12 +370,18 @@ class Worker:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cardiomm-worker",
-        description="Warm CardioMM worker for Gadgetron's <connect port=... address=.../> external node.")
+        description="Warm CardioMM worker for Gadgetron's <connect port=... address=.../> external node.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example (then replay through the chain that connects to it):\n"
+               "  cardiomm-worker --port 18000 --checkpoint packaged --device auto &\n"
+               "  cardiomm-replay scan.h5 --chain chains/cardiomm_cine_worker.xml --connect socket -o images.h5")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0: any)")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to bind (default {DEFAULT_HOST})")
     parser.add_argument("--checkpoint", default="packaged",
                         help="'packaged' (default), 'none' (conventional recon only) or a checkpoint path")
     parser.add_argument("--device", default="auto", help="'auto' (default), 'cpu', 'cuda' or 'cuda:N'")
+    parser.add_argument("--allow-fallback", action="store_true",
+                        help="start even when the checkpoint or device cannot be used (scans get the fallback)")
     parser.add_argument("--max-connections", type=int, default=None,
                         help="exit after serving this many connections")
     parser.add_argument("--idle-timeout", type=float, default=None,
@@ -440,7 +449,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    worker.warm_up()
+    if args.allow_fallback:
+        worker.warm_up()
+    else:
+        from .recon import check_model_setting
+
+        started = time.perf_counter()
+        try:
+            loaded = check_model_setting(args.checkpoint, args.device)
+        except ValueError as exc:
+            if worker.listener is not None:
+                worker.listener.close()
+            print(f"cardiomm-worker: error: {exc} (--allow-fallback: start anyway, scans get the fallback)",
+                  file=sys.stderr)
+            return 2
+        if loaded is not None:
+            logger.info("worker: model ready in %.1f s", time.perf_counter() - started)
     logger.info("cardiomm-worker ready on %s:%d", args.host, port)
     worker.serve()
     return 0

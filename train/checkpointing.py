@@ -37,6 +37,7 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
+from cardiomm_core._files import default_dir_mode
 from cardiomm_core.checkpoint import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,7 @@ def write_training_checkpoint(run_dir: str | os.PathLike[str], step: int, tensor
     text = json.dumps(full_meta, indent=1, allow_nan=True) + "\n"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
     try:
+        os.chmod(tmp, default_dir_mode())  # mkdtemp's 0700 would outlive the rename: respect the umask
         _fsync_write(tmp / TENSORS_FILE, blob)
         _fsync_write(tmp / META_FILE, text.encode("utf-8"))
         if final.exists():

@@ -3,10 +3,14 @@ sampling pattern and acceleration, scored as the CMRxRecon challenges score.
 
 For every fully sampled slice of a data set and every (pattern, acceleration) asked for, a
 CMRxRecon mask is drawn (``cardiomm_core.masks.make_mask``, a fixed seed per slice and setting, so
-all methods see the same mask and reruns the same numbers), applied, and reconstructed by
+all methods see the same mask and reruns the same numbers; ``masks="official"`` draws the official
+CardioMM recipes with 20 calibration lines, the paper's protocol being Uniform / ktGaussian /
+ktRadial at R 8, 16, 24), applied, and reconstructed by
 
 - ``cardiomm``: ``cardiomm_core.engine.InferenceEngine`` with the checkpoint (its normalisation,
-  its text encoder, the ScanContext with the mask's pattern and acceleration);
+  its text encoder, its sentence style, and the ScanContext with the pattern and acceleration
+  ``cardiomm_core.prompting.describe_sampling`` gives the mask with its nominal R declared, in the
+  checkpoint's mask convention: what the gadgets tell the model inline);
 - ``cg_sense`` and ``zero_filled``: ``cardiomm_core.recon.conventional_recon`` (its defaults).
 
 The reference is what the trainer learns from the same sample
@@ -26,6 +30,17 @@ Data (``load_eval_data``): a training YAML config (its ``data.val`` sources, els
 a YAML file with a ``sources:`` list, or a one-line spec: ``synthetic:n_subjects=4,seed=1000,
 matrix=128x112,n_frames=12,n_coils=8``, ``cmrxrecon:ROOT[,year=2024,split=val]``,
 ``ismrmrd:FILE[,FILE...]``.
+
+ISMRMRD files written by ``cardiomm-simulate`` carry their ground truth (``/cardiomm_truth``):
+slices are scored against its noise-free RSS (``train.data.ismrmrd_raw.truth_reference``). A
+prospectively undersampled file (header ``accelerationFactor`` > 1, or lines missing) is
+reconstructed from the lines it has, once per slice, at its own pattern and acceleration (as the
+inline gadget derives them from the lines), and scored against that truth; one without a ground
+truth is refused before any work (``check_raw_sources``).
+
+The CLI (``train.cli.eval_main``) checks the output folder and the data before any work, writes
+``per_slice.csv`` row by row as the slices are scored (``RowWriter``; a stopped run leaves its
+rows and a partial report) and a progress line per slice with the time left (ETA) to stderr.
 """
 
 from __future__ import annotations
@@ -35,11 +50,12 @@ import logging
 import math
 import os
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -47,7 +63,8 @@ import yaml
 from torch.utils.data import Dataset
 
 from cardiomm_core.engine import InferenceEngine
-from cardiomm_core.masks import MASK_PATTERNS, make_mask
+from cardiomm_core.masks import MASK_CONVENTIONS, MASK_PATTERNS, make_mask
+from cardiomm_core.prompting import describe_sampling
 from cardiomm_core.metrics import CONVENTIONS, evaluate
 from cardiomm_core.recon import conventional_recon
 
@@ -80,6 +97,8 @@ DEFAULT_METHODS = ("cardiomm", "cg_sense", "zero_filled")
 METHOD_LABELS = {"cardiomm": "CardioMM", "cg_sense": "CG-SENSE", "cg_sense_plain": "Plain CG-SENSE",
                  "zero_filled": "Zero-filled"}
 METRICS = ("psnr", "ssim", "nmse")
+#: Seconds after which a progress line also reports the settings done within a slice.
+SETTING_PROGRESS_S = 30.0
 #: What the columns are (first lines of metrics.md).
 METHODS_NOTE = (
     "CG-SENSE: `cardiomm_core.recon.conventional_recon` with its defaults, the gadgets' conventional "
@@ -161,7 +180,49 @@ def load_eval_data(spec: str | os.PathLike[str]) -> tuple[Dataset, str]:
         sources = [_source_from(s, f"data spec {text!r}") for s in _parse_spec(text)]
     if not sources:
         raise ValueError(f"{text}: no data sources")
-    return _concat(sources), describe_sources(sources)
+    check_raw_sources(sources)
+    dataset = _concat(sources)
+    for part in getattr(dataset, "datasets", [dataset]):
+        if hasattr(part, "ground_truth"):  # IsmrmrdRawDataset: score against the stored ground truth
+            part.ground_truth = True
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        skipped = [f"{path}: {why}" for part in getattr(dataset, "datasets", [dataset])
+                   for path, why in getattr(part, "skipped", [])]
+        raise ValueError(f"{text}: no slices to evaluate" + (f" (skipped {'; '.join(skipped)})" if skipped else ""))
+    description = describe_sources(sources)
+    if any(hasattr(part, "ground_truth") for part in getattr(dataset, "datasets", [dataset])):
+        description += " (noise-free target: the ground truth stored beside the raw data, where present)"
+    return dataset, description
+
+
+def check_raw_sources(sources: Sequence[Any]) -> None:
+    """Before any work, for ISMRMRD sources: every file exists and is ISMRMRD raw data, and a
+    prospectively undersampled file (header ``accelerationFactor`` > 1) has the ground truth that
+    ``gadgets.simulate`` stores beside the raw data (ValueError with one line otherwise)."""
+    from gadgets.ismrmrd_io import read_header
+
+    from .config import IsmrmrdSource
+    from .data.ismrmrd_raw import declared_acceleration, has_ground_truth
+
+    for source in sources:
+        if not isinstance(source, IsmrmrdSource):
+            continue
+        if not source.paths:
+            raise ValueError("ismrmrd data: no files given (ismrmrd:FILE[,FILE...])")
+        for name in source.paths:
+            path = Path(name)
+            if not path.is_file():
+                raise ValueError(f"ISMRMRD file {name!r} does not exist" if not path.exists()
+                                 else f"ISMRMRD file {name!r} is not a file")
+            try:
+                header, _ = read_header(path, source.group)
+            except (OSError, ValueError, KeyError) as exc:
+                raise ValueError(f"{name!r} is not readable ISMRMRD raw data: {exc}") from None
+            factor = declared_acceleration(header)
+            if factor > 1 and not has_ground_truth(path):
+                raise ValueError(f"{name!r} is undersampled (accelerationFactor {factor:g}) and holds no ground "
+                                 "truth beside the raw data (cardiomm-simulate's /cardiomm_truth); cardiomm-eval "
+                                 "needs fully sampled data or such a ground truth")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -191,9 +252,24 @@ def evaluate_checkpoint(
     device: str = "auto",
     max_items: int | None = None,
     progress: bool = False,
+    masks: str | None = None,
+    on_row: Callable[[EvalRow], None] | None = None,
 ) -> list[EvalRow]:
     """Score ``methods`` on every slice of ``dataset`` at every pattern x acceleration (see the
-    module docstring). ``checkpoint`` may be None when "cardiomm" is not among ``methods``."""
+    module docstring). ``checkpoint`` may be None when "cardiomm" is not among ``methods``.
+    ``masks``: the mask convention drawn ("project" or "official"; None: the checkpoint's
+    ``prompt.mask_convention``, "project" without a checkpoint).
+
+    A slice whose k-space is already undersampled (prospectively, lines missing: an undersampled
+    ISMRMRD file) is reconstructed from the lines it has, told the sampling the inline gadget
+    derives from them (``gadgets.context.sampling_from_mask``), and scored against its stored
+    reference (``KspaceSample.reference``, the ground truth beside the raw data), once, under that
+    pattern and acceleration; without a reference it is refused (ValueError). ``on_row`` is called
+    with each row as soon as it is scored (e.g. to append it to a CSV file); ``progress`` writes a
+    line per slice with the time per slice and the estimated time left to stderr.
+    """
+    if masks is not None and masks not in MASK_CONVENTIONS:
+        raise ValueError(f"masks must be one of {MASK_CONVENTIONS}, got {masks!r}")
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"methods must be among {METHODS}, got {method!r}")
@@ -215,22 +291,33 @@ def evaluate_checkpoint(
         meta = read_checkpoint_meta(checkpoint)
         encoder = make_encoder(meta.text_encoder_name, None)
         engine = InferenceEngine.from_checkpoint(checkpoint, device=device, text_encoder=encoder)
+    model_convention = engine.prompt.mask_convention if engine is not None else "project"
+    mask_convention = masks if masks is not None else model_convention
     n_items = len(dataset) if max_items is None else min(max_items, len(dataset))  # type: ignore[arg-type]
     rows: list[EvalRow] = []
     started = time.time()
+    if progress:
+        sys.stderr.write(f"[cardiomm-eval] {n_items} slices x {len(patterns) * len(accelerations)} pattern x R settings "
+                         f"(undersampled data: its own sampling) x {len(methods)} methods ({', '.join(methods)})\n")
+        sys.stderr.flush()
+    last_line = time.time()
     for index in range(n_items):
         sample = dataset[index]
         if not isinstance(sample, KspaceSample):
             raise ValueError(f"dataset[{index}] must be a KspaceSample, got {type(sample).__name__}")
         target = sample.scoring_target().numpy()
         n_coils, n_frames, n_ky, n_kx = sample.kspace.shape
-        for pattern in patterns:
-            for acceleration in accelerations:
+        acquired = _acquired_sampling(sample)  # None unless the data are already undersampled
+        n_done = 0
+        for pattern in (patterns if acquired is None else [acquired.pattern]):
+            for acceleration in (accelerations if acquired is None else [acquired.table_acceleration]):
                 mask = make_mask(pattern, float(acceleration), n_frames, n_ky, n_kx, n_acs=n_acs,
-                                 seed=_mask_seed(seed, index, pattern, float(acceleration)))
+                                 seed=_mask_seed(seed, index, pattern, float(acceleration)),
+                                 convention=mask_convention) if acquired is None else acquired
                 core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]  # (1,1,T,ky,kx|1)
                 kspace = (sample.kspace * core_mask[0].to(torch.complex64))[None]             # (1,C,T,ky,kx)
-                context = sample.context.with_sampling(mask.acceleration, mask.pattern)
+                context = sample.context.with_sampling(*describe_sampling(
+                    core_mask, declared_acceleration=mask.acceleration, convention=model_convention))
                 for method in methods:
                     if method == "cardiomm" and engine is not None:
                         images = engine.reconstruct(kspace, core_mask, context)
@@ -240,14 +327,73 @@ def evaluate_checkpoint(
                         images = conventional_recon(kspace, core_mask, method=method).images
                     recon = _magnitude(images, sample.recon_nx)[0]
                     scores = evaluate(recon, target, convention=convention, crop=crop)
-                    rows.append(EvalRow(method, sample.context.modality, pattern, float(acceleration),
-                                        sample.identifier, scores["psnr"], scores["ssim"], scores["nmse"]))
+                    row = EvalRow(method, sample.context.modality, pattern, float(acceleration),
+                                  sample.identifier, scores["psnr"], scores["ssim"], scores["nmse"])
+                    rows.append(row)
+                    if on_row is not None:
+                        on_row(row)
+                n_done += 1
+                if progress and time.time() - last_line > SETTING_PROGRESS_S:  # slow slices: say where it is
+                    last_line = time.time()
+                    n_settings = 1 if acquired is not None else len(patterns) * len(accelerations)
+                    sys.stderr.write(f"[cardiomm-eval] slice {index + 1}/{n_items}: {n_done}/{n_settings} settings "
+                                     f"done ({pattern} R {float(acceleration):g}), "
+                                     f"{_duration(last_line - started)} so far\n")
+                    sys.stderr.flush()
         if progress:
+            last_line = time.time()
             elapsed = time.time() - started
-            sys.stderr.write(f"[cardiomm-eval] slice {index + 1}/{n_items} ({sample.identifier}) "
-                             f"{elapsed / (index + 1):.1f} s/slice\n")
+            per_slice = elapsed / (index + 1)
+            sys.stderr.write(f"[cardiomm-eval] slice {index + 1}/{n_items} ({sample.identifier}) done: "
+                             f"{per_slice:.1f} s/slice, {_duration(elapsed)} so far, "
+                             f"ETA {_duration(per_slice * (n_items - index - 1))}\n")
             sys.stderr.flush()
     return rows
+
+
+def _duration(seconds: float) -> str:
+    """``75`` -> "1 min 15 s"; ``4000`` -> "1 h 06 min"."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class AcquiredMask(NamedTuple):
+    """The sampling of already undersampled data, shaped like ``cardiomm_core.masks.SamplingMask``
+    where the evaluation reads it: ``mask (T, ky, 1)`` float32 (the lines that hold data),
+    ``pattern`` and ``acceleration`` as the inline gadget derives them from those lines (what the
+    model is told), ``table_acceleration`` that acceleration rounded to 0.1 for the tables."""
+
+    mask: np.ndarray
+    pattern: str
+    acceleration: float
+    table_acceleration: float
+
+
+def _acquired_sampling(sample: KspaceSample) -> AcquiredMask | None:
+    """The sampling of a sample whose k-space lines are not all there (prospectively undersampled),
+    None for a fully sampled sample. Without a reference, a sample missing at most half its lines
+    counts as fully sampled (zero-padded lines, e.g. partial Fourier, as before) and one missing
+    more is refused (ValueError): zero-filling would be scored against itself."""
+    lines = sample.kspace.abs().sum(dim=(0, 3)) > 0                                          # (T, ky)
+    if bool(lines.all()):
+        return None
+    if sample.reference is None and float(lines.float().mean()) >= 0.5:
+        return None
+    if sample.reference is None:
+        raise ValueError(f"{sample.identifier}: the k-space is undersampled ({int(lines.sum())} of {lines.numel()} "
+                         "lines) and no ground truth is stored beside it; cardiomm-eval needs fully sampled data "
+                         "or a ground truth (cardiomm-simulate's /cardiomm_truth)")
+    from gadgets.context import sampling_from_mask
+
+    mask = lines.numpy().astype(np.float32)[:, :, None]                                      # (T, ky, 1)
+    told, pattern = sampling_from_mask(mask[None, None])
+    return AcquiredMask(mask, pattern, float(told), round(float(told), 1))
 
 
 def aggregate(rows: Iterable[EvalRow]) -> list[dict[str, Any]]:
@@ -371,13 +517,66 @@ def write_figure(path: Path, table: list[dict[str, Any]], title: str = "") -> No
     image.save(path)
 
 
+#: The files write_report writes into its folder.
+REPORT_FILES = {"per_slice": "per_slice.csv", "csv": "metrics.csv", "markdown": "metrics.md", "figure": "metrics.png"}
+
+
+def check_out_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Before any work: make sure the report can be written into ``out_dir`` (created later, with
+    its parents, when missing); ValueError with one line otherwise (a file in the way, a folder
+    that cannot be written). Nothing is created here."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {str(out)!r} is an existing file, not a folder")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot create the output folder {str(out)!r}: {str(existing)!r} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write into the output folder {str(out)!r} ({str(existing)!r}: "
+                         f"{exc.strerror or exc})") from None
+    for name in REPORT_FILES.values():
+        if (out / name).is_dir():
+            raise ValueError(f"{str(out / name)!r} is a folder; the report writes a file of that name")
+    return out
+
+
+class RowWriter:
+    """``per_slice.csv`` written as the rows come: the header at once, each row appended and
+    flushed, so a stopped evaluation leaves what it scored. Use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = open(self.path, "w", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._handle, fieldnames=list(EvalRow.__dataclass_fields__))
+        self._writer.writeheader()
+        self._handle.flush()
+
+    def __call__(self, row: EvalRow) -> None:
+        self._writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in vars(row).items()})
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def write_report(out_dir: str | os.PathLike[str], rows: list[EvalRow], title: str = "") -> dict[str, Path]:
     """Write per_slice.csv, metrics.csv, metrics.md and metrics.png into ``out_dir``; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = aggregate(rows)
-    paths = {"per_slice": out / "per_slice.csv", "csv": out / "metrics.csv", "markdown": out / "metrics.md",
-             "figure": out / "metrics.png"}
+    paths = {key: out / name for key, name in REPORT_FILES.items()}
     _write_csv(paths["per_slice"], [vars(r) for r in rows], list(EvalRow.__dataclass_fields__))
     _write_csv(paths["csv"], table, ["method", "modality", "pattern", "acceleration", "n", *METRICS])
     write_markdown(paths["markdown"], table, title)

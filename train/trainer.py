@@ -46,14 +46,16 @@ import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from cardiomm_core.context import ScanContext
-from cardiomm_core.engine import DEFAULT_NORMALISATION, normalisation_scale
+from cardiomm_core.engine import DEFAULT_NORMALISATION
 from cardiomm_core.metrics import evaluate
-from cardiomm_core.model import CardioMM, CardioMMConfig, acs_region_mask, config_by_name, count_parameters
-from cardiomm_core.text import CachedEncoder, EmbeddingCache, canonical_encoder_name, encode_context, get_encoder
+from cardiomm_core.model import CardioMM, CardioMMConfig, config_by_name, count_parameters
+from cardiomm_core.prompting import PromptSpec, context_sentences, encode_sentences, model_forward, prepare_model_input
+from cardiomm_core.text import CachedEncoder, EmbeddingCache, canonical_encoder_name, get_encoder
 
 from .checkpointing import (
     find_latest,
     flatten_optimizer_state,
+    list_checkpoints,
     prune_checkpoints,
     read_training_checkpoint,
     unflatten_optimizer_state,
@@ -72,6 +74,48 @@ from .data.undersample import UndersampledDataset
 from .losses import ReconLoss, crop_to_target
 
 logger = logging.getLogger(__name__)
+
+#: What a run leaves in its run folder (besides checkpoints/): a fresh run replaces these.
+_RUN_FILES = ("log.csv", "tensorboard")
+
+
+def previous_run(run_dir: str | os.PathLike[str]) -> list[str]:
+    """What an earlier run left in ``run_dir``: names among log.csv, tensorboard, checkpoints
+    (a checkpoints/ folder with step folders or a ``latest`` pointer); [] for none."""
+    root = Path(run_dir)
+    found = [name for name in _RUN_FILES if (root / name).exists()]
+    ckpts = root / "checkpoints"
+    if list_checkpoints(root) or (ckpts / "latest").exists():
+        found.append("checkpoints")
+    return found
+
+
+def check_run_dir(run_dir: str | os.PathLike[str], resume: bool | str | os.PathLike[str], overwrite: bool) -> None:
+    """ValueError (one line) when a fresh run (no ``resume``) would write into the folder of an
+    earlier run without ``overwrite``: its log.csv would be truncated and its checkpoints mixed
+    with the new ones."""
+    if resume and overwrite:
+        raise ValueError("give --resume (continue the run) or --overwrite (start it again), not both")
+    if resume or overwrite:
+        return
+    found = previous_run(run_dir)
+    if found:
+        raise ValueError(f"run folder {str(run_dir)!r} holds an earlier run ({', '.join(found)}); give --resume "
+                         "to continue it, --overwrite to start it again (its log and checkpoints are deleted), "
+                         "or another run_dir")
+
+
+def clear_run_dir(run_dir: str | os.PathLike[str]) -> None:
+    """Delete what an earlier run left in ``run_dir`` (log.csv, tensorboard/, checkpoints/); other files stay."""
+    import shutil
+
+    root = Path(run_dir)
+    for name in (*_RUN_FILES, "checkpoints"):
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 __all__ = [
     "DistInfo",
@@ -248,16 +292,17 @@ class EmbeddingTable:
     ``batch(contexts)`` -> (metadata ``(B, D)``, undersampling ``(B, D)``) float32 on ``device``.
     """
 
-    def __init__(self, encoder: Any, device: torch.device) -> None:
+    def __init__(self, encoder: Any, device: torch.device, style: str = "project") -> None:
         self.encoder = encoder
         self.device = device
+        self.style = style
         self._table: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def get(self, context: ScanContext) -> tuple[torch.Tensor, torch.Tensor]:
-        key = context.sentences()
+        key = context_sentences(context, self.style)
         hit = self._table.get(key)
         if hit is None:
-            meta, us = encode_context(self.encoder, context)
+            meta, us = encode_sentences(self.encoder, key)
             hit = (meta.to(self.device, torch.float32), us.to(self.device, torch.float32))
             self._table[key] = hit
         return hit
@@ -281,23 +326,19 @@ def make_encoder(name: str, cache_dir: str | None) -> Any:
 
 def scaled_forward(model: torch.nn.Module, batch: TrainingBatch, embeddings: EmbeddingTable, device: torch.device,
                    normalisation: dict[str, Any], amp: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run the network on a batch as the InferenceEngine does.
+    """Run the network on a batch through the InferenceEngine's own path
+    (``cardiomm_core.prompting.prepare_model_input`` + ``model_forward``).
 
     Returns (magnitude ``(B, T, y, x)`` on the recon FOV, scaled target ``(B, T, y, x)``, scale ``(B,)``):
-    k-space and target are multiplied by ``normalisation_scale`` (the engine's function).
+    k-space and target are multiplied by the same per-slice ``normalisation_scale``.
     """
-    k = batch.masked_kspace.to(device, non_blocking=True)
-    m = batch.mask.to(device, non_blocking=True)
-    target = batch.target.to(device, non_blocking=True)
-    acs = acs_region_mask(m)
-    scale = normalisation_scale(k, m, normalisation, acs=acs)
-    k = k * scale.view(-1, 1, 1, 1, 1)
-    target = target * scale.view(-1, 1, 1, 1)
     meta, us = embeddings.batch(batch.contexts)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-        image = model(k, m, meta, us, acs)
+    inputs = prepare_model_input(batch.masked_kspace.to(device, non_blocking=True),
+                                 batch.mask.to(device, non_blocking=True), meta, us, normalisation)
+    target = batch.target.to(device, non_blocking=True) * inputs.scale.view(-1, 1, 1, 1)
+    image = model_forward(model, inputs, amp=amp)
     magnitude = crop_to_target(image.abs(), int(target.shape[-1]))
-    return magnitude, target, scale
+    return magnitude, target, inputs.scale
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -406,7 +447,8 @@ class Trainer:
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
         self.encoder = make_encoder(cfg.text_encoder.name, cfg.text_encoder.cache_dir)
-        self.embeddings = EmbeddingTable(self.encoder, self.device)
+        self.prompt = PromptSpec(style=cfg.prompt.style, mask_convention=cfg.data.undersampling.convention)
+        self.embeddings = EmbeddingTable(self.encoder, self.device, self.prompt.style)
         self.model = build_model(cfg, int(self.encoder.dim))
         if cfg.model.init_from:
             found = load_initial_weights(self.model, cfg.model.init_from, cfg.text_encoder.name, int(self.encoder.dim))
@@ -495,6 +537,7 @@ class Trainer:
             "architecture": self.model.config.to_dict(),
             "text_encoder": {"name": self.encoder.name, "dim": int(self.encoder.dim)},
             "normalisation": self.normalisation,
+            "prompt": self.prompt.to_dict(),
             "data_description": describe_sources(self.cfg.data.train),
             "optimizer": optim_meta,
             "scheduler": self.scheduler.state_dict(),
@@ -612,15 +655,24 @@ class Trainer:
                  f"{self.val_metrics['nmse']:.4f} ({self.val_metrics['n_items']} items)")
 
     def fit(self, resume: bool | str | os.PathLike[str] = False, stop_after_steps: int | None = None,
-            on_step: Callable[["Trainer"], None] | None = None) -> FitResult:
+            on_step: Callable[["Trainer"], None] | None = None, overwrite: bool = False) -> FitResult:
         """Train until the planned length (``epochs`` / ``max_steps``).
 
         ``resume``: True -> the run folder's latest checkpoint when there is one; a path -> that
-        checkpoint (folder or run folder); False -> start fresh. ``stop_after_steps``: checkpoint
-        and return once that many optimiser steps are done in total (a planned interruption; the
-        schedule still spans the full length). ``on_step`` is called after every optimiser step.
+        checkpoint (folder or run folder); False -> start fresh, which a run folder holding an
+        earlier run refuses (ValueError, :func:`check_run_dir`) unless ``overwrite``, which deletes
+        that run's log and checkpoints first. ``stop_after_steps``: checkpoint and return once
+        that many optimiser steps are done in total (a planned interruption; the schedule still
+        spans the full length). ``on_step`` is called after every optimiser step.
         """
         cfg = self.cfg
+        check_run_dir(self.run_dir, resume, overwrite)
+        if overwrite and self.dist.is_main and previous_run(self.run_dir):
+            logger.info("--overwrite: deleting the earlier run's %s in %s", ", ".join(previous_run(self.run_dir)),
+                        self.run_dir)
+            clear_run_dir(self.run_dir)
+        if self.dist.distributed:
+            dist.barrier()  # every rank has checked (and rank 0 cleared) the folder before rank 0 writes to it
         resumed_from: int | None = None
         if resume:
             path = find_latest(self.run_dir) if resume is True else Path(resume)

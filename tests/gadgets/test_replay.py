@@ -210,3 +210,110 @@ def test_vanishing_or_absent_server_exits_3(shepp_logan_file: Path, tmp_path: Pa
     code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{port}", "--config", "x.xml",
                         "-o", tmp_path / "out.h5", "-q"], capsys)
     assert code == EXIT_CONNECTION and f"cannot reach the Gadgetron server at 127.0.0.1:{port}" in err
+
+
+# --------------------------------------------------------------------------- explicit mistakes fail before the scan
+
+
+def _tiny_checkpoint(folder: Path) -> Path:
+    from cardiomm_core.checkpoint import save_checkpoint
+    from cardiomm_core.model import CardioMM, config_by_name
+
+    torch.manual_seed(0)
+    return save_checkpoint(folder / "tiny", CardioMM(config_by_name("tiny", 64)), text_encoder_name="hashing",
+                           text_encoder_dim=64)
+
+
+def test_missing_checkpoint_is_one_line_and_exit_2_before_the_scan(simulated_scan_file: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.h5"
+    missing = tmp_path / "nonexistent.safetensors"
+    run = subprocess.run([sys.executable, "-m", "gadgets.replay", str(simulated_scan_file), "--chain",
+                          str(PYTHON_CHAIN), "-o", str(out), "--checkpoint", str(missing), "-q"],
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == EXIT_USAGE, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nonexistent.safetensors" in lines[0] and "does not exist" in lines[0], run.stderr
+    assert "--allow-fallback" in lines[0]
+    assert not out.exists()  # nothing reconstructed, nothing written
+
+
+def test_allow_fallback_keeps_the_marked_fallback(simulated_scan_file: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.h5"
+    code, err = replay([simulated_scan_file, "--chain", PYTHON_CHAIN, "-o", out, "--group", "g", "-q",
+                        "--checkpoint", tmp_path / "nonexistent.safetensors", "--allow-fallback"], capsys)
+    assert code == EXIT_OK, err
+    images = read_images(out, "g")[1]
+    assert images and {im.meta["CardioMM.Fallback"] for im in images} == {"true"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_one_line_and_exit_2(simulated_scan_file: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.h5"
+    code, err = replay([simulated_scan_file, "--chain", PYTHON_CHAIN, "-o", out, "--checkpoint",
+                        _tiny_checkpoint(tmp_path), "--device", "cuda", "-q"], capsys)
+    assert code == EXIT_USAGE
+    assert "CUDA is not available" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("damage", ["json", "weights", "architecture"])
+def test_a_checkpoint_that_cannot_load_is_refused_before_the_scan(simulated_scan_file: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str],
+                                                                  damage: str) -> None:
+    import json
+
+    weights = _tiny_checkpoint(tmp_path)
+    meta_path = weights.with_suffix(".json")
+    if damage == "json":
+        meta_path.write_text(meta_path.read_text()[:-40])  # truncated JSON
+    elif damage == "weights":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated weights
+    else:
+        meta = json.loads(meta_path.read_text())
+        meta["architecture"]["chans"] = int(meta["architecture"]["chans"]) * 2  # JSON no longer matches the weights
+        meta_path.write_text(json.dumps(meta))
+    out = tmp_path / "out.h5"
+    code, err = replay([simulated_scan_file, "--chain", PYTHON_CHAIN, "-o", out, "--checkpoint", weights,
+                        "--device", "cpu", "-q"], capsys)
+    assert code == EXIT_USAGE, err
+    assert "cannot load checkpoint" in err and "tiny.safetensors" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["text_file", "folder", "no_parent"])
+def test_unusable_output_is_refused_before_the_scan(simulated_scan_file: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    out = {"text_file": tmp_path / "notes.txt", "folder": tmp_path, "no_parent": tmp_path / "nope" / "o.h5"}[kind]
+    if kind == "text_file":
+        out.write_text("not HDF5")
+    code, err = replay([simulated_scan_file, "--chain", PYTHON_CHAIN, "-o", out, "--checkpoint", "none", "-q"], capsys)
+    assert code == EXIT_USAGE
+    assert "-o" in err and "Traceback" not in err and str(out) in err
+    if kind == "text_file":
+        assert out.read_text() == "not HDF5"
+def test_config_that_is_a_local_file_is_sent_as_xml(shepp_logan_file: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``--config chains/X.xml`` (a file here) is sent as the chain's XML (message 2), with a note;
+    Gadgetron would look a CONFIG by name up in its own config folder only."""
+    with FakeGadgetronServer("echo", timeout=120) as server:
+        code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{server.port}", "--config", PYTHON_CHAIN,
+                            "--checkpoint", "none", "-o", tmp_path / "out.h5", "--header-version", "14", "-q"],
+                           capsys)
+    assert code == EXIT_OK, err
+    assert server.received.config_name is None and server.received.message_ids[:2] == [2, 3]
+    assert server.received.config_text == load_chain(PYTHON_CHAIN).with_properties(
+        "CardioMMRecon", checkpoint="none").to_xml()
+    assert f"--config {PYTHON_CHAIN} is a local file: sending its XML" in err
+
+
+def test_config_with_a_folder_that_does_not_exist_is_a_usage_error(shepp_logan_file: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = replay([shepp_logan_file, "--server", "127.0.0.1:9", "--config", tmp_path / "nowhere" / "x.xml",
+                        "-o", tmp_path / "out.h5"], capsys)
+    assert code == EXIT_USAGE and "is not a local file" in err and "--config x.xml" in err

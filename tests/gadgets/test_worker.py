@@ -199,10 +199,20 @@ def test_worker_reports_errors_and_stops_on_sigterm(scan, tmp_path):
     assert "received SIGTERM" in worker.log
 
 
-def test_worker_rejects_bad_options(tmp_path):
+def test_worker_refuses_to_start_on_a_missing_checkpoint_unless_allowed(tmp_path):
     missing = str(tmp_path / "absent.safetensors")
-    # a checkpoint that does not exist is not fatal: the worker serves fallback images and says why
-    worker = RunningWorker("--checkpoint", missing, "--max-connections", "1", env={"CARDIOMM_CACHE_DIR": str(tmp_path)})
+    env = {"CARDIOMM_CACHE_DIR": str(tmp_path)}
+    refused = RunningWorker("--checkpoint", missing, "--max-connections", "1", env=env)
+    try:
+        code = refused.wait_exit(300)
+    finally:
+        refused.kill()
+    assert code == 2, refused.log
+    lines = refused.log.strip().splitlines()
+    assert len(lines) == 1 and "absent.safetensors" in lines[0] and "does not exist" in lines[0], refused.log
+    assert "ready" not in refused.log and "Traceback" not in refused.log
+    # --allow-fallback: today's behaviour, the worker serves fallback images and says why
+    worker = RunningWorker("--checkpoint", missing, "--max-connections", "1", "--allow-fallback", env=env)
     try:
         worker.wait_ready()
         worker.proc.send_signal(signal.SIGINT)
@@ -210,6 +220,41 @@ def test_worker_rejects_bad_options(tmp_path):
     finally:
         worker.kill()
     assert "does not exist" in worker.log
+
+
+def test_worker_refuses_a_corrupt_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    weights = save_checkpoint(tmp_path / "tiny", CardioMM(config_by_name("tiny", 64)), text_encoder_name="hashing-64",
+                              text_encoder_dim=64)
+    weights.write_bytes(b"not safetensors at all")
+    refused = RunningWorker("--checkpoint", str(weights), "--device", "cpu", env={"CARDIOMM_CACHE_DIR": str(tmp_path)})
+    try:
+        code = refused.wait_exit(300)
+    finally:
+        refused.kill()
+    assert code == 2 and "cannot load checkpoint" in refused.log and "ready" not in refused.log, refused.log
+    errors = [line for line in refused.log.splitlines() if line.startswith("cardiomm-worker:")]
+    assert len(errors) == 1 and "Traceback" not in refused.log, refused.log  # one line besides INFO logging
+
+
+def test_worker_logs_at_info_by_default():
+    code = ("import logging; from gadgets.stream import setup_logging; setup_logging(); "
+            "print(logging.getLevelName(logging.getLogger().level))")
+    env = {k: v for k, v in os.environ.items() if k != "GADGETRON_EXTERNAL_LOG_LEVEL"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=TIMEOUT)
+    assert default.stdout.strip() == "INFO", default.stderr
+    asked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=TIMEOUT,
+                           env={**env, "GADGETRON_EXTERNAL_LOG_LEVEL": "DEBUG"})
+    assert asked.stdout.strip() == "DEBUG", asked.stderr
+    # a gadget that Gadgetron starts (python -m gadgetron) finds the root logger at gadgetron-python's DEBUG
+    as_gadgetron = ("import logging; logging.basicConfig(level=logging.DEBUG); " + code.replace("import logging; ", ""))
+    child = subprocess.run([sys.executable, "-c", as_gadgetron], capture_output=True, text=True, env=env,
+                           timeout=TIMEOUT)
+    assert child.stdout.strip() == "INFO", child.stderr
+
+
+def test_worker_rejects_bad_options(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "gadgets.worker", "--device", "gpu0"], capture_output=True, text=True,
                          cwd=Path(REPO_ROOT), timeout=TIMEOUT)
     assert bad.returncode == 2 and "device" in bad.stderr

@@ -151,3 +151,30 @@ def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):
     assert train_main(["--config", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("cardiomm-train: error:") and "schedule" in err[-1] and "'warmup'" in err[-1]
+
+
+def test_cli_refuses_to_train_into_an_earlier_run_without_resume_or_overwrite(tmp_path, capsys):
+    run = tmp_path / "run"
+    path = write_yaml(tmp_path / "cfg.yaml", tiny_values(run, train={"epochs": 1, "max_steps": 2},
+                                                         checkpoint={"every_steps": 1}))
+    assert train_main(["--config", str(path)]) == 0
+    log_before = (run / "log.csv").read_bytes()
+    checkpoints_before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    capsys.readouterr()
+
+    assert train_main(["--config", str(path)]) == 2  # neither --resume nor --overwrite
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cardiomm-train: error:"), err
+    assert "--resume" in err[0] and "--overwrite" in err[0] and str(run) in err[0]
+    assert (run / "log.csv").read_bytes() == log_before  # nothing truncated
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == checkpoints_before
+
+    assert train_main(["--config", str(path), "--resume", "--overwrite"]) == 2
+    assert "not both" in capsys.readouterr().err
+
+    (run / "checkpoints" / "step_00000099").mkdir()  # a stray later checkpoint must not survive --overwrite
+    assert train_main(["--config", str(path), "--overwrite"]) == 0
+    assert not (run / "checkpoints" / "step_00000099").exists()
+    with open(run / "log.csv", newline="") as handle:
+        steps = [int(r["step"]) for r in csv.DictReader(handle) if r["kind"] == "train"]
+    assert steps == [1, 2]  # one fresh run's rows, not two runs' rows

@@ -181,6 +181,49 @@ def assemble_slices(path: PathLike, *, group: str = "dataset", prewhiten: bool =
     return slices, header
 
 
+def _has_noise_scan(path: PathLike, group: str) -> bool:
+    for acquisition in iter_acquisitions(path, group):
+        return bool(acquisition.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT))  # noise scans come first
+    return False
+
+
+def has_ground_truth(path: PathLike) -> bool:
+    """Whether ``path`` holds the ground truth group that ``gadgets.simulate`` writes beside the raw data."""
+    import h5py
+
+    from gadgets.simulate import TRUTH_GROUP
+
+    with h5py.File(path, "r") as handle:
+        return TRUTH_GROUP in handle
+
+
+def truth_reference(path: PathLike, *, prewhiten: bool = True) -> np.ndarray:
+    """The reference of a simulated file: ``(slices, T, y, x)`` float32 noise-free RSS on the recon FOV.
+
+    The RSS of the noise-free coil images (``cardiomm_core.phantom.noise_free_rss``) after the
+    prewhitening of the file's true noise covariance when the data are prewhitened, as the demo
+    scores the chain's images (``gadgets.demo.reference_images``).
+    """
+    from cardiomm_core.noise import prewhitening_matrix
+    from cardiomm_core.phantom import noise_free_rss
+    from gadgets.simulate import read_ground_truth
+
+    truth = read_ground_truth(path)
+    mixing = prewhitening_matrix(np.asarray(truth.noise_covariance, dtype=np.complex128)) if prewhiten else None
+    return noise_free_rss(truth.images, truth.sensitivities, mixing)
+
+
+def declared_acceleration(header: ismrmrd.xsd.ismrmrdHeader) -> float:
+    """The header's ``parallelImaging.accelerationFactor`` (phase x slice encoding), 1 when absent."""
+    imaging = getattr(header.encoding[0], "parallelImaging", None) if header.encoding else None
+    factor = getattr(imaging, "accelerationFactor", None)
+    if factor is None:
+        return 1.0
+    step1 = getattr(factor, "kspace_encoding_step_1", None) or 1
+    step2 = getattr(factor, "kspace_encoding_step_2", None) or 1
+    return float(step1) * float(step2)
+
+
 @dataclass(frozen=True)
 class RawFileEntry:
     """One indexed raw file: path, slice count from the header, and context."""
@@ -202,8 +245,11 @@ class IsmrmrdRawDataset(SkipUnreadable, Dataset):
     """
 
     def __init__(self, paths: PathLike | Sequence[PathLike], *, group: str = "dataset", prewhiten: bool = True,
-                 remove_oversampling: bool = False, on_read_error: str = "next") -> None:
+                 remove_oversampling: bool = False, on_read_error: str = "next", ground_truth: bool = False) -> None:
         check_on_read_error(on_read_error)
+        #: Score against the ground truth stored beside the raw data (gadgets.simulate's group), when a
+        #: file has one: ``KspaceSample.reference`` = :func:`truth_reference` (cardiomm-eval sets this).
+        self.ground_truth = bool(ground_truth)
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
@@ -248,7 +294,22 @@ class IsmrmrdRawDataset(SkipUnreadable, Dataset):
         if slice_index not in slices:
             raise ValueError(f"slice {slice_index} is missing (the file has slices {sorted(slices)})")
         kspace = torch.from_numpy(np.array(slices[slice_index], dtype=np.complex64, copy=True))
-        return KspaceSample(kspace, entry.context, f"{entry.path.name}@slice{slice_index}", None, entry.recon_nx)
+        reference = None
+        if self.ground_truth:
+            truth = self._truth(file_index)
+            if truth is not None:
+                reference = torch.from_numpy(np.ascontiguousarray(truth[slice_index]))
+        return KspaceSample(kspace, entry.context, f"{entry.path.name}@slice{slice_index}", None, entry.recon_nx,
+                            reference)
+
+    def _truth(self, file_index: int) -> np.ndarray | None:
+        cached = getattr(self, "_truth_cache", None)
+        if cached is None or cached[0] != file_index:
+            path = self.files[file_index].path
+            whitened = self.prewhiten and _has_noise_scan(path, self.group)  # NoiseAdjust whitens only then
+            cached = (file_index, truth_reference(path, prewhiten=whitened) if has_ground_truth(path) else None)
+            self._truth_cache = cached
+        return cached[1]
 
     def iter_file(self, file_index: int) -> Iterator[KspaceSample]:
         """The samples of one file, in slice order."""
