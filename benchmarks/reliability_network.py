@@ -275,8 +275,14 @@ def replay_cases(scan, tmp: Path) -> None:
     broken.write_bytes(b"\x00 not safetensors" * 16)
     (tmp / "broken.json").write_text('{"format": "cardiomm-checkpoint"}')
     run, seconds, rss = replay([raw, "--chain", chain, "--checkpoint", str(broken), "-q", "-o", str(tmp / "y.h5")])
-    row("11", "corrupt checkpoint (fallback)", f"exit {run.returncode}; traceback: {'Traceback' in run.stderr}; "
+    row("11", "corrupt checkpoint", f"exit {run.returncode}; traceback: {'Traceback' in run.stderr}; "
         f"{last_line(run.stderr)}", seconds, f"replay peak {rss:.0f} MiB")
+    run, seconds, rss = replay([raw, "--chain", chain, "--checkpoint", str(broken), "--allow-fallback", "-q",
+                                "-o", str(tmp / "y.h5")])
+    errors = sum(line.startswith("ERROR") for line in run.stderr.splitlines())
+    row("11", "corrupt checkpoint, --allow-fallback", f"exit {run.returncode}; traceback: "
+        f"{'Traceback' in run.stderr}; {errors} ERROR line; {last_line(run.stderr)}", seconds,
+        f"replay peak {rss:.0f} MiB")
     fake = subprocess.Popen([sys.executable, "-c", KILLED_WORKER], stdout=subprocess.PIPE, text=True)
     port = int(fake.stdout.readline())
     run, seconds, rss = replay([raw, "--chain", str(worker_chain(tmp, port)), "--connect", "socket", "-q",
