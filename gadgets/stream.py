@@ -471,7 +471,7 @@ class Gadget:
                 drain(connection)
 
 
-def discard_input(connection: Any, timeout: float = 2.0, limit: int = 64 * 2**20) -> int:
+def discard_input(connection: Any, timeout: float = 1.0, limit: int = 64 * 2**20) -> int:
     """Read and drop what the peer still sends (at most ``limit`` bytes, until ``timeout`` s of
     silence or its close), one small piece at a time, so that closing does not reset the
     connection before the peer has read our ERROR. Returns the bytes dropped."""
