@@ -84,6 +84,9 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "cine + noise scan": write_simulated_scan(root / "cine_noise.h5", noise_scan=True, seed=3, **common).path,
         "cine, no noise scan": write_simulated_scan(root / "cine.h5", noise_scan=False, seed=5, **common).path,
     }
+    mapping = {**common, "modality": "mapping"}
+    paths["mapping + noise scan"] = write_simulated_scan(root / "map_noise.h5", noise_scan=True, seed=7, **mapping).path
+    paths["mapping, no noise scan"] = write_simulated_scan(root / "map.h5", noise_scan=False, seed=9, **mapping).path
     sl8 = _shepp_logan(root / "sl", noise=False)
     with h5py.File(sl8, "r") as handle:
         raw = handle["dataset/xml"][()]
@@ -291,12 +294,21 @@ def test_native_noise_adjust_without_ids_fails_with_an_error(real_gadgetron: Rea
 
 # --------------------------------------------------------------------------- the table
 
-_SCANS = ["cine + noise scan", "cine, no noise scan", "Shepp-Logan v8", f"Shepp-Logan v{CURRENT_HEADER_VERSION}"]
+_SHEPP_LOGAN = ["Shepp-Logan v8", f"Shepp-Logan v{CURRENT_HEADER_VERSION}"]
+
+
+def _scans_of(chain_name: str) -> list[str]:
+    """The simulated scans of the chain's kind (cine or mapping) with and without a noise
+    measurement, and the Shepp-Logan file as written and rewritten."""
+    kind = "mapping" if "mapping" in chain_name else "cine"
+    return [f"{kind} + noise scan", f"{kind}, no noise scan", *_SHEPP_LOGAN]
+
+
+_CELLS = [(chain, scan) for chain in CHAIN_NAMES for scan in _scans_of(chain)]
 
 
 @pytest.mark.parametrize("client", ["gadgetron_ismrmrd_client", "cardiomm-replay"])
-@pytest.mark.parametrize("scan_name", _SCANS)
-@pytest.mark.parametrize("chain_name", CHAIN_NAMES)
+@pytest.mark.parametrize("chain_name, scan_name", _CELLS, ids=[f"{c}-{s}" for c, s in _CELLS])
 def test_chain_on_the_real_server_equals_the_local_replay(real_gadgetron: RealGadgetron, worker: Worker,
                                                           scans: dict[str, Path], tmp_path: Path, chain_name: str,
                                                           scan_name: str, client: str) -> None:
