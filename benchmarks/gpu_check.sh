@@ -6,6 +6,7 @@
 # 1. the CUDA-marked unit tests (engine on CUDA against the CPU);
 # 2. correctness: tiny and small (random weights, seeded) through InferenceEngine on CUDA, in fp32
 #    and bf16 autocast, against the CPU result (relative L2 error), on a reduced slice;
+#    (GPU_CHECK_CONFIGS=small,base,official adds the authors' architecture to step 3)
 # 3. speed: small and base on one CMRxRecon cine slice (10 coils, 12 frames, 246 x 256) in fp32
 #    and bf16, eager and (time permitting) torch.compile'd, with peak GPU memory, plus the whole
 #    engine path for base bf16 (host -> device, normalisation, network, device -> host);
@@ -27,6 +28,7 @@ nvidia-smi >"$OUT/nvidia_smi.txt" 2>&1 || echo "nvidia-smi failed" >>"$OUT/nvidi
 
 echo "== CUDA unit tests"
 timeout 180 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/core/test_engine.py tests/core/test_model.py \
+    tests/core/test_official.py \
     >"$OUT/pytest_cuda.txt" 2>&1
 echo "pytest -m cuda exit code: $?" | tee -a "$OUT/pytest_cuda.txt"
 tail -n 3 "$OUT/pytest_cuda.txt"
@@ -170,7 +172,8 @@ for name in configs:
 try:
     if elapsed() < budget + 60:
         name = configs[-1]
-        engine = InferenceEngine(ms.build_model(name, torch.device("cpu")), encoder, device=dev, amp=True)
+        big = ms.build_model(name, torch.device("cpu"))  # "official" reads 512-d text features
+        engine = InferenceEngine(big, HashingEncoder(dim=big.config.text_dim), device=dev, amp=True)
         k_np, m_np = kspace_cpu.numpy(), mask_cpu.numpy()
         reset_peak()
         times = ms.time_call(lambda: engine.reconstruct(k_np, m_np, context), dev, 2 if is_cuda else 0,

@@ -2,7 +2,9 @@
 
 One CMRxRecon-size cine slice (10 coils, 12 frames, 246 x 512 readout-oversampled k-space, cropped
 to 246 x 256 in the readout direction as the RemoveOversampling gadget does, ktUniform 8x mask)
-is reconstructed by each named configuration (tiny, small, base) with random weights, in float32
+is reconstructed by each named configuration (tiny, small, base, and ``official``: the authors'
+architecture, ``cardiomm_core.official``, 10 cascades, every frame on its own, 512-d text features)
+with random weights, in float32
 and, where asked, bf16 autocast. In the same run the slice is reconstructed by
 ``conventional_recon`` (CG-SENSE, 20 iterations, and zero-filled), so every latency is also given
 as a ratio to CG-SENSE on the same machine.
@@ -16,6 +18,8 @@ Usage (the committed CPU table came from the first command)::
     python benchmarks/model_speed.py --out benchmarks/results/model_speed_cpu.md
     python benchmarks/model_speed.py --device cuda --configs small,base --dtypes fp32,bf16 --compile \\
         --out "$OUT/model_speed_cuda.md"
+    python benchmarks/model_speed.py --configs small,base,official --dtypes fp32 \\
+        --out benchmarks/results/model_speed_cpu_official.md
 """
 
 from __future__ import annotations
@@ -44,12 +48,15 @@ if str(ROOT) not in sys.path:
 from cardiomm_core.fft import fft2c, ifft2c  # noqa: E402
 from cardiomm_core.masks import make_mask  # noqa: E402
 from cardiomm_core.model import CardioMM, CardioMMConfig, acs_region_mask, config_by_name, count_parameters  # noqa: E402
+from cardiomm_core.official import OfficialCardioMM, official_config_by_name  # noqa: E402
 from cardiomm_core.phantom import crop_readout  # noqa: E402
 from cardiomm_core.recon import conventional_recon  # noqa: E402
 
 log = logging.getLogger("model_speed")
 
 TEXT_DIM = 64  # the hashing encoder's size; the text dim only changes the projection heads
+#: configuration names that build the authors' architecture (OfficialCardioMM) instead of CardioMM
+OFFICIAL_CONFIGS = {"official": "official", "official-tiny": "tiny"}
 N_COILS, N_FRAMES, N_KY, N_KX_ENC, N_KX = 10, 12, 246, 512, 256
 
 
@@ -81,6 +88,13 @@ def model_config(name: str) -> CardioMMConfig:
     return CardioMMConfig.from_dict({**config.to_dict(), "unroll": unroll}) if unroll else config
 
 
+def _new_model(name: str) -> torch.nn.Module:
+    """CardioMM for a project configuration name, OfficialCardioMM for one of OFFICIAL_CONFIGS."""
+    if name in OFFICIAL_CONFIGS:
+        return OfficialCardioMM(official_config_by_name(OFFICIAL_CONFIGS[name]))
+    return CardioMM(model_config(name))
+
+
 def count_flops(name: str, n_coils: int = N_COILS, n_frames: int = N_FRAMES, n_ky: int = N_KY,
                 n_kx: int = N_KX) -> float:
     """FLOPs of one forward of configuration ``name`` on one slice (meta device, no real work).
@@ -89,11 +103,14 @@ def count_flops(name: str, n_coils: int = N_COILS, n_frames: int = N_FRAMES, n_k
     its count is that of the same U-Nets in the k-space unroll: the networks are identical and the
     FFT / CG work is not counted anyway."""
     with torch.device("meta"):
-        model = CardioMM(config_by_name(name.partition("-")[0], TEXT_DIM)).eval()
+        if name in OFFICIAL_CONFIGS:
+            model = _new_model(name).eval()
+        else:
+            model = CardioMM(config_by_name(name.partition("-")[0], TEXT_DIM)).eval()
         kspace = torch.empty(1, n_coils, n_frames, n_ky, n_kx, dtype=torch.complex64)
         mask = torch.empty(1, 1, n_frames, n_ky, 1)
         acs = torch.empty(1, 1, 1, n_ky, 1)
-        emb = torch.empty(1, TEXT_DIM)
+        emb = torch.empty(1, model.config.text_dim)
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
             model(kspace, mask, emb, emb, acs)
@@ -134,9 +151,9 @@ class Row:
     note: str = ""
 
 
-def build_model(name: str, device: torch.device, seed: int = 0) -> CardioMM:
+def build_model(name: str, device: torch.device, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = CardioMM(model_config(name)).eval().to(device)
+    model = _new_model(name).eval().to(device)
     if device.type == "cuda":
         model.to_channels_last()
     return model
@@ -145,7 +162,7 @@ def build_model(name: str, device: torch.device, seed: int = 0) -> CardioMM:
 def model_runner(model: torch.nn.Module, kspace: torch.Tensor, mask: torch.Tensor, dtype: str,
                  device: torch.device, compiled: bool = False) -> Callable[[], torch.Tensor]:
     """A no-argument callable running one slice through ``model`` (inference mode, optional bf16)."""
-    emb = torch.randn(1, TEXT_DIM, generator=torch.Generator().manual_seed(1)).to(device)
+    emb = torch.randn(1, model.config.text_dim, generator=torch.Generator().manual_seed(1)).to(device)
     emb = emb / emb.norm()
     acs = acs_region_mask(mask)
     forward: Callable[..., torch.Tensor] = model
@@ -185,10 +202,11 @@ def write_table(path: Path, rows: list[Row], baselines: dict[str, float], device
         f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
         f"- command: `{command}` ({elapsed:.0f} s in all)",
         f"- slice: {N_COILS} coils, {N_FRAMES} frames, {N_KY} x {N_KX_ENC} k-space cropped to {N_KY} x {N_KX}, "
-        "ktUniform 8x; random weights; text dim 64 (hashing encoder)",
+        "ktUniform 8x; random weights; text dim 64 (hashing encoder), 512 for official",
         "- GFLOP: convolutions and matrix products of one forward (FlopCounterMode; FFTs and elementwise work "
         "not counted); latency: median wall time of the timed runs after warm-up; ratio: latency / CG-SENSE "
-        "latency on this machine in the same run",
+        "latency on this machine in the same run; params: trainable (official: 68.7 M in all, with the "
+        "frozen prompt banks)",
         "",
         "| config | params (M) | GFLOP/slice | dtype | compiled | latency/slice (s) | runs | x CG-SENSE "
         "| peak mem (GiB) | note |",
@@ -213,7 +231,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--configs", default="tiny,small,base",
-                   help="comma list of tiny, small, base, each optionally with its unroll: small-proximal")
+                   help="comma list of tiny, small, base, each optionally with its unroll: small-proximal; "
+                        "official (the authors' architecture) or official-tiny")
     p.add_argument("--dtypes", default="fp32,bf16", help="comma list of fp32, bf16")
     p.add_argument("--bf16-configs", default="tiny,small",
                    help="configurations timed in bf16 (base in bf16 takes minutes on a CPU)")
@@ -243,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         flops = count_flops(name)
         model = build_model(name, device)
         params = count_parameters(model) / 1e6
-        large = name.partition("-")[0] == "base"
+        large = name.partition("-")[0] == "base" or name == "official"
         for dtype in [d for d in args.dtypes.split(",") if d]:
             if dtype == "bf16" and device.type == "cpu" and name not in args.bf16_configs.split(","):
                 continue

@@ -11,6 +11,12 @@ A checkpoint is a pair of files with one stem::
                           "cardiomm_version": ..., "created": ISO-8601 UTC,
                           "weights_file": "<stem>.safetensors", "weights_sha256": ...}
 
+The architecture is the project's ``CardioMMConfig`` unless it carries ``"kind": "official"``, in
+which case it is an ``OfficialConfig`` (the authors' network, ``cardiomm_core.official``); sidecars
+written before that key existed are project models. Tensors that alias one another in the model
+(the official network shares one PReLU among 253 keys) are stored once, under the first name, and
+shared again on load.
+
 The architecture lives beside the weights, so loading builds the right model and a mismatch is
 reported by tensor name before anything is copied. Loading never unpickles: a pickle or a
 ``torch.save`` archive (``.pt``, ``.ckpt``, or one renamed ``.safetensors``) is refused, and
@@ -38,6 +44,7 @@ from safetensors.torch import save as _safetensors_save
 from cardiomm_core import __version__ as CARDIOMM_VERSION
 from cardiomm_core._files import default_file_mode
 from cardiomm_core.model import CardioMM, CardioMMConfig
+from cardiomm_core.official import OFFICIAL_KIND, OfficialCardioMM, OfficialConfig
 from cardiomm_core.prompting import PromptSpec
 from cardiomm_core.text import canonical_encoder_name
 
@@ -55,7 +62,7 @@ _MAX_LISTED = 25
 class CheckpointMeta:
     """What a checkpoint's JSON sidecar says, parsed and checked."""
 
-    architecture: CardioMMConfig
+    architecture: CardioMMConfig | OfficialConfig
     text_encoder_name: str
     text_encoder_dim: int
     normalisation: dict[str, Any]
@@ -148,6 +155,33 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _architecture_from_dict(values: Any) -> CardioMMConfig | OfficialConfig:
+    """The config a sidecar's "architecture" describes: official when ``kind == "official"``."""
+    if isinstance(values, Mapping) and "kind" in values:
+        if values["kind"] != OFFICIAL_KIND:
+            raise ValueError(f"unknown architecture kind {values['kind']!r} (known: {OFFICIAL_KIND!r}, or no kind)")
+        return OfficialConfig.from_dict(values)
+    return CardioMMConfig.from_dict(values)
+
+
+def _build_model(config: CardioMMConfig | OfficialConfig) -> CardioMM | OfficialCardioMM:
+    return OfficialCardioMM(config) if isinstance(config, OfficialConfig) else CardioMM(config)
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...]:
+    """Identity of the memory a tensor views: equal for aliases of one parameter."""
+    return (tensor.device.type, tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
+            tuple(tensor.shape), tuple(tensor.stride()))
+
+
+def _alias_groups(state: Mapping[str, torch.Tensor]) -> list[list[str]]:
+    """Groups (first name first) of state-dict keys that view the same memory; singletons omitted."""
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for name, tensor in state.items():
+        groups.setdefault(_storage_key(tensor), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
 def _json_section(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
     if value is None:
         return {}
@@ -166,7 +200,7 @@ def _json_section(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: CardioMM,
+    model: CardioMM | OfficialCardioMM,
     *,
     text_encoder_name: str,
     text_encoder_dim: int,
@@ -182,7 +216,7 @@ def save_checkpoint(
     a reader that catches the pair between the two renames sees a hash mismatch, not wrong weights.
 
     Args:
-        model: the network; its ``config`` is stored as the architecture.
+        model: the network (CardioMM or OfficialCardioMM); its ``config`` is stored as the architecture.
         text_encoder_name: the encoder the model was trained with (``TextEncoder.name``; aliases
             such as "minilm" are stored in canonical form, "minilm-l6-v2").
         text_encoder_dim: its embedding size; must equal ``model.config.text_dim``.
@@ -199,8 +233,8 @@ def save_checkpoint(
         ValueError: wrong model type, an encoder dim that does not fit the model, a section that is
             not JSON-serialisable.
     """
-    if not isinstance(model, CardioMM):
-        raise ValueError(f"model must be a CardioMM, got {type(model).__name__}")
+    if not isinstance(model, (CardioMM, OfficialCardioMM)):
+        raise ValueError(f"model must be a CardioMM or OfficialCardioMM, got {type(model).__name__}")
     encoder_name = canonical_encoder_name(text_encoder_name)
     if isinstance(text_encoder_dim, bool) or not isinstance(text_encoder_dim, int) or text_encoder_dim < 1:
         raise ValueError(f"text_encoder_dim must be a positive integer, got {text_encoder_dim!r}")
@@ -218,7 +252,11 @@ def save_checkpoint(
     weights_path.parent.mkdir(parents=True, exist_ok=True)
 
     tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in model.state_dict().items():
+    state = model.state_dict()
+    aliases = {name for group in _alias_groups(state) for name in group[1:]}
+    for name, tensor in state.items():
+        if name in aliases:
+            continue  # stored once under the group's first name; load_checkpoint shares it again
         # own, contiguous CPU copies: safetensors refuses shared or strided storage
         tensor = tensor.detach().to("cpu")
         if tensor.is_floating_point():
@@ -281,7 +319,7 @@ def _read_meta_file(meta_path: Path, weights_path: Path) -> CheckpointMeta:
     if missing:
         raise ValueError(f"{meta_path}: missing key(s) {missing}")
     try:
-        architecture = CardioMMConfig.from_dict(raw["architecture"])
+        architecture = _architecture_from_dict(raw["architecture"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{meta_path}: bad architecture: {exc}") from exc
     encoder = raw["text_encoder"]
@@ -388,7 +426,7 @@ def load_checkpoint(
     text_encoder_dim: int | None = None,
     map_location: str | torch.device = "cpu",
     verify_hash: bool = True,
-) -> tuple[CardioMM, CheckpointMeta]:
+) -> tuple[CardioMM | OfficialCardioMM, CheckpointMeta]:
     """Build the model described by a checkpoint, load its weights and return it in eval mode.
 
     Args:
@@ -441,13 +479,19 @@ def load_checkpoint(
         raise ValueError(f"cannot read safetensors file {weights_path}: {exc}") from exc
     del blob
 
-    model = CardioMM(meta.architecture)
+    model = _build_model(meta.architecture)
+    expected = model.state_dict()
+    for group in _alias_groups(expected):
+        source = next((name for name in group if name in tensors), None)
+        if source is not None:
+            for name in group:
+                tensors.setdefault(name, tensors[source])
     stored = STORAGE_DTYPES[meta.storage_dtype]
     if stored != torch.float32:
         # weights kept in half precision on disk: floating tensors of exactly that dtype go back to
         # the model's float32; any other dtype is left as it is and fails the check below
         tensors = {k: (v.to(torch.float32) if v.dtype == stored else v) for k, v in tensors.items()}
-    _check_state_dict(weights_path, model.state_dict(), tensors)
+    _check_state_dict(weights_path, expected, tensors)
     model.load_state_dict(tensors, strict=True)
     model.to(map_location)
     model.eval()

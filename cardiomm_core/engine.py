@@ -3,8 +3,10 @@
 ``InferenceEngine.reconstruct(kspace (S,C,T,ky,kx), mask (1|S,1,T,ky,kx|1), context) ->
 images (S,T,y,x) complex64`` runs the network on any number of slices:
 
-- the two conditioning sentences are embedded once per distinct ScanContext (in-memory cache; the
-  text encoder is usually a ``CachedEncoder`` with its own on-disk cache);
+- the two conditioning sentences, rendered in the checkpoint's sentence style
+  (``cardiomm_core.prompting.PromptSpec``), are embedded once per distinct pair of sentences
+  (in-memory cache keyed by the rendered strings; the text encoder is usually a ``CachedEncoder``
+  with its own on-disk cache);
 - each slice is scaled so that its calibration (ACS) zero-filled image has a fixed magnitude
   (``normalisation``, recorded in checkpoints) and the inverse scale is applied to the output, so
   the reconstruction is linear in the input scale;
@@ -36,6 +38,12 @@ from ._checks import check_complex, check_ndim
 from .context import ScanContext
 from .fft import ifft2c
 from .model import CardioMM, acs_region_mask
+from .official import OfficialCardioMM
+from .prompting import PromptSpec, context_sentences, encode_sentences, model_forward, prepare_model_input
+
+#: Networks the engine runs: anything with ``config.text_dim``, ``to_channels_last()`` and
+#: ``forward(kspace, mask, meta_emb, us_emb, acs) -> (B, T, y, x)`` complex64.
+RECON_MODELS = (CardioMM, OfficialCardioMM)
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +148,8 @@ class InferenceEngine:
     """A CardioMM model ready for inference on one device, with its text encoder.
 
     Args:
-        model: the network (moved to ``device``, put in eval mode).
+        model: the network (moved to ``device``, put in eval mode): the project's CardioMM or the
+            authors' architecture (OfficialCardioMM, whose output is a magnitude image).
         text_encoder: a TextEncoder (name, dim, encode) with ``dim == model.config.text_dim``;
             a mismatch is reported when reconstructing (so ``reconstruct_or_fallback`` can fall back).
         device: "auto" (cuda when available), "cpu", "cuda", "cuda:N".
@@ -149,13 +158,17 @@ class InferenceEngine:
             always processed); default DEFAULT_MAX_BATCH_ELEMS.
         normalisation: the input scaling (default DEFAULT_NORMALISATION; from_checkpoint passes the
             checkpoint's).
+        prompt: how the model is spoken to (a PromptSpec or a checkpoint's "prompt" section;
+            default the project's): its ``style`` renders the sentences, its ``mask_convention``
+            is what callers describe masks with (``describe_sampling(..., convention=)``).
     """
 
-    def __init__(self, model: CardioMM, text_encoder: Any, *, device: str | torch.device = "auto",
+    def __init__(self, model: CardioMM | OfficialCardioMM, text_encoder: Any, *, device: str | torch.device = "auto",
                  amp: bool = True, max_batch_elems: int | None = None,
-                 normalisation: Mapping[str, Any] | None = None) -> None:
-        if not isinstance(model, CardioMM):
-            raise ValueError(f"model must be a CardioMM, got {type(model).__name__}")
+                 normalisation: Mapping[str, Any] | None = None,
+                 prompt: PromptSpec | Mapping[str, Any] | None = None) -> None:
+        if not isinstance(model, RECON_MODELS):
+            raise ValueError(f"model must be a CardioMM or OfficialCardioMM, got {type(model).__name__}")
         for attr in ("name", "dim", "encode"):
             if not hasattr(text_encoder, attr):
                 raise ValueError(f"text_encoder must implement TextEncoder (name, dim, encode); it has no {attr!r}")
@@ -168,6 +181,7 @@ class InferenceEngine:
         self.normalisation = dict(normalisation) if normalisation else dict(DEFAULT_NORMALISATION)
         if self.normalisation.get("kind") not in NORMALISATION_KINDS:
             raise ValueError(f"normalisation kind must be one of {NORMALISATION_KINDS}, got {self.normalisation}")
+        self.prompt = PromptSpec.from_dict(prompt)
         self.text_encoder = text_encoder
         self.model = model.to(self.device).eval()
         if self.device.type == "cuda":
@@ -201,22 +215,23 @@ class InferenceEngine:
             model, meta = load_checkpoint(path, map_location=resolved)
             text_encoder = CachedEncoder(get_encoder(meta.text_encoder_name))
         return cls(model, text_encoder, device=resolved, amp=amp, max_batch_elems=max_batch_elems,
-                   normalisation=meta.normalisation or None)
+                   normalisation=meta.normalisation or None, prompt=meta.prompt)
 
     # -- embeddings --------------------------------------------------------------------------------
 
-    def embeddings(self, context: ScanContext) -> tuple[torch.Tensor, torch.Tensor]:
-        """(metadata ``(1, D)``, undersampling ``(1, D)``) float32 on the engine's device, cached per sentences."""
-        from .text import encode_context
+    def sentences(self, context: ScanContext) -> tuple[str, str]:
+        """The two sentences this engine's model reads for ``context`` (in its checkpoint's style)."""
+        return context_sentences(context, self.prompt.style)
 
-        if not isinstance(context, ScanContext):
-            raise ValueError(f"context must be a ScanContext, got {type(context).__name__}")
-        key = context.sentences()
+    def embeddings(self, context: ScanContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """(metadata ``(1, D)``, undersampling ``(1, D)``) float32 on the engine's device, cached per
+        rendered sentences (so two styles never share an entry)."""
+        key = self.sentences(context)
         hit = self._embeddings.get(key)
         if hit is not None:
             self._embeddings.move_to_end(key)
             return hit
-        meta, us = encode_context(self.text_encoder, context)
+        meta, us = encode_sentences(self.text_encoder, key)
         pair = (meta.reshape(1, -1).to(self.device, torch.float32), us.reshape(1, -1).to(self.device, torch.float32))
         self._embeddings[key] = pair
         while len(self._embeddings) > _EMBEDDING_CACHE_SIZE:
@@ -231,15 +246,10 @@ class InferenceEngine:
         return max(1, min(int(kspace_shape[0]), self.max_batch_elems // max(per_slice, 1)))
 
     def _run(self, kspace: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
-        k = kspace.to(self.device, non_blocking=True)
-        m = mask.to(self.device, non_blocking=True)
-        acs = acs_region_mask(m)
-        scale = normalisation_scale(k, m, self.normalisation, acs=acs)
-        k = k * scale.view(-1, 1, 1, 1, 1)
-        n_b = k.shape[0]
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            image = self.model(k, m, meta.expand(n_b, -1), us.expand(n_b, -1), acs)
-        return (image / scale.view(-1, 1, 1, 1)).to("cpu")
+        inputs = prepare_model_input(kspace.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True),
+                                     meta, us, self.normalisation)
+        image = model_forward(self.model, inputs, amp=self.amp)
+        return (image / inputs.scale.view(-1, 1, 1, 1)).to("cpu")
 
     def reconstruct(self, kspace: np.ndarray | torch.Tensor, mask: np.ndarray | torch.Tensor,
                     context: ScanContext) -> np.ndarray:
@@ -298,7 +308,8 @@ class ReconOutcome:
 def reconstruct_or_fallback(engine: InferenceEngine | None, kspace: np.ndarray | torch.Tensor,
                             mask: np.ndarray | torch.Tensor, context: ScanContext, *,
                             fallback_method: str = "cg_sense") -> ReconOutcome:
-    """Reconstruct with the model, or (engine None, or any model failure, which is logged) with
+    """Reconstruct with the model, or (engine None, any model failure, which is logged, or a model
+    output with a NaN or Inf pixel, e.g. from a checkpoint with NaN weights) with
     ``cardiomm_core.recon.conventional_recon(method=fallback_method)``, so a scan always gives images.
 
     ``kspace (S, C, T, ky, kx)`` complex, ``mask (1|S, 1, T, ky, kx|1)`` -> ReconOutcome with
@@ -314,10 +325,15 @@ def reconstruct_or_fallback(engine: InferenceEngine | None, kspace: np.ndarray |
     else:
         try:
             images = engine.reconstruct(kspace, mask, context)
-            return ReconOutcome(images=images, method="cardiomm", fallback=False, reason=None)
         except Exception as exc:  # noqa: BLE001 - any model failure must still give images
             reason = f"{type(exc).__name__}: {exc}"
             logger.exception("CardioMM reconstruction failed; falling back to %s", fallback_method)
+        else:
+            n_bad = int(images.size - np.count_nonzero(np.isfinite(images)))
+            if n_bad == 0:
+                return ReconOutcome(images=images, method="cardiomm", fallback=False, reason=None)
+            reason = f"the model output is not finite ({n_bad} of {images.size} pixels NaN or Inf)"
+            logger.warning("CardioMM reconstruction: %s; falling back to %s", reason, fallback_method)
     k, m = _prepare(kspace, mask)
     result = conventional_recon(k, m, method=fallback_method)
     images = result.images.detach().to("cpu", torch.complex64).numpy()

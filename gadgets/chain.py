@@ -88,6 +88,7 @@ import yaml
 
 from .params import parse_params
 from .stream import Gadget, PeerVanished, encode_item, recv_exactly
+from .wire_limits import MESSAGE_NAMES, SAFE_READERS, TEXT_LIMIT_BYTES, MessageBudget, MessageTooLarge, message_limit
 
 logger = logging.getLogger(__name__)
 
@@ -852,7 +853,16 @@ MESSAGE_CONFIG, MESSAGE_HEADER, MESSAGE_CLOSE, MESSAGE_ERROR = 2, 3, 4, 8
 
 
 class ExternalGadgetError(RuntimeError):
-    """An external gadget (a worker reached over a socket) reported an error or broke the protocol."""
+    """An external gadget (a worker reached over a socket) reported an error or broke the protocol.
+
+    ``kind``: ``"connect"`` (it could not be reached), ``"connection"`` (the connection broke or
+    timed out before its CLOSE, or it spoke something unreadable) or ``"reported"`` (it sent an
+    ERROR).
+    """
+
+    def __init__(self, message: str, kind: str = "connection") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def configuration_xml(properties: Mapping[str, str]) -> str:
@@ -866,13 +876,17 @@ def configuration_xml(properties: Mapping[str, str]) -> str:
 
 
 class _SocketSource:
-    """``read(n)``: exactly n bytes or ExternalGadgetError (peer gone)."""
+    """``read(n)``: exactly n bytes or ExternalGadgetError (peer gone); each read is charged to
+    ``budget`` first (MessageTooLarge before anything is allocated)."""
 
-    def __init__(self, sock: socket.socket, where: str) -> None:
+    def __init__(self, sock: socket.socket, where: str, budget: MessageBudget | None = None) -> None:
         self.sock = sock
         self.where = where
+        self.budget = budget
 
-    def read(self, n: int) -> bytes:
+    def read(self, n: int) -> bytes | bytearray:
+        if self.budget is not None and n > 0:
+            self.budget.charge(n)
         try:
             return recv_exactly(self.sock, n)
         except socket.timeout:
@@ -883,6 +897,13 @@ class _SocketSource:
             raise ExternalGadgetError(f"{self.where}: the peer closed the connection without CLOSE") from None
         except OSError as exc:
             raise ExternalGadgetError(f"{self.where}: connection lost ({exc})") from None
+
+
+def _sender_failure(exc: BaseException, where: str) -> BaseException:
+    """What the sender thread's failure becomes: a broken connection is an ExternalGadgetError."""
+    if isinstance(exc, OSError):
+        return ExternalGadgetError(f"{where}: connection lost while sending ({exc})")
+    return exc
 
 
 class ExternalPeer:
@@ -911,11 +932,17 @@ class ExternalPeer:
             1008: readers.read_acquisition, 1022: readers.read_image, 1026: readers.read_waveform,
             1023: read_recon_data, 1024: read_image_array,
         }
+        read_by_id.update(SAFE_READERS)  # size checked before allocating: the peer's lengths are untrusted
         where = f"external gadget at {self.address}:{self.port}"
+        try:
+            parsed = ismrmrd.xsd.CreateFromDocument(header_xml)
+        except Exception:  # noqa: BLE001 - a header the chain accepted; the limit then is the ceiling
+            parsed = None
+        budget = MessageBudget(*message_limit(parsed))
         try:
             sock = socket.create_connection((self.address, self.port), timeout=self.connect_timeout)
         except OSError as exc:
-            raise ExternalGadgetError(f"cannot connect to the {where}: {exc}") from None
+            raise ExternalGadgetError(f"cannot connect to the {where}: {exc}", "connect") from None
         sock.settimeout(self.timeout)
         failure: queue.Queue[BaseException] = queue.Queue()
         stop = threading.Event()
@@ -936,28 +963,37 @@ class ExternalPeer:
 
         sender = threading.Thread(target=send, name=f"external-{self.port}-sender", daemon=True)
         sender.start()
-        source = _SocketSource(sock, where)
+        source = _SocketSource(sock, where, budget)
         try:
             while True:
+                budget.begin()
                 try:
                     (message_id,) = _U16.unpack(source.read(2))
                 except ExternalGadgetError:
                     if not failure.empty():
-                        raise failure.get() from None
+                        raise _sender_failure(failure.get(), where) from None
                     raise
                 if message_id == MESSAGE_CLOSE:
                     break
                 if message_id == MESSAGE_ERROR:
                     (length,) = _U64.unpack(source.read(8))
-                    text = source.read(length).decode("utf-8", errors="replace")
-                    raise ExternalGadgetError(f"{where} reported: {text}")
+                    if length > TEXT_LIMIT_BYTES:  # never allocate what an ERROR claims
+                        raise ExternalGadgetError(f"{where} sent an ERROR claiming {length} bytes of text "
+                                                  f"(more than {TEXT_LIMIT_BYTES}); connection dropped")
+                    text = bytes(source.read(length)).decode("utf-8", errors="replace")
+                    raise ExternalGadgetError(f"{where} reported: {text}", "reported")
                 reader = read_by_id.get(message_id)
                 if reader is None:
                     raise ExternalGadgetError(f"{where} sent message id {message_id}, which cannot be read")
-                yield reader(source)
+                budget.begin(f"{MESSAGE_NAMES.get(message_id, 'message')} ({message_id}) message")
+                try:
+                    item = reader(source)
+                except (MessageTooLarge, ValueError, struct.error) as exc:
+                    raise ExternalGadgetError(f"{where} sent an unreadable message: {exc}") from None
+                yield item
             sender.join(self.timeout)
             if not failure.empty():
-                raise failure.get()
+                raise _sender_failure(failure.get(), where)
         finally:
             stop.set()
             try:

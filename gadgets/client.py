@@ -48,7 +48,6 @@ import socket
 import struct
 import threading
 import time
-from xml.etree import ElementTree
 from typing import Callable, Iterator, List, Optional, Sequence, Union
 
 import ismrmrd
@@ -57,6 +56,7 @@ from gadgetron.external import constants as _gt
 
 from . import ismrmrd_io
 from .stream import PeerVanished, recv_exactly
+from .wire_limits import SAFE_READERS, TEXT_LIMIT_BYTES, MessageBudget, MessageTooLarge, ceiling_bytes, message_limit
 
 logger = logging.getLogger(__name__)
 
@@ -82,22 +82,6 @@ DEFAULT_IO_TIMEOUT = 600.0
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
-_ACQ_HEADER_BYTES = ctypes.sizeof(ismrmrd.AcquisitionHeader)
-_IMAGE_HEADER_BYTES = ctypes.sizeof(ismrmrd.ImageHeader)
-_WAVEFORM_HEADER_BYTES = ctypes.sizeof(ismrmrd.WaveformHeader)
-
-# Element types of ISMRMRD image data types, as the C++ library defines them (ismrmrd-python maps
-# DATATYPE_INT to the platform's C long, which is 8 bytes on Linux).
-_IMAGE_WIRE_DTYPES = {
-    ismrmrd.DATATYPE_USHORT: np.dtype("<u2"),
-    ismrmrd.DATATYPE_SHORT: np.dtype("<i2"),
-    ismrmrd.DATATYPE_UINT: np.dtype("<u4"),
-    ismrmrd.DATATYPE_INT: np.dtype("<i4"),
-    ismrmrd.DATATYPE_FLOAT: np.dtype("<f4"),
-    ismrmrd.DATATYPE_DOUBLE: np.dtype("<f8"),
-    ismrmrd.DATATYPE_CXFLOAT: np.dtype("<c8"),
-    ismrmrd.DATATYPE_CXDOUBLE: np.dtype("<c16"),
-}
 
 # "[Connection Main Thread] ERROR: ..." is how Gadgetron 4.x reports a failure in a TEXT message.
 _ERROR_TEXT = re.compile(r"\s*(\[[^\]]*\]\s*)?ERROR\b")
@@ -166,6 +150,55 @@ def check_header_version(xml: Union[str, bytes], source: str = "header") -> Opti
     return version
 
 
+_NATIVE_NOISE_ADJUST = re.compile(r"<classname>\s*NoiseAdjustGadget\s*</classname>")
+_NOISE_FLAG = 1 << (ismrmrd.ACQ_IS_NOISE_MEASUREMENT - 1)
+
+
+def has_noise_measurement(path: Union[str, os.PathLike], group: str = "dataset", first: int = 256) -> bool:
+    """Whether one of the first ``first`` acquisitions of the file is a noise measurement (scanners
+    and converters put the noise scan first)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        data = handle.get(f"{group}/data")
+        if data is None or len(data) == 0:
+            return False
+        flags = data.fields("head")[: min(first, len(data))]["flags"]
+    return bool(np.any(np.asarray(flags, dtype=np.uint64) & np.uint64(_NOISE_FLAG)))
+
+
+def native_noise_adjust_problem(header_xml: Union[str, bytes], config_xml: Optional[str],
+                                has_noise: bool) -> Optional[str]:
+    """Why Gadgetron's native NoiseAdjustGadget will fail this scan, or None.
+
+    With a noise measurement in the scan, NoiseAdjustGadget stores the noise covariance in
+    Gadgetron's storage server under the patient and measurement IDs: it needs
+    ``subjectInformation/patientID`` plus ``measurementInformation/measurementID``, or a
+    Siemens-style four-part measurementID (``DEVICE_PATIENT_STUDY_MEAS``). Without them Gadgetron
+    4.7.2 fails the scan with only "Unknown error". ``config_xml``: the stream config sent
+    (None: a config on the server, unknown here).
+    """
+    if not has_noise or not config_xml or not _NATIVE_NOISE_ADJUST.search(config_xml):
+        return None
+    text = header_xml.decode("utf-8", "replace") if isinstance(header_xml, bytes) else header_xml
+    try:
+        header = ismrmrd.xsd.CreateFromDocument(text)
+    except Exception:  # noqa: BLE001 - an unreadable header is reported elsewhere
+        return None
+    subject = getattr(header, "subjectInformation", None)
+    measurement = getattr(header, "measurementInformation", None)
+    patient_id = getattr(subject, "patientID", None) if subject is not None else None
+    measurement_id = getattr(measurement, "measurementID", None) if measurement is not None else None
+    if measurement_id and (patient_id or len(str(measurement_id).split("_")) == 4):
+        return None
+    missing = [name for name, value in (("subjectInformation/patientID", patient_id),
+                                        ("measurementInformation/measurementID", measurement_id)) if not value]
+    return (f"the scan has a noise measurement and its header lacks {' and '.join(missing)}: the chain's native "
+            "NoiseAdjustGadget stores the noise covariance under the patient and measurement IDs (or a four-part "
+            "Siemens-style measurementID), so Gadgetron 4.7.2 will fail the scan with 'Unknown error'. Use a "
+            "chain with the Python NoiseAdjust (cardiomm_cine_python), which needs no IDs, or add the IDs.")
+
+
 # --------------------------------------------------------------------------- wire encoding
 
 
@@ -217,20 +250,6 @@ def encode_waveform(wf: ismrmrd.Waveform) -> bytes:
     return bytes(head) + np.ascontiguousarray(data, dtype=np.uint32).tobytes()
 
 
-def _image_from_wire(header_bytes: bytes, attributes: str, data_bytes: bytes) -> ismrmrd.Image:
-    head = ismrmrd.ImageHeader.from_buffer_copy(header_bytes)
-    dtype = _IMAGE_WIRE_DTYPES[head.data_type]
-    x, y, z = (int(v) for v in head.matrix_size)
-    wire = np.frombuffer(data_bytes, dtype=dtype).reshape(head.channels, z, y, x)
-    try:
-        image = ismrmrd.Image(head=header_bytes, attribute_string=attributes)
-    except (ElementTree.ParseError, AssertionError, ValueError) as exc:  # malformed meta XML
-        logger.warning("image attributes are not valid ISMRMRD meta XML (%s); ignored", exc)
-        image = ismrmrd.Image(head=header_bytes)
-    image.data[...] = wire
-    return image
-
-
 # --------------------------------------------------------------------------- client
 
 
@@ -250,10 +269,14 @@ class GadgetronClient:
     receive concurrently for large scans (see :func:`stream_file`).
     """
 
-    def __init__(self, *, io_timeout: float = DEFAULT_IO_TIMEOUT):
+    def __init__(self, *, io_timeout: float = DEFAULT_IO_TIMEOUT, max_message_bytes: Optional[int] = None):
         if not io_timeout > 0:
             raise ValueError(f"io_timeout must be a positive number of seconds, got {io_timeout!r}")
         self.io_timeout = float(io_timeout)
+        #: The most one message from the server may hold: the ceiling (``max_message_bytes``, else
+        #: $CARDIOMM_MAX_MESSAGE_MB), lowered to what the scan's header allows once it is sent.
+        self.ceiling = ceiling_bytes() if max_message_bytes is None else int(max_message_bytes)
+        self.budget = MessageBudget(*message_limit(None, self.ceiling))
         self._sock: Optional[socket.socket] = None
         self._send_lock = threading.Lock()
         #: True once the server's CLOSE has been read.
@@ -332,8 +355,14 @@ class GadgetronClient:
         self._send(MSG_CONFIG_SCRIPT, _length_prefixed(xml, "xml"))
 
     def send_header(self, xml: Union[str, bytes]) -> None:
-        """HEADER (3): the ISMRMRD XML header of the scan (sent as it is)."""
+        """HEADER (3): the ISMRMRD XML header of the scan (sent as it is). The size of what the
+        server may send back per message is limited from then on by what this header allows."""
         self._send(MSG_HEADER, _length_prefixed(xml, "xml"))
+        try:
+            parsed = ismrmrd.xsd.CreateFromDocument(xml.decode("utf-8") if isinstance(xml, bytes) else xml)
+        except Exception:  # noqa: BLE001 - the server judges the header; the ceiling still holds
+            return
+        self.budget = MessageBudget(*message_limit(parsed, self.ceiling))
 
     def send_acquisition(self, acq: ismrmrd.Acquisition) -> None:
         """Acquisition (1008): header, float32 trajectory, complex64 data (converted if needed)."""
@@ -350,7 +379,13 @@ class GadgetronClient:
 
     # -- receiving
 
-    def _recv_exact(self, n: int) -> bytes:
+    def read(self, n: int) -> Union[bytes, bytearray]:
+        """Exactly ``n`` bytes of the server's stream, charged to the message budget first."""
+        return self._recv_exact(n)
+
+    def _recv_exact(self, n: int) -> Union[bytes, bytearray]:
+        if n > 0:
+            self.budget.charge(n)
         try:
             return recv_exactly(self._socket(), n)
         except socket.timeout:
@@ -362,7 +397,9 @@ class GadgetronClient:
 
     def _read_message(self) -> Optional[ServerMessage]:
         """Read one message; None for CLOSE."""
+        self.budget.begin()
         (message_id,) = _U16.unpack(self._recv_exact(2))
+        self.budget.begin(f"message {message_id} from the server")
         try:
             return self._read_body(message_id)
         except _PeerClosed:
@@ -371,29 +408,19 @@ class GadgetronClient:
     def _read_body(self, message_id: int) -> Optional[ServerMessage]:
         if message_id == MSG_CLOSE:
             return None
-        if message_id == MSG_IMAGE:
-            header_bytes = self._recv_exact(_IMAGE_HEADER_BYTES)
-            head = ismrmrd.ImageHeader.from_buffer_copy(header_bytes)
-            (attribute_length,) = _U64.unpack(self._recv_exact(8))
-            attributes = self._recv_exact(attribute_length).rstrip(b"\0").decode("utf-8", "replace")
-            dtype = _IMAGE_WIRE_DTYPES.get(head.data_type)
-            if dtype is None:
-                raise GadgetronConnectionError(f"image with unknown data_type {head.data_type}")
-            n_elements = int(head.channels) * int(np.prod([int(v) for v in head.matrix_size]))
-            data_bytes = self._recv_exact(n_elements * dtype.itemsize)
-            return _image_from_wire(header_bytes, attributes, data_bytes)
-        if message_id == MSG_ACQUISITION:
-            return ismrmrd.Acquisition.deserialize_from(self._recv_exact)
-        if message_id == MSG_WAVEFORM:
-            return ismrmrd.Waveform.deserialize_from(self._recv_exact)
+        if message_id in (MSG_IMAGE, MSG_ACQUISITION, MSG_WAVEFORM):
+            # the sizes the message claims are checked before anything is allocated
+            return SAFE_READERS[message_id](self)
         if message_id in (MSG_TEXT, MSG_ERROR):
             (length,) = _U32.unpack(self._recv_exact(4))
+            _check_text_length(length, message_id)
             text = self._recv_exact(length).rstrip(b"\0").decode("utf-8", "replace")
             if message_id == MSG_ERROR or _ERROR_TEXT.match(text):
                 return ServerError(text, message_id)
             return ServerText(text, message_id)
         if message_id == MSG_RESPONSE:
             _correlation_id, length = struct.unpack("<QQ", self._recv_exact(16))
+            _check_text_length(length, message_id)
             text = self._recv_exact(length).decode("utf-8", "replace")
             return ServerText(text, message_id)
         raise GadgetronConnectionError(
@@ -419,11 +446,22 @@ class GadgetronClient:
                     f"the Gadgetron server closed the connection without CLOSE ({where}, after "
                     f"{n_messages} message(s))"
                 ) from None
+            except (MessageTooLarge, ValueError, struct.error) as exc:
+                raise GadgetronConnectionError(
+                    f"the Gadgetron server sent an unreadable message after {n_messages} message(s): {exc}"
+                ) from None
             if message is None:
                 self.close_received = True
                 return
             n_messages += 1
             yield message
+
+
+def _check_text_length(length: int, message_id: int) -> None:
+    if length > TEXT_LIMIT_BYTES:
+        raise MessageTooLarge(
+            f"a text message ({message_id}) claims {length} bytes, more than the {TEXT_LIMIT_BYTES} allowed"
+        )
 
 
 def _length_prefixed(text: Union[str, bytes], name: str) -> bytes:
@@ -494,7 +532,8 @@ class _Collector(threading.Thread):
             logger.error("%s", exc)
         except Exception as exc:  # an unreadable message: report it, never die silently
             self.connection_error = f"reading the server's messages failed: {exc!r}"
-            logger.exception("reading the server's messages failed")
+            logger.error("%s", self.connection_error)
+            logger.debug("reading the server's messages failed", exc_info=True)
         finally:
             self.finished.set()
 

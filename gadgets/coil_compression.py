@@ -8,6 +8,11 @@ keeps the fewest whose share of the calibration energy reaches it; without eithe
 no compression is needed (as many or fewer coils than asked) the ReconData passes unchanged. The
 headers of filled lines get ``active_channels`` = the number of virtual coils. The numerics are
 ``cardiomm_core.coils.coil_compression``.
+
+Before anything is computed, lines holding a NaN, Inf or absurd sample (which a native
+BucketToBuffer passes on, and which would overflow or poison the SVD) are zeroed and treated as
+not acquired (:func:`gadgets.data_checks.sanitize_buffer`); their count is added to the drop marks
+of the headers so that the images report it.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData
 from cardiomm_core.coils import CoilCompression as Compression
 from cardiomm_core.coils import coil_compression
 
+from . import data_checks
 from .params import Param
 from .stream import Gadget
 
@@ -63,8 +69,33 @@ class CoilCompression(Gadget):
             raise ValueError(f"{self.gadget_name()}: give n_coils ({self.params.n_coils!r}) or energy "
                              f"({self.params.energy!r}), not both")
 
+    def start(self, header: Any) -> None:
+        self._found = data_checks.DropCounts()
+
     def accepts(self, item: Any) -> bool:
         return isinstance(item, ReconData)
+
+    def sanitize(self, item: ReconData) -> ReconData:
+        """``item`` with bad lines zeroed (see the module docstring) and the drop marks updated."""
+        bits = []
+        found = data_checks.DropCounts()
+        for bit in item.bits:
+            data, counts = data_checks.sanitize_buffer(bit.data)
+            ref = None if bit.ref is None else data_checks.sanitize_buffer(bit.ref)[0]
+            found = found + counts
+            bits.append(ReconBit(data, ref))
+        if found.total:
+            logger.warning("CoilCompression: %d buffer line(s) with NaN/Inf or absurd samples treated as not acquired",
+                           found.total)
+        self._found = getattr(self, "_found", data_checks.DropCounts()) + found
+        if not self._found.total:
+            return item  # nothing found in this stream: the very same ReconData
+        if self._found.total:
+            for bit in bits:
+                headers = np.asarray(bit.data.headers, dtype=object)
+                data_checks.mark_headers(headers, data_checks.read_marks(headers) + self._found)
+                bit.data.headers = headers
+        return ReconData(bits)
 
     def compression_for(self, recon_data: ReconData) -> Compression | None:
         """The compression for ``recon_data`` (from its first bit), or None when none is needed."""
@@ -86,6 +117,7 @@ class CoilCompression(Gadget):
         return coil_compression(calib, _COIL_AXIS, n_virtual=wanted)
 
     def process(self, item: ReconData) -> Iterable[Any]:
+        item = self.sanitize(item)
         compression = self.compression_for(item)
         if compression is None:
             logger.debug("CoilCompression: no more coils than asked for; ReconData passes unchanged")

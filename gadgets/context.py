@@ -23,7 +23,9 @@ field strength  from the H1 resonance frequency, else ``DEFAULT_FIELD_STRENGTH_T
 modality, view  the ``modality``/``view`` arguments, else "Cine" and "short-axis"
 ==============  =============================================================================
 
-``sampling_from_mask(mask)`` gives the realised acceleration and the CMRxRecon family of a mask.
+``sampling_from_mask(mask, declared=declared_acceleration(header))`` gives the nominal
+acceleration and the CMRxRecon family of a mask, as training describes it
+(``cardiomm_core.prompting.describe_sampling``).
 """
 
 from __future__ import annotations
@@ -31,15 +33,14 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections import Counter
 from typing import Any, Sequence
 
 import ismrmrd
 import numpy as np
 import torch
 
-from cardiomm_core.coils import find_acs
 from cardiomm_core.context import ScanContext
+from cardiomm_core.prompting import describe_sampling
 
 logger = logging.getLogger(__name__)
 
@@ -210,92 +211,31 @@ def context_from_header(
 # --------------------------------------------------------------------------- sampling
 
 
-def _as_bool_mask(mask: np.ndarray | torch.Tensor) -> np.ndarray:
-    if isinstance(mask, torch.Tensor):
-        if mask.is_complex():
-            raise ValueError(f"mask must be real or bool, got dtype {mask.dtype}")
-        array = (mask.detach() != 0).cpu().numpy()
-    elif isinstance(mask, np.ndarray):
-        if np.iscomplexobj(mask):
-            raise ValueError(f"mask must be real or bool, got dtype {mask.dtype}")
-        array = np.asarray(mask) != 0
-    else:
-        raise ValueError(f"mask must be a numpy array or torch.Tensor, got {type(mask).__name__}")
-    if array.ndim < 3:
-        raise ValueError(f"mask must have at least 3 dimensions (..., frames, ky, kx|1), got shape {array.shape}")
-    if min(array.shape) < 1:
-        raise ValueError(f"mask has an empty axis: shape {array.shape}")
-    return array.reshape((-1,) + array.shape[-3:])
+def declared_acceleration(header: ismrmrd.xsd.ismrmrdHeader) -> float | None:
+    """The acceleration the header declares: ``encoding[0].parallelImaging.accelerationFactor``
+    ``kspace_encoding_step_1 * kspace_encoding_step_2`` (what the simulator writes and scanners
+    send), or None when the header has no such section or a value below 1."""
+    if not isinstance(header, ismrmrd.xsd.ismrmrdHeader):
+        raise ValueError(f"header must be an ismrmrd.xsd.ismrmrdHeader, got {type(header).__name__}")
+    if not header.encoding:
+        return None
+    imaging = getattr(header.encoding[0], "parallelImaging", None)
+    factor = getattr(imaging, "accelerationFactor", None) if imaging is not None else None
+    if factor is None:
+        return None
+    try:
+        step_1 = int(getattr(factor, "kspace_encoding_step_1", 1) or 1)
+        step_2 = int(getattr(factor, "kspace_encoding_step_2", 1) or 1)
+    except (TypeError, ValueError):
+        return None
+    value = float(step_1 * step_2)
+    return value if value >= 1 and math.isfinite(value) else None
 
 
-def _equispaced(rows: np.ndarray, acs: slice | None) -> bool:
-    """Whether the sampled ky ``rows`` outside ``acs`` lie on one lattice (steps differ by <= 1)."""
-    if acs is None:
-        segments = [rows]
-    else:
-        segments = [rows[rows < acs.start], rows[rows >= acs.stop]]
-    steps = np.concatenate([np.diff(segment) for segment in segments if segment.size > 1] or [np.zeros(0, int)])
-    return steps.size == 0 or int(steps.max()) - int(steps.min()) <= 1
-
-
-def _line_family(lines: np.ndarray, acs: slice | None) -> str:
-    """Family of one batch entry's ``lines (frames, ky)`` bool."""
-    outside = lines.copy()
-    if acs is not None:
-        outside[:, acs] = False
-    same = bool((outside == outside[:1]).all())
-    lattice = all(_equispaced(np.flatnonzero(frame), acs) for frame in outside)
-    if lattice:
-        return "Uniform" if same else "ktUniform"
-    return "ktGaussian"
-
-
-def sampling_from_mask(mask: np.ndarray | torch.Tensor) -> tuple[float, str]:
-    """(realised acceleration, pattern family) of a sampling ``mask (..., frames, ky, kx|1)``.
-
-    The calibration (ACS) region is the largest block around the k-space centre sampled in every
-    frame and batch entry (``cardiomm_core.coils.find_acs``, at least 2 lines; none when there is
-    no such block). The acceleration is (locations outside the ACS) / (sampled locations outside
-    the ACS) over all frames and batch entries, as ``cardiomm_core.masks`` counts it, at least 1
-    (and finite: a mask with nothing sampled outside its ACS counts as one sampled location).
-
-    Families (``cardiomm_core.context.PATTERN_WORDS``): ``"full"`` when everything is sampled;
-    for line masks (kx = 1, or the same in every kx column), per batch entry and outside the ACS,
-    ``"Uniform"`` when every frame samples the same equispaced lines, ``"ktUniform"`` when each
-    frame's lines are equispaced but the frames differ (a sheared lattice), else ``"ktGaussian"``
-    (variable-density random); the most common family over the batch entries wins. Masks that vary
-    along kx are ``"ktRadial"``.
-    """
-    sampled = _as_bool_mask(mask)  # (B, T, ky, kx)
-    if bool(sampled.all()):
-        return 1.0, "full"
-    line_mask = sampled.shape[-1] == 1 or bool((sampled == sampled[..., :1]).all())
-    if line_mask:
-        lines = sampled[..., 0]  # (B, T, ky)
-        try:
-            ky_acs, _ = find_acs(lines[..., None], min_size=2)
-        except ValueError:
-            ky_acs = None
-        outside = np.ones(lines.shape[-1], dtype=bool)
-        if ky_acs is not None:
-            outside[ky_acs] = False
-        n_outside = int(outside.sum()) * lines.shape[0] * lines.shape[1]
-        n_sampled = int(lines[..., outside].sum())
-        families = Counter(_line_family(entry, ky_acs) for entry in lines)
-        order = ("Uniform", "ktUniform", "ktGaussian")
-        pattern = max(order, key=lambda name: (families.get(name, 0), -order.index(name)))
-    else:
-        try:
-            ky_acs, kx_acs = find_acs(sampled, min_size=2)
-        except ValueError:
-            ky_acs, kx_acs = None, None
-        outside2d = np.ones(sampled.shape[-2:], dtype=bool)
-        if ky_acs is not None:
-            outside2d[ky_acs, kx_acs] = False
-        n_outside = int(outside2d.sum()) * sampled.shape[0] * sampled.shape[1]
-        n_sampled = int(sampled[..., outside2d].sum())
-        pattern = "ktRadial"
-    if n_outside == 0:
-        return 1.0, "full"
-    acceleration = max(1.0, n_outside / max(n_sampled, 1))
-    return float(acceleration), pattern
+def sampling_from_mask(mask: np.ndarray | torch.Tensor, *, declared: float | None = None,
+                       convention: str = "project") -> tuple[float, str]:
+    """(nominal acceleration, pattern family) of a sampling ``mask (..., frames, ky, kx|1)``: the
+    one description the trainer, the evaluation and the gadgets share
+    (``cardiomm_core.prompting.describe_sampling``; ``declared`` is the header's
+    :func:`declared_acceleration`, used when consistent with the mask)."""
+    return describe_sampling(mask, declared_acceleration=declared, convention=convention)

@@ -134,6 +134,9 @@ def _method_sentence(images: Sequence[ismrmrd.Image]) -> tuple[str, str]:
     meta = images[0].meta
     method = str(meta.get("CardioMM.Method", "unknown"))
     fallback = meta.get("CardioMM.Fallback") == "true"
+    if method == "direct":
+        return "direct FFT + RSS", (f"NOTE: no CardioMM model was used: {meta.get('CardioMM.DirectReason', '')}. "
+                                    "The reconstruction numbers below are those of the direct reconstruction.")
     if not fallback:
         return "CardioMM", f"The images come from the CardioMM model ({meta.get('CardioMM.Model', '?')})."
     names = {"cg_sense": "CG-SENSE", "zero_filled": "zero-filled SENSE"}

@@ -24,8 +24,10 @@ type; ismrmrd-python holds them as int64 in memory and its append_image cannot w
 
 from __future__ import annotations
 
+import io
 import os
 import re
+import tempfile
 import time
 from typing import Dict, Iterable, List, Optional, Union
 
@@ -104,18 +106,72 @@ def write_images(
     image's data is (channels, z, y, x). Returns {series index: number of images written}.
     Raises ValueError for a non-image item or a shape that differs from its series'.
     """
+    with h5py.File(os.fspath(path), "a") as f:
+        return _write_into(f, images, group)
+
+
+def _write_into(f: h5py.File, images: Iterable[ismrmrd.Image], group: Optional[str]) -> Dict[int, int]:
     group_name = _check_group(default_group_name() if group is None else group)
     counts: Dict[int, int] = {}
-    with h5py.File(os.fspath(path), "a") as f:
-        top = f.require_group(group_name)
-        for position, image in enumerate(images):
-            if not isinstance(image, ismrmrd.Image):
-                raise ValueError(
-                    f"images[{position}] must be an ismrmrd.Image, got {type(image).__name__}"
-                )
-            series = int(image.image_series_index)
-            _append_image(top.require_group(f"image_{series}"), image, series)
-            counts[series] = counts.get(series, 0) + 1
+    top = f.require_group(group_name)
+    for position, image in enumerate(images):
+        if not isinstance(image, ismrmrd.Image):
+            raise ValueError(
+                f"images[{position}] must be an ismrmrd.Image, got {type(image).__name__}"
+            )
+        series = int(image.image_series_index)
+        _append_image(top.require_group(f"image_{series}"), image, series)
+        counts[series] = counts.get(series, 0) + 1
+    return counts
+
+
+def write_images_atomic(
+    path: Union[str, os.PathLike],
+    images: Iterable[ismrmrd.Image],
+    group: Optional[str] = None,
+) -> Dict[int, int]:
+    """:func:`write_images`, but ``path`` is replaced whole or not at all.
+
+    The existing file (if any) is read into memory, the images are appended there (HDF5 never
+    writes to the disk, so a full disk cannot corrupt a half-written file or crash the HDF5
+    library), the result is written to a temporary file beside ``path``, flushed to disk and moved
+    into place with ``os.replace``. On any failure (OSError: no space, quota, permissions; ValueError:
+    images that do not fit the file) the temporary file is removed and ``path`` is as it was.
+    The new file keeps the existing file's permissions (a new one gets the umask's).
+    Memory: the whole output file is held once in memory while writing.
+    """
+    target = os.fspath(path)
+    try:
+        with open(target, "rb") as existing:
+            content = existing.read()
+        mode = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:
+        content, mode = b"", None
+    memory = io.BytesIO(content)
+    with h5py.File(memory, "a" if content else "w") as f:
+        counts = _write_into(f, images, group)
+    data = memory.getbuffer()
+    folder = os.path.dirname(os.path.abspath(target))
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".partial", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(temporary, mode)
+        os.replace(temporary, target)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    finally:
+        del data
     return counts
 
 

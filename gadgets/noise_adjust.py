@@ -9,6 +9,12 @@ the ``sample_time_us`` of the first noise and first imaging acquisition), and ap
 following acquisition. Without a noise scan the acquisitions pass unchanged (logged once).
 Unlike the native gadget this one needs no storage server. The numerics are
 ``cardiomm_core.noise``.
+
+Bad samples (:mod:`gadgets.data_checks`): a noise acquisition with a non-finite or absurd sample
+would poison the covariance and with it every prewhitened line, so it is left out of the noise
+statistics (one warning naming it, then counted); an imaging acquisition with such samples is
+passed on unchanged, not prewhitened (prewhitening mixes the channels and would spread a NaN to all
+of them), for the buffer to drop and count it.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from cardiomm_core.noise import (
     prewhitening_matrix,
 )
 
+from . import data_checks
 from .params import Param
 from .stream import Gadget
 
@@ -66,12 +73,19 @@ class NoiseAdjust(Gadget):
         if bandwidth is None or bandwidth <= 0:
             bandwidth = DEFAULT_RECEIVER_NOISE_BANDWIDTH
         self._bandwidth = float(bandwidth)
+        self._log = data_checks.DropLog(f"{self.gadget_name()} (noise scan)")
+
+    def finish(self) -> Iterable[Any]:
+        self._log.summary()
+        return ()
 
     def accepts(self, item: Any) -> bool:
         return isinstance(item, ismrmrd.Acquisition)
 
     def process(self, item: ismrmrd.Acquisition) -> Iterable[Any]:
         if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            if not data_checks.check_acquisition(item, None, self._log):
+                return ()
             self._noise.add(np.asarray(item.data), float(item.sample_time_us))
             self._matrix = None
             return ()
@@ -85,6 +99,8 @@ class NoiseAdjust(Gadget):
             self._matrix = prewhitening_matrix(self._noise.covariance, scale)
             logger.info("NoiseAdjust: prewhitener from %d noise samples, %d coils, scale %.4f",
                         self._noise.n_samples, self._noise.n_coils, scale)
+        if data_checks.sample_problem(np.asarray(item.data)) is not None:
+            return (item,)  # not prewhitened: the buffer drops and counts it
         if item.data.shape[0] != self._matrix.shape[1]:
             message = (f"acquisition {item.scan_counter} has {item.data.shape[0]} channels, "
                        f"the noise scan had {self._matrix.shape[1]}")

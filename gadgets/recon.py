@@ -10,7 +10,10 @@ Gadgetron's ``BucketToBufferGadget``); every other item passes through. For each
    since they were acquired in the same frame; a separate reference (another shape) is not used;
 2. the ScanContext comes from the ISMRMRD header (:func:`gadgets.context.context_from_header`,
    with the ``modality``/``view`` parameters where the protocol says nothing recognisable) and the
-   mask (:func:`gadgets.context.sampling_from_mask`);
+   mask (:func:`gadgets.context.sampling_from_mask`: the nominal R and family as training describes
+   them, in the engine's mask convention, with the header's declared
+   ``parallelImaging.accelerationFactor`` when it fits the mask); the engine renders the sentences
+   in its checkpoint's style;
 3. ``cardiomm_core.engine.reconstruct_or_fallback`` reconstructs with the engine (obtained once per
    process per checkpoint and device through ``get_engine``: a warm worker loads the model once),
    or with the ``fallback`` method when there is no model, it cannot be loaded, or it fails. A
@@ -27,6 +30,16 @@ where a (N, S, LOC) has no acquisition the layout's index goes to phase/set/slic
 = the image, ``field_of_view`` from the buffer's sampling description (readout: recon FOV per recon
 pixel; phase: encoded FOV per encoded line; z: recon FOV), ``image_series_index`` the parameter,
 ``image_index`` counting up from 1 over the stream. Meta attributes: see :func:`image_meta`.
+
+Data checks (:mod:`gadgets.data_checks`): a line of the buffer with a NaN, Inf or absurd sample (as
+a native BucketToBuffer may deliver it) is zeroed and counted as not acquired before anything else;
+the drop counts marked upstream plus these go to every image's meta (``CardioMM.DroppedAcquisitions``
+and ``CardioMM.Dropped.*``). When the effective acceleration (all k-space locations over the
+sampled ones) is below ``direct_recon_threshold`` (default 1.5) the data are (nearly) fully
+sampled and the images are the direct reconstruction (zero-filled inverse FFT + root-sum-of-squares,
+``cardiomm_core.recon.direct_recon``), marked ``CardioMM.Method`` "direct". No image leaves with a NaN
+or Inf pixel: such pixels (which the checks above should make impossible) are set to 0, logged and
+counted in ``CardioMM.NonFinitePixels``.
 """
 
 from __future__ import annotations
@@ -44,13 +57,18 @@ from gadgetron.types.recon_data import ReconBuffer, ReconData
 from cardiomm_core.context import ScanContext
 from cardiomm_core.engine import InferenceEngine, ReconOutcome, get_engine, reconstruct_or_fallback
 from cardiomm_core.packaged import resolve_checkpoint
+from cardiomm_core.recon import direct_recon
 
+from . import data_checks
 from .buffer import frames_dimension, series_extents
-from .context import context_from_header, sampling_from_mask
+from .checkpoint_policy import CheckpointRefused, allowed_checkpoint_dirs, check_remote_checkpoint
+from .context import context_from_header, declared_acceleration, sampling_from_mask
+from .data_checks import DropCounts
 from .layout import FRAME_DIMS, BufferLayout, ImageIndex, buffer_to_kspace, images_to_ismrmrd_data, line_sampled, \
     sampling_mask
 from .params import Param
 from .stream import Gadget
+from .wire_limits import redact_paths
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +258,7 @@ def reference_header(headers: np.ndarray, index: ImageIndex, centre_e1: int) -> 
 
 
 def image_meta(*, image_number: int, context: ScanContext, outcome: ReconOutcome, reason: str | None,
-               model: str, fallback_method: str) -> ismrmrd.Meta:
+               model: str, fallback_method: str, style: str = "project") -> ismrmrd.Meta:
     """Meta attributes of one image.
 
     ``DataRole``/``GADGETRON_DataRole`` "Image"; ``ImageComment``/``GADGETRON_ImageComment``
@@ -248,7 +266,7 @@ def image_meta(*, image_number: int, context: ScanContext, outcome: ReconOutcome
     ``ImageProcessingHistory``/``GADGETRON_ImageProcessingHistory`` ["CARDIOMM"];
     ``GADGETRON_ImageNumber``; ``GADGETRON_SeqDescription`` "_CardioMM";
     ``CardioMM.Acceleration`` (2 decimals), ``CardioMM.Pattern``, ``CardioMM.Metadata`` and
-    ``CardioMM.Undersampling`` (the two sentences), ``CardioMM.Model`` (checkpoint and
+    ``CardioMM.Undersampling`` (the two sentences, in the model's ``style``), ``CardioMM.Model`` (checkpoint and
     architecture, or "none"), ``CardioMM.Method`` ("cardiomm", "cg_sense", "zero_filled"),
     ``CardioMM.Fallback`` "true"/"false" and, for a fallback, ``CardioMM.FallbackReason``.
     """
@@ -265,8 +283,8 @@ def image_meta(*, image_number: int, context: ScanContext, outcome: ReconOutcome
     meta["GADGETRON_SeqDescription"] = "_CardioMM"
     meta["CardioMM.Acceleration"] = f"{context.acceleration:.2f}"
     meta["CardioMM.Pattern"] = context.pattern
-    meta["CardioMM.Metadata"] = context.metadata_sentence()
-    meta["CardioMM.Undersampling"] = context.undersampling_sentence()
+    meta["CardioMM.Metadata"] = context.metadata_sentence(style)
+    meta["CardioMM.Undersampling"] = context.undersampling_sentence(style)
     meta["CardioMM.Model"] = model if not outcome.fallback else "none"
     meta["CardioMM.Method"] = outcome.method
     meta["CardioMM.Fallback"] = "true" if outcome.fallback else "false"
@@ -293,6 +311,9 @@ class CardioMMRecon(Gadget):
         Param("frames_dimension", str, "N", choices=FRAME_DIMS, doc="buffer dimension holding the frames"),
         Param("image_series_index", int, 1, low=0, doc="image_series_index of the images sent"),
         Param("magnitude", bool, True, doc="send float32 magnitude images (false: complex64)"),
+        Param("direct_recon_threshold", float, 1.5, low=0.0,
+              doc="below this effective acceleration the data are reconstructed directly (FFT + RSS), "
+                  "not by the model (1 or less: never)"),
     )
 
     def configure(self) -> None:
@@ -303,8 +324,13 @@ class CardioMMRecon(Gadget):
     def start(self, header: ismrmrd.xsd.ismrmrdHeader) -> None:
         self.header = header
         self.base_context = context_from_header(header, modality=self.params.modality, view=self.params.view)
+        self.declared_acceleration = declared_acceleration(header)
         self.engine, self.engine_problem, self.model_description = self._acquire_engine()
+        prompt = getattr(self.engine, "prompt", None)
+        self.sentence_style = prompt.style if prompt is not None else "project"
+        self.mask_convention = prompt.mask_convention if prompt is not None else "project"
         self.image_count = 0
+        self._found = DropCounts()
         self.series_dimension = frames_dimension(header)
         self.series_length = series_extents(header)[self.series_dimension]
         self._warned_split_series = False
@@ -312,11 +338,19 @@ class CardioMMRecon(Gadget):
     def _acquire_engine(self) -> tuple[InferenceEngine | None, str | None, str]:
         """(engine or None, why there is none, CardioMM.Model text)."""
         setting = self.params.checkpoint
+        if "checkpoint" in getattr(self, "remote_params", {}):  # named by the peer's CONFIG
+            try:
+                check_remote_checkpoint(setting, getattr(self, "operator_params", {}).get("checkpoint"))
+            except CheckpointRefused as exc:
+                logger.error("CardioMMRecon: refused checkpoint %r from the configuration: not inside %s; images "
+                             "will come from %s", setting, [str(d) for d in allowed_checkpoint_dirs()],
+                             self.params.fallback)
+                return None, str(exc), "none"
         try:
             path = resolve_checkpoint(setting)
         except ValueError as exc:
             logger.error("CardioMMRecon: %s; images will come from %s", exc, self.params.fallback)
-            return None, str(exc), "none"
+            return None, redact_paths(str(exc)), "none"
         if path is None:
             if setting.strip().lower() == "none":
                 reason = "checkpoint 'none': conventional reconstruction only"
@@ -328,10 +362,11 @@ class CardioMMRecon(Gadget):
         try:
             engine = load_engine(path, self.params.device)
         except Exception as exc:  # noqa: BLE001 - a model that cannot load must still give images
+            # one line for the user; the traceback at debug level only
             logger.error("CardioMMRecon: could not load checkpoint %s on %s (%s: %s); images will come from %s",
                          path, self.params.device, type(exc).__name__, exc, self.params.fallback)
             logger.debug("loading %s failed", path, exc_info=True)
-            return None, f"could not load checkpoint {path}: {type(exc).__name__}: {exc}", "none"
+            return None, redact_paths(f"could not load checkpoint {path.name}: {type(exc).__name__}: {exc}"), "none"
         return engine, None, describe_model(path, engine)
 
     # -- items -----------------------------------------------------------------------------
@@ -349,22 +384,36 @@ class CardioMMRecon(Gadget):
 
     def reconstruct_bit(self, bit: Any) -> list[ismrmrd.Image]:
         """The images of one ReconBit (see the module docstring)."""
-        data, headers = check_buffer(bit.data)
+        check_buffer(bit.data)
+        data_buffer, found = data_checks.sanitize_buffer(bit.data)
+        ref_buffer = bit.ref if bit.ref is None else data_checks.sanitize_buffer(bit.ref)[0]
+        if found.total:
+            logger.warning("CardioMMRecon: %d buffer line(s) with NaN/Inf or absurd samples treated as not acquired",
+                           found.total)
+        self._found = self._found + found
+        drops = data_checks.read_marks(np.asarray(bit.data.headers, dtype=object)) + self._found
+        data, headers = check_buffer(data_buffer)
         if data.shape[2] != 1:
             raise ValueError(f"CardioMMRecon reconstructs 2D (multi-slice) data; this buffer has E2 = {data.shape[2]} "
                              f"partitions (shape {data.shape})")
-        data, headers = merge_reference(data, headers, bit.ref)
+        data, headers = merge_reference(data, headers, ref_buffer)
         kspace, layout = buffer_to_kspace(data, self.params.frames_dimension)
         self._check_series(layout.frames)
         mask = sampling_mask(data, headers, layout).astype(np.float32)  # (batch, 1, frames, ky, 1)
         if not mask.any(axis=(1, 2, 3, 4)).all():
             raise ValueError("a slice of the buffer has no sampled lines at all")
-        acceleration, pattern = sampling_from_mask(mask)
+        acceleration, pattern = sampling_from_mask(mask, declared=getattr(self, "declared_acceleration", None),
+                                                   convention=getattr(self, "mask_convention", "project"))
         context = self.base_context.with_sampling(acceleration, pattern)
-        logger.info("CardioMMRecon: k-space %s, %s", kspace.shape, context.undersampling_sentence())
-        with _run_lock(self.engine):
-            outcome = reconstruct_or_fallback(self.engine, kspace, mask, context,
-                                              fallback_method=self.params.fallback)
+        logger.info("CardioMMRecon: k-space %s, %s", kspace.shape,
+                    context.undersampling_sentence(getattr(self, "sentence_style", "project")))
+        effective = float(mask.size / max(int(np.count_nonzero(mask)), 1))
+        if effective < self.params.direct_recon_threshold:
+            outcome = self.direct(kspace, mask, effective)
+        else:
+            with _run_lock(self.engine):
+                outcome = reconstruct_or_fallback(self.engine, kspace, mask, context,
+                                                  fallback_method=self.params.fallback)
         reason = outcome.reason
         if outcome.fallback and self.engine is None and self.engine_problem:
             reason = self.engine_problem
@@ -376,7 +425,24 @@ class CardioMMRecon(Gadget):
         sampling = bit.data.sampling
         recon_x = int(sampling.recon_matrix[0]) if sampling is not None else 0
         images = crop_readout(np.asarray(outcome.images), recon_x)
-        return self.to_images(images, layout, headers, sampling, context, outcome, reason)
+        finite = np.isfinite(images)
+        n_non_finite = int(images.size - np.count_nonzero(finite))
+        if n_non_finite:
+            logger.error("CardioMMRecon: %d of %d pixels from %s are NaN or Inf; set to 0 and counted in "
+                         "CardioMM.NonFinitePixels", n_non_finite, images.size, outcome.method)
+            images = np.where(finite, images, 0).astype(np.complex64)
+        return self.to_images(images, layout, headers, sampling, context, outcome, reason, drops=drops,
+                              non_finite_pixels=n_non_finite)
+
+    def direct(self, kspace: np.ndarray, mask: np.ndarray, effective: float) -> ReconOutcome:
+        """The direct reconstruction (FFT + RSS) of ``kspace (batch, coils, frames, ky, kx)``."""
+        import torch
+
+        reason = (f"effective acceleration {effective:.2f} is below direct_recon_threshold "
+                  f"{self.params.direct_recon_threshold:g}: direct FFT + RSS reconstruction")
+        logger.info("CardioMMRecon: %s", reason)
+        images = direct_recon(torch.from_numpy(np.ascontiguousarray(kspace)), torch.from_numpy(mask))
+        return ReconOutcome(images=images.numpy(), method="direct", fallback=False, reason=reason)
 
     def _check_series(self, n_frames: int) -> None:
         """Warn once when the chain hands over fewer frames than the scan's series holds: the model
@@ -391,7 +457,8 @@ class CardioMMRecon(Gadget):
             self.series_dimension, self.series_length, n_frames, self.series_dimension)
 
     def to_images(self, images: np.ndarray, layout: BufferLayout, headers: np.ndarray, sampling: Any,
-                  context: ScanContext, outcome: ReconOutcome, reason: str | None) -> list[ismrmrd.Image]:
+                  context: ScanContext, outcome: ReconOutcome, reason: str | None, *,
+                  drops: DropCounts | None = None, non_finite_pixels: int = 0) -> list[ismrmrd.Image]:
         """Core ``images (batch, frames, y, x)`` -> ismrmrd.Image list with headers and meta attributes."""
         n_y, n_x = images.shape[-2:]
         fov = field_of_view(sampling, getattr(self, "header", None), n_y, n_x)
@@ -402,6 +469,9 @@ class CardioMMRecon(Gadget):
             reference = reference_header(headers, index, centre_e1)
             if reference is not None:
                 head = ismrmrd.ImageHeader.from_acquisition(reference)
+                if data_checks.is_marked(reference):  # the drop marks are not user data
+                    for slot in (5, 6, 7):
+                        head.user_int[slot] = 0
             else:
                 head = ismrmrd.ImageHeader()
                 for field, value in zip(_LAYOUT_INDEX_FIELDS, (index.n, index.s, index.loc)):
@@ -412,8 +482,19 @@ class CardioMMRecon(Gadget):
             head.image_series_index = int(self.params.image_series_index)
             head.image_index = self.image_count
             head.field_of_view[:] = fov
-            meta = image_meta(image_number=self.image_count, context=context, outcome=outcome, reason=reason,
-                              model=self.model_description, fallback_method=self.params.fallback)
+            meta = image_meta(image_number=self.image_count, context=context, outcome=outcome,
+                              reason=redact_paths(reason) if reason else reason,
+                              model=self.model_description, fallback_method=self.params.fallback,
+                              style=getattr(self, "sentence_style", "project"))
+            if outcome.method == "direct":
+                meta["ImageComment"] = meta["GADGETRON_ImageComment"] = f"{IMAGE_COMMENT}_direct_FFT_RSS"
+                meta["CardioMM.Model"] = "none"
+                meta["CardioMM.Direct"] = "true"
+                meta["CardioMM.DirectReason"] = reason or ""
+            if drops is not None:
+                drops.to_meta(meta)
+            if non_finite_pixels:
+                meta["CardioMM.NonFinitePixels"] = str(non_finite_pixels)
             attributes = meta.serialize()
             head.attribute_string_len = len(attributes.encode("utf-8"))
             wire = np.abs(pixels).astype(np.float32) if magnitude else pixels.astype(np.complex64)

@@ -1,10 +1,12 @@
 """RemoveOversampling: crop the readout to the recon field of view (Gadgetron's RemoveROOversamplingGadget).
 
 Per acquisition, as the native gadget does it: centred orthonormal inverse FFT along the readout,
-keep the central ``int(samples / ratio)`` samples (``ratio = encoded FOV x / recon FOV x``, or the
-matrix-size ratio when the header gives no usable FOV), centred orthonormal FFT back; then
+keep the central ``round(samples / ratio)`` samples (``ratio = encoded matrix x / recon matrix x``),
+centred orthonormal FFT back; then
 ``number_of_samples``, ``center_sample``, ``discard_pre`` and ``discard_post`` are divided by the
 ratio (truncated). It works only when the encoded readout matrix is larger than the recon one.
+The ratio comes from the matrix sizes, not the fields of view: FOVs written with rounding (e.g.
+200.001 / 100.0 = 2.0000059) would otherwise keep 63 of 64 columns.
 Deviation: a trajectory, if present, is cropped to the same samples (the native gadget leaves it
 at its old length, which no longer matches the header).
 """
@@ -17,6 +19,7 @@ from typing import Any, Iterable
 import ismrmrd
 import numpy as np
 
+from .data_checks import sample_problem
 from .stream import Gadget
 
 logger = logging.getLogger(__name__)
@@ -49,13 +52,15 @@ def oversampling_ratio(header: ismrmrd.xsd.ismrmrdHeader) -> float | None:
     recon_nx = int(encoding.reconSpace.matrixSize.x)
     if encoded_nx <= recon_nx:
         return None
-    encoded_fov = float(np.float32(encoding.encodedSpace.fieldOfView_mm.x or 0.0))
-    recon_fov = float(np.float32(encoding.reconSpace.fieldOfView_mm.x or 0.0))
-    if encoded_fov > 0 and recon_fov > 0 and encoded_fov != recon_fov:
-        ratio = float(np.float32(encoded_fov) / np.float32(recon_fov))
-    else:
-        ratio = encoded_nx / recon_nx
-    return ratio if ratio > 1 else None
+    if recon_nx <= 0:
+        raise ValueError(f"RemoveOversampling: reconSpace.matrixSize.x must be positive, got {recon_nx}")
+    encoded_fov = float(encoding.encodedSpace.fieldOfView_mm.x or 0.0)
+    recon_fov = float(encoding.reconSpace.fieldOfView_mm.x or 0.0)
+    ratio = encoded_nx / recon_nx
+    if encoded_fov > 0 and recon_fov > 0 and abs(encoded_fov / recon_fov - ratio) > 1e-3 * ratio:
+        logger.warning("RemoveOversampling: FOV ratio %.6f differs from the matrix ratio %d/%d; using the matrix "
+                       "sizes", encoded_fov / recon_fov, encoded_nx, recon_nx)
+    return ratio
 
 
 class RemoveOversampling(Gadget):
@@ -74,7 +79,9 @@ class RemoveOversampling(Gadget):
     def process(self, item: ismrmrd.Acquisition) -> Iterable[Any]:
         ratio = float(self._ratio or 1.0)
         head = item.getHead()
-        n_keep = int(head.number_of_samples / ratio)
+        if sample_problem(np.asarray(item.data)) is not None:
+            return (item,)  # NaN/Inf/absurd samples: not transformed (an FFT would spread them); the buffer drops it
+        n_keep = int(round(head.number_of_samples / ratio))
         if n_keep < 1:
             raise ValueError(f"acquisition {head.scan_counter} has too few samples ({head.number_of_samples}) to crop")
         data, start = crop_readout(np.asarray(item.data), n_keep)

@@ -9,6 +9,7 @@ Local (no Gadgetron needed; the chain runs in this process, see :func:`gadgets.c
 Through a Gadgetron 4.x server (what ``gadgetron_ismrmrd_client`` does)::
 
     cardiomm-replay IN.h5 --server HOST:PORT --config NAME.xml -o OUT.h5      # config on the server (message 1)
+    cardiomm-replay IN.h5 --server HOST:PORT --config chains/X.xml -o OUT.h5  # a local file: sent as XML (message 2)
     cardiomm-replay IN.h5 --server HOST:PORT --chain chains/X.xml -o OUT.h5   # the chain's XML as text (message 2)
 
 With ``--format dicom|nifti|png`` the images go to the folder ``OUT`` instead (see
@@ -31,18 +32,26 @@ Progress goes to stderr every couple of seconds; a summary closes the run (image
 seconds, acquisitions per second, the method that produced the images). Server errors and texts
 are printed to stderr.
 
-Exit codes:
+Images are written to a temporary file beside ``OUT.h5`` and moved into place only when complete
+(:func:`gadgets.image_io.write_images_atomic`): a full disk or any other I/O error leaves an
+existing ``OUT.h5`` exactly as it was, prints one line and exits with 4. Unexpected failures are
+one line too; ``--verbose`` adds the traceback.
+
+Exit codes (also in ``--help``):
     0  images were written
     1  the chain or the server reported an error, or no image came back
     2  usage error: bad arguments, an unreadable input file or chain file, an invalid chain, a
        checkpoint or device that cannot be used (local runs, without --allow-fallback)
-    3  the server could not be reached, or the connection broke before the server's CLOSE
+    3  the server or a ``<connect>`` worker could not be reached, or the connection broke before
+       its CLOSE (e.g. the worker was killed)
+    4  the images could not be written (disk full, no permission); an existing OUT.h5 is unchanged
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -54,8 +63,9 @@ import numpy as np
 
 from . import ismrmrd_io
 from .chain import Chain, ExternalGadgetError, load_chain, run_chain
+from .data_checks import dropped_in_images
 from .export import FORMATS, export_images
-from .image_io import default_group_name, write_images
+from .image_io import default_group_name, write_images_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +73,19 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CONNECTION = 3
+EXIT_OUTPUT = 4
+#: The epilog of --help: the exit codes.
+EXIT_CODES_HELP = (
+    "exit codes:\n"
+    "  0  images written\n"
+    "  1  the chain or the server reported an error, or no image came back\n"
+    "  2  usage error: bad arguments, unreadable input or chain, a checkpoint or device that cannot be used\n"
+    "  3  server or <connect> worker unreachable, or the connection broke before its CLOSE (e.g. a killed worker)\n"
+    "  4  the images could not be written (disk full, permissions); an existing output file is left unchanged")
+
+
+class OutputError(RuntimeError):
+    """The images (or the preview) could not be written; the message is one line for the user."""
 
 #: The stage that --checkpoint / --device configure.
 RECON_TARGET = "CardioMMRecon"
@@ -119,10 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay an ISMRMRD raw file through a reconstruction chain, locally or on a Gadgetron server, "
                     "and write the images as gadgetron_ismrmrd_client does.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit codes: 0 images written; 1 the chain or server reported an error, or no image came back;\n"
-               "  2 usage error (bad arguments, unreadable input or chain, a checkpoint or device that cannot be\n"
-               "  used); 3 server unreachable or connection broken.\n\n"
-               "examples:\n"
+        epilog=EXIT_CODES_HELP + "\n\nexamples:\n"
                "  cardiomm-simulate scan.h5 && cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml "
                "-o images.h5 --preview images.png\n"
                "  cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml --format dicom -o images_dicom/\n"
@@ -133,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server", type=parse_server, metavar="HOST:PORT",
                         help="stream to this Gadgetron server instead of running locally (default port 9002)")
     parser.add_argument("--config", metavar="NAME",
-                        help="with --server: the name of a config file on the server (e.g. default.xml)")
+                        help="with --server: the name of a config file on the server (e.g. default.xml); "
+                             "a path to a local file sends that file's XML instead, as --chain does")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT",
                         help="image file (appended to) for --format ismrmrd; a folder for dicom, nifti and png")
     parser.add_argument("--format", choices=FORMATS, default="ismrmrd",
@@ -193,8 +214,10 @@ def _header_text(xml: str, version: int | None, path: Path, *, for_server: bool)
         return xml
     if for_server and current is not None and current != expected:
         print(f"cardiomm-replay: {path} has ISMRMRD header version {current}; Gadgetron 4.7.2 (ISMRMRD schema "
-              f"{expected}) rejects it with 'XML header version does not match library schema version'. "
-              f"Rerun with --header-version {expected} to rewrite it while sending.", file=sys.stderr)
+              f"{expected}) reads it, but fails the scan at the first external (Python) node, to which it cannot "
+              f"send the header ('XML header version does not match library schema version'); every shipped "
+              f"chain has one. Rerun with --header-version {expected} to rewrite the version while sending.",
+              file=sys.stderr)
     return xml
 
 
@@ -252,19 +275,57 @@ def write_preview(images: Sequence[ismrmrd.Image], path: Path, name: str) -> Pat
 
 
 def _write_outputs(images: list[ismrmrd.Image], args: argparse.Namespace, group: str, header_xml: str) -> None:
+    """Write the images (and the preview), each file whole or not at all; OutputError on I/O errors."""
     if args.format == "ismrmrd":
-        counts = write_images(args.out, images, group)
+        existed = args.out.exists()
+        try:
+            counts = write_images_atomic(args.out, images, group)
+        except (OSError, ValueError) as exc:
+            logger.debug("writing %s failed", args.out, exc_info=True)
+            state = "is unchanged" if existed else "was not created"
+            raise OutputError(f"cannot write the images to {args.out}: {_one_line(exc)}; {args.out} {state}") from None
         logger.info("wrote %s to %s:/%s", counts, args.out, group)
     else:
         try:
             files = export_images(images, args.format, args.out, header_xml=header_xml, name=args.input.stem)
-        except (ValueError, OSError) as exc:
+        except OSError as exc:
+            logger.debug("export failed", exc_info=True)
+            raise OutputError(f"cannot write {args.format} images to {args.out}: {_one_line(exc)}") from None
+        except ValueError as exc:
             logger.debug("export failed", exc_info=True)
             print(f"cardiomm-replay: cannot write {args.format} images to {args.out}: {exc}", file=sys.stderr)
             raise SystemExit(EXIT_FAILED) from None
         logger.info("wrote %d %s file(s) under %s", len(files), args.format, args.out)
     if args.preview is not None:
-        write_preview(images, args.preview, args.input.name)
+        _write_preview_whole(images, args)
+
+
+def _write_preview_whole(images: list[ismrmrd.Image], args: argparse.Namespace) -> None:
+    """:func:`write_preview` into a temporary file beside ``--preview``, moved into place when complete."""
+    import os
+    import tempfile
+
+    folder = args.preview.resolve().parent
+    temporary = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{args.preview.name}.", suffix=".png", dir=folder)
+        os.close(handle)
+        write_preview(images, Path(temporary), args.input.name)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, args.preview)
+    except OSError as exc:
+        logger.debug("writing %s failed", args.preview, exc_info=True)
+        raise OutputError(f"the images were written, but the preview {args.preview} could not be: "
+                          f"{_one_line(exc)}") from None
+    finally:
+        if temporary is not None and os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
 
 
 def _destination(args: argparse.Namespace, group: str) -> str:
@@ -279,6 +340,9 @@ def _summary(images: list[ismrmrd.Image], args: argparse.Namespace, group: str, 
     print(f"cardiomm-replay: {len(images)} images in {len({int(i.image_series_index) for i in images})} series "
           f"({_describe_images(images)}) from {where} -> {_destination(args, group)} in {seconds:.1f} s, "
           f"{n_acquisitions} acquisitions ({rate:.0f} acquisitions/s); method {method_text}", file=sys.stderr)
+    dropped = dropped_in_images(images)
+    if dropped.total:
+        print(f"cardiomm-replay: dropped acquisitions: {dropped.describe()}", file=sys.stderr)
     if args.preview is not None:
         print(f"cardiomm-replay: preview {args.preview}", file=sys.stderr)
 
@@ -299,8 +363,11 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             return EXIT_USAGE
     group = args.group or default_group_name()
     with raw:
-        xml = _header_text(raw.xml, args.header_version, args.input, for_server=False)
-        total = len(raw) + raw.n_waveforms
+        try:
+            xml = _header_text(raw.xml, args.header_version, args.input, for_server=False)
+            total = len(raw) + raw.n_waveforms
+        except (ValueError, OSError, KeyError) as exc:
+            parser.error(f"{args.input} is not a readable ISMRMRD raw file: {_one_line(exc)}")
         progress = Progress(total, enabled=not args.quiet)
         started = time.monotonic()
         try:
@@ -319,7 +386,8 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                     others += 1
         except ExternalGadgetError as exc:
             print(f"cardiomm-replay: {exc}", file=sys.stderr)
-            return EXIT_CONNECTION if "cannot connect" in str(exc) else EXIT_FAILED
+            # a worker that reported an error: 1; one that could not be reached or broke the connection: 3
+            return EXIT_FAILED if getattr(exc, "kind", "connection") == "reported" else EXIT_CONNECTION
         except Exception as exc:  # noqa: BLE001 - any gadget failure ends the run with its message
             logger.debug("chain failure", exc_info=True)
             print(f"cardiomm-replay: chain {chain.name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
@@ -338,7 +406,7 @@ def run_local(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Replay through a Gadgetron server."""
-    from .client import stream_file
+    from .client import has_noise_measurement, native_noise_adjust_problem, stream_file
 
     host, port = args.server
     config_text = None
@@ -352,6 +420,13 @@ def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     except (ValueError, OSError) as exc:
         parser.error(str(exc))
     _header_text(xml, args.header_version, args.input, for_server=True)
+    try:
+        problem = native_noise_adjust_problem(xml, config_text, has_noise_measurement(args.input, args.dataset_group))
+    except (OSError, KeyError, ValueError) as exc:  # the stream itself will report an unreadable file
+        logger.debug("could not check the noise IDs: %s", exc)
+        problem = None
+    if problem:
+        print(f"cardiomm-replay: {args.input}: {problem}", file=sys.stderr)
     progress = Progress(0, enabled=not args.quiet)
 
     def report(sent: int, total: int) -> None:
@@ -387,6 +462,23 @@ def run_server(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return EXIT_OK
 
 
+def _resolve_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``--config``: a path that exists here is sent as the chain's XML (message 2, as ``--chain``;
+    Gadgetron looks a CONFIG by name up in its own config folder only); a bare name goes by name
+    (message 1). A path with a folder that does not exist here is a usage error."""
+    if args.config is None:
+        return
+    local = Path(args.config).expanduser()
+    if local.is_file():
+        print(f"cardiomm-replay: note: --config {args.config} is a local file: sending its XML to the server "
+              f"(message 2, as --chain does); a bare name such as {local.name} would be looked up in the "
+              "server's config folder", file=sys.stderr)
+        args.chain, args.config = local, None
+    elif "/" in args.config or os.sep in args.config:
+        parser.error(f"--config {args.config!r} is not a local file, and a config on the server is named without "
+                     f"a folder (e.g. --config {local.name}); give --chain FILE to send a local chain")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``cardiomm-replay``; returns the exit status (see the module docstring)."""
     parser = build_parser()
@@ -400,8 +492,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("give --chain CHAIN.xml|yaml (local run) or --server HOST:PORT")
     elif (args.config is None) == (args.chain is None):
         parser.error("with --server give exactly one of --config NAME (on the server) or --chain FILE (sent as text)")
-    elif args.config is not None and (args.checkpoint or args.device):
-        parser.error("--checkpoint/--device change a chain file; they cannot change --config (a config on the server)")
+    else:
+        _resolve_config(args, parser)
+        if args.config is not None and (args.checkpoint or args.device):
+            parser.error("--checkpoint/--device change a chain file; they cannot change --config (a config on the server)")
     if args.header_version is not None and args.header_version < 0:
         parser.error(f"--header-version must be >= 0, got {args.header_version}")
     if not args.input.is_file():
@@ -419,9 +513,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"-o {str(args.out)!r} exists and is not an HDF5 file (images are appended to one)")
         if not args.out.parent.is_dir():
             parser.error(f"-o {str(args.out)!r}: the folder {str(args.out.parent)!r} does not exist")
-    if args.server is None:
-        return run_local(args, parser)
-    return run_server(args, parser)
+    return _run_guarded(run_local if args.server is None else run_server, args, parser)
+
+
+def _run_guarded(run: Any, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``run(args, parser)``, with failures as one line (the traceback with --verbose only)."""
+    try:
+        return run(args, parser)
+    except OutputError as exc:
+        print(f"cardiomm-replay: {exc}", file=sys.stderr)
+        return EXIT_OUTPUT
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user gets one line, not a traceback
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"cardiomm-replay: {type(exc).__name__}: {_one_line(exc)}"
+              + ("" if args.verbose else " (--verbose shows the traceback)"), file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ sampling mask (``cardiomm_core.masks``), and writes:
     contrast for mapping, where the frames are contrasts), cartesian trajectory, parallel imaging
     (integer nominal acceleration, calibration mode "embedded"; "other" for full sampling),
     acquisition system (vendor, model, field strength, receiver channels, relative receiver noise
-    bandwidth), measurement information (protocol name such as ``CardioMM_cine_sax``, HFS), sequence
+    bandwidth, one coil label per coil, station and device serial), subject and study information
+    (patient ID, study ID and UID, as siemens_to_ismrmrd writes them), measurement information (a
+    Siemens-style four-part measurementID ``DEVICE_PATIENT_STUDY_MEAS`` that Gadgetron's native
+    NoiseAdjustGadget needs, protocol name such as ``CardioMM_cine_sax``, HFS; see :func:`scan_ids`), sequence
     parameters (TR, TE, flip angle, and TI = the frame times for T1 mapping) and ``CardioMM.*`` user
     parameters (seed, n_acs, nominal / realised / effective acceleration, pattern, modality,
     metadata sentence, frame dimension, frame times, slice spacing).
@@ -229,6 +232,40 @@ def imaging_dwell_us(modality: str, nx_encoded: int) -> float:
 
 # --------------------------------------------------------------------------- header
 
+#: Subject, study and measurement identity written by the simulator, as siemens_to_ismrmrd writes a
+#: scanner's: a Siemens-style four-part ``measurementID`` DEVICE_PATIENT_STUDY_MEASUREMENT (Gadgetron's
+#: native NoiseAdjustGadget keys the stored noise covariance on it, with ``patientID``).
+SIMULATED_DEVICE_SERIAL = "66091"
+SIMULATED_DATE = "2026-01-05"
+SIMULATED_TIME = "10:00:00"
+SIMULATED_BIRTHDATE = "1970-01-01"
+
+
+def measurement_uid(seed: int) -> int:
+    """The acquisitions' ``measurement_uid`` (and the last part of the measurementID) for ``seed``."""
+    return 10_000 + int(seed) % 50_000
+
+
+def scan_ids(seed: int) -> dict[str, str]:
+    """Patient, study and measurement identifiers of the simulated scan with ``seed``.
+
+    Keys: ``patient_id``, ``study_id``, ``measurement_id`` (``DEVICE_PATIENT_STUDY_MEAS``, no other
+    underscores), ``study_uid``, ``series_uid_root``, ``frame_of_reference_uid`` (``2.25.N`` UIDs).
+    """
+    seed = int(seed)
+    patient_id = f"CMM{seed:07d}"
+    study_id = f"{1_000_000 + seed % 9_000_000}"
+    uid = 2 ** 64 + seed * 1_000_003
+    return {
+        "patient_id": patient_id,
+        "study_id": study_id,
+        "measurement_id": f"{SIMULATED_DEVICE_SERIAL}_{patient_id}_{study_id}_{measurement_uid(seed)}",
+        "study_uid": f"2.25.{uid}1",
+        "series_uid_root": f"2.25.{uid}2",
+        "frame_of_reference_uid": f"2.25.{uid}3",
+    }
+
+
 def build_header(scan: PhantomScan, mask: SamplingMask, *, modality: str, nominal_acceleration: float,
                  n_slices: int, n_frames: int, n_coils: int, matrix: tuple[int, int],
                  geometry: PhantomGeometry) -> ismrmrd.xsd.ismrmrdHeader:
@@ -238,7 +275,7 @@ def build_header(scan: PhantomScan, mask: SamplingMask, *, modality: str, nomina
     ros = int(scan.readout_oversampling)
     nx_enc = nx * ros
     fov_x, fov_y = (round(float(v), 3) for v in geometry.recon_fov_mm)
-    fov_x_enc = round(float(geometry.encoded_fov_mm[0]), 3)
+    fov_x_enc = fov_x * ros  # from the rounded recon FOV: the FOV ratio is exactly the matrix ratio
     thickness = round(float(geometry.slice_thickness_mm), 3)
     ctx = scan.context
     tr, te, flip = SEQUENCE[modality]
@@ -303,14 +340,27 @@ def build_header(scan: PhantomScan, mask: SamplingMask, *, modality: str, nomina
                                       value=",".join(f"{t:.3f}" for t in frame_times)),
         ],
     )
+    ids = scan_ids(int(scan.seed))
     return x.ismrmrdHeader(
         version=CURRENT_HEADER_VERSION,
+        subjectInformation=x.subjectInformationType(
+            patientName=f"CardioMM^Phantom{int(scan.seed)}", patientWeight_kg=70.0, patientHeight_m=1.75,
+            patientID=ids["patient_id"], patientBirthdate=SIMULATED_BIRTHDATE, patientGender="O"),
+        studyInformation=x.studyInformationType(
+            studyDate=SIMULATED_DATE, studyTime=SIMULATED_TIME, studyID=ids["study_id"],
+            studyDescription="CardioMM simulated cardiac MR", studyInstanceUID=ids["study_uid"],
+            bodyPartExamined="HEART"),
         measurementInformation=x.measurementInformationType(
-            measurementID=f"CARDIOMM_{int(scan.seed)}_{modality}",
+            measurementID=ids["measurement_id"],
+            seriesDate=SIMULATED_DATE,
+            seriesTime=SIMULATED_TIME,
             patientPosition=x.patientPositionType.HFS,
+            initialSeriesNumber=1,
             protocolName=PROTOCOL_NAMES[modality],
             sequenceName="CardioMM simulated bSSFP",
             seriesDescription=f"CardioMM simulated {ctx.modality}, {mask.pattern} R={nominal_acceleration:g}",
+            seriesInstanceUIDRoot=ids["series_uid_root"],
+            frameOfReferenceUID=ids["frame_of_reference_uid"],
         ),
         acquisitionSystemInformation=x.acquisitionSystemInformationType(
             systemVendor=ctx.vendor,
@@ -318,7 +368,10 @@ def build_header(scan: PhantomScan, mask: SamplingMask, *, modality: str, nomina
             systemFieldStrength_T=float(ctx.field_strength_t),
             relativeReceiverNoiseBandwidth=RELATIVE_NOISE_BANDWIDTH,
             receiverChannels=n_coils,
+            coilLabel=[x.coilLabelType(coilNumber=c, coilName=f"CMM_Body:{c + 1:02d}") for c in range(n_coils)],
             institutionName="CardioMM synthetic phantom",
+            stationName="CARDIOMMSIM",
+            deviceSerialNumber=SIMULATED_DEVICE_SERIAL,
         ),
         experimentalConditions=x.experimentalConditionsType(
             H1resonanceFrequency_Hz=int(round(GAMMA_HZ_PER_T * float(ctx.field_strength_t)))),
@@ -484,7 +537,7 @@ def write_simulated_scan(
     n_total = n_lines + n_noise
     dwell_us = imaging_dwell_us(modality, nx_enc)
     noise_scale = math.sqrt(dwell_us / NOISE_DWELL_US)
-    measurement_uid = 10_000 + int(seed) % 50_000
+    uid = measurement_uid(seed)
     positions, read_dir, phase_dir, slice_dir = slice_geometry(geometry.slice_positions_mm)
     ticks_per_readout = max(1, int(round(SEQUENCE[modality][0] / TICK_MS)))
     start_tick = 36_000 * 400  # 10:00:00 in 2.5 ms ticks
@@ -507,7 +560,7 @@ def write_simulated_scan(
             written = 0
             if noise_scan:
                 noise = np.asarray(scan.noise_samples(nx_enc, seed=int(seed)), dtype=np.complex64) * noise_scale
-                head = _base_heads(1, n_coils, nx_enc, NOISE_DWELL_US, measurement_uid)
+                head = _base_heads(1, n_coils, nx_enc, NOISE_DWELL_US, uid)
                 head["flags"] = _bit(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
                 head["scan_counter"] = 1
                 head["acquisition_time_stamp"] = start_tick - 400  # one second before imaging
@@ -519,7 +572,7 @@ def write_simulated_scan(
                 last = min(first + WRITE_BLOCK, n_lines)
                 sel = slice(first, last)
                 s, t, ky = plan.slice[sel], plan.frame[sel], plan.ky[sel]
-                head = _base_heads(last - first, n_coils, nx_enc, dwell_us, measurement_uid)
+                head = _base_heads(last - first, n_coils, nx_enc, dwell_us, uid)
                 head["flags"] = plan.flags[sel]
                 order = np.arange(first, last)
                 head["scan_counter"] = order + n_noise + 1

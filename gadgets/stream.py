@@ -28,9 +28,11 @@ gadgetron-python 1.4.1 defects worked around here:
 
 * ``SocketWrapper.read`` loops forever at 100% CPU when the peer has gone (``recv`` returns no
   bytes). :func:`guard_connection` swaps in :class:`SafeSocket`, whose reads raise
-  :class:`PeerVanished` instead; ``handle`` then stops quietly. (The CONFIG and HEADER reads happen
-  inside ``Connection.__init__`` before any gadget module is imported, so they cannot be guarded;
-  Gadgetron sends both immediately after accepting the connection.)
+  :class:`PeerVanished` instead; ``handle`` then stops quietly. The CONFIG and HEADER reads happen
+  inside ``Connection.__init__`` before any gadget module is imported: they are guarded at
+  interpreter level by :mod:`cardiomm_guard` (loaded by the ``cardiomm_guard.pth`` file the
+  package installs), which patches the same read when ``gadgetron.external.connection`` is
+  imported, so a child whose Gadgetron closes early exits instead of spinning.
 * ``write_array`` converts dtypes with ``numpy.array(copy=False)``, which numpy 2 refuses after
   the message id and dimensions were already written; ``Acquisition.serialize_into`` writes the
   raw bytes of whatever dtype it holds. :func:`wire_ready` converts every array to its wire dtype
@@ -59,7 +61,10 @@ from gadgetron.external import constants, writers
 from gadgetron.types.image_array import ImageArray, write_image_array
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, write_recon_data
 
+from cardiomm_guard import PeerVanished, recv_exactly  # noqa: F401 - re-exported (the child's guard owns them)
+
 from .params import Param, Params, config_properties, parse_params
+from .wire_limits import CHUNK_BYTES, MESSAGE_NAMES, SAFE_READERS, MessageBudget, MessageTooLarge, message_limit, redact_paths
 
 logger = logging.getLogger(__name__)
 
@@ -74,54 +79,38 @@ LOG_LEVEL_VARIABLE = "GADGETRON_EXTERNAL_LOG_LEVEL"
 DRAIN_TIMEOUT_S = 10.0
 
 
-class PeerVanished(ConnectionError):
-    """The peer closed (or reset) the connection without sending CLOSE.
-
-    ``received``: how many bytes of the interrupted read had arrived (0: between reads).
-    """
-
-    def __init__(self, message: str, received: int = 0) -> None:
-        super().__init__(message)
-        self.received = received
-
-
-def recv_exactly(sock: socket.socket, nbytes: int) -> bytes:
-    """Exactly ``nbytes`` bytes from ``sock`` (``nbytes >= 0``).
-
-    Raises :class:`PeerVanished` when the peer closes the connection first (``recv`` returns no
-    bytes: never a spin) or resets it (then with the reset as ``__cause__``). Timeouts and other
-    OSErrors propagate unchanged.
-    """
-    buffer = bytearray(nbytes)
-    view = memoryview(buffer)
-    received = 0
-    while received < nbytes:
-        try:
-            count = sock.recv_into(view[received:], nbytes - received)
-        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-            raise PeerVanished(f"connection lost while reading ({exc})", received) from exc
-        if count == 0:
-            raise PeerVanished(f"peer closed the connection ({received} of {nbytes} bytes read)", received)
-        received += count
-    return bytes(buffer)
-
-
 class SafeSocket:
     """Drop-in replacement for gadgetron-python's ``Connection.SocketWrapper`` that never spins.
 
     ``read(n)`` returns exactly ``n`` bytes or raises :class:`PeerVanished`; ``close()`` sends
     CLOSE once and closes the socket, ignoring a peer that has already gone.
+
+    ``budget`` (a :class:`~gadgets.wire_limits.MessageBudget`, or None): every read is charged to
+    it first, and a read over what is left raises :class:`~gadgets.wire_limits.MessageTooLarge`
+    before anything is allocated (:func:`iter_items` starts a new budget per message).
+    ``timeout``: seconds a read or write may wait for the peer (None: forever); ``idle`` is True
+    while :func:`iter_items` waits for the next message (a worker told to stop closes such
+    connections at once).
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, budget: MessageBudget | None = None,
+                 timeout: float | None = None) -> None:
         self.socket = sock
-        self.socket.settimeout(None)
+        self.socket.settimeout(timeout)
+        self.budget = budget
+        self.idle = False
         self._closed = False
 
-    def read(self, nbytes: int) -> bytes:
+    def read(self, nbytes: int) -> bytes | bytearray:
         if nbytes <= 0:
             return b""
-        return recv_exactly(self.socket, nbytes)
+        if self.budget is not None:
+            self.budget.charge(nbytes)
+        try:
+            return recv_exactly(self.socket, nbytes)
+        except socket.timeout:
+            raise socket.timeout(f"the peer sent nothing for {self.socket.gettimeout():g} s "
+                                 "(idle connection closed)") from None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.socket.sendall(data)
@@ -141,11 +130,28 @@ class SafeSocket:
 
 
 def guard_connection(connection: Any) -> None:
-    """Replace ``connection.socket`` (gadgetron-python's SocketWrapper) by a :class:`SafeSocket`."""
+    """Make ``connection`` safe to read from a peer that may be hostile or gone.
+
+    Replaces ``connection.socket`` (gadgetron-python's SocketWrapper) by a :class:`SafeSocket`,
+    gives it a per-message budget derived from the scan's header
+    (:func:`gadgets.wire_limits.message_limit`) unless it has one, and replaces the readers that
+    size objects from untrusted headers (acquisition, waveform, image) by checked ones.
+    """
     current = connection.socket
-    if isinstance(current, SafeSocket):
-        return
-    connection.socket = SafeSocket(current.socket)
+    if not isinstance(current, SafeSocket):
+        current = connection.socket = SafeSocket(current.socket)
+    if current.budget is None:
+        try:
+            limit, why = message_limit(getattr(connection, "header", None))
+        except ValueError as exc:  # a bad CARDIOMM_MAX_MESSAGE_MB
+            logger.error("%s; using the default ceiling", exc)
+            from .wire_limits import DEFAULT_CEILING_MB
+
+            limit, why = message_limit(getattr(connection, "header", None), DEFAULT_CEILING_MB * 2**20)
+        current.budget = MessageBudget(limit, why)
+    readers = getattr(connection, "readers", None)
+    if isinstance(readers, dict):
+        readers.update(SAFE_READERS)
 
 
 def external_log_level() -> int:
@@ -332,15 +338,25 @@ def iter_items(connection: Any) -> Iterator[Any]:
     Raises ValueError for a message id that no reader handles (gadgetron-python would end the
     stream silently), :class:`PeerVanished` when the peer goes away without CLOSE.
     """
+    source = connection.socket
+    budget = getattr(source, "budget", None)
     while True:
-        (message_id,) = _MESSAGE_ID.unpack(connection.socket.read(_MESSAGE_ID.size))
+        if budget is not None:
+            budget.begin()
+        source.idle = True
+        try:
+            (message_id,) = _MESSAGE_ID.unpack(source.read(_MESSAGE_ID.size))
+        finally:
+            source.idle = False
         if message_id == MESSAGE_CLOSE:
             logger.debug("received CLOSE")
             return
         reader = connection.readers.get(message_id)
         if reader is None:
             raise ValueError(f"received message id {message_id}, which no reader handles")
-        yield reader(connection.socket)
+        if budget is not None:
+            budget.begin(f"{MESSAGE_NAMES.get(message_id, 'message')} ({message_id}) message")
+        yield reader(source)
 
 
 # --------------------------------------------------------------------------- the gadget base class
@@ -425,6 +441,9 @@ class Gadget:
         sent = 0
         try:
             properties = config_properties(getattr(connection.raw_bytes, "config", None), name)
+            # what the peer set (untrusted: see gadgets.checkpoint_policy) and what we were started with
+            self.operator_params = getattr(self, "operator_params", None) or dict(self._given)
+            self.remote_params = dict(properties or {})
             if properties:
                 self._configure({**self._given, **properties})
             logger.info("%s running with %r", name, self.params)
@@ -435,13 +454,39 @@ class Gadget:
         except (PeerVanished, BrokenPipeError, ConnectionResetError) as exc:
             logger.warning("%s: Gadgetron went away without CLOSE (%s); stopping", name, exc)
         except Exception as exc:  # report every failure to Gadgetron, then close
-            logger.exception("%s failed after sending %d items", name, sent)
+            if isinstance(exc, (MessageTooLarge, socket.timeout)):
+                logger.error("%s: %s: %s", name, type(exc).__name__, exc)  # the peer's fault: no traceback
+            else:
+                logger.error("%s failed after sending %d items: %s: %s", name, sent, type(exc).__name__, exc)
+                logger.debug("%s failure", name, exc_info=True)  # the traceback at debug level only
             try:
-                send_error(connection, f"{name}: {type(exc).__name__}: {exc}")
+                # the peer learns what went wrong, not where this host keeps its files
+                send_error(connection, redact_paths(f"{name}: {type(exc).__name__}: {exc}"))
             except OSError as send_exc:
                 logger.warning("%s: could not send the error to Gadgetron (%s)", name, send_exc)
                 return
-            drain(connection)
+            if isinstance(exc, MessageTooLarge):  # the stream cannot be followed: discard what still comes
+                discard_input(connection)
+            elif not isinstance(exc, socket.timeout):
+                drain(connection)
+
+
+def discard_input(connection: Any, timeout: float = 2.0, limit: int = 64 * 2**20) -> int:
+    """Read and drop what the peer still sends (at most ``limit`` bytes, until ``timeout`` s of
+    silence or its close), one small piece at a time, so that closing does not reset the
+    connection before the peer has read our ERROR. Returns the bytes dropped."""
+    sock = connection.socket.socket
+    dropped = 0
+    try:
+        sock.settimeout(timeout)
+        while dropped < limit:
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            dropped += len(piece)
+    except OSError:
+        pass
+    return dropped
 
 
 def drain(connection: Any, timeout: float = DRAIN_TIMEOUT_S) -> int:

@@ -5,7 +5,8 @@ A ``<execute ... type="python"/>`` node starts a fresh Python per scan and pays 
 external-node connections, one after another and concurrently (one thread per connection)::
 
     cardiomm-worker --port 18000 [--host 127.0.0.1] [--checkpoint packaged|none|PATH] [--device auto]
-                    [--max-connections N] [--idle-timeout SECONDS]
+                    [--max-connections N] [--idle-timeout SECONDS] [--max-concurrent N]
+                    [--handshake-timeout SECONDS] [--connection-timeout SECONDS] [--max-message-mb MIB]
 
 and in the chain::
 
@@ -24,9 +25,16 @@ our CLOSE follows), exactly what a ``python -m gadgetron PORT gadgets.recon Card
 speaks. The CONFIG's properties configure that connection's gadget; ``--checkpoint`` and
 ``--device`` are the defaults a CONFIG may override.
 
-Guarding the handshake: gadgetron-python's socket wrapper spins forever on a peer that closes
-before CONFIG/HEADER (a port probe or health check does exactly that). The worker reads the
-handshake through a socket that raises instead and has a timeout (``HANDSHAKE_TIMEOUT_S``).
+Guarding against peers (anyone who can reach the port): gadgetron-python's socket wrapper spins
+forever on a peer that closes before CONFIG/HEADER (a port probe or health check does exactly
+that). The worker reads the handshake through a socket that raises instead, with one deadline
+for the whole handshake (``--handshake-timeout``, a peer trickling bytes cannot extend it) and
+a 16 MiB bound on CONFIG + HEADER. In the data phase a connection silent for
+``--connection-timeout`` seconds is closed; every message is limited to what the scan's header
+allows (matrix x coils x encoding limits, at most ``--max-message-mb``,
+:mod:`gadgets.wire_limits`): a larger claim gets an ERROR before anything is allocated, and
+large bodies are read as they arrive. At most ``--max-concurrent`` connections are served at
+once; one more is answered with an ERROR naming the limit (``cardiomm-worker is busy: ...``).
 
 The model is loaded once at start-up (``gadgets.recon.load_engine``, which logs
 ``model loaded: ...`` and counts loads); every connection's gadget finds it in the per-process
@@ -39,7 +47,8 @@ reconstruction (marked in the images). A failure during a scan always gives fall
 It binds 127.0.0.1 unless told otherwise, logs each connection, and exits cleanly (status 0) on
 SIGTERM/SIGINT, after ``--max-connections`` connections have been served, or after
 ``--idle-timeout`` seconds without a connection (so tests and CI never leave it running).
-Connections in progress are finished (up to ``SHUTDOWN_GRACE_S``) before it exits.
+On stop, connections that wait for their handshake or their next message are closed at once;
+scans in progress are finished (up to ``SHUTDOWN_GRACE_S``) before it exits.
 """
 
 from __future__ import annotations
@@ -55,7 +64,9 @@ from typing import Any, Sequence
 
 from gadgetron.external.connection import Connection
 
-from .stream import PeerVanished, SafeSocket, setup_logging
+from .stream import PeerVanished, SafeSocket, error_message, guard_connection, setup_logging
+from .wire_limits import CHUNK_BYTES, HANDSHAKE_LIMIT_BYTES, MessageBudget, MessageTooLarge, ceiling_bytes, \
+    message_limit
 
 logger = logging.getLogger("gadgets.worker")
 
@@ -65,25 +76,48 @@ DEFAULT_HOST = "127.0.0.1"
 HANDSHAKE_TIMEOUT_S = 30.0
 #: Seconds the worker waits for connections in progress when it is told to stop.
 SHUTDOWN_GRACE_S = 60.0
+#: Seconds a connection may stay silent in the data phase (between or within messages).
+CONNECTION_IDLE_TIMEOUT_S = 600.0
+#: Connections served at the same time; more are answered with a busy ERROR.
+MAX_CONCURRENT = 64
+#: Seconds a refused (busy) connection is given to read its ERROR.
+_REFUSE_LINGER_S = 2.0
 _ACCEPT_POLL_S = 0.2
 
 
 class _HandshakeSocket:
     """What gadgetron-python's ``Connection`` reads CONFIG and HEADER through: a socket whose
-    ``recv`` raises :class:`PeerVanished` on a closed peer (instead of returning b'' forever) and
-    keeps a timeout (``settimeout(None)`` from the wrapper is ignored)."""
+    ``recv`` raises :class:`PeerVanished` on a closed peer (instead of returning b'' forever),
+    holds a deadline for the *whole* handshake (a peer trickling one byte at a time cannot keep it
+    open; ``settimeout(None)`` from the wrapper is ignored), and refuses CONFIG/HEADER lengths
+    over ``limit`` bytes in all before allocating anything (it returns at most
+    :data:`~gadgets.wire_limits.CHUNK_BYTES` per call; the wrapper loops)."""
 
-    def __init__(self, sock: socket.socket, timeout: float) -> None:
+    def __init__(self, sock: socket.socket, timeout: float, limit: int = HANDSHAKE_LIMIT_BYTES) -> None:
         self._sock = sock
-        self._sock.settimeout(timeout)
+        self._timeout = timeout
+        self._deadline = time.monotonic() + timeout
+        self._left = limit
+        self._limit = limit
 
     def settimeout(self, value: float | None) -> None:
         pass
 
     def recv(self, nbytes: int, flags: int = 0) -> bytes:
-        data = self._sock.recv(nbytes, flags)
+        if nbytes > self._left:
+            raise MessageTooLarge(f"CONFIG/HEADER claim {nbytes} bytes, more than the {self._limit} bytes allowed "
+                                  "for the handshake")
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise socket.timeout(f"CONFIG and HEADER did not arrive within {self._timeout:g} s")
+        self._sock.settimeout(remaining)
+        try:
+            data = self._sock.recv(min(nbytes, CHUNK_BYTES))
+        except socket.timeout:
+            raise socket.timeout(f"CONFIG and HEADER did not arrive within {self._timeout:g} s") from None
         if nbytes > 0 and not data:
             raise PeerVanished("peer closed the connection during the handshake")
+        self._left -= len(data)
         return data
 
     def sendall(self, data: bytes) -> None:
@@ -96,12 +130,17 @@ class _HandshakeSocket:
         self._sock.close()
 
 
-def open_connection(sock: socket.socket, handshake_timeout: float = HANDSHAKE_TIMEOUT_S) -> Connection:
-    """A gadgetron-python ``Connection`` over an accepted socket (CONFIG and HEADER read), whose
-    socket is then a :class:`~gadgets.stream.SafeSocket` (no timeout, no spinning)."""
+def open_connection(sock: socket.socket, handshake_timeout: float = HANDSHAKE_TIMEOUT_S, *,
+                    idle_timeout: float | None = None, ceiling: int | None = None) -> Connection:
+    """A gadgetron-python ``Connection`` over an accepted socket (CONFIG and HEADER read within
+    ``handshake_timeout`` seconds in all), whose socket is then a
+    :class:`~gadgets.stream.SafeSocket` (no spinning; reads wait at most ``idle_timeout`` s for
+    the peer; each message limited to what the scan's header allows, at most ``ceiling`` bytes)
+    with the checked readers (:func:`gadgets.stream.guard_connection`)."""
     connection = Connection(_HandshakeSocket(sock, handshake_timeout))
-    sock.settimeout(None)
-    connection.socket = SafeSocket(sock)
+    limit, why = message_limit(connection.header, ceiling)
+    connection.socket = SafeSocket(sock, budget=MessageBudget(limit, why), timeout=idle_timeout)
+    guard_connection(connection)
     return connection
 
 
@@ -110,12 +149,22 @@ class Worker:
 
     def __init__(self, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, checkpoint: str = "packaged",
                  device: str = "auto", max_connections: int | None = None, idle_timeout: float | None = None,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT_S) -> None:
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT_S, max_concurrent: int = MAX_CONCURRENT,
+                 connection_timeout: float | None = CONNECTION_IDLE_TIMEOUT_S,
+                 max_message_bytes: int | None = None) -> None:
         self.host, self.port = host, port
         self.defaults = {"checkpoint": checkpoint, "device": device}
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.handshake_timeout = handshake_timeout
+        self.max_concurrent = int(max_concurrent)
+        self.connection_timeout = connection_timeout
+        self.ceiling = ceiling_bytes() if max_message_bytes is None else int(max_message_bytes)
+        self.refused = 0
+        #: socket -> the SafeSocket of its data phase (None during the handshake)
+        self._open: dict[socket.socket, SafeSocket | None] = {}
+        self._refusing = threading.BoundedSemaphore(8)
+        self._closed_idle: set[socket.socket] = set()
         self.stop = threading.Event()
         self.accepted = 0
         self.threads: list[threading.Thread] = []
@@ -143,8 +192,10 @@ class Worker:
         started = time.perf_counter()
         try:
             load_engine(path, self.defaults["device"])
-        except Exception:  # noqa: BLE001 - keep serving: each scan falls back and says why
-            logger.exception("worker: could not load %s; scans will get the fallback reconstruction", path)
+        except Exception as exc:  # noqa: BLE001 - keep serving: each scan falls back and says why
+            logger.error("worker: could not load %s (%s: %s); scans will get the fallback reconstruction",
+                         path, type(exc).__name__, exc)
+            logger.debug("loading %s failed", path, exc_info=True)
             return
         logger.info("worker: model ready in %.1f s", time.perf_counter() - started)
 
@@ -166,10 +217,18 @@ class Worker:
         started = time.perf_counter()
         try:
             try:
-                connection = open_connection(sock, self.handshake_timeout)
-            except Exception as exc:  # noqa: BLE001 - PeerVanished, timeout, wrong message id, bad XML
+                connection = open_connection(sock, self.handshake_timeout, idle_timeout=self.connection_timeout,
+                                             ceiling=self.ceiling)
+            except Exception as exc:  # noqa: BLE001 - PeerVanished, timeout, wrong message id, bad XML, too long
                 logger.warning("connection %d from %s: no valid CONFIG/HEADER (%s: %s); closed",
                                number, peer, type(exc).__name__, exc)
+                if isinstance(exc, MessageTooLarge):
+                    self._send_quietly(sock, f"cardiomm-worker: {exc}")
+                sock.close()
+                return
+            with self._lock:
+                self._open[sock] = connection.socket
+            if self.stop.is_set():  # told to stop during the handshake: nothing started yet
                 sock.close()
                 return
             with connection:  # Connection.__exit__ sends our CLOSE
@@ -187,8 +246,55 @@ class Worker:
             logger.exception("connection %d from %s failed", number, peer)
         finally:
             with self._lock:
+                self._open.pop(sock, None)
+                self._closed_idle.discard(sock)
                 self._active -= 1
                 self._last_activity = time.monotonic()
+
+    @staticmethod
+    def _send_quietly(sock: socket.socket, text: str) -> None:
+        try:
+            sock.settimeout(_REFUSE_LINGER_S)
+            sock.sendall(error_message(text))
+        except OSError:
+            pass
+
+    def _refuse(self, sock: socket.socket, peer: str) -> None:
+        """Answer a connection over ``max_concurrent`` with a busy ERROR, let the peer read it, close."""
+        try:
+            self._send_quietly(sock, f"cardiomm-worker is busy: {self.max_concurrent} connections in progress "
+                                     f"(its limit, --max-concurrent {self.max_concurrent}); try again later")
+            try:
+                sock.shutdown(socket.SHUT_WR)
+                deadline = time.monotonic() + _REFUSE_LINGER_S
+                dropped = 0
+                while dropped < 2**20 and time.monotonic() < deadline:  # its CONFIG/HEADER: do not reset
+                    sock.settimeout(max(0.01, deadline - time.monotonic()))
+                    piece = sock.recv(65536)
+                    if not piece:
+                        break
+                    dropped += len(piece)
+            except OSError:
+                pass
+        finally:
+            sock.close()
+            self._refusing.release()
+
+    def close_idle(self) -> int:
+        """Shut down every connection that waits for its handshake or for its next message (the
+        scans in progress go on); returns how many."""
+        with self._lock:
+            idle = [sock for sock, safe in self._open.items()
+                    if (safe is None or safe.idle) and sock not in self._closed_idle]
+            self._closed_idle.update(idle)
+        for sock in idle:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if idle:
+            logger.info("worker: closed %d idle connection(s)", len(idle))
+        return len(idle)
 
     def _should_stop(self) -> bool:
         if self.stop.is_set():
@@ -223,9 +329,22 @@ class Worker:
                     logger.warning("accept failed: %s", exc)
                     continue
                 with self._lock:
-                    self.accepted += 1
-                    self._active += 1
-                    number = self.accepted
+                    busy = self._active >= self.max_concurrent
+                    if not busy:
+                        self.accepted += 1
+                        self._active += 1
+                        number = self.accepted
+                        self._open[sock] = None
+                if busy:
+                    self.refused += 1
+                    logger.warning("connection from %s:%s refused: %d connections in progress (--max-concurrent)",
+                                   peer[0], peer[1], self.max_concurrent)
+                    if self._refusing.acquire(blocking=False):
+                        threading.Thread(target=self._refuse, args=(sock, f"{peer[0]}:{peer[1]}"),
+                                         name="cardiomm-refuse", daemon=True).start()
+                    else:
+                        sock.close()
+                    continue
                 logger.info("connection %d from %s:%s", number, *peer[:2])
                 thread = threading.Thread(target=self._serve_one, args=(sock, f"{peer[0]}:{peer[1]}", number),
                                           name=f"cardiomm-connection-{number}", daemon=True)
@@ -234,8 +353,11 @@ class Worker:
         finally:
             self.listener.close()
             deadline = time.monotonic() + SHUTDOWN_GRACE_S
-            for thread in self.threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
+            while any(t.is_alive() for t in self.threads) and time.monotonic() < deadline:
+                if self.stop.is_set():  # a signal: also those that finish a message and wait for the next
+                    self.close_idle()
+                for thread in self.threads:
+                    thread.join(min(0.2, max(0.0, deadline - time.monotonic())))
             alive = sum(t.is_alive() for t in self.threads)
             if alive:
                 logger.warning("worker: %d connection(s) still running after %.0f s; exiting anyway",
@@ -262,6 +384,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit after serving this many connections")
     parser.add_argument("--idle-timeout", type=float, default=None,
                         help="exit after this many seconds without a connection")
+    parser.add_argument("--max-concurrent", type=int, default=MAX_CONCURRENT,
+                        help=f"connections served at the same time; more get a busy ERROR (default {MAX_CONCURRENT})")
+    parser.add_argument("--handshake-timeout", type=float, default=HANDSHAKE_TIMEOUT_S,
+                        help=f"seconds a connection has to deliver CONFIG and HEADER (default {HANDSHAKE_TIMEOUT_S:g})")
+    parser.add_argument("--connection-timeout", type=float, default=CONNECTION_IDLE_TIMEOUT_S,
+                        help="seconds a connection may stay silent while data are expected "
+                             f"(default {CONNECTION_IDLE_TIMEOUT_S:g})")
+    parser.add_argument("--max-message-mb", type=float, default=None,
+                        help="ceiling of one message in MiB (default $CARDIOMM_MAX_MESSAGE_MB or "
+                             "2048); each scan's header sets a lower limit from its matrix, coils and limits")
     return parser
 
 
@@ -277,6 +409,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.idle_timeout is not None and not args.idle_timeout > 0:
         print(f"cardiomm-worker: --idle-timeout must be > 0, got {args.idle_timeout}", file=sys.stderr)
         return 2
+    for name in ("max_concurrent",):
+        if getattr(args, name) < 1:
+            print(f"cardiomm-worker: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}",
+                  file=sys.stderr)
+            return 2
+    for name in ("handshake_timeout", "connection_timeout"):
+        if not getattr(args, name) > 0:
+            print(f"cardiomm-worker: --{name.replace('_', '-')} must be > 0, got {getattr(args, name)}",
+                  file=sys.stderr)
+            return 2
+    try:
+        ceiling = ceiling_bytes(args.max_message_mb)
+    except ValueError as exc:
+        print(f"cardiomm-worker: {exc}", file=sys.stderr)
+        return 2
     from .recon import CardioMMRecon
 
     try:
@@ -285,7 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cardiomm-worker: {exc}", file=sys.stderr)
         return 2
     worker = Worker(host=args.host, port=args.port, checkpoint=args.checkpoint, device=args.device,
-                    max_connections=args.max_connections, idle_timeout=args.idle_timeout)
+                    max_connections=args.max_connections, idle_timeout=args.idle_timeout,
+                    handshake_timeout=args.handshake_timeout, max_concurrent=args.max_concurrent,
+                    connection_timeout=args.connection_timeout, max_message_bytes=ceiling)
     try:
         port = worker.bind()
     except OSError as exc:

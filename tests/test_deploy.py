@@ -423,3 +423,62 @@ def test_docker_compose_config_is_valid(label: str, args: list[str]) -> None:
     result = subprocess.run([binary, *args, "config", "-q"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120, env=env)
     assert result.returncode == 0, f"docker-compose {' '.join(args)} config: {result.stderr}"
+
+
+# --------------------------------------------------------------------------- package indexes
+
+#: Host names of public package indexes (assembled so that this file does not contain them either).
+_INDEX_HOSTS = tuple(".".join(parts) for parts in (
+    ("pypi", "org"), ("pypi", "python", "org"), ("files", "pythonhosted", "org"), ("download", "pytorch", "org"),
+    ("conda", "anaconda", "org"), ("repo", "anaconda", "com"), ("anaconda", "org"), ("test", "pypi", "org"),
+))
+_INDEX_OPTION_URL = re.compile(r"--(?:extra-)?index-url[ =]+[\"']?https?://|--find-links[ =]+[\"']?https?://"
+                               r"|https?://[^\s\"'<>]*/simple\b")
+
+
+def _repository_text_files() -> list[Path]:
+    git = shutil.which("git")
+    if git is not None and (ROOT / ".git").exists():
+        listed = subprocess.run([git, "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                                capture_output=True, timeout=60)
+        if listed.returncode == 0:
+            paths = [ROOT / name for name in listed.stdout.decode().split("\0") if name]
+            return [p for p in paths if p.is_file()]
+    skip = {".git", ".venv", "build", "dist", "__pycache__", ".pytest_cache"}
+    return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.relative_to(ROOT).parts)]
+
+
+def test_no_package_index_host_in_the_repository() -> None:
+    """No file of the repository names a package index: torch's index is the user's choice
+    (TORCH_INDEX_URL, empty by default = pip's configured index)."""
+    found = []
+    for path in _repository_text_files():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # binary files (models, images)
+        lowered = text.lower()
+        for host in _INDEX_HOSTS:
+            if re.search(r"(?<![\w.-])" + re.escape(host) + r"(?![\w-])", lowered):
+                found.append(f"{path.relative_to(ROOT)}: {host}")
+        for match in _INDEX_OPTION_URL.finditer(text):
+            found.append(f"{path.relative_to(ROOT)}: {match.group(0)}")
+    assert not found, "package-index hosts in the repository:\n" + "\n".join(found)
+
+
+def test_torch_index_is_the_users_choice() -> None:
+    """Both images default TORCH_INDEX_URL to empty and pass --index-url only when it is set; the
+    compose files pass the user's variable through with an empty default."""
+    for dockerfile in (PLUGIN_DOCKERFILE, ROOT / "docker" / "Dockerfile.train"):
+        assert dockerfile_args(dockerfile)["TORCH_INDEX_URL"] == "", dockerfile.name
+        runs = " ".join(rest for keyword, rest in dockerfile_instructions(dockerfile) if keyword == "RUN")
+        conditional = '${TORCH_INDEX_URL:+--index-url "${TORCH_INDEX_URL}"}'
+        assert conditional in runs, dockerfile.name
+        assert "--index-url" not in runs.replace(conditional, ""), dockerfile.name
+    raw = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    assert raw["x-plugin-build"]["args"]["TORCH_INDEX_URL"] == "${TORCH_INDEX_URL:-}"
+    assert raw["services"]["trainer"]["build"]["args"]["TORCH_INDEX_URL"] == "${TRAIN_TORCH_INDEX_URL:-}"
+    gpu = yaml.safe_load(GPU_OVERRIDE.read_text(encoding="utf-8"))["services"]
+    for service in gpu.values():
+        index = service.get("build", {}).get("args", {}).get("TORCH_INDEX_URL")
+        assert index in (None, "${TORCH_INDEX_URL:-}"), index

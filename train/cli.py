@@ -135,6 +135,10 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                         help="CMRxRecon normalisation of each image before scoring")
     parser.add_argument("--no-crop", action="store_true", help="score whole images, not the challenge's central crop")
     parser.add_argument("--n-acs", type=int, default=None, help="calibration lines (default: each family's)")
+    parser.add_argument("--masks", default=None, choices=["project", "official"],
+                        help="mask generators: the project's or the official CardioMM recipes (20 calibration lines; "
+                             "the paper's protocol: --masks official --patterns Uniform ktGaussian ktRadial "
+                             "--accelerations 8 16 24); default: the checkpoint's mask convention")
     parser.add_argument("--seed", type=int, default=0, help="seed of the ktGaussian masks")
     parser.add_argument("--max-items", type=int, default=None)
     parser.add_argument("--device", default="auto")
@@ -167,7 +171,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
             evaluate_checkpoint(checkpoint, dataset, accelerations=args.accelerations, patterns=args.patterns,
                                 methods=methods, convention=args.convention, crop=not args.no_crop,
                                 n_acs=args.n_acs, seed=args.seed, device=args.device, max_items=args.max_items,
-                                progress=True, on_row=on_row)
+                                progress=True, on_row=on_row, masks=args.masks)
         paths = write_report(out, rows, title)
     except (ValueError, FileNotFoundError) as error:
         return _fail("cardiomm-eval", error)

@@ -127,7 +127,10 @@ class UndersamplingConfig:
     """Mirror of ``train.data.undersample.UndersamplingSpec`` (see there).
 
     ``pattern_accelerations`` None keeps the spec's default (Uniform at the challenge's 4, 8, 10);
-    ``{}`` gives every pattern the general ``accelerations``.
+    ``{}`` gives every pattern the general ``accelerations``. ``convention``: "project" mask
+    generators or the "official" CardioMM recipes (20 ACS lines; the paper's protocol is
+    Uniform / ktGaussian / ktRadial at R 8, 16, 24); the training undersampling's convention is
+    recorded in the exported checkpoint's ``prompt.mask_convention``.
     """
 
     patterns: tuple[str, ...] = ("ktUniform", "ktGaussian", "ktRadial", "Uniform")
@@ -136,6 +139,7 @@ class UndersamplingConfig:
     pattern_weights: Union[tuple[float, ...], None] = None
     acceleration_weights: Union[tuple[float, ...], None] = None
     pattern_accelerations: Union[dict[str, tuple[float, ...]], None] = None
+    convention: str = "project"
 
 
 @dataclass
@@ -178,6 +182,14 @@ class TextEncoderConfig:
 
     name: str = "minilm"
     cache_dir: Union[str, None] = None
+
+
+@dataclass
+class PromptConfig:
+    """How the model is spoken to: ``style`` of the sentences, "project" or "official"
+    (``cardiomm_core.context``); recorded in the checkpoint's ``prompt`` section."""
+
+    style: str = "project"
 
 
 @dataclass
@@ -270,6 +282,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -400,6 +413,8 @@ def _validate(cfg: TrainConfig) -> None:
                 _check(source.n_subjects >= 1, f"{where}.n_subjects", "must be >= 1")
     _check(cfg.data.batch_size >= 1, "data.batch_size", f"must be >= 1, got {cfg.data.batch_size}")
     _check(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}")
+    _check(cfg.prompt.style in ("project", "official"), "prompt.style",
+           f"must be 'project' or 'official', got {cfg.prompt.style!r}")
     _check(cfg.model.name in CONFIG_NAMES, "model.name", f"must be one of {list(CONFIG_NAMES)}, got {cfg.model.name!r}")
     _check(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {cfg.optim.weight_decay}")
@@ -441,7 +456,7 @@ def undersampling_spec(cfg: UndersamplingConfig) -> Any:
 
     kwargs: dict[str, Any] = dict(patterns=tuple(cfg.patterns), accelerations=tuple(cfg.accelerations),
                                   n_acs=cfg.n_acs, pattern_weights=cfg.pattern_weights,
-                                  acceleration_weights=cfg.acceleration_weights)
+                                  acceleration_weights=cfg.acceleration_weights, convention=cfg.convention)
     if cfg.pattern_accelerations is not None:
         kwargs["pattern_accelerations"] = {k: tuple(v) for k, v in cfg.pattern_accelerations.items()}
     return UndersamplingSpec(**kwargs)

@@ -3,10 +3,14 @@ sampling pattern and acceleration, scored as the CMRxRecon challenges score.
 
 For every fully sampled slice of a data set and every (pattern, acceleration) asked for, a
 CMRxRecon mask is drawn (``cardiomm_core.masks.make_mask``, a fixed seed per slice and setting, so
-all methods see the same mask and reruns the same numbers), applied, and reconstructed by
+all methods see the same mask and reruns the same numbers; ``masks="official"`` draws the official
+CardioMM recipes with 20 calibration lines, the paper's protocol being Uniform / ktGaussian /
+ktRadial at R 8, 16, 24), applied, and reconstructed by
 
 - ``cardiomm``: ``cardiomm_core.engine.InferenceEngine`` with the checkpoint (its normalisation,
-  its text encoder, the ScanContext with the mask's pattern and acceleration);
+  its text encoder, its sentence style, and the ScanContext with the pattern and acceleration
+  ``cardiomm_core.prompting.describe_sampling`` gives the mask with its nominal R declared, in the
+  checkpoint's mask convention: what the gadgets tell the model inline);
 - ``cg_sense`` and ``zero_filled``: ``cardiomm_core.recon.conventional_recon`` (its defaults).
 
 The reference is what the trainer learns from the same sample
@@ -59,7 +63,8 @@ import yaml
 from torch.utils.data import Dataset
 
 from cardiomm_core.engine import InferenceEngine
-from cardiomm_core.masks import MASK_PATTERNS, make_mask
+from cardiomm_core.masks import MASK_CONVENTIONS, MASK_PATTERNS, make_mask
+from cardiomm_core.prompting import describe_sampling
 from cardiomm_core.metrics import CONVENTIONS, evaluate
 from cardiomm_core.recon import conventional_recon
 
@@ -247,10 +252,13 @@ def evaluate_checkpoint(
     device: str = "auto",
     max_items: int | None = None,
     progress: bool = False,
+    masks: str | None = None,
     on_row: Callable[[EvalRow], None] | None = None,
 ) -> list[EvalRow]:
     """Score ``methods`` on every slice of ``dataset`` at every pattern x acceleration (see the
     module docstring). ``checkpoint`` may be None when "cardiomm" is not among ``methods``.
+    ``masks``: the mask convention drawn ("project" or "official"; None: the checkpoint's
+    ``prompt.mask_convention``, "project" without a checkpoint).
 
     A slice whose k-space is already undersampled (prospectively, lines missing: an undersampled
     ISMRMRD file) is reconstructed from the lines it has, told the sampling the inline gadget
@@ -260,6 +268,8 @@ def evaluate_checkpoint(
     with each row as soon as it is scored (e.g. to append it to a CSV file); ``progress`` writes a
     line per slice with the time per slice and the estimated time left to stderr.
     """
+    if masks is not None and masks not in MASK_CONVENTIONS:
+        raise ValueError(f"masks must be one of {MASK_CONVENTIONS}, got {masks!r}")
     for method in methods:
         if method not in METHODS:
             raise ValueError(f"methods must be among {METHODS}, got {method!r}")
@@ -281,6 +291,8 @@ def evaluate_checkpoint(
         meta = read_checkpoint_meta(checkpoint)
         encoder = make_encoder(meta.text_encoder_name, None)
         engine = InferenceEngine.from_checkpoint(checkpoint, device=device, text_encoder=encoder)
+    model_convention = engine.prompt.mask_convention if engine is not None else "project"
+    mask_convention = masks if masks is not None else model_convention
     n_items = len(dataset) if max_items is None else min(max_items, len(dataset))  # type: ignore[arg-type]
     rows: list[EvalRow] = []
     started = time.time()
@@ -300,11 +312,12 @@ def evaluate_checkpoint(
         for pattern in (patterns if acquired is None else [acquired.pattern]):
             for acceleration in (accelerations if acquired is None else [acquired.table_acceleration]):
                 mask = make_mask(pattern, float(acceleration), n_frames, n_ky, n_kx, n_acs=n_acs,
-                                 seed=_mask_seed(seed, index, pattern, float(acceleration))) if acquired is None \
-                    else acquired
+                                 seed=_mask_seed(seed, index, pattern, float(acceleration)),
+                                 convention=mask_convention) if acquired is None else acquired
                 core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]  # (1,1,T,ky,kx|1)
                 kspace = (sample.kspace * core_mask[0].to(torch.complex64))[None]             # (1,C,T,ky,kx)
-                context = sample.context.with_sampling(mask.acceleration, mask.pattern)
+                context = sample.context.with_sampling(*describe_sampling(
+                    core_mask, declared_acceleration=mask.acceleration, convention=model_convention))
                 for method in methods:
                     if method == "cardiomm" and engine is not None:
                         images = engine.reconstruct(kspace, core_mask, context)

@@ -46,10 +46,11 @@ import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from cardiomm_core.context import ScanContext
-from cardiomm_core.engine import DEFAULT_NORMALISATION, normalisation_scale
+from cardiomm_core.engine import DEFAULT_NORMALISATION
 from cardiomm_core.metrics import evaluate
-from cardiomm_core.model import CardioMM, CardioMMConfig, acs_region_mask, config_by_name, count_parameters
-from cardiomm_core.text import CachedEncoder, EmbeddingCache, canonical_encoder_name, encode_context, get_encoder
+from cardiomm_core.model import CardioMM, CardioMMConfig, config_by_name, count_parameters
+from cardiomm_core.prompting import PromptSpec, context_sentences, encode_sentences, model_forward, prepare_model_input
+from cardiomm_core.text import CachedEncoder, EmbeddingCache, canonical_encoder_name, get_encoder
 
 from .checkpointing import (
     find_latest,
@@ -291,16 +292,17 @@ class EmbeddingTable:
     ``batch(contexts)`` -> (metadata ``(B, D)``, undersampling ``(B, D)``) float32 on ``device``.
     """
 
-    def __init__(self, encoder: Any, device: torch.device) -> None:
+    def __init__(self, encoder: Any, device: torch.device, style: str = "project") -> None:
         self.encoder = encoder
         self.device = device
+        self.style = style
         self._table: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def get(self, context: ScanContext) -> tuple[torch.Tensor, torch.Tensor]:
-        key = context.sentences()
+        key = context_sentences(context, self.style)
         hit = self._table.get(key)
         if hit is None:
-            meta, us = encode_context(self.encoder, context)
+            meta, us = encode_sentences(self.encoder, key)
             hit = (meta.to(self.device, torch.float32), us.to(self.device, torch.float32))
             self._table[key] = hit
         return hit
@@ -324,23 +326,19 @@ def make_encoder(name: str, cache_dir: str | None) -> Any:
 
 def scaled_forward(model: torch.nn.Module, batch: TrainingBatch, embeddings: EmbeddingTable, device: torch.device,
                    normalisation: dict[str, Any], amp: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run the network on a batch as the InferenceEngine does.
+    """Run the network on a batch through the InferenceEngine's own path
+    (``cardiomm_core.prompting.prepare_model_input`` + ``model_forward``).
 
     Returns (magnitude ``(B, T, y, x)`` on the recon FOV, scaled target ``(B, T, y, x)``, scale ``(B,)``):
-    k-space and target are multiplied by ``normalisation_scale`` (the engine's function).
+    k-space and target are multiplied by the same per-slice ``normalisation_scale``.
     """
-    k = batch.masked_kspace.to(device, non_blocking=True)
-    m = batch.mask.to(device, non_blocking=True)
-    target = batch.target.to(device, non_blocking=True)
-    acs = acs_region_mask(m)
-    scale = normalisation_scale(k, m, normalisation, acs=acs)
-    k = k * scale.view(-1, 1, 1, 1, 1)
-    target = target * scale.view(-1, 1, 1, 1)
     meta, us = embeddings.batch(batch.contexts)
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-        image = model(k, m, meta, us, acs)
+    inputs = prepare_model_input(batch.masked_kspace.to(device, non_blocking=True),
+                                 batch.mask.to(device, non_blocking=True), meta, us, normalisation)
+    target = batch.target.to(device, non_blocking=True) * inputs.scale.view(-1, 1, 1, 1)
+    image = model_forward(model, inputs, amp=amp)
     magnitude = crop_to_target(image.abs(), int(target.shape[-1]))
-    return magnitude, target, scale
+    return magnitude, target, inputs.scale
 
 
 # --------------------------------------------------------------------------- the trainer
@@ -449,7 +447,8 @@ class Trainer:
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
         self.encoder = make_encoder(cfg.text_encoder.name, cfg.text_encoder.cache_dir)
-        self.embeddings = EmbeddingTable(self.encoder, self.device)
+        self.prompt = PromptSpec(style=cfg.prompt.style, mask_convention=cfg.data.undersampling.convention)
+        self.embeddings = EmbeddingTable(self.encoder, self.device, self.prompt.style)
         self.model = build_model(cfg, int(self.encoder.dim))
         if cfg.model.init_from:
             found = load_initial_weights(self.model, cfg.model.init_from, cfg.text_encoder.name, int(self.encoder.dim))
@@ -538,6 +537,7 @@ class Trainer:
             "architecture": self.model.config.to_dict(),
             "text_encoder": {"name": self.encoder.name, "dim": int(self.encoder.dim)},
             "normalisation": self.normalisation,
+            "prompt": self.prompt.to_dict(),
             "data_description": describe_sources(self.cfg.data.train),
             "optimizer": optim_meta,
             "scheduler": self.scheduler.state_dict(),

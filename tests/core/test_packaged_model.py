@@ -9,12 +9,14 @@ import torch
 
 from cardiomm_core.checkpoint import read_checkpoint_meta
 from cardiomm_core.coils import coil_compression
+from cardiomm_core.context import ScanContext
 from cardiomm_core.engine import InferenceEngine
 from cardiomm_core.masks import make_mask
 from cardiomm_core.metrics import evaluate
 from cardiomm_core.noise import noise_covariance, prewhitening_matrix
 from cardiomm_core.packaged import packaged_model_path
 from cardiomm_core.phantom import simulate_cardiac_scan
+from cardiomm_core.prompting import sampling_context
 from cardiomm_core.recon import conventional_recon
 from cardiomm_core.sense import rss_complex
 
@@ -50,7 +52,9 @@ def test_packaged_model_beats_the_conventional_recon_on_a_new_subject(engine, pa
     mask = make_mask(pattern, acceleration, 12, kspace.shape[-2], kspace.shape[-1], seed=3)
     core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]
     undersampled = kspace * core_mask
-    context = scan.context.with_sampling(mask.acceleration, mask.pattern)
+    # what the gadget tells the model for this mask (no header): the nominal R the model was trained on
+    context = sampling_context(scan.context, core_mask, convention=engine.prompt.mask_convention)
+    assert (context.acceleration, context.pattern) == (acceleration, pattern)
     model = evaluate(np.abs(engine.reconstruct(undersampled, core_mask, context))[0], target)
     conventional = evaluate(conventional_recon(undersampled, core_mask).images.abs().numpy()[0], target)
     zero_filled = evaluate(conventional_recon(undersampled, core_mask, method="zero_filled").images.abs().numpy()[0],
@@ -73,7 +77,9 @@ def _as_the_chain_hands_it(scan, pattern, acceleration):
     reference = np.abs(scan.images[0]) * np.sqrt((np.abs(sens) ** 2).sum(axis=0))[None]
     core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]
     masked = torch.from_numpy(compression.apply(undersampled, 0).astype(np.complex64))[None] * core_mask
-    return masked, core_mask, scan.context.with_sampling(mask.acceleration, mask.pattern), reference
+    context = sampling_context(scan.context, core_mask, declared_acceleration=int(acceleration))
+    assert (context.acceleration, context.pattern) == (acceleration, pattern)
+    return masked, core_mask, context, reference
 
 
 @pytest.mark.parametrize("modality,pattern,acceleration", [("cine", "ktGaussian", 8.0), ("t2map", "ktUniform", 12.0)])
@@ -89,3 +95,16 @@ def test_packaged_model_beats_the_fallback_on_data_prepared_as_the_chain_prepare
     zero_filled = evaluate(conventional_recon(kspace, mask, method="zero_filled").images.abs().numpy()[0], reference)
     assert model["psnr"] > conventional["psnr"] + 1.0 and model["ssim"] > conventional["ssim"]
     assert conventional["psnr"] > zero_filled["psnr"]
+
+
+def test_packaged_model_reads_the_sentences_it_was_trained_on(engine):
+    """Project style, nominal R: the sentences the packaged model learnt (its training data drew
+    ktGaussian / ktUniform / Uniform at R 4..24 and told the nominal R in these words)."""
+    assert engine.prompt.style == "project" and engine.prompt.mask_convention == "project"
+    for pattern, acceleration, words in (("ktGaussian", 8, "8x Random"), ("ktUniform", 12, "12x kt-Uniform"),
+                                         ("Uniform", 10, "10x Uniform")):
+        mask = make_mask(pattern, acceleration, 12, 112, 128, seed=1)
+        context = sampling_context(ScanContext(), mask.as_tensor(), convention=engine.prompt.mask_convention)
+        assert engine.sentences(context) == (
+            "Adult cardiac MRI reconstruction. Vendor: 3.0T, Siemens, Vida. Modality: Cine, short-axis.",
+            f"Undersampling: {words}.")

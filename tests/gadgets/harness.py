@@ -175,8 +175,21 @@ def run_gadget(
     exit_timeout: float = 20.0,
     spin_cpu_seconds: float | None = None,
     env: Mapping[str, str] | None = None,
+    close_after: str | None = None,
+    pythonpath: bool = True,
 ) -> HarnessResult:
-    """Run ``python -m gadgetron PORT module target`` against a fake Gadgetron; see the module doc."""
+    """Run ``python -m gadgetron PORT module target`` against a fake Gadgetron; see the module doc.
+
+    ``close_after`` ``"accept"``, ``"config"`` or ``"header"``: close the socket right after accepting
+    the connection, after sending CONFIG, or after HEADER (as Gadgetron does when it rejects a header
+    or its side of the node fails), then wait up to ``exit_timeout`` for the child to exit by itself
+    (``result.exited_by_itself``). ``pythonpath=False``: start the child without the repository on
+    PYTHONPATH (it then finds the project through its installation only, as under Gadgetron).
+    """
+    if close_after not in (None, "accept", "config", "header"):
+        raise ValueError(f"close_after must be None, 'accept', 'config' or 'header', got {close_after!r}")
+    if close_after is not None:
+        disappear = True
     result = HarnessResult()
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -185,7 +198,10 @@ def run_gadget(
     listener.settimeout(0.2)
     port = listener.getsockname()[1]
     child_env = dict(os.environ)
-    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH", "")]))
+    if pythonpath:
+        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH", "")]))
+    else:
+        child_env.pop("PYTHONPATH", None)
     child_env.setdefault("GADGETRON_EXTERNAL_LOG_LEVEL", "INFO")
     child_env.update(env or {})
     workdir = tempfile.TemporaryDirectory(prefix="gadget-harness-")
@@ -212,9 +228,11 @@ def run_gadget(
         receiver = threading.Thread(target=_receive, args=(conn, result, error_seen), daemon=True)
         receiver.start()
         try:
-            conn.sendall(encode_string(CONFIG, config_xml(properties)))
-            conn.sendall(encode_string(HEADER, header_xml))
-            for item in items:
+            if close_after in (None, "config", "header"):
+                conn.sendall(encode_string(CONFIG, config_xml(properties)))
+            if close_after in (None, "header"):
+                conn.sendall(encode_string(HEADER, header_xml))
+            for item in items if close_after is None else ():
                 if error_seen.is_set():  # as Gadgetron: after an ERROR nothing more is pushed
                     break
                 conn.sendall(encode_item(item))

@@ -16,6 +16,7 @@ from gadgets.context import (
     DEFAULT_VENDOR,
     UNKNOWN_MODEL,
     context_from_header,
+    declared_acceleration,
     nominal_field_strength,
     normalise_vendor,
     sampling_from_mask,
@@ -109,15 +110,13 @@ def test_vendor_names_and_field_strengths(simulated_header):
     ("ktRadial", 8, 4, 48, 52),
 ])
 def test_sampling_from_mask_recovers_family_and_acceleration(pattern, acceleration, n_frames, n_ky, n_kx):
+    """The nominal R, as training tells it (cardiomm_core.prompting.describe_sampling), not the
+    realised rate (Uniform R = 4 with 24 ACS lines on 96 lines realises 3.6 outside the ACS)."""
     mask = make_mask(pattern, acceleration, n_frames, n_ky, n_kx, seed=5)
-    realised, found = sampling_from_mask(mask.mask)
-    assert found == pattern
-    if pattern == "Uniform":
-        # lattice lines touching the calibration block cannot be told apart from it: a small excess
-        assert realised == pytest.approx(mask.realised_acceleration, rel=0.08)
-    else:
-        assert realised == pytest.approx(mask.realised_acceleration, rel=1e-9)
-    assert ScanContext().with_sampling(realised, found).pattern in PATTERN_WORDS
+    nominal, found = sampling_from_mask(mask.mask)
+    assert (nominal, found) == (acceleration, pattern)
+    assert sampling_from_mask(mask.mask, declared=acceleration) == (acceleration, pattern)
+    assert ScanContext().with_sampling(nominal, found).pattern in PATTERN_WORDS
 
 
 def test_sampling_from_mask_core_layout_torch_and_full():
@@ -141,3 +140,26 @@ def test_sampling_from_mask_rejects_bad_masks():
         sampling_from_mask(np.ones((1, 4, 5), dtype=np.complex64))
     with pytest.raises(ValueError, match="numpy array or torch.Tensor"):
         sampling_from_mask([[[1.0]]])  # type: ignore[arg-type]
+
+
+def test_declared_acceleration_comes_from_the_headers_parallel_imaging(simulated_scan_summary, simulated_header):
+    """encoding.parallelImaging.accelerationFactor (step 1 x step 2), as the simulator writes it
+    and scanners send it; None when the header has no such section."""
+    assert declared_acceleration(simulated_header) == simulated_scan_summary.nominal_acceleration
+    header = copy.deepcopy(simulated_header)
+    header.encoding[0].parallelImaging.accelerationFactor.kspace_encoding_step_2 = 2
+    assert declared_acceleration(header) == 2 * simulated_scan_summary.nominal_acceleration
+    header.encoding[0].parallelImaging = None
+    assert declared_acceleration(header) is None
+    with pytest.raises(ValueError, match="ismrmrdHeader"):
+        declared_acceleration("<ismrmrdHeader/>")  # type: ignore[arg-type]
+
+
+def test_the_simulated_scans_inline_description_is_its_nominal_r(simulated_scan_file, simulated_scan_summary,
+                                                                 simulated_header):
+    truth = read_ground_truth(simulated_scan_file)
+    declared = declared_acceleration(simulated_header)
+    mask = truth.mask                                       # (frames, ky, 1)
+    nominal = simulated_scan_summary.nominal_acceleration
+    assert sampling_from_mask(np.asarray(mask)[None, None], declared=declared) == (nominal, truth.pattern)
+    assert sampling_from_mask(np.asarray(mask)[None, None]) == (nominal, truth.pattern)

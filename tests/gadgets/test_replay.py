@@ -297,3 +297,23 @@ def test_unusable_output_is_refused_before_the_scan(simulated_scan_file: Path, t
     assert "-o" in err and "Traceback" not in err and str(out) in err
     if kind == "text_file":
         assert out.read_text() == "not HDF5"
+def test_config_that_is_a_local_file_is_sent_as_xml(shepp_logan_file: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``--config chains/X.xml`` (a file here) is sent as the chain's XML (message 2), with a note;
+    Gadgetron would look a CONFIG by name up in its own config folder only."""
+    with FakeGadgetronServer("echo", timeout=120) as server:
+        code, err = replay([shepp_logan_file, "--server", f"127.0.0.1:{server.port}", "--config", PYTHON_CHAIN,
+                            "--checkpoint", "none", "-o", tmp_path / "out.h5", "--header-version", "14", "-q"],
+                           capsys)
+    assert code == EXIT_OK, err
+    assert server.received.config_name is None and server.received.message_ids[:2] == [2, 3]
+    assert server.received.config_text == load_chain(PYTHON_CHAIN).with_properties(
+        "CardioMMRecon", checkpoint="none").to_xml()
+    assert f"--config {PYTHON_CHAIN} is a local file: sending its XML" in err
+
+
+def test_config_with_a_folder_that_does_not_exist_is_a_usage_error(shepp_logan_file: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = replay([shepp_logan_file, "--server", "127.0.0.1:9", "--config", tmp_path / "nowhere" / "x.xml",
+                        "-o", tmp_path / "out.h5"], capsys)
+    assert code == EXIT_USAGE and "is not a local file" in err and "--config x.xml" in err

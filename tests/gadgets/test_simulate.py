@@ -346,3 +346,27 @@ def test_save_montage_png(tmp_path, rng):
     titled = save_montage(images, tmp_path / "t.png", n_cols=2, title="hello")
     with Image.open(titled) as picture:
         assert picture.size[0] == 2 * 12 and picture.size[1] > 2 * 10
+
+
+def test_header_identifies_subject_study_and_measurement(simulated_scan_file):
+    """Patient, study and a Siemens-style four-part measurementID plus one coil label per coil, as
+    siemens_to_ismrmrd writes them (Gadgetron's native NoiseAdjustGadget needs the IDs)."""
+    from gadgets.simulate import SIMULATED_DEVICE_SERIAL, measurement_uid, scan_ids
+
+    header, _ = read_header(simulated_scan_file)
+    seed = SIMULATED_SCAN["seed"]
+    ids = scan_ids(seed)
+    assert header.subjectInformation.patientID == ids["patient_id"]
+    assert header.studyInformation.studyID == ids["study_id"]
+    assert re.fullmatch(r"2\.25\.[1-9][0-9]*", header.studyInformation.studyInstanceUID)
+    parts = header.measurementInformation.measurementID.split("_")
+    assert parts == [SIMULATED_DEVICE_SERIAL, ids["patient_id"], ids["study_id"], str(measurement_uid(seed))]
+    assert all(part.isalnum() for part in parts)
+    with ismrmrd.Dataset(str(simulated_scan_file), "dataset", False) as dataset:
+        assert dataset.read_acquisition(0).measurement_uid == measurement_uid(seed)
+    system = header.acquisitionSystemInformation
+    assert system.deviceSerialNumber == SIMULATED_DEVICE_SERIAL
+    labels = system.coilLabel
+    assert [label.coilNumber for label in labels] == list(range(system.receiverChannels))
+    assert len({label.coilName for label in labels}) == system.receiverChannels
+    assert scan_ids(seed + 1)["measurement_id"] != ids["measurement_id"]

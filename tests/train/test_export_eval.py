@@ -48,6 +48,8 @@ def test_export_loads_with_metadata_and_the_same_weights(trained):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     sidecar = json.loads(path.with_suffix(".json").read_text())
     assert sidecar["text_encoder"] == {"name": "hashing-64", "dim": 64}
+    # how the model was spoken to in training travels with it
+    assert sidecar["prompt"] == {"style": "project", "mask_convention": "project", "acceleration": "nominal"}
 
 
 def test_engine_reproduces_what_the_trainer_computed(trained):

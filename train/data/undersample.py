@@ -6,8 +6,11 @@
 pattern's list), a mask is built with ``cardiomm_core.masks.make_mask`` and applied
 (``masked_kspace = kspace * mask``, exactly zero where the mask is zero), the target is the
 root-sum-of-squares of the fully sampled k-space on the recon FOV (or the sample's ``reference``,
-e.g. the noise-free RSS of a phantom), and the context says the
-pattern and nominal acceleration actually used (``ScanContext.with_sampling``).
+e.g. the noise-free RSS of a phantom), and the context says the pattern and acceleration as
+``cardiomm_core.prompting.describe_sampling`` describes the mask with its nominal R declared: the
+same description the gadgets and ``cardiomm-eval`` give the same mask, so a model reads inline
+what it read in training. ``UndersamplingSpec.convention`` chooses the mask generators: the
+project's (default) or the official CardioMM recipes (``cardiomm_core.masks``, 20 ACS lines).
 
 Determinism: every draw (pattern, acceleration, ktGaussian seed) comes from
 ``numpy.random.SeedSequence([seed, epoch, index])``, so a resumed run that sets the same epoch
@@ -28,7 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cardiomm_core.masks import MASK_PATTERNS, SamplingMask, make_mask
+from cardiomm_core.masks import MASK_CONVENTIONS, MASK_PATTERNS, SamplingMask, make_mask
+from cardiomm_core.prompting import describe_sampling
 
 from .sample import KspaceSample, TrainingExample
 
@@ -68,7 +72,9 @@ class UndersamplingSpec:
     not in ``pattern_accelerations``; ``acceleration_weights`` align with them (equal by default).
     ``pattern_accelerations``: per-pattern lists, drawn with equal weights; by default Uniform uses
     the challenge's 4, 8 and 10 (pass ``{}`` to give Uniform the general list). ``n_acs``: ACS
-    lines (ktRadial: side of the ACS square), None for each family's default (24 Uniform, 16 kt).
+    lines (ktRadial: side of the ACS square), None for each family's default (24 Uniform, 16 kt;
+    official convention: 20). ``convention``: "project" or "official" mask generators
+    (``cardiomm_core.masks.make_mask``).
     """
 
     patterns: tuple[str, ...] = ("ktUniform", "ktGaussian", "ktRadial", "Uniform")
@@ -78,8 +84,11 @@ class UndersamplingSpec:
     acceleration_weights: tuple[float, ...] | None = None
     pattern_accelerations: Mapping[str, tuple[float, ...]] = field(
         default_factory=lambda: {"Uniform": UNIFORM_ACCELERATIONS})
+    convention: str = "project"
 
     def __post_init__(self) -> None:
+        if self.convention not in MASK_CONVENTIONS:
+            raise ValueError(f"convention must be one of {MASK_CONVENTIONS}, got {self.convention!r}")
         if isinstance(self.patterns, str) or not self.patterns:
             raise ValueError(f"patterns must be a non-empty sequence of {MASK_PATTERNS}, got {self.patterns!r}")
         for pattern in self.patterns:
@@ -159,18 +168,21 @@ def draw_mask(spec: UndersamplingSpec, n_frames: int, n_ky: int, n_kx: int, *, s
     """
     pattern, acceleration, mask_seed = draw_sampling(spec, seed=seed, epoch=epoch, index=index)
     try:
-        return make_mask(pattern, acceleration, n_frames, n_ky, n_kx, n_acs=spec.n_acs, seed=mask_seed)
+        return make_mask(pattern, acceleration, n_frames, n_ky, n_kx, n_acs=spec.n_acs, seed=mask_seed,
+                         convention=spec.convention)
     except ValueError as error:
         raise ValueError(f"cannot draw a {pattern} R={acceleration:g} mask for (frames, ky, kx) = "
                          f"({n_frames}, {n_ky}, {n_kx}) (item {index}, epoch {epoch}): {error}") from error
 
 
-def undersample(sample: KspaceSample, mask: SamplingMask) -> TrainingExample:
+def undersample(sample: KspaceSample, mask: SamplingMask, convention: str = "project") -> TrainingExample:
     """Apply ``mask`` to a fully sampled sample -> TrainingExample.
 
-    ``sample.kspace (C, T, ky, kx)``; ``mask.mask (T, ky, kx|1)``. The context gets the mask's
-    pattern and nominal acceleration; the target is ``sample.scoring_target()`` (the sample's
-    ``reference`` if it has one, else :func:`rss_target` of the full k-space).
+    ``sample.kspace (C, T, ky, kx)``; ``mask.mask (T, ky, kx|1)``. The context gets the pattern and
+    acceleration ``describe_sampling(mask, declared_acceleration=mask.acceleration, convention=)``
+    gives (the nominal R when it fits the mask, as it does for the generators' own masks); the target
+    is ``sample.scoring_target()`` (the sample's ``reference`` if it has one, else
+    :func:`rss_target` of the full k-space).
     """
     if not isinstance(sample, KspaceSample):
         raise ValueError(f"sample must be a KspaceSample, got {type(sample).__name__}")
@@ -181,7 +193,9 @@ def undersample(sample: KspaceSample, mask: SamplingMask) -> TrainingExample:
         raise ValueError(f"mask shape {mask.mask.shape} does not fit kspace {tuple(sample.kspace.shape)}")
     core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32, copy=True))[None]   # (1, T, ky, kx|1)
     masked = sample.kspace * core_mask.to(sample.kspace.dtype)
-    context = sample.context.with_sampling(mask.acceleration, mask.pattern)
+    acceleration, pattern = describe_sampling(mask.mask, declared_acceleration=mask.acceleration,
+                                              convention=convention)
+    context = sample.context.with_sampling(acceleration, pattern)
     return TrainingExample(masked, core_mask, sample.scoring_target(), context,
                            sample.identifier, int(mask.n_acs))
 
@@ -229,4 +243,4 @@ class UndersampledDataset(Dataset):
         if not isinstance(sample, KspaceSample):
             raise ValueError(f"base[{index}] must be a KspaceSample, got {type(sample).__name__}")
         _, n_frames, n_ky, n_kx = sample.kspace.shape
-        return undersample(sample, self.mask_for(index, n_frames, n_ky, n_kx))
+        return undersample(sample, self.mask_for(index, n_frames, n_ky, n_kx), self.spec.convention)
