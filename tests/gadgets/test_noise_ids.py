@@ -41,7 +41,7 @@ def test_native_noise_adjust_needs_the_ids_only_with_a_noise_scan(simulated_scan
 
 def test_replay_to_a_server_says_so(shepp_logan_file: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    with FakeGadgetronServer("echo", timeout=20) as server:
+    with FakeGadgetronServer("echo", timeout=120) as server:
         code = main([str(shepp_logan_file), "--server", f"127.0.0.1:{server.port}", "--chain",
                      str(CHAINS / "cardiomm_cine_native.xml"), "-o", str(tmp_path / "out.h5"), "-q",
                      "--header-version", "14"])
