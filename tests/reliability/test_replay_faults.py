@@ -183,7 +183,9 @@ def test_unloadable_checkpoint_falls_back_without_a_traceback(tiny_scan, tmp_pat
     broken.write_bytes(b"\x00 not safetensors" * 16)
     (tmp_path / "broken.json").write_text('{"format": "cardiomm-checkpoint"}')
     out = tmp_path / "out.h5"
-    run = replay(tiny_scan[0], "--chain", PYTHON_CHAIN, "-o", out, "--group", "g", "--checkpoint", broken, "-q")
+    # without --allow-fallback such a checkpoint is refused before the scan (tests/gadgets/test_replay.py)
+    run = replay(tiny_scan[0], "--chain", PYTHON_CHAIN, "-o", out, "--group", "g", "--checkpoint", broken, "-q",
+                 "--allow-fallback")
     assert run.returncode == EXIT_OK, run.stderr
     assert "Traceback" not in run.stderr
     # the failure is one ERROR line (the fallback's WARNING follows), no traceback
@@ -198,7 +200,9 @@ def test_worker_with_an_unloadable_checkpoint_logs_one_line(tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00 not safetensors" * 16)
     (tmp_path / "broken.json").write_text('{"format": "cardiomm-checkpoint"}')
-    worker, _port = start_worker("--checkpoint", str(broken), env={"CARDIOMM_CACHE_DIR": str(tmp_path / "c")})
+    # without --allow-fallback the worker refuses to start (tests/gadgets/test_worker.py)
+    worker, _port = start_worker("--checkpoint", str(broken), "--allow-fallback",
+                                 env={"CARDIOMM_CACHE_DIR": str(tmp_path / "c")})
     assert stop_worker(worker) == 0
     assert "could not load" in worker.log and "Traceback" not in worker.log, worker.log
 
