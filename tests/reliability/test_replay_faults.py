@@ -205,7 +205,9 @@ def test_worker_with_an_unloadable_checkpoint_logs_one_line(tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00 not safetensors" * 16)
     (tmp_path / "broken.json").write_text('{"format": "cardiomm-checkpoint"}')
-    worker, _port = start_worker("--checkpoint", str(broken), env={"CARDIOMM_CACHE_DIR": str(tmp_path / "c")})
+    # without --allow-fallback the worker refuses to start (tests/gadgets/test_worker.py)
+    worker, _port = start_worker("--checkpoint", str(broken), "--allow-fallback",
+                                 env={"CARDIOMM_CACHE_DIR": str(tmp_path / "c")})
     assert stop_worker(worker) == 0
     assert "could not load" in worker.log and "Traceback" not in worker.log, worker.log
 
