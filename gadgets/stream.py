@@ -64,7 +64,7 @@ from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, write_r
 from cardiomm_guard import PeerVanished, recv_exactly  # noqa: F401 - re-exported (the child's guard owns them)
 
 from .params import Param, Params, config_properties, parse_params
-from .wire_limits import CHUNK_BYTES, MESSAGE_NAMES, SAFE_READERS, MessageBudget, MessageTooLarge, message_limit, redact_paths
+from .wire_limits import MESSAGE_NAMES, SAFE_READERS, MessageBudget, MessageTooLarge, message_limit, redact_paths
 
 logger = logging.getLogger(__name__)
 
