@@ -78,7 +78,7 @@ EXIT_OUTPUT = 4
 EXIT_CODES_HELP = (
     "exit codes:\n"
     "  0  images written\n"
-    "  1  the chain or server reported an error, or no image came back\n"
+    "  1  the chain or the server reported an error, or no image came back\n"
     "  2  usage error: bad arguments, unreadable input or chain, a checkpoint or device that cannot be used\n"
     "  3  server or <connect> worker unreachable, or the connection broke before its CLOSE (e.g. a killed worker)\n"
     "  4  the images could not be written (disk full, permissions); an existing output file is left unchanged")
