@@ -199,10 +199,11 @@ def check_raw_sources(sources: Sequence[Any]) -> None:
     """Before any work, for ISMRMRD sources: every file exists and is ISMRMRD raw data, and a
     prospectively undersampled file (header ``accelerationFactor`` > 1) has the ground truth that
     ``gadgets.simulate`` stores beside the raw data (ValueError with one line otherwise)."""
+    from gadgets.context import declared_acceleration
     from gadgets.ismrmrd_io import read_header
 
     from .config import IsmrmrdSource
-    from .data.ismrmrd_raw import declared_acceleration, has_ground_truth
+    from .data.ismrmrd_raw import has_ground_truth
 
     for source in sources:
         if not isinstance(source, IsmrmrdSource):
@@ -218,7 +219,7 @@ def check_raw_sources(sources: Sequence[Any]) -> None:
                 header, _ = read_header(path, source.group)
             except (OSError, ValueError, KeyError) as exc:
                 raise ValueError(f"{name!r} is not readable ISMRMRD raw data: {exc}") from None
-            factor = declared_acceleration(header)
+            factor = declared_acceleration(header) or 1.0
             if factor > 1 and not has_ground_truth(path):
                 raise ValueError(f"{name!r} is undersampled (accelerationFactor {factor:g}) and holds no ground "
                                  "truth beside the raw data (cardiomm-simulate's /cardiomm_truth); cardiomm-eval "
