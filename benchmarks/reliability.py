@@ -42,6 +42,10 @@ def table(sections: Sequence[tuple[str, Sequence[data_path_cases.CaseResult], Se
         "`--checkpoint none` unless the case says otherwise) in a child process on a real ISMRMRD file damaged",
         "as described; memory cases run under `RLIMIT_AS`. Peak memory: the child's `ru_maxrss`.",
         "",
+        "The network, fault and configuration cases (items 5, 6, 10-13: hostile lengths, connection limits,",
+        "the load test, a full disk, one-line errors, allowed checkpoint directories, exit codes) are in",
+        "[reliability_network.md](reliability_network.md), from `benchmarks/reliability_network.py`.",
+        "",
     ]
     for title, results, cases in sections:
         lines += [f"## {title}", "", "| case | item | input | outcome | s | peak MiB |", "|---|---|---|---|---:|---:|"]

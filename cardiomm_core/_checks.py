@@ -58,3 +58,28 @@ def as_numpy(name: str, x: object) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise ValueError(f"{name} must be a numpy array or torch.Tensor, got {type(x).__name__}")
     return x
+
+
+def check_model_inputs(masked_kspace: object, mask: object, meta_emb: object, us_emb: object, *,
+                       text_dim: int, hint: str) -> None:
+    """The inputs every reconstruction network takes: ``masked_kspace (B, C, T, ky, kx)``
+    complex64, ``mask (1|B, 1, 1|T, ky, 1|kx)`` real or bool, ``meta_emb`` and ``us_emb``
+    ``(1|B, text_dim)``; ValueError naming what is wrong (``hint`` ends the embedding message)."""
+    check_tensor("masked_kspace", masked_kspace)
+    check_ndim("masked_kspace", masked_kspace, 5, "(batch, coils, frames, ky, kx)")
+    check_complex("masked_kspace", masked_kspace)
+    if masked_kspace.dtype != torch.complex64:
+        raise ValueError(f"masked_kspace must be complex64, got {masked_kspace.dtype}")
+    check_tensor("mask", mask)
+    check_ndim("mask", mask, 5, "(batch, 1, frames, ky, kx)")
+    if mask.is_complex():
+        raise ValueError(f"mask must be real or bool, got dtype {mask.dtype}")
+    n_b, _, n_t, n_ky, n_kx = masked_kspace.shape
+    if mask.shape[0] not in (1, n_b) or mask.shape[1] != 1 or mask.shape[2] not in (1, n_t) \
+            or mask.shape[3] != n_ky or mask.shape[4] not in (1, n_kx):
+        raise ValueError(f"mask shape {tuple(mask.shape)} does not fit masked_kspace {tuple(masked_kspace.shape)}; "
+                         f"expected (1|{n_b}, 1, 1|{n_t}, {n_ky}, 1|{n_kx})")
+    for name, emb in (("meta_emb", meta_emb), ("us_emb", us_emb)):
+        check_tensor(name, emb)
+        if emb.ndim != 2 or emb.shape[0] not in (1, n_b) or emb.shape[1] != text_dim:
+            raise ValueError(f"{name} must have shape ({n_b}, text_dim={text_dim}), got {tuple(emb.shape)} ({hint})")

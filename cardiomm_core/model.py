@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import check_complex, check_ndim, check_tensor
+from ._checks import check_model_inputs, check_ndim, check_tensor
 from .fft import fft2c, ifft2c
 from .recon import _inner, conventional_recon, time_average_kspace
 
@@ -864,29 +864,8 @@ class CardioMM(nn.Module):
 
     def _check_inputs(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
                       us_emb: torch.Tensor) -> None:
-        check_tensor("masked_kspace", masked_kspace)
-        check_ndim("masked_kspace", masked_kspace, 5, "(batch, coils, frames, ky, kx)")
-        check_complex("masked_kspace", masked_kspace)
-        if masked_kspace.dtype != torch.complex64:
-            raise ValueError(f"masked_kspace must be complex64, got {masked_kspace.dtype}")
-        check_tensor("mask", mask)
-        check_ndim("mask", mask, 5, "(batch, 1, frames, ky, kx)")
-        if mask.is_complex():
-            raise ValueError(f"mask must be real or bool, got dtype {mask.dtype}")
-        n_b, _, n_t, n_ky, n_kx = masked_kspace.shape
-        if mask.shape[0] not in (1, n_b) or mask.shape[1] != 1 or mask.shape[2] not in (1, n_t) \
-                or mask.shape[3] != n_ky or mask.shape[4] not in (1, n_kx):
-            raise ValueError(
-                f"mask shape {tuple(mask.shape)} does not fit masked_kspace {tuple(masked_kspace.shape)}; "
-                f"expected (1|{n_b}, 1, 1|{n_t}, {n_ky}, 1|{n_kx})"
-            )
-        for name, emb in (("meta_emb", meta_emb), ("us_emb", us_emb)):
-            check_tensor(name, emb)
-            if emb.ndim != 2 or emb.shape[0] not in (1, n_b) or emb.shape[1] != self.config.text_dim:
-                raise ValueError(
-                    f"{name} must have shape ({n_b}, text_dim={self.config.text_dim}), got {tuple(emb.shape)} "
-                    f"(was the model trained with another text encoder?)"
-                )
+        check_model_inputs(masked_kspace, mask, meta_emb, us_emb, text_dim=self.config.text_dim,
+                           hint="was the model trained with another text encoder?")
 
     # -- forward ---------------------------------------------------------------------------------
 

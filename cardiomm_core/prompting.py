@@ -174,8 +174,9 @@ def _line_family(lines: np.ndarray, acs: slice | None) -> str:
     return "Uniform" if same and joined.size == 0 else "ktGaussian"
 
 
-def _lattice_spacing(lines: np.ndarray, acs: slice | None) -> float | None:
-    """Mean step between consecutive sampled lines outside ``acs`` over ``lines (B, T, ky)``."""
+def _lattice_spacing(lines: np.ndarray, acs: slice | None) -> tuple[float | None, int]:
+    """(mean step between consecutive sampled lines outside ``acs`` over ``lines (B, T, ky)``, the
+    number of steps per batch entry)."""
     span = steps = 0
     for entry in lines:
         for frame in entry:
@@ -183,7 +184,7 @@ def _lattice_spacing(lines: np.ndarray, acs: slice | None) -> float | None:
                 if segment.size > 1:
                     span += int(segment[-1] - segment[0])
                     steps += segment.size - 1
-    return span / steps if steps else None
+    return (span / steps if steps else None), steps // max(lines.shape[0], 1)
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,8 @@ class _Measured:
     region: tuple[int, int, int, int]  # detected calibration block (ky start, ky stop, kx start, kx stop)
     n_sampled: float         # sampled locations outside the block, per batch entry
     spacing: float | None    # lattice families: the lattice step
+    n_steps: int             # lattice families: steps the spacing was measured on, per batch entry
+    generator_acs: int | None = None  # the ACS a generator is run with (None: _generation_acs decides)
 
 
 def _measure(sampled: np.ndarray) -> _Measured:
@@ -220,7 +223,7 @@ def _measure(sampled: np.ndarray) -> _Measured:
             families[_line_family(entry, ky_acs)] += 1
         order = ("Uniform", "ktUniform", "ktGaussian")
         pattern = max(order, key=lambda name: (families[name], -order.index(name)))
-        spacing = _lattice_spacing(lines, ky_acs) if pattern != "ktGaussian" else None
+        spacing, n_steps = _lattice_spacing(lines, ky_acs) if pattern != "ktGaussian" else (None, 0)
         region = (0, 0, 0, 1) if ky_acs is None else (ky_acs.start, ky_acs.stop, 0, 1)
         n_kx = 1
     else:
@@ -233,10 +236,10 @@ def _measure(sampled: np.ndarray) -> _Measured:
             outside2d[ky_acs, kx_acs] = False
         n_outside = int(outside2d.sum()) * n_b * n_t
         n_sampled = int(sampled[..., outside2d].sum())
-        pattern, spacing, n_kx = "ktRadial", None, n_kx_mask
+        pattern, spacing, n_steps, n_kx = "ktRadial", None, 0, n_kx_mask
         region = (0, 0, 0, 0) if ky_acs is None else (ky_acs.start, ky_acs.stop, kx_acs.start, kx_acs.stop)
     realised = max(1.0, n_outside / max(n_sampled, 1)) if n_outside else 1.0
-    return _Measured(pattern, float(realised), n_t, n_ky, n_kx, region, n_sampled / n_b, spacing)
+    return _Measured(pattern, float(realised), n_t, n_ky, n_kx, region, n_sampled / n_b, spacing, n_steps)
 
 
 @functools.lru_cache(maxsize=256)
@@ -251,17 +254,44 @@ def _generated(pattern: str, acceleration: float, n_frames: int, n_ky: int, n_kx
     return mask.mask > 0
 
 
-@functools.lru_cache(maxsize=256)
+@functools.lru_cache(maxsize=32)
 def _official_radial(n_spokes: int, n_frames: int, n_ky: int, n_kx: int, n_acs: int) -> np.ndarray:
     return official_radial_mask(n_spokes, n_frames, n_ky, n_kx, n_acs)
 
 
-def _generation_acs(measured: _Measured, convention: str) -> int:
+def _detected_acs(measured: _Measured) -> int:
     k0, k1, x0, x1 = measured.region
-    detected = k1 - k0 if measured.pattern != "ktRadial" else min(k1 - k0, x1 - x0)
+    return k1 - k0 if measured.pattern != "ktRadial" else min(k1 - k0, x1 - x0)
+
+
+def _generation_acs(measured: _Measured, convention: str) -> int:
+    if measured.generator_acs is not None:
+        return measured.generator_acs
+    detected = _detected_acs(measured)
     default = default_n_acs(measured.pattern, convention)
-    # a block one or two lines wider than the generator's own is a sampled line next to it
-    return default if default <= detected <= default + 2 else detected
+    # a block a few lines wider than the generator's own: sampled lines next to it in every frame
+    return default if default <= detected <= default + 4 else detected
+
+
+def _readings(measured: _Measured, convention: str) -> list[_Measured]:
+    """The mask with the generator's default ACS (when the detected block may be it plus sampled
+    neighbours) and with the detected block as the ACS."""
+    readings = [measured]
+    if _generation_acs(measured, convention) != _detected_acs(measured):
+        readings.append(dataclasses.replace(measured, generator_acs=_detected_acs(measured)))
+    return readings
+
+
+def _fits(measured: _Measured, acceleration: float, convention: str) -> bool:
+    """Whether the ``convention``'s generator at ``acceleration`` samples as many locations as the
+    mask (within DECLARED_TOLERANCE, or the recipe's own slack), under any ACS reading."""
+    for reading in _readings(measured, convention):
+        count = _generated_count(reading, acceleration, convention)
+        observed = _observed_count(reading, convention)
+        slack = max(DECLARED_TOLERANCE * observed + 1.0, _count_slack(reading, acceleration, convention))
+        if count is not None and abs(count - observed) <= slack:
+            return True
+    return False
 
 
 def _outside_count(mask: np.ndarray, region: tuple[int, int, int, int]) -> float:
@@ -312,16 +342,30 @@ def _generated_count(measured: _Measured, acceleration: float, convention: str) 
     if measured.pattern == "ktRadial" and convention == "project":
         # the project's ktRadial steers its spoke counts (error diffusion over the frames) to this
         return measured.n_frames * (measured.n_ky * measured.n_kx - n_acs * n_acs) / acceleration
+    # line masks: counted outside the generator's own ACS (the observed count is brought there
+    # by _observed_count), so a sampled line next to the ACS does not shift the comparison
+    start = measured.n_ky // 2 - n_acs // 2
     if measured.pattern == "ktGaussian" and convention == "official":
         per_frame = int(_round_half_up(measured.n_ky / acceleration))
         offsets = np.arange(measured.n_ky, dtype=np.float64) - measured.n_ky // 2
         density = 0.1 + 0.25 * np.exp(-(offsets ** 2) / (measured.n_ky / 5) ** 2)
-        return measured.n_frames * per_frame * (1.0 - density[k0:k1].sum() / density.sum())
+        return measured.n_frames * per_frame * (1.0 - density[start:start + n_acs].sum() / density.sum())
     mask = _generated(measured.pattern, float(acceleration), measured.n_frames, measured.n_ky, measured.n_kx, n_acs,
                       convention)
     if mask is None:
         return None
-    return _outside_count(mask, measured.region)
+    return _outside_count(mask, (start, start + n_acs, 0, 1))
+
+
+def _observed_count(measured: _Measured, convention: str) -> float:
+    """The mask's sampled locations outside the calibration region, counted as
+    :func:`_generated_count` counts them (line masks: outside the generator's ACS, i.e. plus the
+    lines of a detected block wider than that ACS, which are sampled in every frame)."""
+    if measured.pattern == "ktRadial":
+        return measured.n_sampled
+    k0, k1, _, _ = measured.region
+    extra = max(0, (k1 - k0) - _generation_acs(measured, convention))
+    return measured.n_sampled + extra * measured.n_frames
 
 
 def _count_slack(measured: _Measured, acceleration: float, convention: str) -> float:
@@ -342,22 +386,30 @@ def _count_slack(measured: _Measured, acceleration: float, convention: str) -> f
 
 def _nominal_from_counts(measured: _Measured, convention: str) -> int | None:
     """The integer R whose generator samples as many locations outside the calibration block as the
-    mask does (the nearest count; ties: a trained R, then the one closest to the measured rate)."""
+    mask does (the nearest count over the ACS readings; ties within the recipe's slack: a trained
+    R, then the one closest to the measured rate)."""
     if measured.pattern == "ktRadial" and convention == "official":
         return _official_radial_nominal(measured)
     low = max(2 if measured.pattern == "ktRadial" else 1, int(math.floor(measured.realised / 1.6)))
     high = min(MAX_ACCELERATION, int(math.ceil(measured.realised * 1.6)) + 1)
-    scored: list[tuple[float, int]] = []
-    for candidate in range(low, high + 1):
-        count = _generated_count(measured, candidate, convention)
-        if count is not None:
-            scored.append((abs(count - measured.n_sampled), candidate))
-    if not scored:
+    best: tuple[float, list[int]] | None = None
+    for reading in _readings(measured, convention):
+        observed = _observed_count(reading, convention)
+        scored: list[tuple[float, int]] = []
+        for candidate in range(low, high + 1):
+            count = _generated_count(reading, candidate, convention)
+            if count is not None:
+                scored.append((abs(count - observed), candidate))
+        if not scored:
+            continue
+        error = min(e for e, _ in scored)
+        fitting = [c for e, c in scored if e <= error + _count_slack(reading, c, convention)]
+        if best is None or error < best[0]:
+            best = (error, fitting)
+    if best is None:
         return None
-    error = min(e for e, _ in scored)
-    fitting = [c for e, c in scored if e <= error + _count_slack(measured, c, convention)]
     trained = TRAINED_ACCELERATIONS[convention]
-    return min(fitting, key=lambda c: (c not in trained, abs(c - measured.realised), c))
+    return min(best[1], key=lambda c: (c not in trained, abs(c - measured.realised), c))
 
 
 def _snap(value: float) -> float:
@@ -412,12 +464,15 @@ def describe_sampling(
         consistent = abs(declared_acceleration - measured.spacing) < 0.05 * declared_acceleration
         evidence = f"lattice spacing {measured.spacing:.2f}"
     else:
-        count = _generated_count(measured, declared_acceleration, convention)
-        slack = max(DECLARED_TOLERANCE * measured.n_sampled + 1.0,
-                    _count_slack(measured, declared_acceleration, convention))
-        consistent = count is not None and abs(count - measured.n_sampled) <= slack
+        consistent = _fits(measured, declared_acceleration, convention)
         evidence = (f"{measured.n_sampled:.0f} locations sampled outside the calibration region, "
-                    f"{'none possible' if count is None else f'{count:.0f}'} expected")
+                    f"realised rate {measured.realised:.2f}")
+    if not consistent and measured.pattern in ("Uniform", "ktUniform") and measured.n_steps <= 2:
+        # a sparse random mask can look like a lattice (a few lines, one frame, at most two steps):
+        # if it fits the declared R as a random mask, it is one
+        as_random = dataclasses.replace(measured, pattern="ktGaussian", spacing=None)
+        if _fits(as_random, declared_acceleration, convention):
+            return _snap(declared_acceleration), "ktGaussian"
     if consistent:
         return _snap(declared_acceleration), measured.pattern
     told = from_mask()

@@ -39,7 +39,6 @@ block reads that give the same objects as ``ismrmrd.Dataset.read_acquisition``, 
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import os

@@ -141,11 +141,15 @@ def check_model_setting(checkpoint: str = "packaged", device: str = "auto") -> P
         raise ValueError("no packaged CardioMM model is installed (cardiomm_core/models); "
                          "give --checkpoint PATH, or 'none' for the conventional reconstruction")
     try:
-        load_engine(path, device)
+        engine = load_engine(path, device)
     except Exception as exc:  # noqa: BLE001 - any loader failure becomes the one line the user sees
         logger.debug("loading %s on %s failed", path, device, exc_info=True)
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise ValueError(f"cannot load checkpoint {path} on {device}: {type(exc).__name__}: {detail}") from exc
+    encoder_dim, model_dim = int(engine.text_encoder.dim), int(engine.model.config.text_dim)
+    if encoder_dim != model_dim:  # every scan would fail and fall back
+        raise ValueError(f"checkpoint {path}: its text encoder {engine.text_encoder.name!r} gives {encoder_dim}-dim "
+                         f"embeddings but the model expects {model_dim}")
     return path
 
 

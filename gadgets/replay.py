@@ -59,7 +59,6 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence, TextIO
 
 import ismrmrd
-import numpy as np
 
 from . import ismrmrd_io
 from .chain import Chain, ExternalGadgetError, load_chain, run_chain

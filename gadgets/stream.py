@@ -64,7 +64,7 @@ from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, write_r
 from cardiomm_guard import PeerVanished, recv_exactly  # noqa: F401 - re-exported (the child's guard owns them)
 
 from .params import Param, Params, config_properties, parse_params
-from .wire_limits import CHUNK_BYTES, MESSAGE_NAMES, SAFE_READERS, MessageBudget, MessageTooLarge, message_limit, redact_paths
+from .wire_limits import MESSAGE_NAMES, SAFE_READERS, MessageBudget, MessageTooLarge, message_limit, redact_paths
 
 logger = logging.getLogger(__name__)
 
@@ -471,7 +471,7 @@ class Gadget:
                 drain(connection)
 
 
-def discard_input(connection: Any, timeout: float = 2.0, limit: int = 64 * 2**20) -> int:
+def discard_input(connection: Any, timeout: float = 1.0, limit: int = 64 * 2**20) -> int:
     """Read and drop what the peer still sends (at most ``limit`` bytes, until ``timeout`` s of
     silence or its close), one small piece at a time, so that closing does not reset the
     connection before the peer has read our ERROR. Returns the bytes dropped."""

@@ -45,6 +45,8 @@ HANDSHAKE_LIMIT_BYTES = 16 * 2**20
 TEXT_LIMIT_BYTES = 1 * 2**20
 #: Coils assumed when the header does not say (``acquisitionSystemInformation.receiverChannels``).
 DEFAULT_COILS = 128
+#: Coils assumed at least, even when the header says fewer (headers that understate them exist).
+MIN_COILS = 32
 #: Added to every derived limit (small messages, headers of the ReconData, meta XML).
 SLACK_BYTES = 4 * 2**20
 #: Reads above this size are done in pieces, so memory grows only as the data arrive: CHUNK_BYTES,
@@ -100,22 +102,25 @@ def _count(limit: Any) -> int:
 def header_elements(header: Any) -> tuple[int, int, str]:
     """(complex samples of the largest scan the header describes, its readout length, a description).
 
-    Per encoding: encoded matrix x * max(matrix y, E1 limit) * max(matrix z, E2 limit) * coils
-    * slices * phases * sets * contrasts * repetitions; the largest encoding counts.
+    Per encoding: 2 x encoded matrix x (readouts longer than the matrix exist) * max(matrix y, E1
+    limit) * max(matrix z, E2 limit) * coils (the header's ``receiverChannels``, at least
+    :data:`MIN_COILS`; :data:`DEFAULT_COILS` when absent) * slices * phases * sets * contrasts *
+    repetitions * averages; the largest encoding counts. Generous on purpose: the limit stops
+    absurd claims (GiB for a scan of MiB), not legitimate data.
     """
     coils = DEFAULT_COILS
     system = getattr(header, "acquisitionSystemInformation", None)
     if system is not None and getattr(system, "receiverChannels", None):
-        coils = max(1, int(system.receiverChannels))
+        coils = max(MIN_COILS, int(system.receiverChannels))
     best, readout, description = 0, 1, "no encoding"
     for encoding in getattr(header, "encoding", None) or ():
         matrix = encoding.encodedSpace.matrixSize
         limits = encoding.encodingLimits
-        x = max(1, int(matrix.x))
+        x = 2 * max(1, int(matrix.x))
         y = max(1, int(matrix.y), _count(getattr(limits, "kspace_encoding_step_1", None)))
         z = max(1, int(matrix.z), _count(getattr(limits, "kspace_encoding_step_2", None)))
         counts = {name: _count(getattr(limits, name, None))
-                  for name in ("slice", "phase", "set", "contrast", "repetition")}
+                  for name in ("slice", "phase", "set", "contrast", "repetition", "average")}
         elements = x * y * z * coils * math.prod(counts.values())
         if elements > best:
             best, readout = elements, x

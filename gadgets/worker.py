@@ -76,8 +76,10 @@ DEFAULT_HOST = "127.0.0.1"
 HANDSHAKE_TIMEOUT_S = 30.0
 #: Seconds the worker waits for connections in progress when it is told to stop.
 SHUTDOWN_GRACE_S = 60.0
-#: Seconds a connection may stay silent in the data phase (between or within messages).
-CONNECTION_IDLE_TIMEOUT_S = 600.0
+#: Seconds a connection may stay silent in the data phase (between or within messages). Gadgetron
+#: sends a ReconData only when its buffer triggers, which for one long acquisition may be many
+#: minutes after the stream opened; raise it for scans whose first trigger comes later still.
+CONNECTION_IDLE_TIMEOUT_S = 1800.0
 #: Connections served at the same time; more are answered with a busy ERROR.
 MAX_CONCURRENT = 64
 #: Seconds a refused (busy) connection is given to read its ERROR.

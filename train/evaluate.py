@@ -199,10 +199,11 @@ def check_raw_sources(sources: Sequence[Any]) -> None:
     """Before any work, for ISMRMRD sources: every file exists and is ISMRMRD raw data, and a
     prospectively undersampled file (header ``accelerationFactor`` > 1) has the ground truth that
     ``gadgets.simulate`` stores beside the raw data (ValueError with one line otherwise)."""
+    from gadgets.context import declared_acceleration
     from gadgets.ismrmrd_io import read_header
 
     from .config import IsmrmrdSource
-    from .data.ismrmrd_raw import declared_acceleration, has_ground_truth
+    from .data.ismrmrd_raw import has_ground_truth
 
     for source in sources:
         if not isinstance(source, IsmrmrdSource):
@@ -218,7 +219,7 @@ def check_raw_sources(sources: Sequence[Any]) -> None:
                 header, _ = read_header(path, source.group)
             except (OSError, ValueError, KeyError) as exc:
                 raise ValueError(f"{name!r} is not readable ISMRMRD raw data: {exc}") from None
-            factor = declared_acceleration(header)
+            factor = declared_acceleration(header) or 1.0
             if factor > 1 and not has_ground_truth(path):
                 raise ValueError(f"{name!r} is undersampled (accelerationFactor {factor:g}) and holds no ground "
                                  "truth beside the raw data (cardiomm-simulate's /cardiomm_truth); cardiomm-eval "
@@ -307,7 +308,7 @@ def evaluate_checkpoint(
             raise ValueError(f"dataset[{index}] must be a KspaceSample, got {type(sample).__name__}")
         target = sample.scoring_target().numpy()
         n_coils, n_frames, n_ky, n_kx = sample.kspace.shape
-        acquired = _acquired_sampling(sample)  # None unless the data are already undersampled
+        acquired = _acquired_sampling(sample, model_convention)  # None unless the data are already undersampled
         n_done = 0
         for pattern in (patterns if acquired is None else [acquired.pattern]):
             for acceleration in (accelerations if acquired is None else [acquired.table_acceleration]):
@@ -375,11 +376,12 @@ class AcquiredMask(NamedTuple):
     table_acceleration: float
 
 
-def _acquired_sampling(sample: KspaceSample) -> AcquiredMask | None:
+def _acquired_sampling(sample: KspaceSample, convention: str = "project") -> AcquiredMask | None:
     """The sampling of a sample whose k-space lines are not all there (prospectively undersampled),
     None for a fully sampled sample. Without a reference, a sample missing at most half its lines
     counts as fully sampled (zero-padded lines, e.g. partial Fourier, as before) and one missing
-    more is refused (ValueError): zero-filling would be scored against itself."""
+    more is refused (ValueError): zero-filling would be scored against itself. ``convention``: the
+    mask convention of the model (``cardiomm_core.prompting.describe_sampling``)."""
     lines = sample.kspace.abs().sum(dim=(0, 3)) > 0                                          # (T, ky)
     if bool(lines.all()):
         return None
@@ -392,7 +394,7 @@ def _acquired_sampling(sample: KspaceSample) -> AcquiredMask | None:
     from gadgets.context import sampling_from_mask
 
     mask = lines.numpy().astype(np.float32)[:, :, None]                                      # (T, ky, 1)
-    told, pattern = sampling_from_mask(mask[None, None])
+    told, pattern = sampling_from_mask(mask[None, None], convention=convention)
     return AcquiredMask(mask, pattern, float(told), round(float(told), 1))
 
 

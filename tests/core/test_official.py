@@ -158,6 +158,17 @@ def test_engine_reproduces_the_official_outputs(imported, fixture_io):
     np.testing.assert_allclose(np.abs(together[1]), 0.5 * fixture_io["expected"][0], rtol=0, atol=1e-5)
 
 
+def test_engine_speaks_the_official_sentences(imported, fixture_io):
+    """The importer's prompt section makes the engine render the official sentence style."""
+    encoder = FixtureEncoder(fixture_io["meta_features"], fixture_io["us_features"])
+    engine = InferenceEngine.from_checkpoint(imported, device="cpu", text_encoder=encoder)
+    assert engine.prompt.style == "official" and engine.prompt.mask_convention == "official"
+    assert engine.sentences(ScanContext(acceleration=16, pattern="ktGaussian")) == (
+        "Adult cardiac MRI reconstruction.Vendor: 3.0T, Siemens, Vida. Modality: cine, short-axis.",
+        "Undersampling: 16x random.",
+    )
+
+
 def test_engine_percentile_normalisation_changes_only_rounding(imported, fixture_io):
     """The network is scale-equivariant: the engine's default ACS-percentile scaling gives the same images."""
     model, _ = load_checkpoint(imported)

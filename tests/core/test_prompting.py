@@ -206,6 +206,20 @@ def test_inline_sentence_equals_training_sentence_for_every_line_mask(pattern):
     assert checked == len(LINE_COUNTS) * 21
 
 
+@pytest.mark.parametrize("n_frames", [1, 3])
+def test_with_the_headers_acceleration_few_frames_are_told_what_training_told(n_frames):
+    """Mapping-like scans (3 T2 weightings) and single frames: too few lines to recover every
+    integer R from the mask alone (e.g. R = 21 and 22 give the same count), so the header's
+    declared R decides, and the sentence is the training sentence with its nominal R."""
+    for pattern in ("Uniform", "ktUniform", "ktGaussian"):
+        for n_ky in LINE_COUNTS:
+            for acceleration in range(4, 25):
+                training, _, with_header = _training_and_inline(pattern, acceleration, n_frames, n_ky, 1, "project",
+                                                                seed=n_ky * acceleration)
+                assert training == with_header, (pattern, n_ky, acceleration)
+                assert f" {acceleration}x " in training
+
+
 @pytest.mark.parametrize("n_ky, n_kx", [(96, 80), (123, 97), (156, 128)])
 def test_inline_sentence_equals_training_sentence_for_radial_masks(n_ky, n_kx):
     for acceleration in (4, 6, 8, 11, 12, 16, 20, 23, 24):

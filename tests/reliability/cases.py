@@ -483,6 +483,22 @@ def _encoding_space_ref(folder: Path) -> CaseResult:
                    "8 finite images; the acquisition dropped (encoding_space_ref outside the header's encodings)")
 
 
+def _channel_mismatch(folder: Path) -> CaseResult:
+    def change(rows: np.ndarray) -> None:
+        row = int(imaging_rows(rows)[20])
+        head = rows["head"]
+        n_samples = int(head["number_of_samples"][row])
+        n_channels = int(head["active_channels"][row])
+        head["active_channels"][row] = n_channels - 1
+        rows["head"] = head
+        rows[row]["data"] = np.array(rows[row]["data"], dtype=np.float32)[:2 * n_samples * (n_channels - 1)].copy()
+    path = mutate(simulate(folder / "in.h5"), change)
+    replay = run_replay(path, folder / "out.h5")
+    problem = error_problem(replay, "3 channels", "its buffer 4")
+    return _result("active_channels_mismatch", "2", replay, problem,
+                   "exit 1, one-line error naming the channel counts (a clear failure, not a drop)")
+
+
 def _interleaved(folder: Path) -> CaseResult:
     def interleave(rows: np.ndarray) -> None:
         imaging = imaging_rows(rows)
@@ -586,6 +602,7 @@ CASES: list[Case] = [
     Case("phase_60000_no_header_limit", "7", "phase = 60000 in one acquisition, header without a phase limit",
          _phase_60000_without_header_limit),
     Case("encoding_space_ref_3", "2", "encoding_space_ref = 3 with one encoding in the header", _encoding_space_ref),
+    Case("active_channels_mismatch", "2", "one acquisition with 3 of the scan's 4 channels", _channel_mismatch),
     Case("interleaved_slices", "8", "slices interleaved 0,1,0,1,... (LAST_IN_SLICE flags as a scanner sets them)",
          _interleaved),
     Case("interleaved_slices_no_flags_equal_sequential", "8", "interleaved slices without LAST_IN_SLICE flags",

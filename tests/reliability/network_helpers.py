@@ -142,6 +142,9 @@ def stop_worker(worker: RunningWorker) -> int:
         return worker.wait_exit(GUARD)
     finally:
         worker.kill()
+        for pipe in (worker.proc.stdout, worker.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def deadline_loop(seconds: float = GUARD):

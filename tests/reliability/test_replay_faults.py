@@ -179,11 +179,18 @@ def test_unreadable_raw_file_is_one_line(broken_inputs, tmp_path, capsys, case, 
 
 
 def test_unloadable_checkpoint_falls_back_without_a_traceback(tiny_scan, tmp_path):
+    """Asked for explicitly, an unloadable checkpoint is refused before the scan (one line, exit 2,
+    nothing written); with --allow-fallback the scan gives marked fallback images, and the load
+    failure is one ERROR line, no traceback."""
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00 not safetensors" * 16)
     (tmp_path / "broken.json").write_text('{"format": "cardiomm-checkpoint"}')
     out = tmp_path / "out.h5"
     run = replay(tiny_scan[0], "--chain", PYTHON_CHAIN, "-o", out, "--group", "g", "--checkpoint", broken, "-q")
+    assert run.returncode == EXIT_USAGE and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert "cannot load checkpoint" in run.stderr and "Traceback" not in run.stderr and not out.exists()
+    run = replay(tiny_scan[0], "--chain", PYTHON_CHAIN, "-o", out, "--group", "g", "--checkpoint", broken, "-q",
+                 "--allow-fallback")
     assert run.returncode == EXIT_OK, run.stderr
     assert "Traceback" not in run.stderr
     # the failure is one ERROR line (the fallback's WARNING follows), no traceback
@@ -198,7 +205,10 @@ def test_worker_with_an_unloadable_checkpoint_logs_one_line(tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00 not safetensors" * 16)
     (tmp_path / "broken.json").write_text('{"format": "cardiomm-checkpoint"}')
-    worker, _port = start_worker("--checkpoint", str(broken), env={"CARDIOMM_CACHE_DIR": str(tmp_path / "c")})
+    # without --allow-fallback the worker refuses to start (tests/gadgets/test_worker.py); with it, it
+    # serves the fallback and says why in one line
+    worker, _port = start_worker("--checkpoint", str(broken), "--allow-fallback",
+                                 env={"CARDIOMM_CACHE_DIR": str(tmp_path / "c")})
     assert stop_worker(worker) == 0
     assert "could not load" in worker.log and "Traceback" not in worker.log, worker.log
 
@@ -270,7 +280,7 @@ def test_help_lists_the_exit_codes(capsys):
         main(["--help"])
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for code in ("0 images written", "1 the chain or server reported an error", "2 usage error",
+    for code in ("0 images written", "1 the chain or the server reported an error", "2 usage error",
                  "3 server or <connect> worker unreachable", "4 the images could not be written"):
         assert code in text, text
     import gadgets.replay

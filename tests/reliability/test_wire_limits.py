@@ -25,7 +25,7 @@ from gadgets import wire_limits
 from gadgets.chain import ExternalGadgetError, ExternalPeer
 from gadgets.client import GadgetronClient, stream_file
 from gadgets.stream import SafeSocket, guard_connection, iter_items
-from tests.gadgets.harness import CLOSE, CONFIG, HEADER, REPO_ROOT, config_xml, encode_string
+from tests.gadgets.harness import CONFIG, HEADER, REPO_ROOT, config_xml, encode_string
 from tests.reliability.network_helpers import GUARD, U16, U32, U64, handshake, images_of, play_gadgetron, \
     proc_memory_kib, read_answer, recon_data_claim, start_worker, stop_worker, tiny_scan  # noqa: F401
 
@@ -151,8 +151,9 @@ def test_message_limit_follows_the_header(tiny_scan):
     _path, header, _xml, _ = tiny_scan
     limit, why = wire_limits.message_limit(header)
     elements, _, _ = wire_limits.header_elements(header)
-    assert elements == 32 * 12 * 1 * 2 * 4  # oversampled readout x lines x z x coils x phases
-    assert limit < 8 * MIB and "matrix 32x12x1, 2 coils" in why
+    # 2 x oversampled readout x lines x z x coils (2, counted as at least 32) x phases
+    assert elements == 2 * 32 * 12 * 1 * 32 * 4
+    assert limit < 16 * MIB and "matrix 64x12x1, 32 coils" in why
     assert wire_limits.message_limit(header, ceiling=MIB)[0] == MIB  # the ceiling wins
     with pytest.raises(ValueError, match="positive"):
         wire_limits.ceiling_bytes(0)

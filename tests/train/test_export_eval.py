@@ -172,3 +172,26 @@ def test_init_from_another_architecture_or_encoder_is_refused(trained, tmp_path,
 def test_init_from_nothing_there_is_a_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         Trainer(tiny_config(tmp_path / "x", model={"name": "tiny", "init_from": str(tmp_path / "missing")}))
+
+
+def test_a_run_in_the_official_style_exports_its_prompt_and_the_engine_speaks_it(tmp_path):
+    """prompt.style and data.undersampling.convention travel from the run to the exported sidecar,
+    and the engine built from it renders the official sentences."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = tiny_config(tmp_path / "run", prompt={"style": "official"},
+                          data={"undersampling": {"convention": "official"}, "val": []},
+                          train={"epochs": 1, "max_steps": 1, "threads": 1, "deterministic": False},
+                          validation={"every_epochs": 0})
+        trainer = Trainer(cfg)
+        assert trainer.embeddings.style == "official"
+        trainer.fit()
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "official.safetensors"
+    assert export_main([str(tmp_path / "run"), str(out)]) == 0
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["prompt"] == {"style": "official", "mask_convention": "official", "acceleration": "nominal"}
+    engine = InferenceEngine.from_checkpoint(out, device="cpu", text_encoder=get_encoder("hashing"))
+    assert engine.sentences(trainer.train_set[0].context)[1].endswith(("x uniform.", "x random.", "x radial."))

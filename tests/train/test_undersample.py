@@ -221,3 +221,34 @@ def test_a_sample_reference_becomes_the_training_target():
     assert torch.equal(example.target, base[1].reference)
     assert torch.equal(example.masked_kspace, plain.masked_kspace)
     assert not torch.allclose(example.target, plain.target)
+
+
+def test_official_convention_draws_the_official_masks_and_says_their_nominal_r():
+    """The paper's protocol as a training option: official recipes with 20 ACS lines, the nominal R."""
+    base = SampleList(6, shape=(N_COILS, 12, 96, N_KX))
+    spec = UndersamplingSpec(patterns=("Uniform", "ktGaussian", "ktRadial"), accelerations=(4.0, 8.0, 16.0, 24.0),
+                             pattern_accelerations={}, convention="official")
+    dataset = UndersampledDataset(base, spec, seed=3)
+    for index in range(len(dataset)):
+        example = dataset[index]
+        mask = dataset.mask_for(index, 12, 96, N_KX)
+        expected = make_mask(mask.pattern, mask.acceleration, 12, 96, N_KX, n_acs=20, seed=0, convention="official")
+        assert example.n_acs == 20 and mask.n_acs == 20
+        if mask.pattern != "ktGaussian":  # deterministic recipes: the same mask for any seed
+            np.testing.assert_array_equal(mask.mask, expected.mask)
+        assert (example.context.acceleration, example.context.pattern) == (mask.acceleration, mask.pattern)
+    with pytest.raises(ValueError, match="convention"):
+        UndersamplingSpec(convention="matlab")
+
+
+def test_config_carries_the_mask_convention_and_sentence_style():
+    from train.config import load_config, undersampling_spec
+
+    cfg = load_config(None, ["data.undersampling.convention=official", "prompt.style=official"])
+    assert undersampling_spec(cfg.data.undersampling).convention == "official"
+    assert cfg.prompt.style == "official"
+    assert load_config(None).prompt.style == "project"
+    with pytest.raises(ValueError, match="prompt.style"):
+        load_config(None, ["prompt.style=loud"])
+    with pytest.raises(ValueError, match="convention"):
+        load_config(None, ["data.undersampling.convention=matlab"])

@@ -213,17 +213,6 @@ def truth_reference(path: PathLike, *, prewhiten: bool = True) -> np.ndarray:
     return noise_free_rss(truth.images, truth.sensitivities, mixing)
 
 
-def declared_acceleration(header: ismrmrd.xsd.ismrmrdHeader) -> float:
-    """The header's ``parallelImaging.accelerationFactor`` (phase x slice encoding), 1 when absent."""
-    imaging = getattr(header.encoding[0], "parallelImaging", None) if header.encoding else None
-    factor = getattr(imaging, "accelerationFactor", None)
-    if factor is None:
-        return 1.0
-    step1 = getattr(factor, "kspace_encoding_step_1", None) or 1
-    step2 = getattr(factor, "kspace_encoding_step_2", None) or 1
-    return float(step1) * float(step2)
-
-
 @dataclass(frozen=True)
 class RawFileEntry:
     """One indexed raw file: path, slice count from the header, and context."""
