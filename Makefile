@@ -23,11 +23,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 # Every shipped chain on a real Gadgetron 4.x (tests/gadgetron_real): finds one (GADGETRON_HOME, PATH,
-# /opt/gadgetron-4.7.2) or builds it from $(GADGETRON_SRC) (about 30 min once per machine), then streams
-# the scans through it. Skipped with a message where no Gadgetron can be found or built.
+# /opt/gadgetron-4.7.2) or builds it from $(GADGETRON_SRC) (about 30 min once per machine; not with
+# GADGETRON_BUILD=0), then streams the scans through it. Skipped with a message where no Gadgetron can be found or built.
 GADGETRON_SRC ?= ../shared/gadgetron
+GADGETRON_BUILD ?= 1
 test-gadgetron: $(STAMP)
-	GADGETRON_SRC=$(GADGETRON_SRC) bash tests/gadgetron_real/ensure_gadgetron.sh
+	GADGETRON_SRC=$(GADGETRON_SRC) GADGETRON_BUILD=$(GADGETRON_BUILD) bash tests/gadgetron_real/ensure_gadgetron.sh
 	CARDIOMM_TEST_GADGETRON=1 $(BIN)/python -m pytest tests/gadgetron_real -p no:cacheprovider
 
 clean:

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -129,6 +130,29 @@ def child_pids(pid: int) -> list[int]:
     return children
 
 
+#: Environment variable that marks every process Gadgetron starts (its children inherit it, and keep
+#: it after they are orphaned), so that a left-over or spinning child is found wherever it went.
+MARK_VARIABLE = "CARDIOMM_REAL_GADGETRON_MARK"
+
+
+def marked_pids(token: str, exclude: tuple[int, ...] = ()) -> list[int]:
+    """Live processes whose environment holds ``MARK_VARIABLE=token`` (from /proc)."""
+    needle = f"{MARK_VARIABLE}={token}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) in exclude:
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
 def runtime_env(gadgetron: Path) -> dict[str, str]:
     """Environment for Gadgetron, its clients and the local reference replays: this venv first on
     PATH, Gadgetron's libraries found, one BLAS/torch thread (same arithmetic everywhere)."""
@@ -155,16 +179,19 @@ class RealGadgetron:
     log: Path
     storage_port: int | None
     workdir: Path
+    mark: str = ""
     extra: list[subprocess.Popen] = field(default_factory=list)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
     def children(self) -> list[int]:
-        return child_pids(self.proc.pid)
+        """Every process Gadgetron started that is still running: its children, and any descendant
+        or orphan that carries its environment mark."""
+        return sorted(set(child_pids(self.proc.pid)) | set(marked_pids(self.mark, exclude=(self.proc.pid,))))
 
     def wait_no_children(self, deadline_s: float = 90.0) -> list[int]:
-        """Wait (hang guard) until Gadgetron has no child process left; return those still there."""
+        """Wait (hang guard) until no process Gadgetron started is left; return those still there."""
         stop_at = time.monotonic() + deadline_s
         while True:
             left = self.children()
@@ -202,20 +229,23 @@ def real_gadgetron(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealGad
         wait_listening(storage_port, storage_proc, storage_log, "mrd-storage-server")
         port = free_port()
         log = root / "gadgetron.log"
+        mark = uuid.uuid4().hex
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 [str(gadgetron), "-p", str(port), "-E", f"http://127.0.0.1:{storage_port}",
                  "-W", str(root / "work"), "-D", str(root / "db"), "-S", str(root / "storage")],
-                env=env, cwd=root, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                env={**env, MARK_VARIABLE: mark}, cwd=root, stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT)
         server = RealGadgetron(gadgetron=gadgetron, client=gadgetron.parent / "gadgetron_ismrmrd_client",
                                port=port, env=env, proc=proc, log=log, storage_port=storage_port, workdir=root,
-                               extra=[storage_proc])
+                               mark=mark, extra=[storage_proc])
         try:
             wait_listening(port, proc, log, "gadgetron")
             yield server
         finally:
+            left_over = server.children()
             stop(proc)
-            left = server.wait_no_children(10)
+            left = sorted(set(left_over) | set(server.wait_no_children(10)))
             for pid in left:  # never leave a child behind, even after a failure
                 try:
                     os.kill(pid, signal.SIGKILL)

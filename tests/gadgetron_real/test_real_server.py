@@ -89,9 +89,10 @@ def scans(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["mapping, no noise scan"] = write_simulated_scan(root / "map.h5", noise_scan=False, seed=9, **mapping).path
     sl8 = _shepp_logan(root / "sl", noise=False)
     with h5py.File(sl8, "r") as handle:
-        raw = handle["dataset/xml"][()]
-    text = raw[0] if isinstance(raw, np.ndarray) else raw
-    assert header_version(text.decode() if isinstance(text, bytes) else text) == 8
+        text = handle["dataset/xml"][0]
+    if header_version(text.decode() if isinstance(text, bytes) else text) != 8:
+        # not Debian's ismrmrd-tools 1.8 first on PATH (e.g. ISMRMRD 1.14's beside Gadgetron): as Debian's writes it
+        sl8 = _rewrite_version(sl8, root / "sl8.h5", 8)
     paths["Shepp-Logan v8"] = sl8
     paths[f"Shepp-Logan v{CURRENT_HEADER_VERSION}"] = _rewrite_version(sl8, root / "sl14.h5", CURRENT_HEADER_VERSION)
     paths["Shepp-Logan + noise, no IDs"] = _shepp_logan(root / "sl_noise", noise=True)
@@ -253,7 +254,8 @@ def test_rejected_header_ends_with_an_error_and_no_process_left(real_gadgetron: 
         assert "server error" in done.stderr or "without CLOSE" in done.stderr, done.stderr
     seconds = time.monotonic() - started
     assert_clean(real_gadgetron)
-    TABLE[("cardiomm_cine_python", "Shepp-Logan v8 as written", client)] = f"error after {seconds:.1f} s"
+    TABLE[("cardiomm_cine_python", "Shepp-Logan v8 as written (server rejects it)", client)] = (
+        f"error at the client after {seconds:.1f} s, no process left")
 
 
 def test_killed_worker_fails_the_scan_and_the_server_goes_on(real_gadgetron: RealGadgetron,
@@ -334,4 +336,5 @@ def test_chain_on_the_real_server_equals_the_local_replay(real_gadgetron: RealGa
     worst = assert_same_images(got, expected, rtol=tolerance(chain_name))
     assert_clean(real_gadgetron)
     how = "bit-identical" if worst == 0 else f"max rel. diff {worst:.1e}"
-    TABLE[(chain_name, scan_name, client)] = f"{len(got)} images, {how}"
+    label = scan_name + (" (replay --header-version 14)" if scan_name == "Shepp-Logan v8" else "")
+    TABLE[(chain_name, label, client)] = f"{len(got)} image{'s' if len(got) != 1 else ''}, {how}"
