@@ -4,8 +4,9 @@
 #
 #   GADGETRON_SRC  folder holding build.sh / build_storage_server.sh (default ../shared/gadgetron,
 #                  relative to the repository root: CI's clone layout)
-#   GADGETRON_BUILD=0  never build: use a Gadgetron that is there, or skip (CI, where a fresh
-#                  30-minute build would not fit its time budget)
+#   GADGETRON_BUILD=0  never build: use a Gadgetron that is there, or skip
+#   GADGETRON_BUILD_TIMEOUT=S  build for at most S seconds, else skip with a message (.ci/run: the
+#                  whole CI stays within its time limit on a busy machine)
 #   GADGETRON_HOME / PATH / /opt/gadgetron-4.7.2 (the build script's prefix) are searched, in
 #   that order, as tests/gadgetron_real/conftest.py does.
 #
@@ -36,7 +37,16 @@ if [[ -z $bin ]]; then
   elif [[ -f $SRC/build.sh ]]; then
     log "no Gadgetron found: building one with $SRC/build.sh into $PREFIX (about 30 min once per machine)"
     started=$(date +%s)
-    PREFIX=$PREFIX bash "$SRC/build.sh"
+    if [[ -n ${GADGETRON_BUILD_TIMEOUT:-} ]]; then
+      # CI: a bounded build; one that does not finish in time is reported and the tests skip (the
+      # build resumes where it stopped on the next run of the same machine)
+      if ! PREFIX=$PREFIX timeout "$GADGETRON_BUILD_TIMEOUT" bash "$SRC/build.sh"; then
+        log "the Gadgetron build did not finish within GADGETRON_BUILD_TIMEOUT=${GADGETRON_BUILD_TIMEOUT} s: the real-server tests will be skipped"
+        exit 0
+      fi
+    else
+      PREFIX=$PREFIX bash "$SRC/build.sh"
+    fi
     log "Gadgetron built in $(( $(date +%s) - started )) s"
     bin=$PREFIX/bin
   else
