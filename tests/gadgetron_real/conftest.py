@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -153,6 +154,11 @@ def marked_pids(token: str, exclude: tuple[int, ...] = ()) -> list[int]:
     return found
 
 
+#: Checkpoints that chains sent by the tests may name (the gadgets accept CONFIG-named checkpoints
+#: only inside $CARDIOMM_CHECKPOINT_DIR or the packaged models folder).
+CHECKPOINT_DIR = Path(tempfile.gettempdir()) / f"cardiomm-real-gadgetron-{os.getpid()}-checkpoints"
+
+
 def runtime_env(gadgetron: Path) -> dict[str, str]:
     """Environment for Gadgetron, its clients and the local reference replays: this venv first on
     PATH, Gadgetron's libraries found, one BLAS/torch thread (same arithmetic everywhere)."""
@@ -163,7 +169,7 @@ def runtime_env(gadgetron: Path) -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(prefix_lib), env.get("LD_LIBRARY_PATH", "")]))
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                 "OMP_WAIT_POLICY": "PASSIVE", "GADGETRON_EXTERNAL_LOG_LEVEL": "INFO",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CARDIOMM_CHECKPOINT_DIR": str(CHECKPOINT_DIR)})
     return env
 
 

@@ -32,7 +32,7 @@ from gadgets.chain import load_chain
 from gadgets.image_io import read_images
 from gadgets.ismrmrd_io import CURRENT_HEADER_VERSION, header_version, set_header_version
 from gadgets.simulate import write_simulated_scan
-from tests.gadgetron_real.conftest import TABLE, RealGadgetron, free_port, stop
+from tests.gadgetron_real.conftest import CHECKPOINT_DIR, TABLE, RealGadgetron, free_port, stop
 
 pytestmark = pytest.mark.gadgetron
 
@@ -338,3 +338,45 @@ def test_chain_on_the_real_server_equals_the_local_replay(real_gadgetron: RealGa
     how = "bit-identical" if worst == 0 else f"max rel. diff {worst:.1e}"
     label = scan_name + (" (replay --header-version 14)" if scan_name == "Shepp-Logan v8" else "")
     TABLE[(chain_name, label, client)] = f"{len(got)} image{'s' if len(got) != 1 else ''}, {how}"
+
+
+# --------------------------------------------------------------------------- the authors' architecture
+
+
+@pytest.fixture(scope="module")
+def official_checkpoint() -> Path:
+    """The official-architecture test network (tests/fixtures/official: a seeded Lightning .ckpt in
+    the authors' layout) imported as the project's checkpoint, for a 512-d hashing encoder (no CLIP
+    weights here), inside the folder the server's gadgets accept checkpoints from."""
+    from cardiomm_core.official_import import import_official
+
+    CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
+    source = REPO_ROOT / "tests" / "fixtures" / "official" / "tiny_official.ckpt"
+    return import_official(source, CHECKPOINT_DIR / "official_tiny.safetensors", text_encoder_name="hashing-512")[0]
+
+
+@pytest.mark.parametrize("chain_name", CHAIN_NAMES)
+def test_official_architecture_runs_through_every_chain(real_gadgetron: RealGadgetron, worker: Worker,
+                                                        scans: dict[str, Path], official_checkpoint: Path,
+                                                        tmp_path: Path, chain_name: str) -> None:
+    """An official-architecture checkpoint named in the chain: the server's images come from it
+    (CardioMM, its provenance in CardioMM.Model, not a fallback) and equal the local replay's."""
+    scan = scans["mapping + noise scan" if "mapping" in chain_name else "cine + noise scan"]
+    is_worker = "<connect" in (REPO_ROOT / "chains" / f"{chain_name}.xml").read_text()
+    chain = chain_file(chain_name, tmp_path / "sent", worker_port=worker.port if is_worker else None,
+                       checkpoint=str(official_checkpoint))
+    out = tmp_path / "out.h5"
+    done = replay_client(real_gadgetron, scan, chain, out)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = sorted_images(out)
+    for image in got:
+        assert image.meta["CardioMM.Method"] == "cardiomm" and image.meta["CardioMM.Fallback"] == "false"
+        assert "official_tiny.safetensors" in image.meta["CardioMM.Model"]
+    local_chain = chain_file(chain_name, tmp_path / "local", checkpoint=str(official_checkpoint))
+    local = tmp_path / "local.h5"
+    ran = run(["cardiomm-replay", scan, "--chain", local_chain, "-o", local, "--group", "g", "-q"], real_gadgetron.env)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    worst = assert_same_images(got, sorted_images(local), rtol=tolerance(chain_name))
+    assert_clean(real_gadgetron)
+    how = "bit-identical" if worst == 0 else f"max rel. diff {worst:.1e}"
+    TABLE[(chain_name, "official architecture (tiny, imported)", "cardiomm-replay")] = f"{len(got)} images, {how}"
