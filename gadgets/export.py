@@ -216,39 +216,29 @@ class StudyInfo:
                            exc)
             return cls()
         values: dict[str, Any] = {}
-        subject = getattr(header, "subjectInformation", None)
-        if subject is not None:
-            if subject.patientName:
-                values["patient_name"] = str(subject.patientName)
-            if subject.patientID:
-                values["patient_id"] = str(subject.patientID)
-            if subject.patientBirthdate:
-                values["patient_birth_date"] = str(subject.patientBirthdate).replace("-", "")
-            if subject.patientGender:
-                values["patient_sex"] = str(subject.patientGender)
-        study = getattr(header, "studyInformation", None)
-        if study is not None:
-            if study.studyDate:
-                values["study_date"] = str(study.studyDate).replace("-", "")
-            if study.studyTime:
-                values["study_time"] = str(study.studyTime).replace(":", "").split(".")[0]
-            if study.studyID:
-                values["study_id"] = str(study.studyID)[:16]
-            if study.accessionNumber is not None:
-                values["accession_number"] = str(study.accessionNumber)[:16]
-            if study.studyDescription:
-                values["study_description"] = str(study.studyDescription)
-        system = getattr(header, "acquisitionSystemInformation", None)
-        if system is not None:
-            if system.systemVendor:
-                values["manufacturer"] = str(system.systemVendor)
-            if system.systemModel:
-                values["model_name"] = str(system.systemModel)
-            if system.institutionName:
-                values["institution"] = str(system.institutionName)
-            if system.systemFieldStrength_T:
-                values["field_strength_t"] = float(system.systemFieldStrength_T)
+        for section, attribute, name, convert in _STUDY_FIELDS:
+            value = getattr(getattr(header, section, None), attribute, None)
+            if value is not None and str(value) != "":
+                values[name] = convert(value)
         return cls(**values)
+
+
+#: (ISMRMRD header section, its attribute, StudyInfo field, conversion to the DICOM value).
+_STUDY_FIELDS: tuple[tuple[str, str, str, Any], ...] = (
+    ("subjectInformation", "patientName", "patient_name", str),
+    ("subjectInformation", "patientID", "patient_id", str),
+    ("subjectInformation", "patientBirthdate", "patient_birth_date", lambda v: str(v).replace("-", "")),
+    ("subjectInformation", "patientGender", "patient_sex", str),
+    ("studyInformation", "studyDate", "study_date", lambda v: str(v).replace("-", "")),
+    ("studyInformation", "studyTime", "study_time", lambda v: str(v).replace(":", "").split(".")[0]),
+    ("studyInformation", "studyID", "study_id", lambda v: str(v)[:16]),
+    ("studyInformation", "accessionNumber", "accession_number", lambda v: str(v)[:16]),
+    ("studyInformation", "studyDescription", "study_description", str),
+    ("acquisitionSystemInformation", "systemVendor", "manufacturer", str),
+    ("acquisitionSystemInformation", "systemModel", "model_name", str),
+    ("acquisitionSystemInformation", "institutionName", "institution", str),
+    ("acquisitionSystemInformation", "systemFieldStrength_T", "field_strength_t", float),
+)
 
 
 def _ds(value: float) -> str:

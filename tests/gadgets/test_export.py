@@ -20,6 +20,7 @@ import pytest
 
 from gadgets.export import image_geometry, write_dicom, write_nifti
 from gadgets.image_io import read_images
+from gadgets.ismrmrd_io import read_xml
 from gadgets.replay import EXIT_OK, EXIT_USAGE
 from gadgets.replay import main as replay_main
 from gadgets.view import main as view_main
@@ -135,6 +136,10 @@ def test_replay_to_dicom_matches_the_ismrmrd_headers(simulated_scan_file: Path, 
         assert float(ds.WindowWidth) > 0
     assert seen == set(by_key)
     # one study, one series per ISMRMRD series, instances 1..n in (slice, phase) order
+    header = ismrmrd.xsd.CreateFromDocument(read_xml(simulated_scan_file))  # patient/study from the raw header
+    assert {ds.PatientID for ds in datasets} == {header.subjectInformation.patientID}
+    assert {str(ds.PatientName) for ds in datasets} == {header.subjectInformation.patientName}
+    assert {ds.Manufacturer for ds in datasets} == {header.acquisitionSystemInformation.systemVendor}
     assert len({ds.StudyInstanceUID for ds in datasets}) == 1
     assert len({ds.SeriesInstanceUID for ds in datasets}) == len({int(im.image_series_index) for im in images})
     assert sorted(int(ds.InstanceNumber) for ds in datasets) == list(range(1, len(datasets) + 1))
