@@ -160,15 +160,6 @@ def frames_dimension(header: ismrmrd.xsd.ismrmrdHeader) -> str:
     return "phase"
 
 
-def default_acquisition_header() -> ismrmrd.AcquisitionHeader:
-    """A default-constructed ISMRMRD acquisition header (version 1, one channel, no samples)."""
-    head = ismrmrd.AcquisitionHeader()
-    head.version = 1
-    head.available_channels = 1
-    head.active_channels = 1
-    return head
-
-
 @dataclass
 class _Stats:
     """Counter values seen in a bucket (AcquisitionBucketStats)."""
@@ -375,7 +366,7 @@ class _Converter:
         data = np.zeros(shape, dtype=np.complex64, order="F")
         headers = np.empty((n_e1, n_e2, n_n, n_s, n_loc), dtype=object)
         for position in np.ndindex(headers.shape):
-            headers[position] = default_acquisition_header()
+            headers[position] = data_checks.default_header()
         trajectory = None
         if head.trajectory_dimensions > 0:
             trajectory = np.zeros((head.trajectory_dimensions,) + shape[:3] + shape[4:], dtype=np.float32, order="F")
