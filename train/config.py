@@ -257,6 +257,9 @@ class TrainLoopConfig:
     is spent the run stops after the current optimiser step, validates (when it has validation
     data), checkpoints and returns, as at the planned end; the schedule keeps its planned length.
     Several runs given the same budget can be compared.
+    ``cuda_memory_fraction``: the share of the GPU's memory this process may take
+    (``torch.cuda.set_per_process_memory_fraction``; None: all), for runs that share one GPU; a
+    training slice that does not fit is skipped with a warning (single-process runs).
     """
 
     epochs: int = 1
@@ -268,6 +271,7 @@ class TrainLoopConfig:
     device: str = "auto"
     threads: Union[int, None] = None
     max_seconds: Union[float, None] = None
+    cuda_memory_fraction: Union[float, None] = None
 
 
 @dataclass
@@ -471,6 +475,8 @@ def _validate(cfg: TrainConfig) -> None:
            f"must be 'auto', 'cpu' or 'cuda', got {cfg.train.device!r}")
     _check(cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", "must be >= 1 or null")
     _check(cfg.train.max_seconds is None or cfg.train.max_seconds > 0, "train.max_seconds", "must be > 0 or null")
+    _check(cfg.train.cuda_memory_fraction is None or 0 < cfg.train.cuda_memory_fraction <= 1,
+           "train.cuda_memory_fraction", "must lie in (0, 1] or be null")
     _check(cfg.validation.every_epochs >= 0, "validation.every_epochs", "must be >= 0 (0: never)")
     _check(cfg.validation.convention in CONVENTIONS, "validation.convention",
            f"must be one of {list(CONVENTIONS)}, got {cfg.validation.convention!r}")

@@ -130,6 +130,9 @@ __all__ = [
     "scaled_forward",
 ]
 
+#: What a CUDA allocation failure raises (RuntimeError on old torch versions without the class).
+_CUDA_OOM: type = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
+
 CSV_FIELDS = ("kind", "step", "epoch", "loss", "l1", "ssim", "psnr", "nmse", "lr", "grad_norm",
               "sec_per_step", "time")
 
@@ -259,7 +262,9 @@ def describe_sources(sources: Sequence[Any]) -> str:
             if s.noise_range:
                 extra += f", noise {s.noise_range[0]:g}-{s.noise_range[1]:g}"
             if s.scanners is not None or s.scanner_set != "default":
-                n_scanners = len(s.scanners) if s.scanners is not None else 12
+                from .data.synthetic import VARIED_SCANNERS
+
+                n_scanners = len(s.scanners) if s.scanners is not None else len(VARIED_SCANNERS)
                 extra += f", {n_scanners} scanners"
             parts.append(f"synthetic phantoms ({s.n_subjects} subjects, seed {s.seed}, {'/'.join(s.modalities)}, "
                          f"{nx}x{ny}, {frames}, {coils}{target}{extra})")
@@ -334,7 +339,12 @@ class EmbeddingTable:
         key = context_sentences(context, self.style)
         hit = self._table.get(key)
         if hit is None:
-            meta, us = encode_sentences(self.encoder, key)
+            try:
+                meta, us = encode_sentences(self.encoder, key)
+            except ImportError as error:
+                raise ValueError(f"the sentences {key!r} are not in the embedding cache and the text encoder "
+                                 f"{self.encoder.name!r} cannot be loaded here ({error}); write them with "
+                                 f"python -m train.embeddings") from error
             hit = (meta.to(self.device, torch.float32), us.to(self.device, torch.float32))
             self._table[key] = hit
         return hit
@@ -499,6 +509,14 @@ class Trainer:
         n_items = len(self.train_set)
         if n_items == 0:
             raise ValueError("data.train has no items")
+        # every sentence this config can produce is embedded now (or the run stops here, in one line,
+        # where the encoder cannot be loaded): a run never loads the encoder mid-way, and never at all
+        # when the cache holds them all
+        from .embeddings import config_sentences, prefill
+
+        encoded = prefill(self.encoder, config_sentences(cfg))
+        if encoded and self.dist.is_main:
+            logger.info("encoded %d sentences missing from the embedding cache", encoded)
         per_rank = math.ceil(n_items / self.dist.world_size)
         self.batches_per_epoch = math.ceil(per_rank / cfg.data.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.train.grad_accum)
@@ -527,6 +545,10 @@ class Trainer:
         self.epoch = 0
         self.position = 0
         self.val_metrics: dict[str, float] = {}
+        #: set (e.g. by a SIGTERM handler, ``request_stop``) to stop after the current optimiser step
+        self.stop_requested = False
+        #: training slices skipped because they did not fit in GPU memory
+        self.skipped_oom = 0
         if self.dist.is_main:
             logger.info("CardioMM %s: %d parameters, %d training items, %d steps per epoch, %d steps planned, "
                         "device %s, world size %d", cfg.model.name, count_parameters(self.model), n_items,
@@ -541,6 +563,8 @@ class Trainer:
                 raise ValueError("train.device is 'cuda' but CUDA is not available")
             device = torch.device("cuda", self.dist.local_rank % max(torch.cuda.device_count(), 1))
             torch.cuda.set_device(device)
+            if self.cfg.train.cuda_memory_fraction is not None:
+                torch.cuda.set_per_process_memory_fraction(float(self.cfg.train.cuda_memory_fraction), device)
             return device
         return torch.device("cpu")
 
@@ -737,11 +761,26 @@ class Trainer:
                     group_size = min(accum, len(batches) - group_start)
                     last_in_group = self.position + 1 == group_start + group_size
                     sync = self.ddp.no_sync() if (self.dist.distributed and not last_in_group) else nullcontext()
-                    with sync:
-                        magnitude, target, _ = scaled_forward(self.ddp, batch, self.embeddings, self.device,
-                                                              self.normalisation, self.amp)
-                        terms = self.loss_fn(magnitude, target)
-                        (terms.loss / group_size).backward()
+                    try:
+                        with sync:
+                            magnitude, target, _ = scaled_forward(self.ddp, batch, self.embeddings, self.device,
+                                                                  self.normalisation, self.amp)
+                            terms = self.loss_fn(magnitude, target)
+                            (terms.loss / group_size).backward()
+                    except _CUDA_OOM:
+                        if self.dist.distributed or self.device.type != "cuda":
+                            raise
+                        # one slice too large for the memory this process may use: skip it (its
+                        # accumulation group's gradients too) rather than lose the run
+                        magnitude = target = terms = None  # type: ignore[assignment]
+                        self.optimizer.zero_grad(set_to_none=True)
+                        torch.cuda.empty_cache()
+                        self.skipped_oom += 1
+                        logger.warning("CUDA out of memory on %s (k-space %s): skipped (%d so far)",
+                                       ", ".join(batch.identifiers), tuple(batch.masked_kspace.shape),
+                                       self.skipped_oom)
+                        self.position += 1
+                        continue
                     sums["loss"] += float(terms.loss.detach())
                     sums["l1"] += float(terms.l1)
                     sums["ssim"] += float(terms.ssim)
@@ -774,7 +813,7 @@ class Trainer:
                         window_start, window_steps = now, 0
                     epoch_done = self.position >= len(batches)
                     every = cfg.checkpoint.every_steps
-                    out_of_time = self._out_of_time(deadline)
+                    out_of_time = self._should_stop(deadline)
                     stop = self.step >= self.total_steps or out_of_time or (stop_after_steps is not None
                                                                             and self.step >= stop_after_steps)
                     if every and self.step % every == 0 and not epoch_done and not stop:
@@ -784,7 +823,7 @@ class Trainer:
                 epoch_end = self.position >= len(batches)
                 at_end = self.step >= self.total_steps or out_of_time
                 every_val = cfg.validation.every_epochs
-                if self.val_set is not None and every_val and (
+                if self.val_set is not None and every_val and not self.stop_requested and (
                         (epoch_end and (self.epoch + 1) % every_val == 0) or (at_end and not epoch_end)
                         or (out_of_time and epoch_end)):
                     self._validate_and_log(log)
@@ -800,25 +839,34 @@ class Trainer:
             log.close()
         finished = self.step >= self.total_steps or self.epoch >= cfg.train.epochs
         if self.dist.is_main:
-            if out_of_time and not finished:
+            if self.stop_requested and not finished:
+                log.line("[cardiomm-train] stop requested (SIGTERM): stopped after the current step, checkpoint "
+                         "written, no final validation")
+            elif out_of_time and not finished:
                 log.line(f"[cardiomm-train] the time budget (train.max_seconds = {cfg.train.max_seconds:g} s) "
                          f"is spent")
+            if self.skipped_oom:
+                log.line(f"[cardiomm-train] {self.skipped_oom} slices skipped for lack of GPU memory")
             log.line(f"[cardiomm-train] {'finished' if finished else 'stopped'} at step {self.step} "
                      f"(epoch {self.epoch}) after {_format_seconds(time.time() - started)}; "
                      f"{self.step - start_step} steps this run; checkpoint {last_checkpoint}")
         return FitResult(self.step, self.epoch, finished, last_checkpoint, dict(self.val_metrics))
 
-    def _out_of_time(self, deadline: float | None) -> bool:
-        """Whether the time budget is spent (every rank gets rank 0's answer under DDP)."""
-        if deadline is None:
-            return False
-        spent = time.time() >= deadline
+    def request_stop(self) -> None:
+        """Stop after the current optimiser step, write a checkpoint and return from ``fit`` (no
+        final validation); safe to call from a signal handler."""
+        self.stop_requested = True
+
+    def _should_stop(self, deadline: float | None) -> bool:
+        """Whether the time budget is spent or a stop was requested (under DDP every rank stops when
+        any rank would: one all-reduce of a flag per step)."""
+        spent = deadline is not None and time.time() >= deadline
         if self.dist.distributed:
-            flag = torch.tensor([1.0 if spent else 0.0],
-                                device=self.device if self.device.type == "cuda" else "cpu")
-            dist.broadcast(flag, src=0)
-            spent = bool(flag.item() > 0)
-        return spent
+            flags = torch.tensor([1.0 if spent else 0.0, 1.0 if self.stop_requested else 0.0],
+                                 device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            spent, self.stop_requested = bool(flags[0].item() > 0), bool(flags[1].item() > 0)
+        return spent or self.stop_requested
 
     def close(self) -> None:
         """Destroy the process group when this trainer created it."""
