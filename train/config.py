@@ -163,6 +163,12 @@ class DataConfig:
 class ModelConfig:
     """``cardiomm_core.model.config_by_name(name, text_dim)`` with field ``overrides``.
 
+    ``name: varnet`` trains fastMRI's E2E-VarNet instead (a benchmark peer,
+    ``cardiomm_core.varnet``; needs ``pip install --no-deps fastmri==0.3.0``): its published size
+    (12 cascades, 18 channels) with ``VarNetConfig`` fields as overrides (``num_cascades``,
+    ``chans``, ``pools``, ``sens_chans``, ``sens_pools``, ``mask_center``). The CardioSM ablation
+    is a CardioMM with ``overrides: {context: none}`` (constant, zero text embeddings).
+
     ``init_from``: start from the weights of another run (fine-tuning): a training checkpoint (a
     ``checkpoints/step_*`` folder, or a run folder: its latest) or an inference checkpoint
     (``.safetensors`` / ``.json``, e.g. an exported or the packaged model). Its architecture and
@@ -231,10 +237,15 @@ class TrainLoopConfig:
     ``deterministic``: ``torch.use_deterministic_algorithms`` (bit-identical resume on the CPU).
     ``device``: "auto", "cpu" or "cuda" (under torchrun each process takes ``cuda:LOCAL_RANK``).
     ``threads``: torch CPU threads (None: torch's default).
+    ``max_seconds``: a wall-clock budget for one ``fit`` call (None: none): once that many seconds
+    have passed since it started, the run checkpoints and stops after the current optimiser step,
+    as a planned interruption (the schedule still spans the planned length; the log says
+    "stopped"). For comparisons at an equal time budget (``train/configs/bench_*_gpu.yaml``).
     """
 
     epochs: int = 1
     max_steps: Union[int, None] = None
+    max_seconds: Union[float, None] = None
     grad_clip: Union[float, None] = 1.0
     grad_accum: int = 1
     amp: bool = True
@@ -415,7 +426,8 @@ def _validate(cfg: TrainConfig) -> None:
     _check(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}")
     _check(cfg.prompt.style in ("project", "official"), "prompt.style",
            f"must be 'project' or 'official', got {cfg.prompt.style!r}")
-    _check(cfg.model.name in CONFIG_NAMES, "model.name", f"must be one of {list(CONFIG_NAMES)}, got {cfg.model.name!r}")
+    names = [*CONFIG_NAMES, "varnet"]
+    _check(cfg.model.name in names, "model.name", f"must be one of {names}, got {cfg.model.name!r}")
     _check(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {cfg.optim.weight_decay}")
     _check(all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas", f"must lie in [0, 1), got {cfg.optim.betas}")
@@ -429,6 +441,7 @@ def _validate(cfg: TrainConfig) -> None:
            f"must be an odd integer >= 3, got {cfg.loss.ssim_window}")
     _check(cfg.train.epochs >= 1, "train.epochs", f"must be >= 1, got {cfg.train.epochs}")
     _check(cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps", "must be >= 1 or null")
+    _check(cfg.train.max_seconds is None or cfg.train.max_seconds > 0, "train.max_seconds", "must be > 0 or null")
     _check(cfg.train.grad_accum >= 1, "train.grad_accum", f"must be >= 1, got {cfg.train.grad_accum}")
     _check(cfg.train.grad_clip is None or cfg.train.grad_clip >= 0, "train.grad_clip", "must be >= 0 or null")
     _check(cfg.train.device in ("auto", "cpu", "cuda"), "train.device",
