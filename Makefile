@@ -8,10 +8,14 @@ OUT ?= out
 
 .PHONY: demo test test-gadgetron install clean bench-quick bench-quick-speed
 
+# '.[dev,bench]': the tests and the benchmark peers (sigpy). fastMRI's E2E-VarNet goes in without its
+# declared dependencies (they pull torchvision, which does not import beside this torch);
+# cardiomm_core.varnet needs only the package itself (see its docstring).
 $(STAMP): setup.cfg setup.py pyproject.toml cardiomm_guard.pth .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c .ci/constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c .ci/constraints.txt -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet --no-deps -c .ci/constraints.txt fastmri
 	touch $(STAMP)
 
 install: $(STAMP)
