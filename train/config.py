@@ -283,9 +283,13 @@ class TrainLoopConfig:
 
 @dataclass
 class ValidationConfig:
-    """Validation at every epoch end: PSNR / SSIM / NMSE (``cardiomm_core.metrics.evaluate``)."""
+    """Validation at every epoch end: PSNR / SSIM / NMSE (``cardiomm_core.metrics.evaluate``).
+
+    ``at_start``: also validate before the first step of a fresh run (the starting weights, e.g.
+    those of ``model.init_from``, on the same validation set), logged at step 0."""
 
     every_epochs: int = 1
+    at_start: bool = False
     max_items: Union[int, None] = None
     convention: str = "2024"
     crop: bool = True

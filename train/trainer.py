@@ -763,6 +763,8 @@ class Trainer:
             elif self.dist.is_main:
                 logger.info("no checkpoint in %s; starting fresh", self.run_dir)
         log = _Log(self.run_dir, self.dist.is_main, cfg.log.tensorboard, cfg.log.progress, resumed_from)
+        if cfg.validation.at_start and self.val_set is not None and resumed_from is None and self.step == 0:
+            self._validate_and_log(log)
         self.ddp.train()
         last_checkpoint: Path | None = None
         accum = cfg.train.grad_accum
