@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cardiomm-installed
 OUT ?= out
 
-.PHONY: demo test test-gadgetron install clean
+.PHONY: demo test test-gadgetron install clean bench-quick
 
 # '.[dev,bench]': the tests and the benchmark peers (sigpy). fastMRI's E2E-VarNet goes in without its
 # declared dependencies (they pull torchvision, which does not import beside this torch);
@@ -34,6 +34,18 @@ GADGETRON_BUILD ?= 1
 test-gadgetron: $(STAMP)
 	GADGETRON_SRC=$(GADGETRON_SRC) GADGETRON_BUILD=$(GADGETRON_BUILD) bash tests/gadgetron_real/ensure_gadgetron.sh
 	CARDIOMM_TEST_GADGETRON=1 $(BIN)/python -m pytest tests/gadgetron_real -p no:cacheprovider
+
+# A small version of the issue-14 quality table in a few minutes on this CPU: the tiny CPU twins of
+# the bench models (train/configs/bench_*_gpu.yaml) trained for a few steps, then benchmarks/quality.py
+# --quick on held-out tiny phantoms (every method: zero-filled, CG-SENSE, CS, VarNet, CardioSM, small).
+BENCH_QUICK ?= $(OUT)/bench-quick
+bench-quick: $(STAMP)
+	$(BIN)/python -m benchmarks.bench_train --tiny --tiny-steps 20 --out $(BENCH_QUICK)/models --log-level WARNING
+	$(BIN)/python -m benchmarks.quality --quick --out $(BENCH_QUICK) \
+		--checkpoint small=$(BENCH_QUICK)/models/small.safetensors \
+		--checkpoint cardiosm=$(BENCH_QUICK)/models/cardiosm.safetensors \
+		--checkpoint varnet=$(BENCH_QUICK)/models/varnet.safetensors
+	@echo "bench-quick: quality table in $(BENCH_QUICK)/quality.md"
 
 clean:
 	rm -rf $(VENV) $(OUT)
