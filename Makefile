@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cardiomm-installed
 OUT ?= out
 
-.PHONY: demo test test-gadgetron install clean
+.PHONY: demo test test-gadgetron install clean bench-quick bench-quick-speed
 
 $(STAMP): setup.cfg setup.py pyproject.toml cardiomm_guard.pth .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,15 @@ GADGETRON_BUILD ?= 1
 test-gadgetron: $(STAMP)
 	GADGETRON_SRC=$(GADGETRON_SRC) GADGETRON_BUILD=$(GADGETRON_BUILD) bash tests/gadgetron_real/ensure_gadgetron.sh
 	CARDIOMM_TEST_GADGETRON=1 $(BIN)/python -m pytest tests/gadgetron_real -p no:cacheprovider
+
+# A small version of the tables of BENCHMARKS.md (a few minutes on a 2-core CPU), under $(OUT)/bench.
+# Speed: tiny slice, CardioMM tiny/small, E2E-VarNet at its published size (needs fastmri), CS (needs
+# sigpy), CG-SENSE; the chain: a tiny scan through every step, <execute> and the warm worker.
+bench-quick: bench-quick-speed
+bench-quick-speed: $(STAMP)
+	$(BIN)/python benchmarks/speed.py --geometry tiny --methods tiny,small,varnet,cs,cg_sense --dtypes fp32 \
+		--warmup 0 --repeats 1 --large-repeats 1 --threads 2 --out $(OUT)/bench/speed_quick.md
+	$(BIN)/python benchmarks/chain.py --tiny --out $(OUT)/bench/chain_quick.md
 
 clean:
 	rm -rf $(VENV) $(OUT)
