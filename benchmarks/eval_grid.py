@@ -24,7 +24,7 @@ evaluate_checkpoint``: ``cardiomm_core.masks.make_mask``, ``describe_sampling``,
 and zero-filling, ``cardiomm_core.metrics.evaluate`` with the CMRxRecon 2024 convention); every
 method of a slice sees the same mask.
 
-Work is split into one job per (matrix, modality, subject), run by ``--jobs`` processes with
+Work is split into one job per (matrix, modality, pattern, subject), run by ``--jobs`` processes with
 ``--threads`` torch threads each; a progress line with the time left (ETA) goes to stderr after
 each job; finished jobs are appended to ``<out>.partial.jsonl`` (``--resume`` skips them).
 
@@ -115,10 +115,11 @@ class Job:
     subject: int
     n_subjects: int
     data_seed: int
+    pattern: str
 
     @property
     def key(self) -> str:
-        return f"{matrix_text(self.matrix)}/{self.modality}/subject{self.subject}"
+        return f"{matrix_text(self.matrix)}/{self.modality}/{self.pattern}/subject{self.subject}"
 
     @property
     def weight(self) -> float:
@@ -138,15 +139,19 @@ def parse_matrix(text: str) -> tuple[int, int]:
 
 
 def grid_jobs(matrices: Sequence[tuple[int, int]], modalities: Sequence[str], n_subjects: int,
-              seed: int = GRID_SEED) -> list[Job]:
-    """The jobs of a grid, most expensive first (the pool then finishes evenly)."""
+              seed: int = GRID_SEED, patterns: Sequence[str] = GRID_PATTERNS,
+              largest_first: bool = False) -> list[Job]:
+    """The jobs of a grid: one per (matrix, modality, pattern, subject), cheapest first (a stopped
+    or --report-only run then has whole small matrices) or, with ``largest_first``, most
+    expensive first (the pool then finishes evenly). Masks and data do not depend on the order."""
     jobs = []
     for m, matrix in enumerate(matrices):
         for modality in modalities:
             index = list(GRID_MODALITIES).index(modality)
             for subject in range(n_subjects):
-                jobs.append(Job(tuple(matrix), modality, subject, n_subjects, seed + 100 * m + 10 * index))
-    return sorted(jobs, key=lambda j: -j.weight)
+                for pattern in patterns:
+                    jobs.append(Job(tuple(matrix), modality, subject, n_subjects, seed + 100 * m + 10 * index, pattern))
+    return sorted(jobs, key=lambda j: -j.weight if largest_first else j.weight)
 
 
 def remove_readout_oversampling(kspace: torch.Tensor, nx: int) -> torch.Tensor:
@@ -276,7 +281,7 @@ def run_job(job: Job, candidates: Sequence[Candidate], patterns: Sequence[str], 
     data[0]
     seconds = {"simulate": time.perf_counter() - started}
     masks = candidates[0].mask_convention if candidates else "project"
-    common = dict(accelerations=accelerations, patterns=patterns, convention="2024", seed=job.data_seed,
+    common = dict(accelerations=accelerations, patterns=[job.pattern], convention="2024", seed=job.data_seed,
                   masks=masks)
     rows: list[dict[str, Any]] = []
     tic = time.perf_counter()
@@ -305,7 +310,7 @@ def job_sentences(job: Job, candidates: Sequence[Candidate], patterns: Sequence[
     sample = PreparedSlice(job)[0]
     _, n_frames, n_ky, n_kx = sample.kspace.shape
     out: dict[str, set[str]] = {}
-    for pattern in patterns:
+    for pattern in [job.pattern]:
         for acceleration in accelerations:
             for candidate in candidates:
                 mask = make_mask(pattern, float(acceleration), n_frames, n_ky, n_kx,
@@ -751,6 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only write the grid's sentence embeddings into the cache ($CARDIOMM_CACHE_DIR or "
                              "--cache-dir) for a machine without the text encoder, then stop")
     parser.add_argument("--cache-dir", type=Path, default=None, help="embedding cache folder (sets CARDIOMM_CACHE_DIR)")
+    parser.add_argument("--largest-first", action="store_true",
+                        help="run the most expensive jobs first (even finish on many processes; default: cheapest "
+                             "first, so a stopped run has whole small matrices)")
     parser.add_argument("--resume", action="store_true", help="skip the jobs already in <out>.partial.jsonl")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: write the report from the jobs in <out>.partial.jsonl (a run still going "
@@ -788,7 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"eval_grid: {error}", file=sys.stderr)
         return 2
-    jobs = grid_jobs(matrices, modalities, subjects, args.seed)
+    jobs = grid_jobs(matrices, modalities, subjects, args.seed, patterns, largest_first=args.largest_first)
     command = "python benchmarks/eval_grid.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     if args.precompute_embeddings:
