@@ -122,6 +122,11 @@ class Job:
         return f"{matrix_text(self.matrix)}/{self.modality}/{self.pattern}/subject{self.subject}"
 
     @property
+    def mask_seed(self) -> int:
+        """The seed ``evaluate_checkpoint`` draws this slice's masks from (its own per subject)."""
+        return self.data_seed + 1000 * self.subject
+
+    @property
     def weight(self) -> float:
         """Relative cost (pixels x frames), for the ETA."""
         return float(self.matrix[0] * self.matrix[1] * GRID_MODALITIES.get(self.modality, 12))
@@ -281,7 +286,7 @@ def run_job(job: Job, candidates: Sequence[Candidate], patterns: Sequence[str], 
     data[0]
     seconds = {"simulate": time.perf_counter() - started}
     masks = candidates[0].mask_convention if candidates else "project"
-    common = dict(accelerations=accelerations, patterns=[job.pattern], convention="2024", seed=job.data_seed,
+    common = dict(accelerations=accelerations, patterns=[job.pattern], convention="2024", seed=job.mask_seed,
                   masks=masks)
     rows: list[dict[str, Any]] = []
     tic = time.perf_counter()
@@ -314,7 +319,7 @@ def job_sentences(job: Job, candidates: Sequence[Candidate], patterns: Sequence[
         for acceleration in accelerations:
             for candidate in candidates:
                 mask = make_mask(pattern, float(acceleration), n_frames, n_ky, n_kx,
-                                 seed=_mask_seed(job.data_seed, 0, pattern, float(acceleration)),
+                                 seed=_mask_seed(job.mask_seed, 0, pattern, float(acceleration)),
                                  convention=candidate.mask_convention)
                 core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]
                 context = sample.context.with_sampling(*describe_sampling(

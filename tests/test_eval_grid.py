@@ -124,3 +124,32 @@ def test_parse_demo_output_reads_the_score_lines():
     rows = eval_grid.parse_demo_output(text)
     assert [r["label"] for r in rows] == ["CardioMM", "CG-SENSE (fallback)", "zero-filled RSS"]
     assert rows[1]["psnr"] == 32.15 and rows[0]["ssim"] == 0.787
+
+
+def test_report_only_marks_missing_jobs_and_resume_finishes_them(tiny_checkpoint, tmp_path, one_thread):
+    """A stopped run: --report-only writes a PARTIAL report from the finished jobs and keeps the
+    jobs file; --resume runs only the missing jobs, and its cells equal a fresh run's."""
+    eval_grid = _module()
+    out = tmp_path / "grid.md"
+    subset = ["--checkpoint", f"tiny={tiny_checkpoint}", "--out", str(out), "--matrices", "48x40",
+              "--modalities", "t2map", "--patterns", "Uniform", "ktGaussian", "--accelerations", "6",
+              "--jobs", "1", "--threads", "1"]
+    candidates = eval_grid.load_candidates([f"tiny={tiny_checkpoint}"])
+    jobs = eval_grid.grid_jobs([(48, 40)], ["t2map"], 1, patterns=["Uniform", "ktGaussian"])
+    first = eval_grid.run_job(jobs[0], candidates, [jobs[0].pattern], [6.0], "cpu", 1)
+    partial = out.with_name(out.name + ".partial.jsonl")
+    partial.write_text(json.dumps(first) + "\n")
+    assert eval_grid.main([*subset, "--report-only"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["missing_jobs"] == [jobs[1].key] and len(report["cells"]) == 1
+    assert "PARTIAL" in out.read_text() and partial.exists()
+    assert eval_grid.main([*subset, "--resume"]) == 0
+    resumed = json.loads(out.with_suffix(".json").read_text())
+    assert resumed["missing_jobs"] == [] and not partial.exists() and "PARTIAL" not in out.read_text()
+    fresh_out = tmp_path / "fresh.md"
+    assert eval_grid.main([*subset[:2], "--out", str(fresh_out), *subset[4:]]) == 0
+    fresh = json.loads(fresh_out.with_suffix(".json").read_text())
+    for a, b in zip(resumed["cells"], fresh["cells"]):
+        assert (a["pattern"], a["modality"]) == (b["pattern"], b["modality"])
+        for method in a["methods"]:
+            assert a["methods"][method]["psnr"] == pytest.approx(b["methods"][method]["psnr"], abs=1e-3)
