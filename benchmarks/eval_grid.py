@@ -307,13 +307,16 @@ def run_job(job: Job, candidates: Sequence[Candidate], patterns: Sequence[str], 
 def job_sentences(job: Job, candidates: Sequence[Candidate], patterns: Sequence[str],
                   accelerations: Sequence[float]) -> dict[str, set[str]]:
     """The sentences each text encoder is asked for on this slice, as ``evaluate_checkpoint``
-    builds them: ``{encoder name: {sentence, ...}}``."""
+    builds them (``{encoder name: {sentence, ...}}``), from the subject's parameters and the masks
+    alone (no simulation)."""
     from cardiomm_core.masks import make_mask
     from cardiomm_core.prompting import context_sentences, describe_sampling
     from train.evaluate import _mask_seed
 
-    sample = PreparedSlice(job)[0]
-    _, n_frames, n_ky, n_kx = sample.kspace.shape
+    source = PreparedSlice(job).source
+    params = source.subject_params(job.subject)  # the scan's context and shape, without simulating it
+    base_context = params.context()
+    n_frames, n_ky, n_kx = params.n_frames, params.matrix[1], params.matrix[0]  # readout oversampling removed
     out: dict[str, set[str]] = {}
     for pattern in [job.pattern]:
         for acceleration in accelerations:
@@ -322,7 +325,7 @@ def job_sentences(job: Job, candidates: Sequence[Candidate], patterns: Sequence[
                                  seed=_mask_seed(job.mask_seed, 0, pattern, float(acceleration)),
                                  convention=candidate.mask_convention)
                 core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]
-                context = sample.context.with_sampling(*describe_sampling(
+                context = base_context.with_sampling(*describe_sampling(
                     core_mask, declared_acceleration=mask.acceleration, convention=candidate.mask_convention))
                 out.setdefault(candidate.encoder, set()).update(context_sentences(context, candidate.style))
     return out
