@@ -274,8 +274,8 @@ def _row_dict(row: Any, method: str, job: Job) -> dict[str, Any]:
             "psnr": float(row.psnr), "ssim": float(row.ssim), "nmse": float(row.nmse)}
 
 
-def run_job(job: Job, candidates: Sequence[Candidate], patterns: Sequence[str], accelerations: Sequence[float],
-            device: str, threads: int) -> dict[str, Any]:
+def run_job(job: Job, candidates: Sequence[Candidate], accelerations: Sequence[float], device: str,
+            threads: int) -> dict[str, Any]:
     """Score the conventional methods and every candidate on one slice; returns
     ``{"key", "rows": [per-slice row dicts], "seconds": {method: s}}``."""
     from train.evaluate import evaluate_checkpoint
@@ -304,8 +304,7 @@ def run_job(job: Job, candidates: Sequence[Candidate], patterns: Sequence[str], 
     return {"key": job.key, "rows": rows, "seconds": seconds}
 
 
-def job_sentences(job: Job, candidates: Sequence[Candidate], patterns: Sequence[str],
-                  accelerations: Sequence[float]) -> dict[str, set[str]]:
+def job_sentences(job: Job, candidates: Sequence[Candidate], accelerations: Sequence[float]) -> dict[str, set[str]]:
     """The sentences each text encoder is asked for on this slice, as ``evaluate_checkpoint``
     builds them (``{encoder name: {sentence, ...}}``), from the subject's parameters and the masks
     alone (no simulation)."""
@@ -318,27 +317,27 @@ def job_sentences(job: Job, candidates: Sequence[Candidate], patterns: Sequence[
     base_context = params.context()
     n_frames, n_ky, n_kx = params.n_frames, params.matrix[1], params.matrix[0]  # readout oversampling removed
     out: dict[str, set[str]] = {}
-    for pattern in [job.pattern]:
-        for acceleration in accelerations:
-            for candidate in candidates:
-                mask = make_mask(pattern, float(acceleration), n_frames, n_ky, n_kx,
-                                 seed=_mask_seed(job.mask_seed, 0, pattern, float(acceleration)),
-                                 convention=candidate.mask_convention)
-                core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]
-                context = base_context.with_sampling(*describe_sampling(
-                    core_mask, declared_acceleration=mask.acceleration, convention=candidate.mask_convention))
-                out.setdefault(candidate.encoder, set()).update(context_sentences(context, candidate.style))
+    pattern = job.pattern
+    for acceleration in accelerations:
+        for candidate in candidates:
+            mask = make_mask(pattern, float(acceleration), n_frames, n_ky, n_kx,
+                             seed=_mask_seed(job.mask_seed, 0, pattern, float(acceleration)),
+                             convention=candidate.mask_convention)
+            core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]
+            context = base_context.with_sampling(*describe_sampling(
+                core_mask, declared_acceleration=mask.acceleration, convention=candidate.mask_convention))
+            out.setdefault(candidate.encoder, set()).update(context_sentences(context, candidate.style))
     return out
 
 
-def _worker(kind: str, job: Job, candidates: Sequence[Candidate], patterns: Sequence[str],
-            accelerations: Sequence[float], device: str, threads: int) -> dict[str, Any]:
+def _worker(kind: str, job: Job, candidates: Sequence[Candidate], accelerations: Sequence[float], device: str,
+            threads: int) -> dict[str, Any]:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     if kind == "sentences":
         torch.set_num_threads(max(1, int(threads)))
         return {"key": job.key, "sentences": {k: sorted(v) for k, v in
-                                              job_sentences(job, candidates, patterns, accelerations).items()}}
-    return run_job(job, candidates, patterns, accelerations, device, threads)
+                                              job_sentences(job, candidates, accelerations).items()}}
+    return run_job(job, candidates, accelerations, device, threads)
 
 
 def _duration(seconds: float) -> str:
@@ -352,8 +351,8 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def run_pool(kind: str, jobs: Sequence[Job], candidates: Sequence[Candidate], patterns: Sequence[str],
-             accelerations: Sequence[float], device: str, n_jobs: int, threads: int,
+def run_pool(kind: str, jobs: Sequence[Job], candidates: Sequence[Candidate], accelerations: Sequence[float],
+             device: str, n_jobs: int, threads: int,
              on_done: Any = None) -> list[dict[str, Any]]:
     """Run ``jobs`` in ``n_jobs`` processes (in this process when 1), a progress line with the ETA
     to stderr after each. ``on_done(result)`` is called as each finishes."""
@@ -380,11 +379,11 @@ def run_pool(kind: str, jobs: Sequence[Job], candidates: Sequence[Candidate], pa
     sys.stderr.flush()
     if n_jobs <= 1:
         for job in jobs:
-            finished(job, _worker(kind, job, candidates, patterns, accelerations, device, threads))
+            finished(job, _worker(kind, job, candidates, accelerations, device, threads))
         return results
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(max_workers=n_jobs, mp_context=context) as pool:
-        pending = {pool.submit(_worker, kind, job, candidates, patterns, accelerations, device, threads): job
+        pending = {pool.submit(_worker, kind, job, candidates, accelerations, device, threads): job
                    for job in jobs}
         try:
             for future in futures.as_completed(pending):
@@ -410,7 +409,8 @@ def cell_table(rows: Sequence[dict[str, Any]], candidates: Sequence[str]) -> lis
     order = {m: i for i, m in enumerate(sorted(matrices, key=lambda t: [int(v) for v in t.split("x")]))}
     cells = []
     for key in sorted(groups, key=lambda k: (order[k[0]], list(GRID_MODALITIES).index(k[1]) if k[1] in GRID_MODALITIES
-                                             else 99, k[2], k[3])):
+                                             else 99, GRID_PATTERNS.index(k[2]) if k[2] in GRID_PATTERNS else 99,
+                                             k[3])):
         by_method = groups[key]
         methods = {m: {"psnr": float(np.mean([r["psnr"] for r in rs])), "ssim": float(np.mean([r["ssim"] for r in rs])),
                        "nmse": float(np.mean([r["nmse"] for r in rs])), "n": len(rs)}
@@ -810,7 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.precompute_embeddings:
         from cardiomm_core.text import CachedEncoder, EmbeddingCache, get_encoder
 
-        results = run_pool("sentences", jobs, candidates, patterns, accelerations, "cpu", args.jobs, threads)
+        results = run_pool("sentences", jobs, candidates, accelerations, "cpu", args.jobs, threads)
         cache = EmbeddingCache()
         for encoder_name in sorted({c.encoder for c in candidates}):
             sentences = sorted({s for r in results for s in r["sentences"].get(encoder_name, [])})
@@ -846,7 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        results = [*done.values(), *run_pool("grid", todo, candidates, patterns, accelerations, args.device,
+        results = [*done.values(), *run_pool("grid", todo, candidates, accelerations, args.device,
                                              args.jobs, threads, keep)]
     except KeyboardInterrupt:
         print(f"eval_grid: stopped; finished jobs are in {partial} (--resume continues)", file=sys.stderr)

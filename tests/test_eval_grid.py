@@ -136,7 +136,7 @@ def test_report_only_marks_missing_jobs_and_resume_finishes_them(tiny_checkpoint
               "--jobs", "1", "--threads", "1"]
     candidates = eval_grid.load_candidates([f"tiny={tiny_checkpoint}"])
     jobs = eval_grid.grid_jobs([(48, 40)], ["t2map"], 1, patterns=["Uniform", "ktGaussian"])
-    first = eval_grid.run_job(jobs[0], candidates, [jobs[0].pattern], [6.0], "cpu", 1)
+    first = eval_grid.run_job(jobs[0], candidates, [6.0], "cpu", 1)
     partial = out.with_name(out.name + ".partial.jsonl")
     partial.write_text(json.dumps(first) + "\n")
     assert eval_grid.main([*subset, "--report-only"]) == 0
