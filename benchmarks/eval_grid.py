@@ -838,7 +838,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     todo = [j for j in jobs if j.key not in done] if args.grid and not args.report_only else []
     missing = [j.key for j in jobs if j.key not in done] if args.report_only else []
     if done:
-        sys.stderr.write(f"[eval_grid] resuming: {len(jobs) - len(todo)} of {len(jobs)} jobs already done\n")
+        n_done = sum(j.key in done for j in jobs)
+        sys.stderr.write(f"[eval_grid] {'reporting' if args.report_only else 'resuming'}: {n_done} of {len(jobs)} "
+                         "jobs done\n")
 
     def keep(result: dict[str, Any]) -> None:
         with open(partial, "a", encoding="utf-8") as handle:
