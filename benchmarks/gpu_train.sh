@@ -82,8 +82,10 @@ for cfg in $CONFIGS; do
   pid=$!
   # watchdog: SIGTERM to the trainer alone at +60 s (it stops after its step and checkpoints; its
   # loader workers are left to it), SIGKILL to it and its children at +72 s
-  ( sleep "$SOFT_LIMIT"; kill -0 "$pid" 2>/dev/null || exit 0; kill -TERM "$pid" 2>/dev/null
-    sleep $((HARD_LIMIT - SOFT_LIMIT)); pkill -KILL -P "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
+  # (the .ended mark, written as soon as the run is reaped, keeps it off a reused process id)
+  ( sleep "$SOFT_LIMIT"; [ -e "$WORK/$name.ended" ] && exit 0; kill -TERM "$pid" 2>/dev/null
+    sleep $((HARD_LIMIT - SOFT_LIMIT)); [ -e "$WORK/$name.ended" ] && exit 0
+    pkill -KILL -P "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
   ) >/dev/null 2>&1 &
   PIDS+=("$pid"); WATCHDOGS+=($!); NAMES+=("$name"); STARTS+=("$(date +%s)")
 done
@@ -91,8 +93,9 @@ done
 declare -a RUNS
 for k in "${!PIDS[@]}"; do
   wait "${PIDS[$k]}"; rc=$?
+  touch "$WORK/${NAMES[$k]}.ended"
   took=$(( $(date +%s) - ${STARTS[$k]} ))
-  pkill -P "${WATCHDOGS[$k]}" 2>/dev/null; kill "${WATCHDOGS[$k]}" 2>/dev/null
+  pkill -P "${WATCHDOGS[$k]}" 2>/dev/null  # its sleep; the watchdog then sees the mark and exits
   RUNS+=(--run "${NAMES[$k]}:$rc:$took")
   echo "== ${NAMES[$k]} ended: exit code $rc after ${took} s" | tee -a "$LOG"
 done
