@@ -849,7 +849,9 @@ class Trainer:
                 if self.val_set is not None and every_val and not self.stop_requested and (
                         (epoch_end and (self.epoch + 1) % every_val == 0) or (at_end and not epoch_end)
                         or (out_of_time and epoch_end)):
+                    paused = time.time()
                     self._validate_and_log(log)
+                    window_start += time.time() - paused  # seconds per step count training only
                 stop = at_end or (stop_after_steps is not None and self.step >= stop_after_steps)
                 if epoch_end:
                     self.epoch += 1
