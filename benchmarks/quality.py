@@ -121,6 +121,8 @@ def _init_worker(plan: Plan) -> None:
 
     torch.set_num_threads(max(1, plan.threads))
     logging.getLogger().setLevel(logging.WARNING)
+    if plan.n_acs is not None:  # --quick: tiny grids, where the masks' R is approximate (said once per mask)
+        logging.getLogger("cardiomm_core.masks").setLevel(logging.ERROR)
     _WORKER.clear()
     _WORKER["plan"] = plan
     _WORKER["datasets"] = {}
@@ -462,6 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="tiny matrices, 4 frames, 3 settings, fewer CS iterations: a small table in minutes")
     parser.add_argument("--subjects", type=int, default=3, help="subjects per matrix (cycling cine, T1, T2; default 3)")
     parser.add_argument("--matrices", default=None, help="e.g. 128x112,96x80 (default; --quick: 32x28,28x24)")
+    parser.add_argument("--settings", default=None,
+                        help="a subset of pattern:R settings, e.g. ktRadial:16,Uniform:8 (default: the issue's 15)")
     parser.add_argument("--convention", default="2024", choices=("2023", "2024", "2025"),
                         help="CMRxRecon normalisation of the scores (default 2024)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
@@ -491,14 +495,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             matrices = QUICK_MATRICES if args.quick else MATRICES
         if any(len(m) != 2 or min(m) < 8 for m in matrices):
             raise ValueError(f"--matrices: expected NXxNY pairs of at least 8, got {args.matrices!r}")
+        settings = QUICK_SETTINGS if args.quick else SETTINGS
+        if args.settings:
+            settings = tuple((p.split(":")[0].strip(), float(p.split(":")[1])) for p in args.settings.split(","))
+            from cardiomm_core.masks import MASK_PATTERNS
+
+            bad = [p for p, _ in settings if p not in MASK_PATTERNS]
+            if bad:
+                raise ValueError(f"--settings: unknown pattern(s) {bad}; known: {list(MASK_PATTERNS)}")
         if args.subjects < 1:
             raise ValueError(f"--subjects must be >= 1, got {args.subjects}")
-    except ValueError as error:
+    except (ValueError, IndexError) as error:
         sys.stderr.write(f"quality: error: {error}\n")
         return 2
+    if args.quick:  # tiny grids: the mask generators say each time that R is approximate there
+        logging.getLogger("cardiomm_core.masks").setLevel(logging.ERROR)
     plan = Plan(matrices=matrices, n_subjects=args.subjects, n_frames=4 if args.quick else 12,
                 n_coils=5 if args.quick else 10, n_virtual=4 if args.quick else 8,
-                settings=QUICK_SETTINGS if args.quick else SETTINGS, methods=tuple(methods),
+                settings=settings, methods=tuple(methods),
                 checkpoints=tuple((n, p) for n, p in checkpoints if n in methods), convention=args.convention,
                 device=args.device, threads=args.threads, n_acs=6 if args.quick else None,
                 cs_max_iter=20 if args.quick else None)
