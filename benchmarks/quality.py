@@ -422,9 +422,30 @@ def write_report(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
                                         indent=1) + "\n", encoding="utf-8")
     write_markdown(paths["markdown"], rows, meta)
     if figures:
-        for i, path in enumerate(write_figures(out, figures, tuple(meta["figure_setting"]))):
+        # the figures' frames travel with the JSON (--merge draws the figures of several runs)
+        paths["frames"] = out / "quality_frames.npz"
+        np.savez_compressed(paths["frames"], **{f"{modality}|{method}": frames.astype(np.float16)
+                                                for modality, by_method in figures.items()
+                                                for method, frames in by_method.items()})
+        try:
+            drawn = write_figures(out, figures, tuple(meta["figure_setting"]))
+        except ImportError as error:  # pillow missing (e.g. a bare GPU machine): frames kept, figures later
+            logger.warning("no figures (%s); they are drawn by --merge from %s", error, paths["frames"])
+            drawn = []
+        for i, path in enumerate(drawn):
             paths[f"figure{i}"] = path
     return paths
+
+
+def read_frames(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The figure frames a run saved (``quality_frames.npz``): modality -> method -> ``(2, y, x)``."""
+    figures: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    if path.is_file():
+        with np.load(path) as data:
+            for key in data.files:
+                modality, method = key.split("|", 1)
+                figures[modality][method] = data[key].astype(np.float32)
+    return dict(figures)
 
 
 def merge(paths: Sequence[str], out: Path, command: str) -> dict[str, Path]:
@@ -432,9 +453,12 @@ def merge(paths: Sequence[str], out: Path, command: str) -> dict[str, Path]:
     (method, matrix, subject, setting) scored twice keeps the last file's)."""
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     metas = []
+    figures: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     for path in paths:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         metas.append(data)
+        for modality, by_method in read_frames(Path(path).with_name("quality_frames.npz")).items():
+            figures[modality].update(by_method)
         for row in data["rows"]:
             rows[(row["method"], row["matrix"], row["subject"], row["pattern"], row["acceleration"])] = row
     meta = dict(metas[-1])
@@ -448,7 +472,7 @@ def merge(paths: Sequence[str], out: Path, command: str) -> dict[str, Path]:
     for m in metas:
         timing.update(m.get("seconds_per_slice") or {})
     meta["seconds_per_slice"] = timing
-    return write_report(out, list(rows.values()), meta)
+    return write_report(out, list(rows.values()), meta, dict(figures))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

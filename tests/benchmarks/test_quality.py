@@ -84,6 +84,9 @@ def test_quality_runs_end_to_end_on_tiny_sizes(twins, tmp_path):
     merged = tmp_path / "merged"
     assert quality.main(["--merge", str(again / "quality.json"), str(out / "quality.json"), "--out", str(merged)]) == 0
     assert {r["method"] for r in json.loads((merged / "quality.json").read_text())["rows"]} == methods
+    frames = quality.read_frames(merged / "quality_frames.npz")
+    assert set(frames) == {"Cine", "T1 mapping", "T2 mapping"} and set(frames["Cine"]) == methods | {"reference"}
+    assert (merged / "quality_cine.png").stat().st_size > 0
 
 
 def test_quality_refuses_bad_arguments_in_one_line(tmp_path, capsys):
