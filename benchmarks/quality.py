@@ -8,8 +8,8 @@
         # methods on a GPU machine, CS on a CPU one): the data and masks are functions of the seeds
 
 Data: held-out synthetic subjects (seeds ``HELDOUT_SEED + i`` for matrix i, which no training
-config and not the CS tuning use), one per modality and matrix by default (cine, T1 mapping, T2
-mapping; 128 x 112 and 96 x 80; 12 frames), prepared as the chain prepares them: 10 receive
+config and not the CS tuning use), one per modality and matrix by default (cine with 12 phases,
+T1 mapping with 9 weightings, T2 mapping with 3; 128 x 112 and 96 x 80), prepared as the chain prepares them: 10 receive
 coils, noise-prewhitened and SVD-compressed to 8 virtual coils (``train.data.synthetic``, the
 trainer's own preparation), scored against the noise-free root-sum-of-squares image.
 
@@ -62,6 +62,8 @@ logger = logging.getLogger("benchmarks.quality")
 
 #: Seed of the held-out subjects of matrix 0 (matrix i uses HELDOUT_SEED + i).
 HELDOUT_SEED = 700000
+#: Frames of the held-out subjects: cine phases, MOLLI's T1 weightings, T2 preparations (CMRxRecon's).
+HELDOUT_FRAMES = {"cine": 12, "t1map": 9, "t2map": 3}
 #: Sampling settings of the table (issue 14).
 SETTINGS: tuple[tuple[str, float], ...] = (
     ("Uniform", 4.0), ("Uniform", 8.0), ("Uniform", 10.0),
@@ -101,10 +103,13 @@ class Plan:
     def dataset(self, matrix_index: int) -> Any:
         from train.data.synthetic import SyntheticCardiacDataset
 
+        frames = None if self.n_frames < max(HELDOUT_FRAMES.values()) else \
+            {modality: (n, n) for modality, n in HELDOUT_FRAMES.items()}
         return SyntheticCardiacDataset(self.n_subjects, seed=HELDOUT_SEED + matrix_index,
                                        matrix=self.matrices[matrix_index], n_frames=self.n_frames,
                                        n_coils=self.n_coils, readout_oversampling=1, prewhiten=True,
-                                       compress_coils=self.n_virtual, target="noise_free")
+                                       compress_coils=self.n_virtual, target="noise_free",
+                                       frames_by_modality=frames)
 
 
 def label(method: str) -> str:
@@ -549,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(args.device), "versions": _versions(), "device": args.device,
         "data": (f"held-out synthetic subjects (seeds {HELDOUT_SEED}+, {args.subjects} per matrix, cycling cine / "
-                 f"T1 / T2 mapping), matrices {', '.join(f'{a}x{b}' for a, b in matrices)}, {plan.n_frames} frames, "
+                 f"T1 / T2 mapping), matrices {', '.join(f'{a}x{b}' for a, b in matrices)}, "
+                 f"{'12 / 9 / 3' if plan.n_frames == 12 else plan.n_frames} frames, "
                  f"{plan.n_coils} coils prewhitened and compressed to {plan.n_virtual} virtual coils (the chain's "
                  "preparation), noise-free RSS reference"),
         "scores": (f"PSNR / SSIM / NMSE per frame after the CMRxRecon {args.convention} normalisation and the "

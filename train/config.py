@@ -73,7 +73,16 @@ class SyntheticSource:
 
     ``prewhiten`` / ``compress_coils``: the coil mixing of the Gadgetron chain (NoiseAdjust,
     CoilCompression) applied to the k-space; ``target``: "rss" (the noisy fully sampled RSS, the
-    CMRxRecon convention) or "noise_free" (the RSS of the noise-free coil images)."""
+    CMRxRecon convention) or "noise_free" (the RSS of the noise-free coil images).
+
+    Varied acquisitions, per subject from (seed, subject) (all null by default: the fixed
+    ``matrix`` / ``n_frames`` / ``n_coils`` / ``noise_level``): ``nx_range`` / ``ny_range``
+    (inclusive ``[low, high]`` of the recon readout / phase matrix), ``coils_range`` (receive coils
+    before ``compress_coils``, which then keeps ``min(compress_coils, coils)``),
+    ``frames_by_modality`` (``{cine: [8, 30], t1map: [9, 9], t2map: [3, 3]}``), ``noise_range``
+    (log-uniform noise level), ``scanners`` (``[[field T, vendor, model], ...]``; null: 3 T Siemens
+    Vida, or ``scanner_set: varied`` for twelve 1.5 T / 3 T systems of four vendors) and
+    ``scanner_choice`` ("cycle": in turn over subjects; "random": drawn per subject)."""
 
     kind: str = "synthetic"
     n_subjects: int = 16
@@ -88,6 +97,14 @@ class SyntheticSource:
     prewhiten: bool = False
     compress_coils: Union[int, None] = None
     target: str = "rss"
+    nx_range: Union[tuple[int, int], None] = None
+    ny_range: Union[tuple[int, int], None] = None
+    coils_range: Union[tuple[int, int], None] = None
+    frames_by_modality: Union[dict[str, tuple[int, int]], None] = None
+    noise_range: Union[tuple[float, float], None] = None
+    scanners: Union[tuple[tuple[float, str, str], ...], None] = None
+    scanner_set: str = "default"
+    scanner_choice: str = "cycle"
 
 
 @dataclass
@@ -147,8 +164,12 @@ class DataConfig:
     """Training and validation sources, the undersampling draws and the loader.
 
     ``batch_size`` is per process (GPU); examples of one batch must have equal shapes (1 is the
-    usual setting for mixed cardiac data). ``val_undersampling`` None uses ``undersampling``;
-    validation masks are fixed (the same for an item in every epoch).
+    usual setting for mixed cardiac data; varied synthetic sources need 1). ``val_undersampling``
+    None uses ``undersampling``; validation masks are fixed (the same for an item in every epoch).
+    ``sim_cache``: keep simulated synthetic slices on disk and read them back on later visits
+    (later epochs, a resumed run, other runs with the same data): null (off), "run" (under
+    ``run_dir/sim_cache``) or a folder (shareable by concurrent runs; entries are named by a
+    fingerprint of the source's parameters and written atomically).
     """
 
     train: list[SourceConfig] = field(default_factory=lambda: [SyntheticSource()])
@@ -157,6 +178,7 @@ class DataConfig:
     val_undersampling: Union[UndersamplingConfig, None] = None
     batch_size: int = 1
     num_workers: int = 0
+    sim_cache: Union[str, None] = None
 
 
 @dataclass
@@ -241,10 +263,13 @@ class TrainLoopConfig:
     ``deterministic``: ``torch.use_deterministic_algorithms`` (bit-identical resume on the CPU).
     ``device``: "auto", "cpu" or "cuda" (under torchrun each process takes ``cuda:LOCAL_RANK``).
     ``threads``: torch CPU threads (None: torch's default).
-    ``max_seconds``: a wall-clock budget for one ``fit`` call (None: none): once that many seconds
-    have passed since it started, the run checkpoints and stops after the current optimiser step,
-    as a planned interruption (the schedule still spans the planned length; the log says
-    "stopped"). For comparisons at an equal time budget (``train/configs/bench_*_gpu.yaml``).
+    ``max_seconds``: a wall-clock budget for this process's training loop (None: none): once it
+    is spent the run stops after the current optimiser step, validates (when it has validation
+    data), checkpoints and returns, as at the planned end; the schedule keeps its planned length.
+    Several runs given the same budget can be compared.
+    ``cuda_memory_fraction``: the share of the GPU's memory this process may take
+    (``torch.cuda.set_per_process_memory_fraction``; None: all), for runs that share one GPU; a
+    training slice that does not fit is skipped with a warning (single-process runs).
     """
 
     epochs: int = 1
@@ -256,13 +281,18 @@ class TrainLoopConfig:
     deterministic: bool = False
     device: str = "auto"
     threads: Union[int, None] = None
+    cuda_memory_fraction: Union[float, None] = None
 
 
 @dataclass
 class ValidationConfig:
-    """Validation at every epoch end: PSNR / SSIM / NMSE (``cardiomm_core.metrics.evaluate``)."""
+    """Validation at every epoch end: PSNR / SSIM / NMSE (``cardiomm_core.metrics.evaluate``).
+
+    ``at_start``: also validate before the first step of a fresh run (the starting weights, e.g.
+    those of ``model.init_from``, on the same validation set), logged at step 0."""
 
     every_epochs: int = 1
+    at_start: bool = False
     max_items: Union[int, None] = None
     convention: str = "2024"
     crop: bool = True
@@ -426,6 +456,15 @@ def _validate(cfg: TrainConfig) -> None:
                 _check(len(source.paths) > 0, f"{where}.paths", "must list at least one file")
             if isinstance(source, SyntheticSource):
                 _check(source.n_subjects >= 1, f"{where}.n_subjects", "must be >= 1")
+                _check(source.scanner_set in ("default", "varied"), f"{where}.scanner_set",
+                       f"must be 'default' or 'varied', got {source.scanner_set!r}")
+                _check(source.scanners is None or source.scanner_set == "default", f"{where}.scanners",
+                       "give scanners or scanner_set: varied, not both")
+                if split == "train" and cfg.data.batch_size > 1:
+                    varied = (source.nx_range, source.ny_range, source.coils_range, source.frames_by_modality)
+                    _check(all(v is None for v in varied), "data.batch_size",
+                           f"must be 1 with varied synthetic geometry ({where}): examples of one batch must have "
+                           "equal shapes")
     _check(cfg.data.batch_size >= 1, "data.batch_size", f"must be >= 1, got {cfg.data.batch_size}")
     _check(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}")
     _check(cfg.prompt.style in ("project", "official"), "prompt.style",
@@ -445,12 +484,14 @@ def _validate(cfg: TrainConfig) -> None:
            f"must be an odd integer >= 3, got {cfg.loss.ssim_window}")
     _check(cfg.train.epochs >= 1, "train.epochs", f"must be >= 1, got {cfg.train.epochs}")
     _check(cfg.train.max_steps is None or cfg.train.max_steps >= 1, "train.max_steps", "must be >= 1 or null")
-    _check(cfg.train.max_seconds is None or cfg.train.max_seconds > 0, "train.max_seconds", "must be > 0 or null")
     _check(cfg.train.grad_accum >= 1, "train.grad_accum", f"must be >= 1, got {cfg.train.grad_accum}")
     _check(cfg.train.grad_clip is None or cfg.train.grad_clip >= 0, "train.grad_clip", "must be >= 0 or null")
     _check(cfg.train.device in ("auto", "cpu", "cuda"), "train.device",
            f"must be 'auto', 'cpu' or 'cuda', got {cfg.train.device!r}")
     _check(cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", "must be >= 1 or null")
+    _check(cfg.train.max_seconds is None or cfg.train.max_seconds > 0, "train.max_seconds", "must be > 0 or null")
+    _check(cfg.train.cuda_memory_fraction is None or 0 < cfg.train.cuda_memory_fraction <= 1,
+           "train.cuda_memory_fraction", "must lie in (0, 1] or be null")
     _check(cfg.validation.every_epochs >= 0, "validation.every_epochs", "must be >= 0 (0: never)")
     _check(cfg.validation.convention in CONVENTIONS, "validation.convention",
            f"must be one of {list(CONVENTIONS)}, got {cfg.validation.convention!r}")
