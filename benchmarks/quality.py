@@ -208,6 +208,46 @@ def score_job(job: tuple[int, int, int]) -> dict[str, Any]:
             "modality": sample.context.modality}
 
 
+def prefill_embeddings(plan: Plan, cache_dir: str | os.PathLike[str]) -> int:
+    """Write every sentence pair the checkpoints of ``plan`` will be told (held-out contexts x
+    settings, in each checkpoint's style and mask convention) into the embedding cache at
+    ``cache_dir``, with their real encoders; return how many sentences were written. A machine
+    without the text encoder (a bare GPU machine) then scores from that cache
+    (``CARDIOMM_CACHE_DIR``). Hashing encoders need no cache and are skipped."""
+    import torch
+
+    from cardiomm_core.checkpoint import read_checkpoint_meta
+    from cardiomm_core.masks import make_mask
+    from cardiomm_core.prompting import PromptSpec, context_sentences, describe_sampling
+    from cardiomm_core.text import CachedEncoder, EmbeddingCache, get_encoder
+    from train.evaluate import _mask_seed
+
+    count = 0
+    for name, path in plan.checkpoints:
+        meta = read_checkpoint_meta(path)
+        if meta.text_encoder_name.startswith("hashing"):
+            continue
+        encoder = CachedEncoder(get_encoder(meta.text_encoder_name), EmbeddingCache(cache_dir))
+        prompt = PromptSpec.from_dict(meta.prompt)
+        sentences: set[str] = set()
+        for matrix_index in range(len(plan.matrices)):
+            dataset = plan.dataset(matrix_index)
+            for subject in range(plan.n_subjects):
+                sample = dataset[subject]
+                n_c, n_t, n_ky, n_kx = sample.kspace.shape
+                for pattern, acceleration in plan.settings:
+                    mask = make_mask(pattern, acceleration, n_t, n_ky, n_kx, n_acs=plan.n_acs,
+                                     seed=_mask_seed(plan.seed + matrix_index, subject, pattern, acceleration))
+                    core = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]
+                    context = sample.context.with_sampling(*describe_sampling(
+                        core, declared_acceleration=mask.acceleration, convention=prompt.mask_convention))
+                    sentences.update(context_sentences(context, prompt.style))
+        encoder.encode(sorted(sentences))
+        count += len(sentences)
+        logger.info("%s: %d sentences of %s in %s", name, len(sentences), meta.text_encoder_name, cache_dir)
+    return count
+
+
 def plan_figure_setting(plan: Plan) -> tuple[str, float]:
     return FIGURE_SETTING if FIGURE_SETTING in plan.settings else next(
         (s for s in plan.settings if s[0] != "Uniform"), plan.settings[0])
@@ -501,6 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--device", default="cpu", help="device of the learned methods: cpu, cuda, auto")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="merge quality.json files")
+    parser.add_argument("--prefill-embeddings", default=None, metavar="DIR",
+                        help="only write the sentences the checkpoints will read into the embedding cache DIR "
+                             "(run where the text encoder is installed; then CARDIOMM_CACHE_DIR=DIR elsewhere)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -545,6 +588,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 checkpoints=tuple((n, p) for n, p in checkpoints if n in methods), convention=args.convention,
                 device=args.device, threads=args.threads, n_acs=6 if args.quick else None,
                 cs_max_iter=20 if args.quick else None)
+    if args.prefill_embeddings:
+        count = prefill_embeddings(plan, args.prefill_embeddings)
+        sys.stderr.write(f"[quality] {count} sentences in the embedding cache {args.prefill_embeddings}\n")
+        return 0
     from benchmarks.cs import load_tuned_settings
 
     cs_settings, cs_source = load_tuned_settings()
