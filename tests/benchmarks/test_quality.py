@@ -106,3 +106,10 @@ def test_cs_tuning_writes_its_choice(tmp_path):
 
     settings, source = load_tuned_settings(tmp_path / "cs_tuning.json")
     assert settings.lamda_wavelet == data["best"]["lamda_wavelet"] and "tuned on seed" in source
+
+
+def test_prefill_skips_hashing_encoders_and_says_so(twins, tmp_path, capsys):
+    args = ["--quick", "--subjects", "1", "--matrices", "24x20", "--prefill-embeddings", str(tmp_path / "cache"),
+            f"--checkpoint=varnet={twins / 'varnet.safetensors'}", f"--checkpoint=cardiosm={twins / 'cardiosm.safetensors'}"]
+    assert quality.main(args) == 0
+    assert "0 sentences" in capsys.readouterr().err  # both read hashing encoders: nothing to carry
