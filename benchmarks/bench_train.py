@@ -62,7 +62,7 @@ def twin_overrides(name: str, steps: int = 4) -> list[str]:
     return [
         f"data.train=[{_TINY_SOURCE % (12, 0, 32, 28)}, {_TINY_SOURCE % (12, 1, 24, 20)}]",
         f"data.val=[{_TINY_SOURCE % (1, 100000, 32, 28)}]",
-        "data.num_workers=0", "data.undersampling.n_acs=6", "data.undersampling.accelerations=[4, 8]",
+        "data.num_workers=0", "data.sim_cache=null", "data.undersampling.n_acs=6", "data.undersampling.accelerations=[4, 8]",
         *_TINY_MODELS[name],
         f"train.max_steps={steps}", "train.max_seconds=600", "train.device=cpu", "train.threads=1",
         "schedule.warmup_steps=1", "checkpoint.every_steps=0", "log.every_steps=1", "log.progress=false",
@@ -120,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.tiny:  # tiny grids: the mask generators say each time that R is approximate there
+        logging.getLogger("cardiomm_core.masks").setLevel(logging.ERROR)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown or not names:

@@ -8,8 +8,8 @@
         # methods on a GPU machine, CS on a CPU one): the data and masks are functions of the seeds
 
 Data: held-out synthetic subjects (seeds ``HELDOUT_SEED + i`` for matrix i, which no training
-config and not the CS tuning use), one per modality and matrix by default (cine, T1 mapping, T2
-mapping; 128 x 112 and 96 x 80; 12 frames), prepared as the chain prepares them: 10 receive
+config and not the CS tuning use), one per modality and matrix by default (cine with 12 phases,
+T1 mapping with 9 weightings, T2 mapping with 3; 128 x 112 and 96 x 80), prepared as the chain prepares them: 10 receive
 coils, noise-prewhitened and SVD-compressed to 8 virtual coils (``train.data.synthetic``, the
 trainer's own preparation), scored against the noise-free root-sum-of-squares image.
 
@@ -62,6 +62,8 @@ logger = logging.getLogger("benchmarks.quality")
 
 #: Seed of the held-out subjects of matrix 0 (matrix i uses HELDOUT_SEED + i).
 HELDOUT_SEED = 700000
+#: Frames of the held-out subjects: cine phases, MOLLI's T1 weightings, T2 preparations (CMRxRecon's).
+HELDOUT_FRAMES = {"cine": 12, "t1map": 9, "t2map": 3}
 #: Sampling settings of the table (issue 14).
 SETTINGS: tuple[tuple[str, float], ...] = (
     ("Uniform", 4.0), ("Uniform", 8.0), ("Uniform", 10.0),
@@ -101,10 +103,13 @@ class Plan:
     def dataset(self, matrix_index: int) -> Any:
         from train.data.synthetic import SyntheticCardiacDataset
 
+        frames = None if self.n_frames < max(HELDOUT_FRAMES.values()) else \
+            {modality: (n, n) for modality, n in HELDOUT_FRAMES.items()}
         return SyntheticCardiacDataset(self.n_subjects, seed=HELDOUT_SEED + matrix_index,
                                        matrix=self.matrices[matrix_index], n_frames=self.n_frames,
                                        n_coils=self.n_coils, readout_oversampling=1, prewhiten=True,
-                                       compress_coils=self.n_virtual, target="noise_free")
+                                       compress_coils=self.n_virtual, target="noise_free",
+                                       frames_by_modality=frames)
 
 
 def label(method: str) -> str:
@@ -121,6 +126,8 @@ def _init_worker(plan: Plan) -> None:
 
     torch.set_num_threads(max(1, plan.threads))
     logging.getLogger().setLevel(logging.WARNING)
+    if plan.n_acs is not None:  # --quick: tiny grids, where the masks' R is approximate (said once per mask)
+        logging.getLogger("cardiomm_core.masks").setLevel(logging.ERROR)
     _WORKER.clear()
     _WORKER["plan"] = plan
     _WORKER["datasets"] = {}
@@ -199,6 +206,46 @@ def score_job(job: tuple[int, int, int]) -> dict[str, Any]:
         frames["reference"] = target[[0, n_t // 2]].astype(np.float32)
     return {"job": list(job), "rows": rows, "seconds": seconds, "frames": frames,
             "modality": sample.context.modality}
+
+
+def prefill_embeddings(plan: Plan, cache_dir: str | os.PathLike[str]) -> int:
+    """Write every sentence pair the checkpoints of ``plan`` will be told (held-out contexts x
+    settings, in each checkpoint's style and mask convention) into the embedding cache at
+    ``cache_dir``, with their real encoders; return how many sentences were written. A machine
+    without the text encoder (a bare GPU machine) then scores from that cache
+    (``CARDIOMM_CACHE_DIR``). Hashing encoders need no cache and are skipped."""
+    import torch
+
+    from cardiomm_core.checkpoint import read_checkpoint_meta
+    from cardiomm_core.masks import make_mask
+    from cardiomm_core.prompting import PromptSpec, context_sentences, describe_sampling
+    from cardiomm_core.text import CachedEncoder, EmbeddingCache, get_encoder
+    from train.evaluate import _mask_seed
+
+    count = 0
+    for name, path in plan.checkpoints:
+        meta = read_checkpoint_meta(path)
+        if meta.text_encoder_name.startswith("hashing"):
+            continue
+        encoder = CachedEncoder(get_encoder(meta.text_encoder_name), EmbeddingCache(cache_dir))
+        prompt = PromptSpec.from_dict(meta.prompt)
+        sentences: set[str] = set()
+        for matrix_index in range(len(plan.matrices)):
+            dataset = plan.dataset(matrix_index)
+            for subject in range(plan.n_subjects):
+                sample = dataset[subject]
+                n_c, n_t, n_ky, n_kx = sample.kspace.shape
+                for pattern, acceleration in plan.settings:
+                    mask = make_mask(pattern, acceleration, n_t, n_ky, n_kx, n_acs=plan.n_acs,
+                                     seed=_mask_seed(plan.seed + matrix_index, subject, pattern, acceleration))
+                    core = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]
+                    context = sample.context.with_sampling(*describe_sampling(
+                        core, declared_acceleration=mask.acceleration, convention=prompt.mask_convention))
+                    sentences.update(context_sentences(context, prompt.style))
+        encoder.encode(sorted(sentences))
+        count += len(sentences)
+        logger.info("%s: %d sentences of %s in %s", name, len(sentences), meta.text_encoder_name, cache_dir)
+    return count
 
 
 def plan_figure_setting(plan: Plan) -> tuple[str, float]:
@@ -420,9 +467,30 @@ def write_report(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
                                         indent=1) + "\n", encoding="utf-8")
     write_markdown(paths["markdown"], rows, meta)
     if figures:
-        for i, path in enumerate(write_figures(out, figures, tuple(meta["figure_setting"]))):
+        # the figures' frames travel with the JSON (--merge draws the figures of several runs)
+        paths["frames"] = out / "quality_frames.npz"
+        np.savez_compressed(paths["frames"], **{f"{modality}|{method}": frames.astype(np.float16)
+                                                for modality, by_method in figures.items()
+                                                for method, frames in by_method.items()})
+        try:
+            drawn = write_figures(out, figures, tuple(meta["figure_setting"]))
+        except ImportError as error:  # pillow missing (e.g. a bare GPU machine): frames kept, figures later
+            logger.warning("no figures (%s); they are drawn by --merge from %s", error, paths["frames"])
+            drawn = []
+        for i, path in enumerate(drawn):
             paths[f"figure{i}"] = path
     return paths
+
+
+def read_frames(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The figure frames a run saved (``quality_frames.npz``): modality -> method -> ``(2, y, x)``."""
+    figures: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    if path.is_file():
+        with np.load(path) as data:
+            for key in data.files:
+                modality, method = key.split("|", 1)
+                figures[modality][method] = data[key].astype(np.float32)
+    return dict(figures)
 
 
 def merge(paths: Sequence[str], out: Path, command: str) -> dict[str, Path]:
@@ -430,9 +498,12 @@ def merge(paths: Sequence[str], out: Path, command: str) -> dict[str, Path]:
     (method, matrix, subject, setting) scored twice keeps the last file's)."""
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     metas = []
+    figures: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     for path in paths:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         metas.append(data)
+        for modality, by_method in read_frames(Path(path).with_name("quality_frames.npz")).items():
+            figures[modality].update(by_method)
         for row in data["rows"]:
             rows[(row["method"], row["matrix"], row["subject"], row["pattern"], row["acceleration"])] = row
     meta = dict(metas[-1])
@@ -446,7 +517,7 @@ def merge(paths: Sequence[str], out: Path, command: str) -> dict[str, Path]:
     for m in metas:
         timing.update(m.get("seconds_per_slice") or {})
     meta["seconds_per_slice"] = timing
-    return write_report(out, list(rows.values()), meta)
+    return write_report(out, list(rows.values()), meta, dict(figures))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -462,12 +533,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="tiny matrices, 4 frames, 3 settings, fewer CS iterations: a small table in minutes")
     parser.add_argument("--subjects", type=int, default=3, help="subjects per matrix (cycling cine, T1, T2; default 3)")
     parser.add_argument("--matrices", default=None, help="e.g. 128x112,96x80 (default; --quick: 32x28,28x24)")
+    parser.add_argument("--settings", default=None,
+                        help="a subset of pattern:R settings, e.g. ktRadial:16,Uniform:8 (default: the issue's 15)")
     parser.add_argument("--convention", default="2024", choices=("2023", "2024", "2025"),
                         help="CMRxRecon normalisation of the scores (default 2024)")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     parser.add_argument("--device", default="cpu", help="device of the learned methods: cpu, cuda, auto")
     parser.add_argument("--merge", nargs="+", default=None, metavar="JSON", help="merge quality.json files")
+    parser.add_argument("--prefill-embeddings", default=None, metavar="DIR",
+                        help="only write the sentences the checkpoints will read into the embedding cache DIR "
+                             "(run where the text encoder is installed; then CARDIOMM_CACHE_DIR=DIR elsewhere)")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
@@ -491,17 +567,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             matrices = QUICK_MATRICES if args.quick else MATRICES
         if any(len(m) != 2 or min(m) < 8 for m in matrices):
             raise ValueError(f"--matrices: expected NXxNY pairs of at least 8, got {args.matrices!r}")
+        settings = QUICK_SETTINGS if args.quick else SETTINGS
+        if args.settings:
+            settings = tuple((p.split(":")[0].strip(), float(p.split(":")[1])) for p in args.settings.split(","))
+            from cardiomm_core.masks import MASK_PATTERNS
+
+            bad = [p for p, _ in settings if p not in MASK_PATTERNS]
+            if bad:
+                raise ValueError(f"--settings: unknown pattern(s) {bad}; known: {list(MASK_PATTERNS)}")
         if args.subjects < 1:
             raise ValueError(f"--subjects must be >= 1, got {args.subjects}")
-    except ValueError as error:
+    except (ValueError, IndexError) as error:
         sys.stderr.write(f"quality: error: {error}\n")
         return 2
+    if args.quick:  # tiny grids: the mask generators say each time that R is approximate there
+        logging.getLogger("cardiomm_core.masks").setLevel(logging.ERROR)
     plan = Plan(matrices=matrices, n_subjects=args.subjects, n_frames=4 if args.quick else 12,
                 n_coils=5 if args.quick else 10, n_virtual=4 if args.quick else 8,
-                settings=QUICK_SETTINGS if args.quick else SETTINGS, methods=tuple(methods),
+                settings=settings, methods=tuple(methods),
                 checkpoints=tuple((n, p) for n, p in checkpoints if n in methods), convention=args.convention,
                 device=args.device, threads=args.threads, n_acs=6 if args.quick else None,
                 cs_max_iter=20 if args.quick else None)
+    if args.prefill_embeddings:
+        count = prefill_embeddings(plan, args.prefill_embeddings)
+        sys.stderr.write(f"[quality] {count} sentences in the embedding cache {args.prefill_embeddings}\n")
+        return 0
     from benchmarks.cs import load_tuned_settings
 
     cs_settings, cs_source = load_tuned_settings()
@@ -511,7 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": _machine(args.device), "versions": _versions(), "device": args.device,
         "data": (f"held-out synthetic subjects (seeds {HELDOUT_SEED}+, {args.subjects} per matrix, cycling cine / "
-                 f"T1 / T2 mapping), matrices {', '.join(f'{a}x{b}' for a, b in matrices)}, {plan.n_frames} frames, "
+                 f"T1 / T2 mapping), matrices {', '.join(f'{a}x{b}' for a, b in matrices)}, "
+                 f"{'12 / 9 / 3' if plan.n_frames == 12 else plan.n_frames} frames, "
                  f"{plan.n_coils} coils prewhitened and compressed to {plan.n_virtual} virtual coils (the chain's "
                  "preparation), noise-free RSS reference"),
         "scores": (f"PSNR / SSIM / NMSE per frame after the CMRxRecon {args.convention} normalisation and the "

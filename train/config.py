@@ -233,11 +233,15 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr`` at
-    the last step (``kind: constant`` keeps ``lr`` after the warm-up)."""
+    the last step (``kind: constant`` keeps ``lr`` after the warm-up). ``by_time`` (with
+    ``train.max_seconds``): the schedule's position is the further along of steps / planned steps
+    and seconds / max_seconds, so the cosine reaches its end when either budget runs out (runs
+    compared at an equal wall-clock budget; the learning rate then depends on the machine's speed)."""
 
     kind: str = "cosine"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
+    by_time: bool = False
 
 
 @dataclass
@@ -277,7 +281,6 @@ class TrainLoopConfig:
     deterministic: bool = False
     device: str = "auto"
     threads: Union[int, None] = None
-    max_seconds: Union[float, None] = None
     cuda_memory_fraction: Union[float, None] = None
 
 

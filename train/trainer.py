@@ -552,8 +552,16 @@ class Trainer:
             lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
         schedule = cfg.schedule
         total = self.total_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, total, schedule.warmup_steps, schedule.kind, schedule.min_lr_ratio))
+        #: fraction of the wall-clock budget spent (schedule.by_time with train.max_seconds), set by fit
+        self.time_progress = 0.0
+
+        def factor(step: int) -> float:
+            if schedule.by_time and cfg.train.max_seconds:
+                # the schedule ends when either budget does: steps or seconds, whichever is further along
+                step = max(step, int(self.time_progress * total))
+            return lr_factor(step, total, schedule.warmup_steps, schedule.kind, schedule.min_lr_ratio)
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.loss_fn = ReconLoss(cfg.loss.ssim_weight, cfg.loss.l1_weight, cfg.loss.ssim_window)
 
         self.ddp: torch.nn.Module = self.model
@@ -772,6 +780,15 @@ class Trainer:
         deadline = None if cfg.train.max_seconds is None else started + float(cfg.train.max_seconds)
         out_of_time = False
         start_step = self.step
+        budget = cfg.train.max_seconds
+
+        def time_progress() -> float:
+            """Fraction of the wall-clock budget spent, rank 0's on every rank (one learning rate)."""
+            value = torch.tensor([min(1.0, (time.time() - started) / budget)], device=self.device)
+            if self.dist.distributed:
+                dist.broadcast(value, src=0)
+            return float(value.item())
+
         window_start, window_steps = time.time(), 0
         try:
             while self.step < self.total_steps and self.epoch < cfg.train.epochs:
@@ -815,6 +832,8 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
+                    if budget is not None and cfg.schedule.by_time:
+                        self.time_progress = time_progress()
                     self.scheduler.step()
                     self.step += 1
                     window_steps += 1

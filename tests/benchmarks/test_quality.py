@@ -84,6 +84,9 @@ def test_quality_runs_end_to_end_on_tiny_sizes(twins, tmp_path):
     merged = tmp_path / "merged"
     assert quality.main(["--merge", str(again / "quality.json"), str(out / "quality.json"), "--out", str(merged)]) == 0
     assert {r["method"] for r in json.loads((merged / "quality.json").read_text())["rows"]} == methods
+    frames = quality.read_frames(merged / "quality_frames.npz")
+    assert set(frames) == {"Cine", "T1 mapping", "T2 mapping"} and set(frames["Cine"]) == methods | {"reference"}
+    assert (merged / "quality_cine.png").stat().st_size > 0
 
 
 def test_quality_refuses_bad_arguments_in_one_line(tmp_path, capsys):
@@ -103,3 +106,10 @@ def test_cs_tuning_writes_its_choice(tmp_path):
 
     settings, source = load_tuned_settings(tmp_path / "cs_tuning.json")
     assert settings.lamda_wavelet == data["best"]["lamda_wavelet"] and "tuned on seed" in source
+
+
+def test_prefill_skips_hashing_encoders_and_says_so(twins, tmp_path, capsys):
+    args = ["--quick", "--subjects", "1", "--matrices", "24x20", "--prefill-embeddings", str(tmp_path / "cache"),
+            f"--checkpoint=varnet={twins / 'varnet.safetensors'}", f"--checkpoint=cardiosm={twins / 'cardiosm.safetensors'}"]
+    assert quality.main(args) == 0
+    assert "0 sentences" in capsys.readouterr().err  # both read hashing encoders: nothing to carry
