@@ -540,7 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         for method in [m for m in args.compile_methods.split(",") if m in methods]:
             if method in CARDIOMM_METHODS:
-                model = ms.build_model(method, device)
+                try:
+                    model = ms.build_model(method, device)
+                except Exception as exc:  # noqa: BLE001
+                    run.skipped.append(f"{method} compiled: {type(exc).__name__}: {exc}")
+                    continue
                 extra = {"params_m": count_parameters(model) / 1e6}
                 measure(method, "bf16", True,
                         lambda: (ms.model_runner(model, kspace, mask, "bf16", device, True), extra), device)
