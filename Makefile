@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cardiomm-installed
 OUT ?= out
 
-.PHONY: demo test test-gadgetron install clean bench-quick bench-quick-speed bench-quick-quality
+.PHONY: demo test test-fast lint typecheck test-gadgetron install clean bench-quick bench-quick-speed bench-quick-quality
 
 # '.[dev,bench]': the tests and the benchmark peers (sigpy). fastMRI's E2E-VarNet goes in without its
 # declared dependencies (they pull torchvision, which does not import beside this torch);
@@ -25,6 +25,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The fast loop while editing: the suite without the tests marked `slow` (`make test` runs them all).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+# ruff with the rules of pyproject.toml (the whole tree passes them; seconds).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# mypy on cardiomm_core and gadgets (pyproject.toml); not clean yet, so not part of `lint` or CI.
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 # Every shipped chain on a real Gadgetron 4.x (tests/gadgetron_real): finds one (GADGETRON_HOME, PATH,
 # /opt/gadgetron-4.7.2) or builds it from $(GADGETRON_SRC) (about 30 min once per machine; not with
