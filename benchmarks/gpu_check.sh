@@ -1,46 +1,60 @@
 #!/usr/bin/env bash
-# One-shot GPU check of the CardioMM model (prepared for a single H100/H200 run; installs nothing).
+# One-shot GPU check of the CardioMM model against its peers (prepared for a single H100/H200 run;
+# installs nothing; about 150 s, at most about 240 s).
 #
 #   OUT=/some/folder bash benchmarks/gpu_check.sh
 #
-# 1. the CUDA-marked unit tests (engine on CUDA against the CPU);
+# 1. the CUDA-marked unit tests (engine on CUDA against the CPU), at most GPU_CHECK_PYTEST_S (45) s;
 # 2. correctness: tiny and small (random weights, seeded) through InferenceEngine on CUDA, in fp32
-#    and bf16 autocast, against the CPU result (relative L2 error), on a reduced slice;
-#    (GPU_CHECK_CONFIGS=small,base,official adds the authors' architecture to step 3)
-# 3. speed: small and base on one CMRxRecon cine slice (10 coils, 12 frames, 246 x 256) in fp32
-#    and bf16, eager and (time permitting) torch.compile'd, with peak GPU memory, plus the whole
-#    engine path for base bf16 (host -> device, normalisation, network, device -> host);
-# 4. writes $OUT/gpu_check.{json,md,log}, $OUT/pytest_cuda.txt, $OUT/nvidia_smi.txt and prints a
-#    short table last.
+#    and bf16 autocast, against the CPU result (relative L2 error), on a reduced slice (at most 45 s);
+# 3. speed and memory (benchmarks/speed.py): one CMRxRecon cine slice (10 coils, 12 frames,
+#    246 x 512 -> 246 x 256) through CardioMM base and small, E2E-VarNet (fastmri, 12 cascades,
+#    18 chans) and the authors' architecture, in bf16 and fp32 with peak GPU memory, then
+#    torch.compile'd base and VarNet in bf16 while GPU_CHECK_BUDGET_S (110) s last; every row is
+#    saved as it is measured and the process is stopped at budget + 40 s;
+# 4. writes at most 7 files: $OUT/{nvidia_smi.txt,pytest_cuda.txt,gpu_check.log,gpu_check.json,
+#    gpu_check.md,speed_cuda.md,speed_cuda.json} and prints a short table last.
 #
-# Uses the hashing text encoder only (no MiniLM on the GPU machine), the machine's own python3
-# (PYTHON=... to override), and stays within GPU_CHECK_BUDGET_S seconds (default 330) for step 3.
+# VarNet needs the fastmri wheel only (pure Python, 58 kB; speed.py loads fastmri.data without its
+# pandas/requests data-set modules): every *.whl in GPU_CHECK_WHEELS (default dist/wheels) goes on
+# PYTHONPATH, e.g. `pip download --no-deps fastmri==0.3.0 -d dist/wheels` beforehand. Without it
+# the VarNet rows are skipped with a line saying so. sigpy (the CS row) is not expected there.
+# Uses the hashing text encoder only (no MiniLM on the GPU machine) and the machine's own python3
+# (PYTHON=... to override).
+# Dry run of the whole logic on a CPU, tiny sizes, a minute:
+#   GPU_CHECK_DEVICE=cpu GPU_CHECK_CONFIGS=tiny OUT=/tmp/gc bash benchmarks/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_check_out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
+DEV="${GPU_CHECK_DEVICE:-cuda}"
+BUDGET="${GPU_CHECK_BUDGET_S:-110}"
+WHEELS="${GPU_CHECK_WHEELS:-$PWD/dist/wheels}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ -d "$WHEELS" ]; then
+    for whl in "$WHEELS"/*.whl; do
+        [ -e "$whl" ] && PYTHONPATH="$PYTHONPATH:$whl"
+    done
+fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export CARDIOMM_CACHE_DIR="${TMPDIR:-/tmp}/cardiomm_gpu_check_embeddings"
+: >"$OUT/gpu_check.log"
 
 nvidia-smi >"$OUT/nvidia_smi.txt" 2>&1 || echo "nvidia-smi failed" >>"$OUT/nvidia_smi.txt"
 
-echo "== CUDA unit tests"
-timeout 180 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/core/test_engine.py tests/core/test_model.py \
-    tests/core/test_official.py \
-    >"$OUT/pytest_cuda.txt" 2>&1
-echo "pytest -m cuda exit code: $?" | tee -a "$OUT/pytest_cuda.txt"
-tail -n 3 "$OUT/pytest_cuda.txt"
+echo "== CUDA unit tests" | tee -a "$OUT/gpu_check.log"
+timeout "${GPU_CHECK_PYTEST_S:-45}" "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/core/test_engine.py \
+    tests/core/test_model.py tests/core/test_official.py >"$OUT/pytest_cuda.txt" 2>&1
+echo "pytest -m cuda exit code: $? (124: stopped at ${GPU_CHECK_PYTEST_S:-45} s)" | tee -a "$OUT/pytest_cuda.txt"
+tail -n 3 "$OUT/pytest_cuda.txt" | tee -a "$OUT/gpu_check.log"
 
-echo "== model check"
-timeout "${GPU_CHECK_TIMEOUT:-480}" "$PY" - "$OUT" <<'PYCODE' 2>&1 | tee "$OUT/gpu_check.log"
+echo "== correctness" | tee -a "$OUT/gpu_check.log"
+timeout "${GPU_CHECK_CORRECTNESS_S:-45}" "$PY" - "$OUT" <<'PYCODE' 2>&1 | tee -a "$OUT/gpu_check.log"
 import copy
 import json
 import os
-import statistics
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -51,20 +65,15 @@ sys.path.insert(0, "benchmarks")
 import model_speed as ms  # noqa: E402
 from cardiomm_core.context import ScanContext  # noqa: E402
 from cardiomm_core.engine import InferenceEngine  # noqa: E402
-from cardiomm_core.model import count_parameters  # noqa: E402
 from cardiomm_core.text import HashingEncoder  # noqa: E402
 
 out = Path(sys.argv[1])
-budget = float(os.environ.get("GPU_CHECK_BUDGET_S", "330"))
-began = time.perf_counter()
-# GPU_CHECK_DEVICE=cpu GPU_CHECK_CONFIGS=tiny GPU_CHECK_COMPILE=0 dry-runs this script's logic on a CPU machine
 dev = torch.device(os.environ.get("GPU_CHECK_DEVICE", "cuda"))
-configs = os.environ.get("GPU_CHECK_CONFIGS", "small,base").split(",")
+configs = [c for c in os.environ.get("GPU_CHECK_CONFIGS", "tiny,small").split(",") if c in ("tiny", "small")]
 assert dev.type != "cuda" or torch.cuda.is_available(), "no CUDA device"
 is_cuda = dev.type == "cuda"
-torch.backends.cudnn.benchmark = True
-results = {"device": torch.cuda.get_device_name(dev) if is_cuda else "cpu (dry run)", "torch": torch.__version__, "cuda": torch.version.cuda,
-           "tf32_conv": torch.backends.cudnn.allow_tf32, "correctness": [], "timing": [], "errors": []}
+results = {"device": torch.cuda.get_device_name(dev) if is_cuda else "cpu (dry run)", "torch": torch.__version__,
+           "cuda": torch.version.cuda, "tf32_conv": torch.backends.cudnn.allow_tf32, "correctness": [], "errors": []}
 encoder = HashingEncoder(dim=ms.TEXT_DIM)
 context = ScanContext(acceleration=8, pattern="ktUniform")
 
@@ -73,17 +82,13 @@ def save():
     (out / "gpu_check.json").write_text(json.dumps(results, indent=2) + "\n")
 
 
-def elapsed():
-    return time.perf_counter() - began
-
-
 # -- 2. correctness -------------------------------------------------------------------------------
-# fp32 means fp32 here: TF32 convolutions (cuDNN's default) are re-enabled for the timings
+# fp32 means fp32 here: TF32 off (speed.py, a separate process, times with cuDNN's default)
 tf32_default = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
 torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
 k_small, m_small = ms.make_slice(seed=1, n_coils=4, n_frames=6, n_ky=118, n_kx_enc=252, n_kx=126)
 k_np, m_np = k_small.numpy(), m_small.numpy()
-for name in ("tiny", "small"):
+for name in configs or ["tiny"]:
     try:
         cpu_model = ms.build_model(name, torch.device("cpu"))
         ref = InferenceEngine(copy.deepcopy(cpu_model), encoder, device="cpu").reconstruct(k_np, m_np, context)
@@ -105,112 +110,39 @@ for name in ("tiny", "small"):
 
 torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32_default
 
-# -- 3. speed ---------------------------------------------------------------------------------------
-kspace_cpu, mask_cpu = ms.make_slice()
-kspace, mask = kspace_cpu.to(dev), mask_cpu.to(dev)
-compile_cost = {}
-
-
-def reset_peak():
-    if is_cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
-
-
-def peak_gib():
-    return torch.cuda.max_memory_allocated(dev) / 2**30 if is_cuda else float("nan")
-
-
-def timed(name, model, dtype, compiled, warmup=3, repeats=10):
-    reset_peak()
-    run = ms.model_runner(model, kspace, mask, dtype, dev, compiled)
-    start = time.perf_counter()
-    run()
-    if is_cuda:
-        torch.cuda.synchronize(dev)
-    first = time.perf_counter() - start
-    if not is_cuda:
-        warmup, repeats = 0, 1
-    times = ms.time_call(run, dev, warmup, repeats)
-    row = {"config": name, "dtype": dtype, "compiled": compiled, "median_ms": 1e3 * statistics.median(times),
-           "min_ms": 1e3 * min(times), "first_call_s": first, "runs": len(times),
-           "peak_mem_gib": peak_gib(),
-           "params_m": count_parameters(model) / 1e6}
-    results["timing"].append(row)
-    save()
-    print(f"timing {name:5s} {dtype} {'compiled' if compiled else 'eager   '}: {row['median_ms']:.1f} ms/slice, "
-          f"peak {row['peak_mem_gib']:.2f} GiB (first call {first:.1f} s)")
-    return row
-
-
-for name in configs:
-    try:
-        flops = ms.count_flops(name)
-        results.setdefault("gflop", {})[name] = flops / 1e9
-        model = ms.build_model(name, dev)
-        for dtype in ("bf16", "fp32"):
-            if elapsed() > budget:
-                results["errors"].append(f"skipped {name} {dtype}: time budget")
-                continue
-            timed(name, model, dtype, False)
-        # torch.compile: small first; base only if small compiled quickly enough for the budget left
-        if os.environ.get("GPU_CHECK_COMPILE", "1") == "0":
-            pass
-        elif elapsed() < budget and (name == configs[0] or
-                                   budget - elapsed() > 3 * compile_cost.get(configs[0], 1e9) + 30):
-            row = timed(name, model, "bf16", True)
-            compile_cost[name] = row["first_call_s"]
-        else:
-            results["errors"].append(f"skipped {name} bf16 compiled: time budget")
-        del model
-    except Exception as exc:
-        traceback.print_exc()
-        results["errors"].append(f"timing {name}: {type(exc).__name__}: {exc}")
-    save()
-
-# whole engine path for the largest config in bf16 (numpy in, numpy out)
-try:
-    if elapsed() < budget + 60:
-        name = configs[-1]
-        big = ms.build_model(name, torch.device("cpu"))  # "official" reads 512-d text features
-        engine = InferenceEngine(big, HashingEncoder(dim=big.config.text_dim), device=dev, amp=True)
-        k_np, m_np = kspace_cpu.numpy(), mask_cpu.numpy()
-        reset_peak()
-        times = ms.time_call(lambda: engine.reconstruct(k_np, m_np, context), dev, 2 if is_cuda else 0,
-                             5 if is_cuda else 1)
-        row = {"config": name, "dtype": "bf16", "compiled": False, "engine": True,
-               "median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times), "runs": len(times),
-               "peak_mem_gib": peak_gib()}
-        results["timing"].append(row)
-        print(f"timing {name:5s} bf16 engine  : {row['median_ms']:.1f} ms/slice, peak {row['peak_mem_gib']:.2f} GiB")
-except Exception as exc:
-    traceback.print_exc()
-    results["errors"].append(f"engine base: {type(exc).__name__}: {exc}")
-results["elapsed_s"] = elapsed()
 save()
-
-# -- 4. short table, last -------------------------------------------------------------------------
-lines = [f"# CardioMM GPU check: {results['device']}, torch {results['torch']}, CUDA {results['cuda']}", "",
-         "| check | config | dtype | compiled | result | peak GiB |", "|---|---|---|---|---:|---:|"]
-for r in results["correctness"]:
-    lines.append(f"| CUDA vs CPU | {r['config']} | {r['dtype']} | - | rel err {r['rel_err']:.1e} "
-                 f"{'OK' if r['ok'] else 'FAIL'} | - |")
-for r in results["timing"]:
-    what = "engine ms/slice" if r.get("engine") else "ms/slice"
-    lines.append(f"| {what} | {r['config']} | {r['dtype']} | {'yes' if r['compiled'] else 'no'} | "
-                 f"{r['median_ms']:.1f} | {r['peak_mem_gib']:.2f} |")
-for name, g in results.get("gflop", {}).items():
-    lines.append(f"| GFLOP/slice | {name} | - | - | {g:.0f} | - |")
-if results["errors"]:
-    lines += ["", "errors / skipped: " + "; ".join(results["errors"])]
-lines += ["", f"(slice: 10 coils, 12 frames, 246 x 256; random weights; {results['elapsed_s']:.0f} s)"]
-table = "\n".join(lines) + "\n"
-(out / "gpu_check.md").write_text(table)
-print()
-print(table)
-failed = [r for r in results["correctness"] if not r["ok"]]
-sys.exit(1 if failed or any(e.startswith(("correctness", "timing")) for e in results["errors"]) else 0)
+lines = [f"# CardioMM GPU check: {results['device']}, torch {results['torch']}, CUDA {results['cuda']}", ""]
+lines += [f"- CUDA vs CPU, {r['config']} {r['dtype']}: rel err {r['rel_err']:.1e} (limit {r['limit']:.0e}) "
+          f"{'OK' if r['ok'] else 'FAIL'}" for r in results["correctness"]]
+lines += [f"- error: {e}" for e in results["errors"]]
+(out / "gpu_check.md").write_text("\n".join(lines) + "\n")
+sys.exit(1 if results["errors"] or any(not r["ok"] for r in results["correctness"]) else 0)
 PYCODE
-status=${PIPESTATUS[0]}
+correctness=${PIPESTATUS[0]}
+echo "correctness exit code: $correctness" | tee -a "$OUT/gpu_check.log"
+
+echo "== speed (benchmarks/speed.py, budget ${BUDGET} s)" | tee -a "$OUT/gpu_check.log"
+if [ "$DEV" = "cpu" ]; then
+    SPEED_ARGS=(--tiny --device cpu --methods "${GPU_CHECK_METHODS:-tiny,varnet-tiny,cg_sense}" --threads 2)
+else
+    SPEED_ARGS=(--device "$DEV" --methods "${GPU_CHECK_METHODS:-base,varnet,small,official,cg_sense}"
+                --dtypes bf16,fp32)
+fi
+[ "${GPU_CHECK_COMPILE:-1}" = "1" ] && SPEED_ARGS+=(--compile --compile-methods base,varnet)
+timeout -k 10 "$((BUDGET + 40))" "$PY" benchmarks/speed.py "${SPEED_ARGS[@]}" --budget-s "$BUDGET" \
+    --out "$OUT/speed_cuda.md" 2>&1 | tee -a "$OUT/gpu_check.log" | grep -v "^|"
+speed=${PIPESTATUS[0]}
+echo "speed.py exit code: $speed (124: stopped at $((BUDGET + 40)) s; the rows measured before are kept)" \
+    | tee -a "$OUT/gpu_check.log"
+
+# -- the short table, last
+echo
+cat "$OUT/gpu_check.md" 2>/dev/null
+echo
+grep "^|" "$OUT/speed_cuda.md" 2>/dev/null | cut -d"|" -f2,5,6,7,9,10,11 || echo "(no speed table)"
+grep "^Skipped" "$OUT/speed_cuda.md" 2>/dev/null
+status=0
+[ "$correctness" = "0" ] || status=1
+[ "$speed" = "0" ] || status=1
 echo "gpu_check exit code: $status"
 exit "$status"
