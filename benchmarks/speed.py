@@ -372,8 +372,8 @@ def render(run: Run) -> str:
         lines.append(
             f"| {r.method} | {_fmt(r.params_m, '.2f')} | {_fmt(r.gflop, '.3g')} | {r.dtype} | "
             f"{'yes' if r.compiled else 'no'} | {_fmt(r.median_ms, '.1f')} | {r.runs} (+{r.warmup}) | "
-            f"{_fmt(r.ratio_varnet, '.2f')} | {_fmt(r.peak_mem_gib, '.2f')} | {_fmt(r.first_call_s, '.1f')} | "
-            f"{_fmt(r.cpu_ms, '.0f')} | {_fmt(r.ratio_varnet_cpu, '.2f')} | "
+            f"{_fmt(r.ratio_varnet, '.3g')} | {_fmt(r.peak_mem_gib, '.2f')} | {_fmt(r.first_call_s, '.1f')} | "
+            f"{_fmt(r.cpu_ms, '.0f')} | {_fmt(r.ratio_varnet_cpu, '.3g')} | "
             f"{'-' if r.finite is None else ('yes' if r.finite else 'NO')} | {r.note} |")
     lines += ["", "The bar and the targets (not measured here):", ""]
     lines += [f"- {name}: {ms_:.0f} ms per slice" for name, ms_ in PEER_BAR_MS.items()]
