@@ -67,6 +67,16 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         trainer = Trainer(cfg, dist_info=info)
     except (ValueError, FileNotFoundError) as error:
         return _fail("cardiomm-train", error)
+    import signal
+
+    def _stop(signum: int, frame: object) -> None:  # SIGTERM (timeout, a scheduler): stop cleanly
+        sys.stderr.write("cardiomm-train: SIGTERM: stopping after the current step (checkpoint, no validation)\n")
+        trainer.request_stop()
+
+    try:
+        signal.signal(signal.SIGTERM, _stop)
+    except ValueError:  # not the main thread
+        pass
     try:
         result = trainer.fit(resume=args.resume, stop_after_steps=args.stop_after_steps, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as error:

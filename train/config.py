@@ -73,7 +73,16 @@ class SyntheticSource:
 
     ``prewhiten`` / ``compress_coils``: the coil mixing of the Gadgetron chain (NoiseAdjust,
     CoilCompression) applied to the k-space; ``target``: "rss" (the noisy fully sampled RSS, the
-    CMRxRecon convention) or "noise_free" (the RSS of the noise-free coil images)."""
+    CMRxRecon convention) or "noise_free" (the RSS of the noise-free coil images).
+
+    Varied acquisitions, per subject from (seed, subject) (all null by default: the fixed
+    ``matrix`` / ``n_frames`` / ``n_coils`` / ``noise_level``): ``nx_range`` / ``ny_range``
+    (inclusive ``[low, high]`` of the recon readout / phase matrix), ``coils_range`` (receive coils
+    before ``compress_coils``, which then keeps ``min(compress_coils, coils)``),
+    ``frames_by_modality`` (``{cine: [8, 30], t1map: [9, 9], t2map: [3, 3]}``), ``noise_range``
+    (log-uniform noise level), ``scanners`` (``[[field T, vendor, model], ...]``; null: 3 T Siemens
+    Vida, or ``scanner_set: varied`` for twelve 1.5 T / 3 T systems of four vendors) and
+    ``scanner_choice`` ("cycle": in turn over subjects; "random": drawn per subject)."""
 
     kind: str = "synthetic"
     n_subjects: int = 16
@@ -88,6 +97,14 @@ class SyntheticSource:
     prewhiten: bool = False
     compress_coils: Union[int, None] = None
     target: str = "rss"
+    nx_range: Union[tuple[int, int], None] = None
+    ny_range: Union[tuple[int, int], None] = None
+    coils_range: Union[tuple[int, int], None] = None
+    frames_by_modality: Union[dict[str, tuple[int, int]], None] = None
+    noise_range: Union[tuple[float, float], None] = None
+    scanners: Union[tuple[tuple[float, str, str], ...], None] = None
+    scanner_set: str = "default"
+    scanner_choice: str = "cycle"
 
 
 @dataclass
@@ -147,8 +164,12 @@ class DataConfig:
     """Training and validation sources, the undersampling draws and the loader.
 
     ``batch_size`` is per process (GPU); examples of one batch must have equal shapes (1 is the
-    usual setting for mixed cardiac data). ``val_undersampling`` None uses ``undersampling``;
-    validation masks are fixed (the same for an item in every epoch).
+    usual setting for mixed cardiac data; varied synthetic sources need 1). ``val_undersampling``
+    None uses ``undersampling``; validation masks are fixed (the same for an item in every epoch).
+    ``sim_cache``: keep simulated synthetic slices on disk and read them back on later visits
+    (later epochs, a resumed run, other runs with the same data): null (off), "run" (under
+    ``run_dir/sim_cache``) or a folder (shareable by concurrent runs; entries are named by a
+    fingerprint of the source's parameters and written atomically).
     """
 
     train: list[SourceConfig] = field(default_factory=lambda: [SyntheticSource()])
@@ -157,11 +178,18 @@ class DataConfig:
     val_undersampling: Union[UndersamplingConfig, None] = None
     batch_size: int = 1
     num_workers: int = 0
+    sim_cache: Union[str, None] = None
 
 
 @dataclass
 class ModelConfig:
     """``cardiomm_core.model.config_by_name(name, text_dim)`` with field ``overrides``.
+
+    ``name: varnet`` trains fastMRI's E2E-VarNet instead (a benchmark peer,
+    ``cardiomm_core.varnet``; needs ``pip install --no-deps fastmri==0.3.0``): its published size
+    (12 cascades, 18 channels) with ``VarNetConfig`` fields as overrides (``num_cascades``,
+    ``chans``, ``pools``, ``sens_chans``, ``sens_pools``, ``mask_center``). The CardioSM ablation
+    is a CardioMM with ``overrides: {context: none}`` (constant, zero text embeddings).
 
     ``init_from``: start from the weights of another run (fine-tuning): a training checkpoint (a
     ``checkpoints/step_*`` folder, or a run folder: its latest) or an inference checkpoint
@@ -205,11 +233,15 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr`` at
-    the last step (``kind: constant`` keeps ``lr`` after the warm-up)."""
+    the last step (``kind: constant`` keeps ``lr`` after the warm-up). ``by_time`` (with
+    ``train.max_seconds``): the schedule's position is the further along of steps / planned steps
+    and seconds / max_seconds, so the cosine reaches its end when either budget runs out (runs
+    compared at an equal wall-clock budget; the learning rate then depends on the machine's speed)."""
 
     kind: str = "cosine"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
+    by_time: bool = False
 
 
 @dataclass
@@ -231,23 +263,36 @@ class TrainLoopConfig:
     ``deterministic``: ``torch.use_deterministic_algorithms`` (bit-identical resume on the CPU).
     ``device``: "auto", "cpu" or "cuda" (under torchrun each process takes ``cuda:LOCAL_RANK``).
     ``threads``: torch CPU threads (None: torch's default).
+    ``max_seconds``: a wall-clock budget for this process's training loop (None: none): once it
+    is spent the run stops after the current optimiser step, validates (when it has validation
+    data), checkpoints and returns, as at the planned end; the schedule keeps its planned length.
+    Several runs given the same budget can be compared.
+    ``cuda_memory_fraction``: the share of the GPU's memory this process may take
+    (``torch.cuda.set_per_process_memory_fraction``; None: all), for runs that share one GPU; a
+    training slice that does not fit is skipped with a warning (single-process runs).
     """
 
     epochs: int = 1
     max_steps: Union[int, None] = None
+    max_seconds: Union[float, None] = None
     grad_clip: Union[float, None] = 1.0
     grad_accum: int = 1
     amp: bool = True
     deterministic: bool = False
     device: str = "auto"
     threads: Union[int, None] = None
+    cuda_memory_fraction: Union[float, None] = None
 
 
 @dataclass
 class ValidationConfig:
-    """Validation at every epoch end: PSNR / SSIM / NMSE (``cardiomm_core.metrics.evaluate``)."""
+    """Validation at every epoch end: PSNR / SSIM / NMSE (``cardiomm_core.metrics.evaluate``).
+
+    ``at_start``: also validate before the first step of a fresh run (the starting weights, e.g.
+    those of ``model.init_from``, on the same validation set), logged at step 0."""
 
     every_epochs: int = 1
+    at_start: bool = False
     max_items: Union[int, None] = None
     convention: str = "2024"
     crop: bool = True
@@ -411,11 +456,21 @@ def _validate(cfg: TrainConfig) -> None:
                 _check(len(source.paths) > 0, f"{where}.paths", "must list at least one file")
             if isinstance(source, SyntheticSource):
                 _check(source.n_subjects >= 1, f"{where}.n_subjects", "must be >= 1")
+                _check(source.scanner_set in ("default", "varied"), f"{where}.scanner_set",
+                       f"must be 'default' or 'varied', got {source.scanner_set!r}")
+                _check(source.scanners is None or source.scanner_set == "default", f"{where}.scanners",
+                       "give scanners or scanner_set: varied, not both")
+                if split == "train" and cfg.data.batch_size > 1:
+                    varied = (source.nx_range, source.ny_range, source.coils_range, source.frames_by_modality)
+                    _check(all(v is None for v in varied), "data.batch_size",
+                           f"must be 1 with varied synthetic geometry ({where}): examples of one batch must have "
+                           "equal shapes")
     _check(cfg.data.batch_size >= 1, "data.batch_size", f"must be >= 1, got {cfg.data.batch_size}")
     _check(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}")
     _check(cfg.prompt.style in ("project", "official"), "prompt.style",
            f"must be 'project' or 'official', got {cfg.prompt.style!r}")
-    _check(cfg.model.name in CONFIG_NAMES, "model.name", f"must be one of {list(CONFIG_NAMES)}, got {cfg.model.name!r}")
+    names = [*CONFIG_NAMES, "varnet"]
+    _check(cfg.model.name in names, "model.name", f"must be one of {names}, got {cfg.model.name!r}")
     _check(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {cfg.optim.weight_decay}")
     _check(all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas", f"must lie in [0, 1), got {cfg.optim.betas}")
@@ -434,6 +489,9 @@ def _validate(cfg: TrainConfig) -> None:
     _check(cfg.train.device in ("auto", "cpu", "cuda"), "train.device",
            f"must be 'auto', 'cpu' or 'cuda', got {cfg.train.device!r}")
     _check(cfg.train.threads is None or cfg.train.threads >= 1, "train.threads", "must be >= 1 or null")
+    _check(cfg.train.max_seconds is None or cfg.train.max_seconds > 0, "train.max_seconds", "must be > 0 or null")
+    _check(cfg.train.cuda_memory_fraction is None or 0 < cfg.train.cuda_memory_fraction <= 1,
+           "train.cuda_memory_fraction", "must lie in (0, 1] or be null")
     _check(cfg.validation.every_epochs >= 0, "validation.every_epochs", "must be >= 0 (0: never)")
     _check(cfg.validation.convention in CONVENTIONS, "validation.convention",
            f"must be one of {list(CONVENTIONS)}, got {cfg.validation.convention!r}")

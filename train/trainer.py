@@ -130,6 +130,9 @@ __all__ = [
     "scaled_forward",
 ]
 
+#: What a CUDA allocation failure raises (RuntimeError on old torch versions without the class).
+_CUDA_OOM: type = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
+
 CSV_FIELDS = ("kind", "step", "epoch", "loss", "l1", "ssim", "psnr", "nmse", "lr", "grad_norm",
               "sec_per_step", "time")
 
@@ -189,16 +192,25 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str = "cosin
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_source(source: Any) -> Dataset:
-    """The KspaceSample data set of a source config (synthetic / cmrxrecon / ismrmrd)."""
-    if isinstance(source, SyntheticSource):
-        from .data.synthetic import SyntheticCardiacDataset
+def build_source(source: Any, sim_cache: str | os.PathLike[str] | None = None) -> Dataset:
+    """The KspaceSample data set of a source config (synthetic / cmrxrecon / ismrmrd).
 
+    ``sim_cache``: a folder where a synthetic source keeps its simulated slices (None: none)."""
+    if isinstance(source, SyntheticSource):
+        from .data.synthetic import DEFAULT_SCANNERS, VARIED_SCANNERS, SyntheticCardiacDataset
+
+        if source.scanners is not None:
+            scanners = tuple(tuple(s) for s in source.scanners)
+        else:
+            scanners = VARIED_SCANNERS if source.scanner_set == "varied" else DEFAULT_SCANNERS
         return SyntheticCardiacDataset(
             source.n_subjects, seed=source.seed, n_frames=source.n_frames, n_coils=source.n_coils,
             matrix=tuple(source.matrix), modalities=tuple(source.modalities), n_slices=source.n_slices,
             noise_level=source.noise_level, readout_oversampling=source.readout_oversampling,
-            prewhiten=source.prewhiten, compress_coils=source.compress_coils, target=source.target)
+            prewhiten=source.prewhiten, compress_coils=source.compress_coils, target=source.target,
+            nx_range=source.nx_range, ny_range=source.ny_range, coils_range=source.coils_range,
+            frames_by_modality=source.frames_by_modality, noise_range=source.noise_range,
+            scanners=scanners, scanner_choice=source.scanner_choice, cache_dir=sim_cache)
     if isinstance(source, CMRxReconSource):
         from .data.cmrxrecon import CMRxReconDataset
 
@@ -213,9 +225,17 @@ def build_source(source: Any) -> Dataset:
     raise ValueError(f"unknown data source {source!r}")
 
 
-def _concat(sources: Sequence[Any]) -> Dataset:
-    datasets = [build_source(s) for s in sources]
+def _concat(sources: Sequence[Any], sim_cache: str | os.PathLike[str] | None = None) -> Dataset:
+    datasets = [build_source(s, sim_cache) for s in sources]
     return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+
+
+def sim_cache_dir(cfg: TrainConfig) -> Path | None:
+    """The simulation cache folder of a run (``data.sim_cache``: null, "run" or a folder)."""
+    value = cfg.data.sim_cache
+    if not value:
+        return None
+    return Path(cfg.run_dir) / "sim_cache" if value == "run" else Path(value).expanduser()
 
 
 def describe_sources(sources: Sequence[Any]) -> str:
@@ -223,14 +243,31 @@ def describe_sources(sources: Sequence[Any]) -> str:
     parts = []
     for s in sources:
         if isinstance(s, SyntheticSource):
-            coils = f"{s.n_coils} coils"
+            n_coils = f"{s.coils_range[0]}-{s.coils_range[1]}" if s.coils_range else f"{s.n_coils}"
+            coils = f"{n_coils} coils"
             if s.prewhiten:
                 coils += " prewhitened"
-            if s.compress_coils is not None and s.compress_coils < s.n_coils:
-                coils += f" compressed to {s.compress_coils}"
+            if s.compress_coils is not None and (s.coils_range is not None or s.compress_coils < s.n_coils):
+                coils += f" compressed to {'at most ' if s.coils_range else ''}{s.compress_coils}"
             target = ", noise-free target" if s.target == "noise_free" else ""
+            nx = f"{s.nx_range[0]}-{s.nx_range[1]}" if s.nx_range else f"{s.matrix[0]}"
+            ny = f"{s.ny_range[0]}-{s.ny_range[1]}" if s.ny_range else f"{s.matrix[1]}"
+            if s.frames_by_modality:
+                frames = ", ".join(f"{m} {lo}-{hi}" if lo != hi else f"{m} {lo}"
+                                   for m, (lo, hi) in sorted(s.frames_by_modality.items()))
+                frames = f"frames {frames}"
+            else:
+                frames = f"{s.n_frames} frames"
+            extra = ""
+            if s.noise_range:
+                extra += f", noise {s.noise_range[0]:g}-{s.noise_range[1]:g}"
+            if s.scanners is not None or s.scanner_set != "default":
+                from .data.synthetic import VARIED_SCANNERS
+
+                n_scanners = len(s.scanners) if s.scanners is not None else len(VARIED_SCANNERS)
+                extra += f", {n_scanners} scanners"
             parts.append(f"synthetic phantoms ({s.n_subjects} subjects, seed {s.seed}, {'/'.join(s.modalities)}, "
-                         f"{s.matrix[0]}x{s.matrix[1]}, {s.n_frames} frames, {coils}{target})")
+                         f"{nx}x{ny}, {frames}, {coils}{target}{extra})")
         elif isinstance(s, CMRxReconSource):
             parts.append(f"CMRxRecon {s.year or ''} {s.split or ''} at {s.root}".replace("  ", " "))
         elif isinstance(s, IsmrmrdSource):
@@ -238,22 +275,43 @@ def describe_sources(sources: Sequence[Any]) -> str:
     return "; ".join(parts)
 
 
-def build_model(cfg: TrainConfig, text_dim: int) -> CardioMM:
-    """``config_by_name(cfg.model.name, text_dim)`` with ``cfg.model.overrides`` applied."""
-    base = config_by_name(cfg.model.name, text_dim).to_dict()
+def build_model(cfg: TrainConfig, text_dim: int) -> torch.nn.Module:
+    """The network of ``cfg.model``: ``config_by_name(cfg.model.name, text_dim)`` with
+    ``cfg.model.overrides`` applied, or for ``name: varnet`` fastMRI's E2E-VarNet
+    (``cardiomm_core.varnet``: its published size, ``VarNetConfig`` fields as overrides)."""
+    if cfg.model.name == "varnet":
+        from cardiomm_core.varnet import VarNetConfig, VarNetRecon, varnet_config_by_name
+
+        base = varnet_config_by_name("published", text_dim).to_dict()
+    else:
+        base = config_by_name(cfg.model.name, text_dim).to_dict()
     unknown = sorted(set(cfg.model.overrides) - set(base))
     if unknown:
-        raise ValueError(f"model.overrides: unknown key(s) {unknown}; known: {sorted(base)}")
-    if "text_dim" in cfg.model.overrides:
-        raise ValueError("model.overrides: text_dim is set by the text encoder, not by an override")
+        raise ValueError(f"model.overrides: unknown key(s) {unknown}; known: {sorted(set(base) - {'kind'})}")
+    for fixed, why in (("text_dim", "is set by the text encoder"), ("kind", "is set by model.name")):
+        if fixed in cfg.model.overrides:
+            raise ValueError(f"model.overrides: {fixed} {why}, not by an override")
     try:
+        if cfg.model.name == "varnet":
+            return VarNetRecon(VarNetConfig.from_dict({**base, **cfg.model.overrides}))
         config = CardioMMConfig.from_dict({**base, **cfg.model.overrides})
     except (TypeError, ValueError) as error:
         raise ValueError(f"model.overrides: {error}") from error
     return CardioMM(config)
 
 
-def load_initial_weights(model: CardioMM, path: str | os.PathLike[str], encoder_name: str, encoder_dim: int) -> Path:
+def _same_architecture(stored: Any) -> dict[str, Any]:
+    """A stored architecture mapping in its current full form (fields added later take their
+    defaults), to compare with a model's ``config.to_dict()``."""
+    from cardiomm_core.checkpoint import architecture_from_dict
+
+    try:
+        return architecture_from_dict(stored).to_dict()
+    except (TypeError, ValueError):
+        return dict(stored) if isinstance(stored, dict) else {}
+
+
+def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike[str], encoder_name: str, encoder_dim: int) -> Path:
     """Load the weights of ``path`` into ``model`` (``model.init_from``); return the file or folder read.
 
     ``path``: a training checkpoint (step folder, or run folder: its latest) or an inference
@@ -275,7 +333,7 @@ def load_initial_weights(model: CardioMM, path: str | os.PathLike[str], encoder_
         if trained_with is not None and canonical_encoder_name(trained_with) != canonical_encoder_name(encoder_name):
             raise ValueError(f"model.init_from {ckpt.path} was trained with text encoder {trained_with!r}, "
                              f"this run uses {encoder_name!r}")
-        state, architecture, found = ckpt.model_state(), ckpt.meta["architecture"], ckpt.path
+        state, architecture, found = ckpt.model_state(), _same_architecture(ckpt.meta["architecture"]), ckpt.path
     wanted = model.config.to_dict()
     differing = sorted(k for k in set(wanted) | set(architecture) if wanted.get(k) != architecture.get(k))
     if differing:
@@ -302,7 +360,12 @@ class EmbeddingTable:
         key = context_sentences(context, self.style)
         hit = self._table.get(key)
         if hit is None:
-            meta, us = encode_sentences(self.encoder, key)
+            try:
+                meta, us = encode_sentences(self.encoder, key)
+            except ImportError as error:
+                raise ValueError(f"the sentences {key!r} are not in the embedding cache and the text encoder "
+                                 f"{self.encoder.name!r} cannot be loaded here ({error}); write them with "
+                                 f"python -m train.embeddings") from error
             hit = (meta.to(self.device, torch.float32), us.to(self.device, torch.float32))
             self._table[key] = hit
         return hit
@@ -460,12 +523,21 @@ class Trainer:
 
         spec = undersampling_spec(cfg.data.undersampling)
         val_spec = undersampling_spec(cfg.data.val_undersampling) if cfg.data.val_undersampling else spec
-        self.train_set = UndersampledDataset(_concat(cfg.data.train), spec, seed=cfg.seed)
-        self.val_set = (UndersampledDataset(_concat(cfg.data.val), val_spec, seed=cfg.seed + 1, fixed=True)
+        cache = sim_cache_dir(cfg)
+        self.train_set = UndersampledDataset(_concat(cfg.data.train, cache), spec, seed=cfg.seed)
+        self.val_set = (UndersampledDataset(_concat(cfg.data.val, cache), val_spec, seed=cfg.seed + 1, fixed=True)
                         if cfg.data.val else None)
         n_items = len(self.train_set)
         if n_items == 0:
             raise ValueError("data.train has no items")
+        # every sentence this config can produce is embedded now (or the run stops here, in one line,
+        # where the encoder cannot be loaded): a run never loads the encoder mid-way, and never at all
+        # when the cache holds them all
+        from .embeddings import config_sentences, prefill
+
+        encoded = prefill(self.encoder, config_sentences(cfg))
+        if encoded and self.dist.is_main:
+            logger.info("encoded %d sentences missing from the embedding cache", encoded)
         per_rank = math.ceil(n_items / self.dist.world_size)
         self.batches_per_epoch = math.ceil(per_rank / cfg.data.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.train.grad_accum)
@@ -480,8 +552,16 @@ class Trainer:
             lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
         schedule = cfg.schedule
         total = self.total_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, total, schedule.warmup_steps, schedule.kind, schedule.min_lr_ratio))
+        #: fraction of the wall-clock budget spent (schedule.by_time with train.max_seconds), set by fit
+        self.time_progress = 0.0
+
+        def factor(step: int) -> float:
+            if schedule.by_time and cfg.train.max_seconds:
+                # the schedule ends when either budget does: steps or seconds, whichever is further along
+                step = max(step, int(self.time_progress * total))
+            return lr_factor(step, total, schedule.warmup_steps, schedule.kind, schedule.min_lr_ratio)
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.loss_fn = ReconLoss(cfg.loss.ssim_weight, cfg.loss.l1_weight, cfg.loss.ssim_window)
 
         self.ddp: torch.nn.Module = self.model
@@ -494,6 +574,10 @@ class Trainer:
         self.epoch = 0
         self.position = 0
         self.val_metrics: dict[str, float] = {}
+        #: set (e.g. by a SIGTERM handler, ``request_stop``) to stop after the current optimiser step
+        self.stop_requested = False
+        #: training slices skipped because they did not fit in GPU memory
+        self.skipped_oom = 0
         if self.dist.is_main:
             logger.info("CardioMM %s: %d parameters, %d training items, %d steps per epoch, %d steps planned, "
                         "device %s, world size %d", cfg.model.name, count_parameters(self.model), n_items,
@@ -508,6 +592,8 @@ class Trainer:
                 raise ValueError("train.device is 'cuda' but CUDA is not available")
             device = torch.device("cuda", self.dist.local_rank % max(torch.cuda.device_count(), 1))
             torch.cuda.set_device(device)
+            if self.cfg.train.cuda_memory_fraction is not None:
+                torch.cuda.set_per_process_memory_fraction(float(self.cfg.train.cuda_memory_fraction), device)
             return device
         return torch.device("cpu")
 
@@ -569,7 +655,7 @@ class Trainer:
         if meta["text_encoder"]["name"] != self.encoder.name:
             raise ValueError(f"checkpoint {ckpt.path} was trained with text encoder {meta['text_encoder']['name']!r}, "
                              f"this run uses {self.encoder.name!r}")
-        if meta["architecture"] != self.model.config.to_dict():
+        if _same_architecture(meta["architecture"]) != self.model.config.to_dict():
             raise ValueError(f"checkpoint {ckpt.path} holds another architecture than this config builds "
                              f"(model.name / model.overrides changed?)")
         self.model.load_state_dict(ckpt.model_state(), strict=True)
@@ -664,6 +750,9 @@ class Trainer:
         that run's log and checkpoints first. ``stop_after_steps``: checkpoint and return once
         that many optimiser steps are done in total (a planned interruption; the schedule still
         spans the full length). ``on_step`` is called after every optimiser step.
+        ``train.max_seconds``: once this process has trained that long (counted from here), the run
+        stops after the current optimiser step as at the planned end: validation (when there is
+        validation data), a checkpoint, ``finished`` False.
         """
         cfg = self.cfg
         check_run_dir(self.run_dir, resume, overwrite)
@@ -682,11 +771,24 @@ class Trainer:
             elif self.dist.is_main:
                 logger.info("no checkpoint in %s; starting fresh", self.run_dir)
         log = _Log(self.run_dir, self.dist.is_main, cfg.log.tensorboard, cfg.log.progress, resumed_from)
+        if cfg.validation.at_start and self.val_set is not None and resumed_from is None and self.step == 0:
+            self._validate_and_log(log)
         self.ddp.train()
         last_checkpoint: Path | None = None
         accum = cfg.train.grad_accum
         started = time.time()
+        deadline = None if cfg.train.max_seconds is None else started + float(cfg.train.max_seconds)
+        out_of_time = False
         start_step = self.step
+        budget = cfg.train.max_seconds
+
+        def time_progress() -> float:
+            """Fraction of the wall-clock budget spent, rank 0's on every rank (one learning rate)."""
+            value = torch.tensor([min(1.0, (time.time() - started) / budget)], device=self.device)
+            if self.dist.distributed:
+                dist.broadcast(value, src=0)
+            return float(value.item())
+
         window_start, window_steps = time.time(), 0
         try:
             while self.step < self.total_steps and self.epoch < cfg.train.epochs:
@@ -699,11 +801,26 @@ class Trainer:
                     group_size = min(accum, len(batches) - group_start)
                     last_in_group = self.position + 1 == group_start + group_size
                     sync = self.ddp.no_sync() if (self.dist.distributed and not last_in_group) else nullcontext()
-                    with sync:
-                        magnitude, target, _ = scaled_forward(self.ddp, batch, self.embeddings, self.device,
-                                                              self.normalisation, self.amp)
-                        terms = self.loss_fn(magnitude, target)
-                        (terms.loss / group_size).backward()
+                    try:
+                        with sync:
+                            magnitude, target, _ = scaled_forward(self.ddp, batch, self.embeddings, self.device,
+                                                                  self.normalisation, self.amp)
+                            terms = self.loss_fn(magnitude, target)
+                            (terms.loss / group_size).backward()
+                    except _CUDA_OOM:
+                        if self.dist.distributed or self.device.type != "cuda":
+                            raise
+                        # one slice too large for the memory this process may use: skip it (its
+                        # accumulation group's gradients too) rather than lose the run
+                        magnitude = target = terms = None  # type: ignore[assignment]
+                        self.optimizer.zero_grad(set_to_none=True)
+                        torch.cuda.empty_cache()
+                        self.skipped_oom += 1
+                        logger.warning("CUDA out of memory on %s (k-space %s): skipped (%d so far)",
+                                       ", ".join(batch.identifiers), tuple(batch.masked_kspace.shape),
+                                       self.skipped_oom)
+                        self.position += 1
+                        continue
                     sums["loss"] += float(terms.loss.detach())
                     sums["l1"] += float(terms.l1)
                     sums["ssim"] += float(terms.ssim)
@@ -715,6 +832,8 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
+                    if budget is not None and cfg.schedule.by_time:
+                        self.time_progress = time_progress()
                     self.scheduler.step()
                     self.step += 1
                     window_steps += 1
@@ -736,18 +855,22 @@ class Trainer:
                         window_start, window_steps = now, 0
                     epoch_done = self.position >= len(batches)
                     every = cfg.checkpoint.every_steps
-                    stop = self.step >= self.total_steps or (stop_after_steps is not None
-                                                             and self.step >= stop_after_steps)
+                    out_of_time = self._should_stop(deadline)
+                    stop = self.step >= self.total_steps or out_of_time or (stop_after_steps is not None
+                                                                            and self.step >= stop_after_steps)
                     if every and self.step % every == 0 and not epoch_done and not stop:
                         last_checkpoint = self.save()
                     if stop:
                         break
                 epoch_end = self.position >= len(batches)
-                at_end = self.step >= self.total_steps
+                at_end = self.step >= self.total_steps or out_of_time
                 every_val = cfg.validation.every_epochs
-                if self.val_set is not None and every_val and (
-                        (epoch_end and (self.epoch + 1) % every_val == 0) or (at_end and not epoch_end)):
+                if self.val_set is not None and every_val and not self.stop_requested and (
+                        (epoch_end and (self.epoch + 1) % every_val == 0) or (at_end and not epoch_end)
+                        or (out_of_time and epoch_end)):
+                    paused = time.time()
                     self._validate_and_log(log)
+                    window_start += time.time() - paused  # seconds per step count training only
                 stop = at_end or (stop_after_steps is not None and self.step >= stop_after_steps)
                 if epoch_end:
                     self.epoch += 1
@@ -760,10 +883,34 @@ class Trainer:
             log.close()
         finished = self.step >= self.total_steps or self.epoch >= cfg.train.epochs
         if self.dist.is_main:
+            if self.stop_requested and not finished:
+                log.line("[cardiomm-train] stop requested (SIGTERM): stopped after the current step, checkpoint "
+                         "written, no final validation")
+            elif out_of_time and not finished:
+                log.line(f"[cardiomm-train] the time budget (train.max_seconds = {cfg.train.max_seconds:g} s) "
+                         f"is spent")
+            if self.skipped_oom:
+                log.line(f"[cardiomm-train] {self.skipped_oom} slices skipped for lack of GPU memory")
             log.line(f"[cardiomm-train] {'finished' if finished else 'stopped'} at step {self.step} "
                      f"(epoch {self.epoch}) after {_format_seconds(time.time() - started)}; "
                      f"{self.step - start_step} steps this run; checkpoint {last_checkpoint}")
         return FitResult(self.step, self.epoch, finished, last_checkpoint, dict(self.val_metrics))
+
+    def request_stop(self) -> None:
+        """Stop after the current optimiser step, write a checkpoint and return from ``fit`` (no
+        final validation); safe to call from a signal handler."""
+        self.stop_requested = True
+
+    def _should_stop(self, deadline: float | None) -> bool:
+        """Whether the time budget is spent or a stop was requested (under DDP every rank stops when
+        any rank would: one all-reduce of a flag per step)."""
+        spent = deadline is not None and time.time() >= deadline
+        if self.dist.distributed:
+            flags = torch.tensor([1.0 if spent else 0.0, 1.0 if self.stop_requested else 0.0],
+                                 device=self.device if self.device.type == "cuda" else "cpu")
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+            spent, self.stop_requested = bool(flags[0].item() > 0), bool(flags[1].item() > 0)
+        return spent or self.stop_requested
 
     def close(self) -> None:
         """Destroy the process group when this trainer created it."""
