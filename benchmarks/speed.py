@@ -128,6 +128,9 @@ class Run:
     loadavg_end: list[float] | None = None
     elapsed_s: float = 0.0
     fastmri_import: str = ""
+    #: the row being measured when the table was last saved ("" once it is done): a run stopped from
+    #: outside (a timeout) says which row it was in
+    in_progress: str = ""
 
 
 # --------------------------------------------------------------------------- optional peers (lazy imports)
@@ -381,6 +384,8 @@ def render(run: Run) -> str:
                  "per slice at the CMRxRecon cine size")
     if run.skipped:
         lines += ["", "Skipped or failed: " + "; ".join(run.skipped)]
+    if run.in_progress:
+        lines += ["", f"Stopped while measuring: {run.in_progress} (the rows above are complete)"]
     return "\n".join(lines) + "\n"
 
 
@@ -478,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         warmup, repeats = counts(method)
         row = Row(method=method, dtype=dtype, compiled=compiled, device=on.type, warmup=warmup)
+        run.in_progress = label
+        save(run, out)
         try:
             if on.type == "cuda":
                 torch.cuda.empty_cache()
@@ -501,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
             run.rows.append(row)
         finally:
+            run.in_progress = ""
             run.elapsed_s = time.perf_counter() - began
             run.loadavg_end = [round(x, 2) for x in os.getloadavg()]
             save(run, out)
