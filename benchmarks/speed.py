@@ -526,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = {"params_m": count_parameters(model) / 1e6, "gflop": flops}
             for dtype in dtypes:
                 measure(method, dtype, False,
-                        lambda: (ms.model_runner(model, kspace, mask, dtype, device, False), extra), device)
+                        lambda model=model, dtype=dtype, extra=extra: (ms.model_runner(model, kspace, mask, dtype, device, False), extra), device)
             del model
         elif method in VARNET_SIZES:
             try:
@@ -546,13 +546,13 @@ def main(argv: list[str] | None = None) -> int:
                      "note": "" if how == "full" else "fastmri.data loaded bare"}
             for dtype in dtypes:
                 measure(method, dtype, False,
-                        lambda: (varnet_runner(model, kspace, mask, dtype, device, False), extra), device)
+                        lambda model=model, dtype=dtype, extra=extra: (varnet_runner(model, kspace, mask, dtype, device, False), extra), device)
             del model
         elif method == "cs":
             note = (f"sigpy L1-wavelet + temporal TV, {args.cs_iterations} PDHG iterations, ESPIRiT maps; CPU "
                     f"({torch.get_num_threads()} threads){' (sigpy has no CUDA here)' if is_cuda else ''}")
             measure("cs", "fp32", False,
-                    lambda: (cs_runner(kspace_cpu, mask_cpu, args.cs_iterations), {"note": note}), cpu)
+                    lambda note=note: (cs_runner(kspace_cpu, mask_cpu, args.cs_iterations), {"note": note}), cpu)
         elif method == "cg_sense":
             measure("cg_sense", "fp32", False,
                     lambda: (cg_sense_runner(kspace, mask), {"note": "the project's fallback (conventional_recon)"}),
@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 extra = {"params_m": count_parameters(model) / 1e6}
                 measure(method, "bf16", True,
-                        lambda: (ms.model_runner(model, kspace, mask, "bf16", device, True), extra), device)
+                        lambda model=model, extra=extra: (ms.model_runner(model, kspace, mask, "bf16", device, True), extra), device)
             elif method in VARNET_SIZES:
                 try:
                     model, _ = build_varnet(method, device)
@@ -576,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 extra = {"params_m": count_parameters(model) / 1e6}
                 measure(method, "bf16", True,
-                        lambda: (varnet_runner(model, kspace, mask, "bf16", device, True), extra), device)
+                        lambda model=model, extra=extra: (varnet_runner(model, kspace, mask, "bf16", device, True), extra), device)
     run.elapsed_s = time.perf_counter() - began
     run.loadavg_end = [round(x, 2) for x in os.getloadavg()]
     save(run, out)
