@@ -25,6 +25,7 @@ def load_script(name: str):
     return module
 
 
+@pytest.mark.slow  # four reconstructions of a tiny slice
 def test_speed_runs_end_to_end_on_tiny_sizes(tmp_path, one_thread, capsys):
     speed = load_script("speed")
     out = tmp_path / "speed.md"
