@@ -139,7 +139,7 @@ echo "speed.py exit code: $speed (124: stopped at $((BUDGET + 40)) s; the rows m
 echo
 cat "$OUT/gpu_check.md" 2>/dev/null
 echo
-grep "^|" "$OUT/speed_cuda.md" 2>/dev/null | cut -d'|' -f2,5,6,7,9,10,11 || echo "(no speed table)"
+grep "^|" "$OUT/speed_cuda.md" 2>/dev/null | cut -d"|" -f2,5,6,7,9,10,11 || echo "(no speed table)"
 grep "^Skipped" "$OUT/speed_cuda.md" 2>/dev/null
 status=0
 [ "$correctness" = "0" ] || status=1

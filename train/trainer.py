@@ -275,22 +275,43 @@ def describe_sources(sources: Sequence[Any]) -> str:
     return "; ".join(parts)
 
 
-def build_model(cfg: TrainConfig, text_dim: int) -> CardioMM:
-    """``config_by_name(cfg.model.name, text_dim)`` with ``cfg.model.overrides`` applied."""
-    base = config_by_name(cfg.model.name, text_dim).to_dict()
+def build_model(cfg: TrainConfig, text_dim: int) -> torch.nn.Module:
+    """The network of ``cfg.model``: ``config_by_name(cfg.model.name, text_dim)`` with
+    ``cfg.model.overrides`` applied, or for ``name: varnet`` fastMRI's E2E-VarNet
+    (``cardiomm_core.varnet``: its published size, ``VarNetConfig`` fields as overrides)."""
+    if cfg.model.name == "varnet":
+        from cardiomm_core.varnet import VarNetConfig, VarNetRecon, varnet_config_by_name
+
+        base = varnet_config_by_name("published", text_dim).to_dict()
+    else:
+        base = config_by_name(cfg.model.name, text_dim).to_dict()
     unknown = sorted(set(cfg.model.overrides) - set(base))
     if unknown:
-        raise ValueError(f"model.overrides: unknown key(s) {unknown}; known: {sorted(base)}")
-    if "text_dim" in cfg.model.overrides:
-        raise ValueError("model.overrides: text_dim is set by the text encoder, not by an override")
+        raise ValueError(f"model.overrides: unknown key(s) {unknown}; known: {sorted(set(base) - {'kind'})}")
+    for fixed, why in (("text_dim", "is set by the text encoder"), ("kind", "is set by model.name")):
+        if fixed in cfg.model.overrides:
+            raise ValueError(f"model.overrides: {fixed} {why}, not by an override")
     try:
+        if cfg.model.name == "varnet":
+            return VarNetRecon(VarNetConfig.from_dict({**base, **cfg.model.overrides}))
         config = CardioMMConfig.from_dict({**base, **cfg.model.overrides})
     except (TypeError, ValueError) as error:
         raise ValueError(f"model.overrides: {error}") from error
     return CardioMM(config)
 
 
-def load_initial_weights(model: CardioMM, path: str | os.PathLike[str], encoder_name: str, encoder_dim: int) -> Path:
+def _same_architecture(stored: Any) -> dict[str, Any]:
+    """A stored architecture mapping in its current full form (fields added later take their
+    defaults), to compare with a model's ``config.to_dict()``."""
+    from cardiomm_core.checkpoint import architecture_from_dict
+
+    try:
+        return architecture_from_dict(stored).to_dict()
+    except (TypeError, ValueError):
+        return dict(stored) if isinstance(stored, dict) else {}
+
+
+def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike[str], encoder_name: str, encoder_dim: int) -> Path:
     """Load the weights of ``path`` into ``model`` (``model.init_from``); return the file or folder read.
 
     ``path``: a training checkpoint (step folder, or run folder: its latest) or an inference
@@ -312,7 +333,7 @@ def load_initial_weights(model: CardioMM, path: str | os.PathLike[str], encoder_
         if trained_with is not None and canonical_encoder_name(trained_with) != canonical_encoder_name(encoder_name):
             raise ValueError(f"model.init_from {ckpt.path} was trained with text encoder {trained_with!r}, "
                              f"this run uses {encoder_name!r}")
-        state, architecture, found = ckpt.model_state(), ckpt.meta["architecture"], ckpt.path
+        state, architecture, found = ckpt.model_state(), _same_architecture(ckpt.meta["architecture"]), ckpt.path
     wanted = model.config.to_dict()
     differing = sorted(k for k in set(wanted) | set(architecture) if wanted.get(k) != architecture.get(k))
     if differing:
@@ -531,8 +552,16 @@ class Trainer:
             lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
         schedule = cfg.schedule
         total = self.total_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, total, schedule.warmup_steps, schedule.kind, schedule.min_lr_ratio))
+        #: fraction of the wall-clock budget spent (schedule.by_time with train.max_seconds), set by fit
+        self.time_progress = 0.0
+
+        def factor(step: int) -> float:
+            if schedule.by_time and cfg.train.max_seconds:
+                # the schedule ends when either budget does: steps or seconds, whichever is further along
+                step = max(step, int(self.time_progress * total))
+            return lr_factor(step, total, schedule.warmup_steps, schedule.kind, schedule.min_lr_ratio)
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.loss_fn = ReconLoss(cfg.loss.ssim_weight, cfg.loss.l1_weight, cfg.loss.ssim_window)
 
         self.ddp: torch.nn.Module = self.model
@@ -626,7 +655,7 @@ class Trainer:
         if meta["text_encoder"]["name"] != self.encoder.name:
             raise ValueError(f"checkpoint {ckpt.path} was trained with text encoder {meta['text_encoder']['name']!r}, "
                              f"this run uses {self.encoder.name!r}")
-        if meta["architecture"] != self.model.config.to_dict():
+        if _same_architecture(meta["architecture"]) != self.model.config.to_dict():
             raise ValueError(f"checkpoint {ckpt.path} holds another architecture than this config builds "
                              f"(model.name / model.overrides changed?)")
         self.model.load_state_dict(ckpt.model_state(), strict=True)
@@ -751,6 +780,15 @@ class Trainer:
         deadline = None if cfg.train.max_seconds is None else started + float(cfg.train.max_seconds)
         out_of_time = False
         start_step = self.step
+        budget = cfg.train.max_seconds
+
+        def time_progress() -> float:
+            """Fraction of the wall-clock budget spent, rank 0's on every rank (one learning rate)."""
+            value = torch.tensor([min(1.0, (time.time() - started) / budget)], device=self.device)
+            if self.dist.distributed:
+                dist.broadcast(value, src=0)
+            return float(value.item())
+
         window_start, window_steps = time.time(), 0
         try:
             while self.step < self.total_steps and self.epoch < cfg.train.epochs:
@@ -794,6 +832,8 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
+                    if budget is not None and cfg.schedule.by_time:
+                        self.time_progress = time_progress()
                     self.scheduler.step()
                     self.step += 1
                     window_steps += 1

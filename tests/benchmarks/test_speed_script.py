@@ -72,3 +72,14 @@ def test_speed_rejects_unknown_methods():
     speed = load_script("speed")
     with pytest.raises(SystemExit):
         speed.parse_args(["--methods", "tiny,promptmr"])
+
+
+def test_speed_stops_starting_rows_when_its_budget_is_spent(tmp_path):
+    speed = load_script("speed")
+    out = tmp_path / "speed.md"
+    status = speed.main(["--tiny", "--methods", "tiny,cg_sense", "--dtypes", "fp32", "--budget-s", "1e-9",
+                         "--out", str(out)])
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert status == 0 and report["rows"] == []
+    assert len(report["skipped"]) == 2 and all("time budget" in s for s in report["skipped"])
+    assert "Skipped or failed:" in out.read_text()
