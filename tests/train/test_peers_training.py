@@ -115,6 +115,7 @@ def test_a_wall_clock_budget_stops_the_run_with_a_checkpoint(tmp_path):
     assert not result.finished and result.step == 1 and result.checkpoint is not None
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
 def test_a_time_schedule_reaches_its_end_with_the_budget(tmp_path):
     """schedule.by_time: the learning rate follows the spent fraction of train.max_seconds."""
     cfg = tiny_config(tmp_path / "run", schedule={"warmup_steps": 0, "min_lr_ratio": 0.1, "by_time": True},
