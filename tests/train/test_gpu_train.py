@@ -86,7 +86,8 @@ def test_max_seconds_stops_after_a_step_validates_and_checkpoints(tmp_path):
     assert result.step == 1 and not result.finished
     assert result.checkpoint is not None and result.checkpoint.is_dir()
     assert result.val_metrics["n_items"] == 1 and torch.isfinite(torch.tensor(result.val_metrics["psnr"]))
-    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv", encoding="utf-8")))
+    with open(tmp_path / "run" / "log.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
     assert [r["kind"] for r in rows if r["kind"] == "val"] == ["val"]
 
 
