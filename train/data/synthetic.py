@@ -233,7 +233,7 @@ class SyntheticCardiacDataset(Dataset):
             for modality, bounds in frames_by_modality.items():
                 if modality not in SYNTHETIC_MODALITIES:
                     raise ValueError(f"frames_by_modality keys must be in {SYNTHETIC_MODALITIES}, got {modality!r}")
-                frames[modality] = _check_int_range(f"frames_by_modality[{modality!r}]", bounds, 1)  # type: ignore
+                frames[modality] = _check_int_range(f"frames_by_modality[{modality!r}]", bounds, 1)  # type: ignore[assignment]
         self.frames_by_modality = frames
         self.noise_range: tuple[float, float] | None = None
         if noise_range is not None:
