@@ -128,6 +128,9 @@ class Run:
     loadavg_end: list[float] | None = None
     elapsed_s: float = 0.0
     fastmri_import: str = ""
+    #: the row being measured when the table was last saved ("" once it is done): a run stopped from
+    #: outside (a timeout) says which row it was in
+    in_progress: str = ""
 
 
 # --------------------------------------------------------------------------- optional peers (lazy imports)
@@ -372,8 +375,8 @@ def render(run: Run) -> str:
         lines.append(
             f"| {r.method} | {_fmt(r.params_m, '.2f')} | {_fmt(r.gflop, '.3g')} | {r.dtype} | "
             f"{'yes' if r.compiled else 'no'} | {_fmt(r.median_ms, '.1f')} | {r.runs} (+{r.warmup}) | "
-            f"{_fmt(r.ratio_varnet, '.2f')} | {_fmt(r.peak_mem_gib, '.2f')} | {_fmt(r.first_call_s, '.1f')} | "
-            f"{_fmt(r.cpu_ms, '.0f')} | {_fmt(r.ratio_varnet_cpu, '.2f')} | "
+            f"{_fmt(r.ratio_varnet, '.3g')} | {_fmt(r.peak_mem_gib, '.2f')} | {_fmt(r.first_call_s, '.1f')} | "
+            f"{_fmt(r.cpu_ms, '.0f')} | {_fmt(r.ratio_varnet_cpu, '.3g')} | "
             f"{'-' if r.finite is None else ('yes' if r.finite else 'NO')} | {r.note} |")
     lines += ["", "The bar and the targets (not measured here):", ""]
     lines += [f"- {name}: {ms_:.0f} ms per slice" for name, ms_ in PEER_BAR_MS.items()]
@@ -381,6 +384,8 @@ def render(run: Run) -> str:
                  "per slice at the CMRxRecon cine size")
     if run.skipped:
         lines += ["", "Skipped or failed: " + "; ".join(run.skipped)]
+    if run.in_progress:
+        lines += ["", f"Stopped while measuring: {run.in_progress} (the rows above are complete)"]
     return "\n".join(lines) + "\n"
 
 
@@ -478,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         warmup, repeats = counts(method)
         row = Row(method=method, dtype=dtype, compiled=compiled, device=on.type, warmup=warmup)
+        run.in_progress = label
+        save(run, out)
         try:
             if on.type == "cuda":
                 torch.cuda.empty_cache()
@@ -501,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
             run.rows.append(row)
         finally:
+            run.in_progress = ""
             run.elapsed_s = time.perf_counter() - began
             run.loadavg_end = [round(x, 2) for x in os.getloadavg()]
             save(run, out)
@@ -518,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = {"params_m": count_parameters(model) / 1e6, "gflop": flops}
             for dtype in dtypes:
                 measure(method, dtype, False,
-                        lambda: (ms.model_runner(model, kspace, mask, dtype, device, False), extra), device)
+                        lambda model=model, dtype=dtype, extra=extra: (ms.model_runner(model, kspace, mask, dtype, device, False), extra), device)
             del model
         elif method in VARNET_SIZES:
             try:
@@ -538,13 +546,13 @@ def main(argv: list[str] | None = None) -> int:
                      "note": "" if how == "full" else "fastmri.data loaded bare"}
             for dtype in dtypes:
                 measure(method, dtype, False,
-                        lambda: (varnet_runner(model, kspace, mask, dtype, device, False), extra), device)
+                        lambda model=model, dtype=dtype, extra=extra: (varnet_runner(model, kspace, mask, dtype, device, False), extra), device)
             del model
         elif method == "cs":
             note = (f"sigpy L1-wavelet + temporal TV, {args.cs_iterations} PDHG iterations, ESPIRiT maps; CPU "
                     f"({torch.get_num_threads()} threads){' (sigpy has no CUDA here)' if is_cuda else ''}")
             measure("cs", "fp32", False,
-                    lambda: (cs_runner(kspace_cpu, mask_cpu, args.cs_iterations), {"note": note}), cpu)
+                    lambda note=note: (cs_runner(kspace_cpu, mask_cpu, args.cs_iterations), {"note": note}), cpu)
         elif method == "cg_sense":
             measure("cg_sense", "fp32", False,
                     lambda: (cg_sense_runner(kspace, mask), {"note": "the project's fallback (conventional_recon)"}),
@@ -559,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 extra = {"params_m": count_parameters(model) / 1e6}
                 measure(method, "bf16", True,
-                        lambda: (ms.model_runner(model, kspace, mask, "bf16", device, True), extra), device)
+                        lambda model=model, extra=extra: (ms.model_runner(model, kspace, mask, "bf16", device, True), extra), device)
             elif method in VARNET_SIZES:
                 try:
                     model, _ = build_varnet(method, device)
@@ -568,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 extra = {"params_m": count_parameters(model) / 1e6}
                 measure(method, "bf16", True,
-                        lambda: (varnet_runner(model, kspace, mask, "bf16", device, True), extra), device)
+                        lambda model=model, extra=extra: (varnet_runner(model, kspace, mask, "bf16", device, True), extra), device)
     run.elapsed_s = time.perf_counter() - began
     run.loadavg_end = [round(x, 2) for x in os.getloadavg()]
     save(run, out)

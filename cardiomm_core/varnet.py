@@ -173,8 +173,8 @@ def fastmri_varnet_class() -> type:
             raise
         logger.debug("fastmri.data's data sets need %s (not installed); loading the network without them",
                      error.name)
-    for name in [m for m in sys.modules if m == "fastmri.models" or m.startswith("fastmri.models.")
-                 or m == "fastmri.data" or m.startswith("fastmri.data.")]:
+    stale = ("fastmri.models", "fastmri.data")
+    for name in [m for m in sys.modules if m in stale or m.startswith(tuple(p + "." for p in stale))]:
         del sys.modules[name]  # half-imported by the failed attempt
     _load_bare_fastmri_data()
     from fastmri.models import VarNet

@@ -134,7 +134,20 @@ __all__ = [
 _CUDA_OOM: type = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
 
 CSV_FIELDS = ("kind", "step", "epoch", "loss", "l1", "ssim", "psnr", "nmse", "lr", "grad_norm",
-              "sec_per_step", "time")
+              "sec_per_step", "time", "data_wait")
+
+
+def _timed(iterable: Any, waited: list[float]) -> Any:
+    """Yield from ``iterable``, adding the seconds spent waiting for each item to ``waited[0]``."""
+    iterator = iter(iterable)
+    while True:
+        began = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        waited[0] += time.perf_counter() - began
+        yield item
 
 
 # --------------------------------------------------------------------------- pieces
@@ -790,13 +803,14 @@ class Trainer:
             return float(value.item())
 
         window_start, window_steps = time.time(), 0
+        waited = [0.0]  # seconds this window spent waiting for the data loader (data-bound runs)
         try:
             while self.step < self.total_steps and self.epoch < cfg.train.epochs:
                 self.train_set.set_epoch(self.epoch)
                 order = epoch_order(len(self.train_set), cfg.seed, self.epoch, self.dist.rank, self.dist.world_size)
                 batches = [order[i:i + cfg.data.batch_size] for i in range(0, len(order), cfg.data.batch_size)]
                 sums = {"loss": 0.0, "l1": 0.0, "ssim": 0.0, "n": 0}
-                for batch in self._loader(self.train_set, batches[self.position:]):
+                for batch in _timed(self._loader(self.train_set, batches[self.position:]), waited):
                     group_start = (self.position // accum) * accum
                     group_size = min(accum, len(batches) - group_start)
                     last_in_group = self.position + 1 == group_start + group_size
@@ -843,16 +857,18 @@ class Trainer:
                         now = time.time()
                         per_step = (now - window_start) / max(window_steps, 1)
                         n = max(sums["n"], 1)
+                        data_wait = waited[0] / max(window_steps, 1)
                         log.row(kind="train", step=self.step, epoch=self.epoch, loss=sums["loss"] / n,
                                 l1=sums["l1"] / n, ssim=sums["ssim"] / n, lr=lr, grad_norm=grad_norm,
-                                sec_per_step=per_step)
+                                sec_per_step=per_step, data_wait=data_wait)
                         eta = per_step * (self.total_steps - self.step)
                         log.line(f"[cardiomm-train] epoch {self.epoch + 1}/{cfg.train.epochs} step {self.step}/"
                                  f"{self.total_steps} ({100.0 * self.step / self.total_steps:.0f}%) loss "
                                  f"{sums['loss'] / n:.4f} ssim {sums['ssim'] / n:.4f} lr {lr:.2e} "
-                                 f"{per_step:.2f} s/step ETA {_format_seconds(eta)}")
+                                 f"{per_step:.2f} s/step (data {data_wait:.2f} s) ETA {_format_seconds(eta)}")
                         sums = {"loss": 0.0, "l1": 0.0, "ssim": 0.0, "n": 0}
                         window_start, window_steps = now, 0
+                        waited[0] = 0.0
                     epoch_done = self.position >= len(batches)
                     every = cfg.checkpoint.every_steps
                     out_of_time = self._should_stop(deadline)

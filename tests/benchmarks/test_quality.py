@@ -56,7 +56,6 @@ def test_cs_recovers_an_undersampled_slice_better_than_zero_filling():
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_quality_runs_end_to_end_on_tiny_sizes(twins, tmp_path):
     out = tmp_path / "q"
     args = ["--quick", "--subjects", "3", "--matrices", "24x20", "--workers", "1", "--out", str(out),
@@ -115,3 +114,21 @@ def test_prefill_skips_hashing_encoders_and_says_so(twins, tmp_path, capsys):
             f"--checkpoint=varnet={twins / 'varnet.safetensors'}", f"--checkpoint=cardiosm={twins / 'cardiosm.safetensors'}"]
     assert quality.main(args) == 0
     assert "0 sentences" in capsys.readouterr().err  # both read hashing encoders: nothing to carry
+
+
+def test_a_stopped_run_resumes_from_its_partial_rows(tmp_path, capsys):
+    args = ["--quick", "--subjects", "2", "--matrices", "24x20", "--workers", "1", "--out", str(tmp_path),
+            "--methods", "zero_filled,cg_sense"]
+    assert quality.main(args) == 0
+    first = json.loads((tmp_path / "quality.json").read_text())["rows"]
+    lines = (tmp_path / "quality.partial.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * len(quality.QUICK_SETTINGS)
+    # as if stopped after two jobs, the last line cut in the middle
+    (tmp_path / "quality.partial.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:40])
+    capsys.readouterr()
+    assert quality.main([*args, "--resume"]) == 0
+    assert "taken from" in capsys.readouterr().err
+    again = json.loads((tmp_path / "quality.json").read_text())["rows"]
+    key = lambda r: (r["method"], r["subject"], r["pattern"], r["acceleration"])  # noqa: E731
+    assert sorted(map(key, again)) == sorted(map(key, first))
+    assert {key(r): r["psnr"] for r in again} == {key(r): r["psnr"] for r in first}

@@ -25,6 +25,7 @@ def load_script(name: str):
     return module
 
 
+@pytest.mark.slow  # four reconstructions of a tiny slice
 def test_speed_runs_end_to_end_on_tiny_sizes(tmp_path, one_thread, capsys):
     speed = load_script("speed")
     out = tmp_path / "speed.md"
@@ -35,6 +36,7 @@ def test_speed_runs_end_to_end_on_tiny_sizes(tmp_path, one_thread, capsys):
     assert status == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["geometry"] == {"coils": 4, "frames": 4, "ky": 32, "kx_encoded": 64, "kx": 32}
+    assert report["in_progress"] == ""  # no row left half-measured
     assert report["device"] == "cpu" and report["loadavg_start"] and report["command"].startswith("python benchmarks/speed.py")
     rows = {r["method"]: r for r in report["rows"]}
     fastmri = importlib.util.find_spec("fastmri") is not None

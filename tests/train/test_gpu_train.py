@@ -86,8 +86,8 @@ def test_max_seconds_stops_after_a_step_validates_and_checkpoints(tmp_path):
     assert result.step == 1 and not result.finished
     assert result.checkpoint is not None and result.checkpoint.is_dir()
     assert result.val_metrics["n_items"] == 1 and torch.isfinite(torch.tensor(result.val_metrics["psnr"]))
-    with open(tmp_path / "run" / "log.csv", encoding="utf-8") as log:
-        rows = list(csv.DictReader(log))
+    with open(tmp_path / "run" / "log.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     assert [r["kind"] for r in rows if r["kind"] == "val"] == ["val"]
 
 
@@ -99,7 +99,6 @@ def test_a_stop_request_ends_the_run_after_the_step_with_a_checkpoint_and_no_val
     assert result.val_metrics == {}
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_sigterm_stops_the_cli_cleanly(tmp_path):
     config = tmp_path / "micro.yaml"
@@ -122,7 +121,6 @@ def test_sigterm_stops_the_cli_cleanly(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "latest").is_file()
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_training_from_the_cache_never_imports_minilm_and_a_missing_sentence_fails_in_one_line(tmp_path):
     values = micro_values(tmp_path / "run", text_encoder={"name": "minilm"})
@@ -152,7 +150,6 @@ def test_training_from_the_cache_never_imports_minilm_and_a_missing_sentence_fai
     assert not list(shadow.glob("*.imported")), "the trainer tried to import the text encoder"
 
 
-@pytest.mark.slow
 @pytest.mark.slow
 def test_gpu_train_script_dry_run_on_the_cpu(tmp_path):
     """Two configs trained concurrently (the second a copy: unique names), exported as float16
