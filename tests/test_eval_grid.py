@@ -80,7 +80,6 @@ def test_grid_report_structure_and_numbers(tiny_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_minilm_model_runs_from_the_precomputed_cache_alone(tmp_path):
     """The packaged model (MiniLM text encoder) on a machine without MiniLM: its sentences were
     cached by --precompute-embeddings, and the blocked run reads them from CARDIOMM_CACHE_DIR."""
