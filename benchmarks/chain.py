@@ -51,7 +51,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -519,7 +519,8 @@ def render(report: dict[str, Any]) -> str:
         c, f, y, x = GEOMETRIES[geometry]
         lines.append(f"| {geometry}: {c} coils, {f} frames, {y} x {x} | {entry['execute_first_image_s']:.2f} | "
                      f"{entry['worker_first_image_s']:.2f} | **{entry['speedup']:.1f}x** | >= {TARGET_WORKER_SPEEDUP:.0f}x |")
-    lines += ["", f"Medians of {report['args']['ttfi_repeats']} scans each; the worker started and loaded the model once, "
+    n = report["args"]["ttfi_repeats"]
+    lines += ["", f"{'One scan' if n == 1 else f'Medians of {n} scans'} each; the worker started and loaded the model once, "
               f"in {_f(report.get('worker_start_to_ready_s'), '.1f')} s (not counted), and served one untimed scan of each "
               "size first. `<execute>` is timed from the child's start (what Gadgetron pays per scan), the worker from the "
               "ReconData hop's start; both send the same coil-compressed ReconData over loopback.", ""]

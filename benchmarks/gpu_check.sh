@@ -11,7 +11,8 @@
 #    246 x 512 -> 246 x 256) through CardioMM base and small, E2E-VarNet (fastmri, 12 cascades,
 #    18 chans) and the authors' architecture, in bf16 and fp32 with peak GPU memory, then
 #    torch.compile'd base and VarNet in bf16 while GPU_CHECK_BUDGET_S (110) s last; every row is
-#    saved as it is measured and the process is stopped at budget + 40 s;
+#    saved as it is measured and the process is stopped at budget + 40 s (stopped while compiling:
+#    not a failure, the eager rows are complete; GPU_CHECK_COMPILE=0 skips compiling);
 # 4. writes at most 7 files: $OUT/{nvidia_smi.txt,pytest_cuda.txt,gpu_check.log,gpu_check.json,
 #    gpu_check.md,speed_cuda.md,speed_cuda.json} and prints a short table last.
 #
@@ -134,12 +135,19 @@ timeout -k 10 "$((BUDGET + 40))" "$PY" benchmarks/speed.py "${SPEED_ARGS[@]}" --
 speed=${PIPESTATUS[0]}
 echo "speed.py exit code: $speed (124: stopped at $((BUDGET + 40)) s; the rows measured before are kept)" \
     | tee -a "$OUT/gpu_check.log"
+# stopped while compiling (torch.compile may outlast the budget): every eager row is saved, so that is
+# a missing optional row, not a failed check
+if { [ "$speed" = "124" ] || [ "$speed" = "137" ]; } && \
+        grep -q '"in_progress": "[^"]* compiled"' "$OUT/speed_cuda.json" 2>/dev/null; then
+    echo "speed.py was stopped while compiling; the eager rows are complete" | tee -a "$OUT/gpu_check.log"
+    speed=0
+fi
 
 # -- the short table, last
 echo
 cat "$OUT/gpu_check.md" 2>/dev/null
 echo
-grep "^|" "$OUT/speed_cuda.md" 2>/dev/null | cut -d'|' -f2,5,6,7,9,10,11 || echo "(no speed table)"
+grep "^|" "$OUT/speed_cuda.md" 2>/dev/null | cut -d"|" -f2,5,6,7,9,10,11 || echo "(no speed table)"
 grep "^Skipped" "$OUT/speed_cuda.md" 2>/dev/null
 status=0
 [ "$correctness" = "0" ] || status=1

@@ -10,8 +10,8 @@
 #   GPU_TRAIN_CONFIGS    space-separated training YAMLs (default: the generalist GPU config); any
 #                        cardiomm-train config works (run_dir, device and budget are overridden)
 #   GPU_TRAIN_SECONDS    train.max_seconds of every run (default 300); the script ends within
-#                        GPU_TRAIN_SECONDS + 90 s: a run still going at +45 s gets SIGTERM (it
-#                        stops after its current step and checkpoints), at +60 s SIGKILL; each is
+#                        GPU_TRAIN_SECONDS + 90 s: a run still going at +60 s gets SIGTERM (it
+#                        stops after its current step and checkpoints), at +72 s SIGKILL; each is
 #                        exported from its newest checkpoint. With N runs on one GPU each may use
 #                        0.97/N of its memory (train.cuda_memory_fraction; a slice that does not
 #                        fit is skipped and counted in the log)
@@ -44,8 +44,8 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 mkdir -p "$OUT" "$WORK"
 LOG="$OUT/train_log.txt"
 START=$(date +%s)
-SOFT_LIMIT=$((SECONDS_BUDGET + 45))   # start-up (imports, weights, data) + final validation and checkpoint
-HARD_LIMIT=$((SECONDS_BUDGET + 60))
+SOFT_LIMIT=$((SECONDS_BUDGET + 60))   # start-up (imports, weights, data, a first validation) + the last validation and checkpoint
+HARD_LIMIT=$((SECONDS_BUDGET + 72))
 
 {
   echo "# gpu_train.sh $(date -u '+%Y-%m-%d %H:%M:%S UTC'): device $DEVICE, ${SECONDS_BUDGET} s per run"
@@ -80,10 +80,12 @@ for cfg in $CONFIGS; do
   echo "== starting $name: $cfg" | tee -a "$LOG"
   "$PY" -m train.cli --config "$cfg" --overwrite "${overrides[@]}" >"$WORK/$name.log" 2>&1 &
   pid=$!
-  # watchdog: SIGTERM to the trainer alone at +45 s (it stops after its step and checkpoints; its
-  # loader workers are left to it), SIGKILL to it and its children at +60 s
-  ( sleep "$SOFT_LIMIT"; kill -0 "$pid" 2>/dev/null || exit 0; kill -TERM "$pid" 2>/dev/null
-    sleep $((HARD_LIMIT - SOFT_LIMIT)); pkill -KILL -P "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
+  # watchdog: SIGTERM to the trainer alone at +60 s (it stops after its step and checkpoints; its
+  # loader workers are left to it), SIGKILL to it and its children at +72 s
+  # (the .ended mark, written as soon as the run is reaped, keeps it off a reused process id)
+  ( sleep "$SOFT_LIMIT"; [ -e "$WORK/$name.ended" ] && exit 0; kill -TERM "$pid" 2>/dev/null
+    sleep $((HARD_LIMIT - SOFT_LIMIT)); [ -e "$WORK/$name.ended" ] && exit 0
+    pkill -KILL -P "$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null
   ) >/dev/null 2>&1 &
   PIDS+=("$pid"); WATCHDOGS+=($!); NAMES+=("$name"); STARTS+=("$(date +%s)")
 done
@@ -91,8 +93,9 @@ done
 declare -a RUNS
 for k in "${!PIDS[@]}"; do
   wait "${PIDS[$k]}"; rc=$?
+  touch "$WORK/${NAMES[$k]}.ended"
   took=$(( $(date +%s) - ${STARTS[$k]} ))
-  pkill -P "${WATCHDOGS[$k]}" 2>/dev/null; kill "${WATCHDOGS[$k]}" 2>/dev/null
+  pkill -P "${WATCHDOGS[$k]}" 2>/dev/null  # its sleep; the watchdog then sees the mark and exits
   RUNS+=(--run "${NAMES[$k]}:$rc:$took")
   echo "== ${NAMES[$k]} ended: exit code $rc after ${took} s" | tee -a "$LOG"
 done
@@ -109,7 +112,7 @@ if [ -s "$WORK/gpu_samples.csv" ]; then
   { echo; echo "==================== GPU samples (timestamp, utilisation, memory used)"; cat "$WORK/gpu_samples.csv"; } >>"$LOG"
 fi
 
-LEFT=$(( SECONDS_BUDGET + 85 - ($(date +%s) - START) ))
+LEFT=$(( SECONDS_BUDGET + 87 - ($(date +%s) - START) ))
 [ "$LEFT" -lt 10 ] && LEFT=10
 timeout --kill-after=5 "$LEFT" "$PY" benchmarks/gpu_train_report.py --work "$WORK" --out "$OUT" \
   --budget "$SECONDS_BUDGET" --device "$DEVICE" "${RUNS[@]}" 2>>"$LOG"

@@ -44,11 +44,14 @@ def _read_log(run_dir: Path) -> dict[str, Any]:
         facts["step"] = int(train[-1]["step"])
         per_step = [float(r["sec_per_step"]) for r in train if r.get("sec_per_step")]
         steps = [int(r["step"]) for r in train]
-        if per_step:
+        if per_step and len(per_step) == len(steps):
             # the log's windows: steps between rows x seconds per step in that window
             spans = [steps[0]] + [b - a for a, b in zip(steps, steps[1:])]
             seconds = sum(n * s for n, s in zip(spans, per_step))
             facts["seconds_per_step"] = seconds / max(sum(spans), 1)
+            waits = [float(r["data_wait"]) if r.get("data_wait") else None for r in train]
+            if all(w is not None for w in waits):
+                facts["data_wait_share"] = sum(n * w for n, w in zip(spans, waits)) / max(seconds, 1e-9)
     if val:
         facts["val_psnr"] = float(val[-1]["psnr"])
         facts["val_ssim"] = float(val[-1]["ssim"])
@@ -58,15 +61,18 @@ def _read_log(run_dir: Path) -> dict[str, Any]:
     return facts
 
 
-def _examples_per_step(run_dir: Path) -> int:
+def _checkpoint_facts(run_dir: Path) -> tuple[int | None, int]:
+    """(step of the newest checkpoint or None, examples per optimiser step)."""
     latest = run_dir / "checkpoints" / "latest"
     try:
         name = latest.read_text(encoding="utf-8").strip()
         meta = json.loads((run_dir / "checkpoints" / name / "state.json").read_text(encoding="utf-8"))
         sampler = meta.get("sampler", {})
-        return int(sampler.get("batch_size", 1)) * int(sampler.get("grad_accum", 1)) * int(sampler.get("world_size", 1))
-    except (OSError, ValueError):
-        return 1
+        per_step = int(sampler.get("batch_size", 1)) * int(sampler.get("grad_accum", 1)) * \
+            int(sampler.get("world_size", 1))
+        return int(meta["step"]), per_step
+    except (OSError, ValueError, KeyError):
+        return None, 1
 
 
 def _export(run_dir: Path, name: str, out: Path, work: Path, as_tar: bool) -> tuple[str, str]:
@@ -128,18 +134,27 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc(file=sys.stderr)
             files, note = "", f"export failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         per_step = facts.get("seconds_per_step")
-        samples = _examples_per_step(run_dir) / per_step if per_step else None
+        checkpoint_step, examples = _checkpoint_facts(run_dir)
+        samples = examples / per_step if per_step else None
+        step = checkpoint_step if checkpoint_step is not None else facts["step"]
+        wait = facts.get("data_wait_share")
         status = "ok" if rc == 0 else ("killed (timeout)" if rc in (124, 137) else f"exit {rc}")
-        rows.append((name, status, facts["step"], samples, facts["first_val_psnr"], facts["val_psnr"],
+        rows.append((name, status, step, samples, wait, facts["first_val_psnr"], facts["val_psnr"],
                      facts["first_val_ssim"], facts["val_ssim"], seconds, files or "-", note))
     budget = f"{args.budget:g} s each" if args.budget else "as configured"
+    notes = ["", "steps: of the newest checkpoint (exported); samples/s and data wait (the share of the "
+             "training time spent waiting for the loader: phantoms not simulated fast enough) from log.csv."]
     lines = [f"# gpu_train summary ({time.strftime('%Y-%m-%d %H:%M:%S')}, device {args.device or '?'}, "
              f"train.max_seconds {budget})", "",
-             "| run | status | steps | samples/s | val PSNR first -> final | val SSIM first -> final | wall s | files | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name, status, step, samples, p0, p1, s0, s1, seconds, files, note in rows:
-        lines.append(f"| {name} | {status} | {_fmt(step, 'd')} | {_fmt(samples, '.2f')} | {_fmt(p0, '.2f')} -> "
-                     f"{_fmt(p1, '.2f')} | {_fmt(s0, '.4f')} -> {_fmt(s1, '.4f')} | {seconds:.0f} | {files} | {note} |")
+             "| run | status | steps | samples/s | data wait | val PSNR first -> final | val SSIM first -> final "
+             "| wall s | files | note |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, status, step, samples, wait, p0, p1, s0, s1, seconds, files, note in rows:
+        waiting = f"{100 * wait:.0f} %" if wait is not None else "-"
+        lines.append(f"| {name} | {status} | {_fmt(step, 'd')} | {_fmt(samples, '.2f')} | {waiting} | "
+                     f"{_fmt(p0, '.2f')} -> {_fmt(p1, '.2f')} | {_fmt(s0, '.4f')} -> {_fmt(s1, '.4f')} | "
+                     f"{seconds:.0f} | {files} | {note} |")
+    lines += notes
     if as_tar:
         lines += ["", "Each NAME.tar holds NAME.safetensors + NAME.json (tar xf NAME.tar)."]
     text = "\n".join(lines) + "\n"

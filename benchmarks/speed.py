@@ -105,6 +105,8 @@ class Row:
     first_call_s: float | None = None
     peak_mem_gib: float | None = None
     ratio_varnet: float | None = None
+    cpu_ms: float | None = None
+    ratio_varnet_cpu: float | None = None
     finite: bool | None = None
     note: str = ""
 
@@ -126,6 +128,9 @@ class Run:
     loadavg_end: list[float] | None = None
     elapsed_s: float = 0.0
     fastmri_import: str = ""
+    #: the row being measured when the table was last saved ("" once it is done): a run stopped from
+    #: outside (a timeout) says which row it was in
+    in_progress: str = ""
 
 
 # --------------------------------------------------------------------------- optional peers (lazy imports)
@@ -266,9 +271,14 @@ def time_runner(run: Callable[[], Any], device: torch.device, warmup: int, repea
     first_s = time.perf_counter() - start
     finite = _finite(first)
     del first
-    times = ms.time_call(run, device, warmup, repeats)
+    ms.time_call(run, device, warmup, 0)
+    times, cpu_times = [], []
+    for _ in range(repeats):
+        cpu_start = time.process_time()
+        times += ms.time_call(run, device, 0, 1)
+        cpu_times.append(time.process_time() - cpu_start)
     return {"first_call_s": first_s, "finite": finite, "median_ms": 1e3 * statistics.median(times),
-            "min_ms": 1e3 * min(times), "runs": len(times)}
+            "min_ms": 1e3 * min(times), "runs": len(times), "cpu_ms": 1e3 * statistics.median(cpu_times)}
 
 
 def varnet_flops(name: str, n_coils: int, n_frames: int, n_ky: int, n_kx: int) -> float | None:
@@ -297,12 +307,14 @@ def varnet_flops(name: str, n_coils: int, n_frames: int, n_ky: int, n_kx: int) -
 
 def _ratios(rows: list[Row]) -> None:
     """ratio_varnet: latency / VarNet's (same device, same dtype, same compiled if measured, else eager fp32)."""
-    varnet = {(r.device, r.dtype, r.compiled): r.median_ms for r in rows
-              if r.method.startswith("varnet") and r.median_ms}
-    for r in rows:
-        ref = varnet.get((r.device, r.dtype, r.compiled)) or varnet.get((r.device, r.dtype, False)) \
-            or varnet.get((r.device, "fp32", False))
-        r.ratio_varnet = r.median_ms / ref if (ref and r.median_ms) else None
+    for attr, ratio in (("median_ms", "ratio_varnet"), ("cpu_ms", "ratio_varnet_cpu")):
+        varnet = {(r.device, r.dtype, r.compiled): getattr(r, attr) for r in rows
+                  if r.method.startswith("varnet") and getattr(r, attr)}
+        for r in rows:
+            ref = varnet.get((r.device, r.dtype, r.compiled)) or varnet.get((r.device, r.dtype, False)) \
+                or varnet.get((r.device, "fp32", False))
+            value = getattr(r, attr)
+            setattr(r, ratio, value / ref if (ref and value) else None)
 
 
 def machine_description(device: torch.device) -> str:
@@ -350,18 +362,21 @@ def render(run: Run) -> str:
         f"- slice: {g['coils']} coils, {g['frames']} frames, {g['ky']} x {g['kx_encoded']} k-space cropped to "
         f"{g['ky']} x {g['kx']}, ktUniform 8x; random weights (CardioMM text dim 64, official 512)",
         "- latency: median wall time of the timed runs after the first call and the warm-up runs; "
-        "x VarNet: latency / VarNet's in this run (same dtype, else fp32); peak: torch.cuda.max_memory_allocated; "
+        "x VarNet: latency / VarNet's in this run (same dtype, else fp32); CPU time: this process's CPU seconds "
+        "per timed call (all threads; on a shared CPU steadier than wall time, on a GPU only the host's share); "
+        "peak: torch.cuda.max_memory_allocated; "
         "GFLOP: convolutions and matrix products of one forward (FlopCounterMode; FFTs not counted)",
         "",
         "| method | params (M) | GFLOP/slice | dtype | compiled | latency/slice (ms) | runs (+warm-up) | x VarNet "
-        "| peak GPU mem (GiB) | first call (s) | finite | note |",
-        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---|",
+        "| peak GPU mem (GiB) | first call (s) | CPU time/slice (ms) | x VarNet (CPU time) | finite | note |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in run.rows:
         lines.append(
             f"| {r.method} | {_fmt(r.params_m, '.2f')} | {_fmt(r.gflop, '.3g')} | {r.dtype} | "
             f"{'yes' if r.compiled else 'no'} | {_fmt(r.median_ms, '.1f')} | {r.runs} (+{r.warmup}) | "
-            f"{_fmt(r.ratio_varnet, '.2f')} | {_fmt(r.peak_mem_gib, '.2f')} | {_fmt(r.first_call_s, '.1f')} | "
+            f"{_fmt(r.ratio_varnet, '.3g')} | {_fmt(r.peak_mem_gib, '.2f')} | {_fmt(r.first_call_s, '.1f')} | "
+            f"{_fmt(r.cpu_ms, '.0f')} | {_fmt(r.ratio_varnet_cpu, '.3g')} | "
             f"{'-' if r.finite is None else ('yes' if r.finite else 'NO')} | {r.note} |")
     lines += ["", "The bar and the targets (not measured here):", ""]
     lines += [f"- {name}: {ms_:.0f} ms per slice" for name, ms_ in PEER_BAR_MS.items()]
@@ -369,6 +384,8 @@ def render(run: Run) -> str:
                  "per slice at the CMRxRecon cine size")
     if run.skipped:
         lines += ["", "Skipped or failed: " + "; ".join(run.skipped)]
+    if run.in_progress:
+        lines += ["", f"Stopped while measuring: {run.in_progress} (the rows above are complete)"]
     return "\n".join(lines) + "\n"
 
 
@@ -466,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         warmup, repeats = counts(method)
         row = Row(method=method, dtype=dtype, compiled=compiled, device=on.type, warmup=warmup)
+        run.in_progress = label
+        save(run, out)
         try:
             if on.type == "cuda":
                 torch.cuda.empty_cache()
@@ -489,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
             run.rows.append(row)
         finally:
+            run.in_progress = ""
             run.elapsed_s = time.perf_counter() - began
             run.loadavg_end = [round(x, 2) for x in os.getloadavg()]
             save(run, out)
@@ -506,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = {"params_m": count_parameters(model) / 1e6, "gflop": flops}
             for dtype in dtypes:
                 measure(method, dtype, False,
-                        lambda: (ms.model_runner(model, kspace, mask, dtype, device, False), extra), device)
+                        lambda model=model, dtype=dtype, extra=extra: (ms.model_runner(model, kspace, mask, dtype, device, False), extra), device)
             del model
         elif method in VARNET_SIZES:
             try:
@@ -526,13 +546,13 @@ def main(argv: list[str] | None = None) -> int:
                      "note": "" if how == "full" else "fastmri.data loaded bare"}
             for dtype in dtypes:
                 measure(method, dtype, False,
-                        lambda: (varnet_runner(model, kspace, mask, dtype, device, False), extra), device)
+                        lambda model=model, dtype=dtype, extra=extra: (varnet_runner(model, kspace, mask, dtype, device, False), extra), device)
             del model
         elif method == "cs":
             note = (f"sigpy L1-wavelet + temporal TV, {args.cs_iterations} PDHG iterations, ESPIRiT maps; CPU "
                     f"({torch.get_num_threads()} threads){' (sigpy has no CUDA here)' if is_cuda else ''}")
             measure("cs", "fp32", False,
-                    lambda: (cs_runner(kspace_cpu, mask_cpu, args.cs_iterations), {"note": note}), cpu)
+                    lambda note=note: (cs_runner(kspace_cpu, mask_cpu, args.cs_iterations), {"note": note}), cpu)
         elif method == "cg_sense":
             measure("cg_sense", "fp32", False,
                     lambda: (cg_sense_runner(kspace, mask), {"note": "the project's fallback (conventional_recon)"}),
@@ -540,10 +560,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         for method in [m for m in args.compile_methods.split(",") if m in methods]:
             if method in CARDIOMM_METHODS:
-                model = ms.build_model(method, device)
+                try:
+                    model = ms.build_model(method, device)
+                except Exception as exc:  # noqa: BLE001
+                    run.skipped.append(f"{method} compiled: {type(exc).__name__}: {exc}")
+                    continue
                 extra = {"params_m": count_parameters(model) / 1e6}
                 measure(method, "bf16", True,
-                        lambda: (ms.model_runner(model, kspace, mask, "bf16", device, True), extra), device)
+                        lambda model=model, extra=extra: (ms.model_runner(model, kspace, mask, "bf16", device, True), extra), device)
             elif method in VARNET_SIZES:
                 try:
                     model, _ = build_varnet(method, device)
@@ -552,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 extra = {"params_m": count_parameters(model) / 1e6}
                 measure(method, "bf16", True,
-                        lambda: (varnet_runner(model, kspace, mask, "bf16", device, True), extra), device)
+                        lambda model=model, extra=extra: (varnet_runner(model, kspace, mask, "bf16", device, True), extra), device)
     run.elapsed_s = time.perf_counter() - began
     run.loadavg_end = [round(x, 2) for x in os.getloadavg()]
     save(run, out)

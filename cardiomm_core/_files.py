@@ -9,9 +9,12 @@ temporary files to ``0o666 & ~umask`` (folders ``0o777 & ~umask``), as ``open()`
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
+from pathlib import Path
+from typing import BinaryIO, Callable
 
-__all__ = ["current_umask", "default_dir_mode", "default_file_mode"]
+__all__ = ["current_umask", "default_dir_mode", "default_file_mode", "write_atomically"]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -39,3 +42,21 @@ def default_file_mode() -> int:
 def default_dir_mode() -> int:
     """The mode ``mkdir`` would give a new folder: ``0o777 & ~umask``."""
     return 0o777 & ~current_umask()
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` whole or not at all: ``write(handle)`` fills a temporary file in the same
+    folder (mode ``default_file_mode()``), which then replaces ``path``. The folder must exist.
+    Raises what ``write`` or the file system raises (``OSError``); no temporary file stays behind."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, default_file_mode())  # mkstemp's 0600 would keep other users out of a shared folder
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp_name, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except OSError:
+            pass
+        raise

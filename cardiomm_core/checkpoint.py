@@ -11,9 +11,11 @@ A checkpoint is a pair of files with one stem::
                           "cardiomm_version": ..., "created": ISO-8601 UTC,
                           "weights_file": "<stem>.safetensors", "weights_sha256": ...}
 
-The architecture is the project's ``CardioMMConfig`` unless it carries ``"kind": "official"``, in
-which case it is an ``OfficialConfig`` (the authors' network, ``cardiomm_core.official``); sidecars
-written before that key existed are project models. Tensors that alias one another in the model
+The architecture is the project's ``CardioMMConfig`` unless it carries a ``"kind"``:
+``"official"`` is an ``OfficialConfig`` (the authors' network, ``cardiomm_core.official``) and
+``"varnet"`` a ``VarNetConfig`` (fastMRI's E2E-VarNet, a benchmark peer, ``cardiomm_core.varnet``;
+loading one needs the fastmri package); sidecars written before that key existed are project
+models. The CardioSM ablation is a project model with ``"context": "none"``. Tensors that alias one another in the model
 (the official network shares one PReLU among 253 keys) are stored once, under the first name, and
 shared again on load.
 
@@ -34,7 +36,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Union
 
 import torch
 from safetensors import SafetensorError
@@ -47,6 +49,7 @@ from cardiomm_core.model import CardioMM, CardioMMConfig
 from cardiomm_core.official import OFFICIAL_KIND, OfficialCardioMM, OfficialConfig
 from cardiomm_core.prompting import PromptSpec
 from cardiomm_core.text import canonical_encoder_name
+from cardiomm_core.varnet import VARNET_KIND, VarNetConfig, VarNetRecon
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ _MAX_LISTED = 25
 class CheckpointMeta:
     """What a checkpoint's JSON sidecar says, parsed and checked."""
 
-    architecture: CardioMMConfig | OfficialConfig
+    architecture: CardioMMConfig | OfficialConfig | VarNetConfig
     text_encoder_name: str
     text_encoder_dim: int
     normalisation: dict[str, Any]
@@ -155,17 +158,35 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _architecture_from_dict(values: Any) -> CardioMMConfig | OfficialConfig:
-    """The config a sidecar's "architecture" describes: official when ``kind == "official"``."""
+#: Every network a checkpoint can hold.
+Network = Union[CardioMM, OfficialCardioMM, VarNetRecon]
+NETWORK_CLASSES = (CardioMM, OfficialCardioMM, VarNetRecon)
+
+
+def architecture_from_dict(values: Any) -> CardioMMConfig | OfficialConfig | VarNetConfig:
+    """The config a sidecar's "architecture" describes: by its ``kind`` ("official", "varnet"),
+    the project's CardioMMConfig when it has none. ValueError for an unknown kind or a bad field."""
     if isinstance(values, Mapping) and "kind" in values:
-        if values["kind"] != OFFICIAL_KIND:
-            raise ValueError(f"unknown architecture kind {values['kind']!r} (known: {OFFICIAL_KIND!r}, or no kind)")
-        return OfficialConfig.from_dict(values)
+        if values["kind"] == OFFICIAL_KIND:
+            return OfficialConfig.from_dict(values)
+        if values["kind"] == VARNET_KIND:
+            return VarNetConfig.from_dict(values)
+        raise ValueError(f"unknown architecture kind {values['kind']!r} "
+                         f"(known: {OFFICIAL_KIND!r}, {VARNET_KIND!r}, or no kind)")
     return CardioMMConfig.from_dict(values)
 
 
-def _build_model(config: CardioMMConfig | OfficialConfig) -> CardioMM | OfficialCardioMM:
-    return OfficialCardioMM(config) if isinstance(config, OfficialConfig) else CardioMM(config)
+def build_network(config: CardioMMConfig | OfficialConfig | VarNetConfig) -> Network:
+    """The (untrained) network of an architecture config."""
+    if isinstance(config, OfficialConfig):
+        return OfficialCardioMM(config)
+    if isinstance(config, VarNetConfig):
+        return VarNetRecon(config)
+    return CardioMM(config)
+
+
+_architecture_from_dict = architecture_from_dict
+_build_model = build_network
 
 
 def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...]:
@@ -200,7 +221,7 @@ def _json_section(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def save_checkpoint(
     path: str | os.PathLike[str],
-    model: CardioMM | OfficialCardioMM,
+    model: Network,
     *,
     text_encoder_name: str,
     text_encoder_dim: int,
@@ -216,7 +237,8 @@ def save_checkpoint(
     a reader that catches the pair between the two renames sees a hash mismatch, not wrong weights.
 
     Args:
-        model: the network (CardioMM or OfficialCardioMM); its ``config`` is stored as the architecture.
+        model: the network (CardioMM, OfficialCardioMM or VarNetRecon); its ``config`` is stored as
+            the architecture.
         text_encoder_name: the encoder the model was trained with (``TextEncoder.name``; aliases
             such as "minilm" are stored in canonical form, "minilm-l6-v2").
         text_encoder_dim: its embedding size; must equal ``model.config.text_dim``.
@@ -233,8 +255,8 @@ def save_checkpoint(
         ValueError: wrong model type, an encoder dim that does not fit the model, a section that is
             not JSON-serialisable.
     """
-    if not isinstance(model, (CardioMM, OfficialCardioMM)):
-        raise ValueError(f"model must be a CardioMM or OfficialCardioMM, got {type(model).__name__}")
+    if not isinstance(model, NETWORK_CLASSES):
+        raise ValueError(f"model must be a CardioMM, OfficialCardioMM or VarNetRecon, got {type(model).__name__}")
     encoder_name = canonical_encoder_name(text_encoder_name)
     if isinstance(text_encoder_dim, bool) or not isinstance(text_encoder_dim, int) or text_encoder_dim < 1:
         raise ValueError(f"text_encoder_dim must be a positive integer, got {text_encoder_dim!r}")
@@ -426,7 +448,7 @@ def load_checkpoint(
     text_encoder_dim: int | None = None,
     map_location: str | torch.device = "cpu",
     verify_hash: bool = True,
-) -> tuple[CardioMM | OfficialCardioMM, CheckpointMeta]:
+) -> tuple[Network, CheckpointMeta]:
     """Build the model described by a checkpoint, load its weights and return it in eval mode.
 
     Args:
@@ -505,7 +527,10 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "STORAGE_DTYPES",
+    "NETWORK_CLASSES",
+    "architecture_from_dict",
     "atomic_write",
+    "build_network",
     "CheckpointMeta",
     "checkpoint_paths",
     "load_checkpoint",

@@ -40,10 +40,13 @@ from .fft import ifft2c
 from .model import CardioMM, acs_region_mask
 from .official import OfficialCardioMM
 from .prompting import PromptSpec, context_sentences, encode_sentences, model_forward, prepare_model_input
+from .varnet import VarNetRecon
 
 #: Networks the engine runs: anything with ``config.text_dim``, ``to_channels_last()`` and
-#: ``forward(kspace, mask, meta_emb, us_emb, acs) -> (B, T, y, x)`` complex64.
-RECON_MODELS = (CardioMM, OfficialCardioMM)
+#: ``forward(kspace, mask, meta_emb, us_emb, acs) -> (B, T, y, x)`` complex64 (or a real
+#: magnitude: the authors' architecture and fastMRI's E2E-VarNet, a benchmark peer that the
+#: gadgets refuse, ``gadgets.recon.refuse_benchmark_peer``).
+RECON_MODELS = (CardioMM, OfficialCardioMM, VarNetRecon)
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +171,7 @@ class InferenceEngine:
                  normalisation: Mapping[str, Any] | None = None,
                  prompt: PromptSpec | Mapping[str, Any] | None = None) -> None:
         if not isinstance(model, RECON_MODELS):
-            raise ValueError(f"model must be a CardioMM or OfficialCardioMM, got {type(model).__name__}")
+            raise ValueError(f"model must be a CardioMM, OfficialCardioMM or VarNetRecon, got {type(model).__name__}")
         for attr in ("name", "dim", "encode"):
             if not hasattr(text_encoder, attr):
                 raise ValueError(f"text_encoder must implement TextEncoder (name, dim, encode); it has no {attr!r}")

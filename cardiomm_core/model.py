@@ -68,6 +68,7 @@ __all__ = [
     "config_by_name",
     "CONFIG_NAMES",
     "UNROLL_MODES",
+    "CONTEXT_MODES",
     "count_parameters",
     "CardioMM",
     "CardioMMOutput",
@@ -164,12 +165,19 @@ class CardioMMConfig:
     #: initial ``lam`` of the proximal data consistency (operator scale: rss-normalised maps put
     #: the eigenvalues of ``A^H A`` in [0, 1])
     prox_weight_init: float = 0.5
+    #: what the two projection heads read (see :data:`CONTEXT_MODES`): ``"text"``, the frozen
+    #: text embeddings of the metadata and undersampling sentences (CardioMM); ``"none"``, the
+    #: CardioSM ablation of the paper: the same network with the text context removed, i.e. the
+    #: embeddings replaced by zeros for every scan, so each head gives one learned constant
+    #: vector (LayerNorm of zeros is its bias, then the MLP) and no scan-specific information
+    #: enters the network through the adapters and prompters
+    context: str = "text"
 
     _TUPLE_FIELDS = ("feature_dims", "prompt_dims", "n_prompts", "prompt_sizes",
                      "n_enc_cab", "n_dec_cab", "n_skip_cab")
     #: fields added after the first checkpoints were written: missing in a stored mapping, they
     #: take their defaults (the behaviour of the model before they existed)
-    _LATER_FIELDS = ("unroll", "cg_iterations", "prox_weight_init")
+    _LATER_FIELDS = ("unroll", "cg_iterations", "prox_weight_init", "context")
 
     def __post_init__(self) -> None:
         for name in self._TUPLE_FIELDS:
@@ -200,6 +208,8 @@ class CardioMMConfig:
                 and self.prox_weight_init > 0):
             raise ValueError(f"prox_weight_init must be a positive number, got {self.prox_weight_init!r}")
         self.prox_weight_init = float(self.prox_weight_init)
+        if self.context not in CONTEXT_MODES:
+            raise ValueError(f"context must be one of {CONTEXT_MODES}, got {self.context!r}")
         self.hard_dc = bool(self.hard_dc)
         self.use_ca = bool(self.use_ca)
         self.use_checkpoint = bool(self.use_checkpoint)
@@ -231,6 +241,8 @@ class CardioMMConfig:
 
 #: Values of :attr:`CardioMMConfig.unroll`.
 UNROLL_MODES = ("kspace", "proximal")
+#: Values of :attr:`CardioMMConfig.context`: "text" (CardioMM) or "none" (the CardioSM ablation).
+CONTEXT_MODES = ("text", "none")
 
 CONFIG_NAMES = ("tiny", "small", "base")
 
@@ -882,6 +894,9 @@ class CardioMM(nn.Module):
         mask = mask.expand(n_b, 1, n_t, *mask.shape[-2:])
         meta_emb = meta_emb.to(torch.float32).expand(n_b, -1)
         us_emb = us_emb.to(torch.float32).expand(n_b, -1)
+        if self.config.context == "none":  # CardioSM: constant (zero) embeddings, whatever the scan
+            meta_emb = torch.zeros_like(meta_emb)
+            us_emb = torch.zeros_like(us_emb)
         meta = self.meta_head(meta_emb)
         us = self.us_head(us_emb)
         with _no_autocast(masked_kspace.device):

@@ -36,7 +36,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -44,7 +43,7 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 import torch
 
-from cardiomm_core._files import default_file_mode
+from cardiomm_core._files import write_atomically
 from cardiomm_core.context import ScanContext
 
 logger = logging.getLogger(__name__)
@@ -555,27 +554,15 @@ class EmbeddingCache:
             self._write(self.path_for(encoder_id, sentence), value.numpy())
 
     def _write(self, path: Path, array: np.ndarray) -> None:
-        tmp_name = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             buffer = io.BytesIO()
             np.save(buffer, array, allow_pickle=False)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".tmp", dir=path.parent)
-            os.fchmod(fd, default_file_mode())  # a shared cache: the umask's mode, not mkstemp's 0600
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(buffer.getvalue())
-            os.replace(tmp_name, path)
-            tmp_name = None
+            write_atomically(path, lambda handle: handle.write(buffer.getvalue()))
         except OSError as exc:
             if not self._write_failed:
                 logger.warning("cannot write embedding cache under %s (%s); caching in memory only", self.directory, exc)
                 self._write_failed = True
-        finally:
-            if tmp_name is not None:
-                try:
-                    os.unlink(tmp_name)
-                except OSError:
-                    pass
 
     def clear_memory(self) -> None:
         """Forget the in-memory entries (files stay)."""

@@ -97,8 +97,11 @@ def load_engine(checkpoint: Path, device: str = "auto") -> InferenceEngine:
 
     Thread-safe: concurrent first calls load once. A load (an engine not seen before) is counted
     (:func:`engine_loads`) and logged as ``model loaded: ...``. Exceptions of the loader propagate.
+    A benchmark peer's checkpoint (E2E-VarNet, architecture kind "varnet") is refused with a
+    ValueError: the chains reconstruct with CardioMM checkpoints only.
     """
     global _engine_loads
+    refuse_benchmark_peer(checkpoint)
     key = (str(Path(checkpoint).expanduser().resolve()), str(device))
     with _ENGINE_LOCK:
         engine = get_engine(checkpoint, device)
@@ -109,6 +112,23 @@ def load_engine(checkpoint: Path, device: str = "auto") -> InferenceEngine:
             logger.info("model loaded: %s on %s (%s; load %d of this process)", checkpoint, engine.device,
                         describe_model(checkpoint, engine), _engine_loads)
         return engine
+
+
+def refuse_benchmark_peer(checkpoint: Path) -> None:
+    """ValueError (one line) when ``checkpoint`` holds a benchmark peer (fastMRI's E2E-VarNet,
+    ``"kind": "varnet"``), which ``benchmarks/quality.py`` evaluates but no chain runs. A sidecar
+    that cannot be read is left to the loader to report."""
+    from cardiomm_core.checkpoint import read_checkpoint_meta
+    from cardiomm_core.varnet import VarNetConfig
+
+    try:
+        meta = read_checkpoint_meta(checkpoint)
+    except (OSError, ValueError):
+        return
+    if isinstance(meta.architecture, VarNetConfig):
+        raise ValueError(f"checkpoint {Path(checkpoint).name} is an E2E-VarNet benchmark peer (architecture kind "
+                         "'varnet'), not a CardioMM model: the chains reconstruct with CardioMM checkpoints only "
+                         "(evaluate it with benchmarks/quality.py)")
 
 
 def describe_model(checkpoint: Path, engine: InferenceEngine) -> str:

@@ -680,7 +680,7 @@ def parse_matrix(text: str) -> tuple[int, int]:
     try:
         nx, ny = (int(part) for part in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"matrix must be RxP (readout x phase), e.g. 128x112, got {text!r}")
+        raise argparse.ArgumentTypeError(f"matrix must be RxP (readout x phase), e.g. 128x112, got {text!r}") from None
     return nx, ny
 
 

@@ -414,6 +414,7 @@ _COMPOSE_RUNS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label, args", _COMPOSE_RUNS, ids=[label for label, _ in _COMPOSE_RUNS])
 def test_docker_compose_config_is_valid(label: str, args: list[str]) -> None:
     binary = shutil.which("docker-compose")

@@ -185,6 +185,12 @@ class DataConfig:
 class ModelConfig:
     """``cardiomm_core.model.config_by_name(name, text_dim)`` with field ``overrides``.
 
+    ``name: varnet`` trains fastMRI's E2E-VarNet instead (a benchmark peer,
+    ``cardiomm_core.varnet``; needs ``pip install --no-deps fastmri==0.3.0``): its published size
+    (12 cascades, 18 channels) with ``VarNetConfig`` fields as overrides (``num_cascades``,
+    ``chans``, ``pools``, ``sens_chans``, ``sens_pools``, ``mask_center``). The CardioSM ablation
+    is a CardioMM with ``overrides: {context: none}`` (constant, zero text embeddings).
+
     ``init_from``: start from the weights of another run (fine-tuning): a training checkpoint (a
     ``checkpoints/step_*`` folder, or a run folder: its latest) or an inference checkpoint
     (``.safetensors`` / ``.json``, e.g. an exported or the packaged model). Its architecture and
@@ -227,11 +233,15 @@ class OptimConfig:
 @dataclass
 class ScheduleConfig:
     """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr_ratio * lr`` at
-    the last step (``kind: constant`` keeps ``lr`` after the warm-up)."""
+    the last step (``kind: constant`` keeps ``lr`` after the warm-up). ``by_time`` (with
+    ``train.max_seconds``): the schedule's position is the further along of steps / planned steps
+    and seconds / max_seconds, so the cosine reaches its end when either budget runs out (runs
+    compared at an equal wall-clock budget; the learning rate then depends on the machine's speed)."""
 
     kind: str = "cosine"
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
+    by_time: bool = False
 
 
 @dataclass
@@ -264,21 +274,25 @@ class TrainLoopConfig:
 
     epochs: int = 1
     max_steps: Union[int, None] = None
+    max_seconds: Union[float, None] = None
     grad_clip: Union[float, None] = 1.0
     grad_accum: int = 1
     amp: bool = True
     deterministic: bool = False
     device: str = "auto"
     threads: Union[int, None] = None
-    max_seconds: Union[float, None] = None
     cuda_memory_fraction: Union[float, None] = None
 
 
 @dataclass
 class ValidationConfig:
-    """Validation at every epoch end: PSNR / SSIM / NMSE (``cardiomm_core.metrics.evaluate``)."""
+    """Validation at every epoch end: PSNR / SSIM / NMSE (``cardiomm_core.metrics.evaluate``).
+
+    ``at_start``: also validate before the first step of a fresh run (the starting weights, e.g.
+    those of ``model.init_from``, on the same validation set), logged at step 0."""
 
     every_epochs: int = 1
+    at_start: bool = False
     max_items: Union[int, None] = None
     convention: str = "2024"
     crop: bool = True
@@ -455,7 +469,8 @@ def _validate(cfg: TrainConfig) -> None:
     _check(cfg.data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {cfg.data.num_workers}")
     _check(cfg.prompt.style in ("project", "official"), "prompt.style",
            f"must be 'project' or 'official', got {cfg.prompt.style!r}")
-    _check(cfg.model.name in CONFIG_NAMES, "model.name", f"must be one of {list(CONFIG_NAMES)}, got {cfg.model.name!r}")
+    names = [*CONFIG_NAMES, "varnet"]
+    _check(cfg.model.name in names, "model.name", f"must be one of {names}, got {cfg.model.name!r}")
     _check(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     _check(cfg.optim.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {cfg.optim.weight_decay}")
     _check(all(0 <= b < 1 for b in cfg.optim.betas), "optim.betas", f"must lie in [0, 1), got {cfg.optim.betas}")

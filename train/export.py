@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from cardiomm_core.checkpoint import save_checkpoint
-from cardiomm_core.model import CardioMM, CardioMMConfig
+from cardiomm_core.checkpoint import architecture_from_dict, build_network, save_checkpoint
 
 from .checkpointing import read_training_checkpoint
 from .config import config_from_dict
@@ -50,7 +49,7 @@ def export_checkpoint(train_checkpoint: str | os.PathLike[str], out: str | os.Pa
     """
     ckpt = read_training_checkpoint(train_checkpoint)
     meta = ckpt.meta
-    model = CardioMM(CardioMMConfig.from_dict(meta["architecture"]))
+    model = build_network(architecture_from_dict(meta["architecture"]))
     model.load_state_dict(ckpt.model_state(), strict=True)
     config = meta["config"]
     training = {

@@ -134,7 +134,20 @@ __all__ = [
 _CUDA_OOM: type = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
 
 CSV_FIELDS = ("kind", "step", "epoch", "loss", "l1", "ssim", "psnr", "nmse", "lr", "grad_norm",
-              "sec_per_step", "time")
+              "sec_per_step", "time", "data_wait")
+
+
+def _timed(iterable: Any, waited: list[float]) -> Any:
+    """Yield from ``iterable``, adding the seconds spent waiting for each item to ``waited[0]``."""
+    iterator = iter(iterable)
+    while True:
+        began = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        waited[0] += time.perf_counter() - began
+        yield item
 
 
 # --------------------------------------------------------------------------- pieces
@@ -275,22 +288,43 @@ def describe_sources(sources: Sequence[Any]) -> str:
     return "; ".join(parts)
 
 
-def build_model(cfg: TrainConfig, text_dim: int) -> CardioMM:
-    """``config_by_name(cfg.model.name, text_dim)`` with ``cfg.model.overrides`` applied."""
-    base = config_by_name(cfg.model.name, text_dim).to_dict()
+def build_model(cfg: TrainConfig, text_dim: int) -> torch.nn.Module:
+    """The network of ``cfg.model``: ``config_by_name(cfg.model.name, text_dim)`` with
+    ``cfg.model.overrides`` applied, or for ``name: varnet`` fastMRI's E2E-VarNet
+    (``cardiomm_core.varnet``: its published size, ``VarNetConfig`` fields as overrides)."""
+    if cfg.model.name == "varnet":
+        from cardiomm_core.varnet import VarNetConfig, VarNetRecon, varnet_config_by_name
+
+        base = varnet_config_by_name("published", text_dim).to_dict()
+    else:
+        base = config_by_name(cfg.model.name, text_dim).to_dict()
     unknown = sorted(set(cfg.model.overrides) - set(base))
     if unknown:
-        raise ValueError(f"model.overrides: unknown key(s) {unknown}; known: {sorted(base)}")
-    if "text_dim" in cfg.model.overrides:
-        raise ValueError("model.overrides: text_dim is set by the text encoder, not by an override")
+        raise ValueError(f"model.overrides: unknown key(s) {unknown}; known: {sorted(set(base) - {'kind'})}")
+    for fixed, why in (("text_dim", "is set by the text encoder"), ("kind", "is set by model.name")):
+        if fixed in cfg.model.overrides:
+            raise ValueError(f"model.overrides: {fixed} {why}, not by an override")
     try:
+        if cfg.model.name == "varnet":
+            return VarNetRecon(VarNetConfig.from_dict({**base, **cfg.model.overrides}))
         config = CardioMMConfig.from_dict({**base, **cfg.model.overrides})
     except (TypeError, ValueError) as error:
         raise ValueError(f"model.overrides: {error}") from error
     return CardioMM(config)
 
 
-def load_initial_weights(model: CardioMM, path: str | os.PathLike[str], encoder_name: str, encoder_dim: int) -> Path:
+def _same_architecture(stored: Any) -> dict[str, Any]:
+    """A stored architecture mapping in its current full form (fields added later take their
+    defaults), to compare with a model's ``config.to_dict()``."""
+    from cardiomm_core.checkpoint import architecture_from_dict
+
+    try:
+        return architecture_from_dict(stored).to_dict()
+    except (TypeError, ValueError):
+        return dict(stored) if isinstance(stored, dict) else {}
+
+
+def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike[str], encoder_name: str, encoder_dim: int) -> Path:
     """Load the weights of ``path`` into ``model`` (``model.init_from``); return the file or folder read.
 
     ``path``: a training checkpoint (step folder, or run folder: its latest) or an inference
@@ -312,7 +346,7 @@ def load_initial_weights(model: CardioMM, path: str | os.PathLike[str], encoder_
         if trained_with is not None and canonical_encoder_name(trained_with) != canonical_encoder_name(encoder_name):
             raise ValueError(f"model.init_from {ckpt.path} was trained with text encoder {trained_with!r}, "
                              f"this run uses {encoder_name!r}")
-        state, architecture, found = ckpt.model_state(), ckpt.meta["architecture"], ckpt.path
+        state, architecture, found = ckpt.model_state(), _same_architecture(ckpt.meta["architecture"]), ckpt.path
     wanted = model.config.to_dict()
     differing = sorted(k for k in set(wanted) | set(architecture) if wanted.get(k) != architecture.get(k))
     if differing:
@@ -531,8 +565,16 @@ class Trainer:
             lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
         schedule = cfg.schedule
         total = self.total_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, total, schedule.warmup_steps, schedule.kind, schedule.min_lr_ratio))
+        #: fraction of the wall-clock budget spent (schedule.by_time with train.max_seconds), set by fit
+        self.time_progress = 0.0
+
+        def factor(step: int) -> float:
+            if schedule.by_time and cfg.train.max_seconds:
+                # the schedule ends when either budget does: steps or seconds, whichever is further along
+                step = max(step, int(self.time_progress * total))
+            return lr_factor(step, total, schedule.warmup_steps, schedule.kind, schedule.min_lr_ratio)
+
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         self.loss_fn = ReconLoss(cfg.loss.ssim_weight, cfg.loss.l1_weight, cfg.loss.ssim_window)
 
         self.ddp: torch.nn.Module = self.model
@@ -626,7 +668,7 @@ class Trainer:
         if meta["text_encoder"]["name"] != self.encoder.name:
             raise ValueError(f"checkpoint {ckpt.path} was trained with text encoder {meta['text_encoder']['name']!r}, "
                              f"this run uses {self.encoder.name!r}")
-        if meta["architecture"] != self.model.config.to_dict():
+        if _same_architecture(meta["architecture"]) != self.model.config.to_dict():
             raise ValueError(f"checkpoint {ckpt.path} holds another architecture than this config builds "
                              f"(model.name / model.overrides changed?)")
         self.model.load_state_dict(ckpt.model_state(), strict=True)
@@ -742,6 +784,8 @@ class Trainer:
             elif self.dist.is_main:
                 logger.info("no checkpoint in %s; starting fresh", self.run_dir)
         log = _Log(self.run_dir, self.dist.is_main, cfg.log.tensorboard, cfg.log.progress, resumed_from)
+        if cfg.validation.at_start and self.val_set is not None and resumed_from is None and self.step == 0:
+            self._validate_and_log(log)
         self.ddp.train()
         last_checkpoint: Path | None = None
         accum = cfg.train.grad_accum
@@ -749,14 +793,24 @@ class Trainer:
         deadline = None if cfg.train.max_seconds is None else started + float(cfg.train.max_seconds)
         out_of_time = False
         start_step = self.step
+        budget = cfg.train.max_seconds
+
+        def time_progress() -> float:
+            """Fraction of the wall-clock budget spent, rank 0's on every rank (one learning rate)."""
+            value = torch.tensor([min(1.0, (time.time() - started) / budget)], device=self.device)
+            if self.dist.distributed:
+                dist.broadcast(value, src=0)
+            return float(value.item())
+
         window_start, window_steps = time.time(), 0
+        waited = [0.0]  # seconds this window spent waiting for the data loader (data-bound runs)
         try:
             while self.step < self.total_steps and self.epoch < cfg.train.epochs:
                 self.train_set.set_epoch(self.epoch)
                 order = epoch_order(len(self.train_set), cfg.seed, self.epoch, self.dist.rank, self.dist.world_size)
                 batches = [order[i:i + cfg.data.batch_size] for i in range(0, len(order), cfg.data.batch_size)]
                 sums = {"loss": 0.0, "l1": 0.0, "ssim": 0.0, "n": 0}
-                for batch in self._loader(self.train_set, batches[self.position:]):
+                for batch in _timed(self._loader(self.train_set, batches[self.position:]), waited):
                     group_start = (self.position // accum) * accum
                     group_size = min(accum, len(batches) - group_start)
                     last_in_group = self.position + 1 == group_start + group_size
@@ -792,6 +846,8 @@ class Trainer:
                     lr = self.optimizer.param_groups[0]["lr"]
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
+                    if budget is not None and cfg.schedule.by_time:
+                        self.time_progress = time_progress()
                     self.scheduler.step()
                     self.step += 1
                     window_steps += 1
@@ -801,16 +857,18 @@ class Trainer:
                         now = time.time()
                         per_step = (now - window_start) / max(window_steps, 1)
                         n = max(sums["n"], 1)
+                        data_wait = waited[0] / max(window_steps, 1)
                         log.row(kind="train", step=self.step, epoch=self.epoch, loss=sums["loss"] / n,
                                 l1=sums["l1"] / n, ssim=sums["ssim"] / n, lr=lr, grad_norm=grad_norm,
-                                sec_per_step=per_step)
+                                sec_per_step=per_step, data_wait=data_wait)
                         eta = per_step * (self.total_steps - self.step)
                         log.line(f"[cardiomm-train] epoch {self.epoch + 1}/{cfg.train.epochs} step {self.step}/"
                                  f"{self.total_steps} ({100.0 * self.step / self.total_steps:.0f}%) loss "
                                  f"{sums['loss'] / n:.4f} ssim {sums['ssim'] / n:.4f} lr {lr:.2e} "
-                                 f"{per_step:.2f} s/step ETA {_format_seconds(eta)}")
+                                 f"{per_step:.2f} s/step (data {data_wait:.2f} s) ETA {_format_seconds(eta)}")
                         sums = {"loss": 0.0, "l1": 0.0, "ssim": 0.0, "n": 0}
                         window_start, window_steps = now, 0
+                        waited[0] = 0.0
                     epoch_done = self.position >= len(batches)
                     every = cfg.checkpoint.every_steps
                     out_of_time = self._should_stop(deadline)
@@ -826,7 +884,9 @@ class Trainer:
                 if self.val_set is not None and every_val and not self.stop_requested and (
                         (epoch_end and (self.epoch + 1) % every_val == 0) or (at_end and not epoch_end)
                         or (out_of_time and epoch_end)):
+                    paused = time.time()
                     self._validate_and_log(log)
+                    window_start += time.time() - paused  # seconds per step count training only
                 stop = at_end or (stop_after_steps is not None and self.step >= stop_after_steps)
                 if epoch_end:
                     self.epoch += 1

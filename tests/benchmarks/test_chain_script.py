@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from tests.benchmarks.test_speed_script import load_script
 
 
@@ -15,6 +17,7 @@ def _finite_positive(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow  # two child processes and a whole chain
 def test_chain_runs_end_to_end_on_a_tiny_scan(tmp_path, one_thread):
     chain = load_script("chain")
     out = tmp_path / "chain.md"

@@ -25,6 +25,7 @@ def load_script(name: str):
     return module
 
 
+@pytest.mark.slow  # four reconstructions of a tiny slice
 def test_speed_runs_end_to_end_on_tiny_sizes(tmp_path, one_thread, capsys):
     speed = load_script("speed")
     out = tmp_path / "speed.md"
@@ -35,6 +36,7 @@ def test_speed_runs_end_to_end_on_tiny_sizes(tmp_path, one_thread, capsys):
     assert status == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["geometry"] == {"coils": 4, "frames": 4, "ky": 32, "kx_encoded": 64, "kx": 32}
+    assert report["in_progress"] == ""  # no row left half-measured
     assert report["device"] == "cpu" and report["loadavg_start"] and report["command"].startswith("python benchmarks/speed.py")
     rows = {r["method"]: r for r in report["rows"]}
     fastmri = importlib.util.find_spec("fastmri") is not None
@@ -72,3 +74,14 @@ def test_speed_rejects_unknown_methods():
     speed = load_script("speed")
     with pytest.raises(SystemExit):
         speed.parse_args(["--methods", "tiny,promptmr"])
+
+
+def test_speed_stops_starting_rows_when_its_budget_is_spent(tmp_path):
+    speed = load_script("speed")
+    out = tmp_path / "speed.md"
+    status = speed.main(["--tiny", "--methods", "tiny,cg_sense", "--dtypes", "fp32", "--budget-s", "1e-9",
+                         "--out", str(out)])
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert status == 0 and report["rows"] == []
+    assert len(report["skipped"]) == 2 and all("time budget" in s for s in report["skipped"])
+    assert "Skipped or failed:" in out.read_text()

@@ -59,3 +59,13 @@ def test_embedding_cache_files_follow_the_umask(tmp_path, umask):
     assert files
     for path in files:
         assert _mode(path) == 0o666 & ~umask, (path, oct(_mode(path)))
+
+
+def test_simulation_cache_files_follow_the_umask(tmp_path, umask):
+    """The training simulation cache (data.sim_cache) is shared by concurrent runs and users."""
+    from train.data.synthetic import SyntheticCardiacDataset
+
+    SyntheticCardiacDataset(1, seed=4, matrix=(16, 12), n_frames=2, n_coils=2, cache_dir=tmp_path)[0]
+    files = list(tmp_path.rglob("*.npz"))
+    assert len(files) == 1 and not list(tmp_path.rglob("*.tmp"))
+    assert _mode(files[0]) == 0o666 & ~umask, oct(_mode(files[0]))

@@ -41,6 +41,7 @@ def engine():
     return InferenceEngine.from_checkpoint(packaged_model_path(), device="cpu")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pattern,acceleration", [("ktGaussian", 8.0), ("ktUniform", 16.0)])
 def test_packaged_model_beats_the_conventional_recon_on_a_new_subject(engine, pattern, acceleration):
     """A phantom seed outside every training / validation / evaluation range, at the demo's
@@ -82,6 +83,7 @@ def _as_the_chain_hands_it(scan, pattern, acceleration):
     return masked, core_mask, context, reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modality,pattern,acceleration", [("cine", "ktGaussian", 8.0), ("t2map", "ktUniform", 12.0)])
 def test_packaged_model_beats_the_fallback_on_data_prepared_as_the_chain_prepares_it(engine, modality, pattern,
                                                                                     acceleration):

@@ -190,6 +190,7 @@ def _training_and_inline(pattern: str, acceleration: int, n_frames: int, n_ky: i
     return training, without_header, with_header
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pattern", ["Uniform", "ktUniform", "ktGaussian"])
 def test_inline_sentence_equals_training_sentence_for_every_line_mask(pattern):
     """Every family x R 4..24 x line count (12 frames, cine): the sentence the gadget builds from
@@ -206,6 +207,7 @@ def test_inline_sentence_equals_training_sentence_for_every_line_mask(pattern):
     assert checked == len(LINE_COUNTS) * 21
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_frames", [1, 3])
 def test_with_the_headers_acceleration_few_frames_are_told_what_training_told(n_frames):
     """Mapping-like scans (3 T2 weightings) and single frames: too few lines to recover every

@@ -129,6 +129,8 @@ class Worker:
     def stop(self) -> None:
         stop(self.proc)
         self._reader.join(5)
+        if self.proc.stderr is not None and not self._reader.is_alive():
+            self.proc.stderr.close()  # else a ResourceWarning, an error under the suite's filterwarnings
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,7 @@ def test_parameter_errors() -> None:
         CoilCompression.from_config({"n_coils": "many"})
 
 
+@pytest.mark.slow
 def test_over_the_socket_matches_in_process(recon_data: list[ReconData], scan: object) -> None:
     result = run_gadget("gadgets.coil_compression", "CoilCompression", header_xml=scan.header_xml,
                         items=recon_data, properties={"n_coils": "3"})
@@ -87,6 +88,7 @@ def test_over_the_socket_matches_in_process(recon_data: list[ReconData], scan: o
     assert_items_equal(result.items, list(CoilCompression(n_coils=3)(iter(recon_data), scan.header)))
 
 
+@pytest.mark.slow
 def test_buffer_with_wrong_data_is_reported_as_error(recon_data: list[ReconData], scan: object) -> None:
     good = recon_data[0].bits[0]
     wrong_ref = ReconBuffer(np.asfortranarray(good.ref.data[:, :, :, :3]), None, None, good.ref.headers,

@@ -100,6 +100,7 @@ def test_image_without_geometry_is_refused_before_writing(tmp_path: Path) -> Non
     assert not (tmp_path / "dicom").exists()
 
 
+@pytest.mark.slow
 def test_replay_to_dicom_matches_the_ismrmrd_headers(simulated_scan_file: Path, replayed: Any, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     _, images = replayed
@@ -211,11 +212,11 @@ def test_view_writes_labelled_montages_and_gifs(replayed: Any, tmp_path: Path,
     n_phases = len({int(im.phase) for im in images})
     n_y, n_x = images[0].data.shape[2:]
     assert len(pngs) == 1 and len(gifs) == n_slices
-    montage = Image.open(pngs[0])
-    # title strip + frame-label strip + one row per slice; slice labels + one column per frame
-    assert montage.size == (56 + n_phases * n_x, 14 + 14 + n_slices * n_y)
-    gif = Image.open(gifs[0])
-    assert gif.n_frames == n_phases and gif.size == (n_x, n_y)
+    with Image.open(pngs[0]) as montage:
+        # title strip + frame-label strip + one row per slice; slice labels + one column per frame
+        assert montage.size == (56 + n_phases * n_x, 14 + 14 + n_slices * n_y)
+    with Image.open(gifs[0]) as gif:
+        assert gif.n_frames == n_phases and gif.size == (n_x, n_y)
 
 
 def test_view_reads_files_written_by_ismrmrd_itself(replayed: Any, tmp_path: Path,

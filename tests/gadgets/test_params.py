@@ -94,7 +94,7 @@ def test_xml_special_characters_round_trip() -> None:
 def test_params_are_read_only_with_attribute_access() -> None:
     params = parse_params(SPEC, {}, "G")
     with pytest.raises(AttributeError, match="no parameter 'missing'"):
-        params.missing
+        _ = params.missing
     with pytest.raises(TypeError):
         params["n_coils"] = 3  # type: ignore[index]
 

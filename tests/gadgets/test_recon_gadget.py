@@ -139,7 +139,7 @@ def test_readout_crop_keeps_the_anatomy_in_place(simulated_scan_file, fallback_i
         head = image.getHead()
         recon, target = image.data[0, 0], truth[head.slice, head.phase]
 
-        def error(candidate: np.ndarray) -> float:
+        def error(candidate: np.ndarray, target: np.ndarray = target) -> float:
             scale = float((candidate * target).sum() / (candidate * candidate).sum())
             return float(np.linalg.norm(scale * candidate - target) / np.linalg.norm(target))
 
@@ -246,6 +246,7 @@ def test_inconsistent_recon_data_is_a_value_error(scan, recon_data):
         CardioMMRecon(fallback="grappa")
 
 
+@pytest.mark.slow
 def test_through_gadgetron_protocol_byte_identical(scan, recon_data, tiny_checkpoint, tmp_path):
     header, xml, _ = scan
     properties = {"checkpoint": tiny_checkpoint, "device": "cpu", "image_series_index": 3}
@@ -260,6 +261,7 @@ def test_through_gadgetron_protocol_byte_identical(scan, recon_data, tiny_checkp
     assert meta_of(result.items[0])["CardioMM.Fallback"] == "false"
 
 
+@pytest.mark.slow
 def test_failing_input_sends_an_error_to_gadgetron(scan, recon_data, tmp_path):
     header, xml, _ = scan
     buffer = recon_data[0].bits[0].data

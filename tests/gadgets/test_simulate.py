@@ -211,6 +211,7 @@ def test_cpp_tools_read_the_file(simulated_scan_file, tmp_path):
     assert f"Reconstruction Matrix Size  : [{nx}, {ny}, 1]" in result.stdout
 
 
+@pytest.mark.slow
 def test_console_script_writes_a_mapping_scan(tmp_path):
     out = tmp_path / "t1.h5"
     script = Path(sys.executable).with_name("cardiomm-simulate")

@@ -56,6 +56,7 @@ def test_guard_is_loaded_at_start_without_heavy_imports(tmp_path: Path) -> None:
     assert out == "['cardiomm_guard']"
 
 
+@pytest.mark.slow
 def test_importing_gadgetron_external_patches_the_socket_wrapper(tmp_path: Path) -> None:
     out = _python("import gadgetron.external, cardiomm_guard, sys;"
                   "from gadgetron.external.connection import Connection;"
@@ -96,6 +97,7 @@ _CHILDREN = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", _CHILDREN)
 @pytest.mark.parametrize("close_after", ["accept", "config", "header"])
 def test_child_exits_by_itself_when_gadgetron_closes_early(scan: object, target: tuple[str, str],
@@ -111,6 +113,7 @@ def test_child_exits_by_itself_when_gadgetron_closes_early(scan: object, target:
         assert "peer closed the connection" in result.stderr, result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_older_header_version_is_accepted_with_a_warning(scan: object) -> None:
     """A version-8 header (Debian's ismrmrd-tools) is read and served; the child warns."""
     header = scan.header_xml.replace('<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">',

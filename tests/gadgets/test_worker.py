@@ -41,6 +41,8 @@ from tests.gadgets.harness import (
 )
 from tests.helpers import one_torch_thread
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (processes, servers): `make test-fast` skips them
+
 READY = re.compile(r"cardiomm-worker ready on [^\s:]+:(\d+)")
 TIMEOUT = 300.0  # a hang guard only: a loaded machine may take long to start a worker
 
@@ -91,9 +93,14 @@ class RunningWorker:
         return code
 
     def kill(self) -> None:
+        """Kill the worker if it still runs, and close its pipes once the reader has seen their end."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self._reader.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr if not self._reader.is_alive() else None):
+            if pipe is not None:
+                pipe.close()
 
 
 def play_gadgetron(port: int, header_xml: str, items: list, properties: dict | None = None) -> HarnessResult:

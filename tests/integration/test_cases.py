@@ -35,6 +35,8 @@ from tests.integration.conftest import (
 )
 
 CASES = all_cases()
+#: Cases that take seconds each (a worker process, several runs of one scan): `make test-fast` skips them.
+SLOW_CASES = frozenset({"shepp_logan_python_cg_sense", "cine_r8_worker", "cine_r8_native"})
 GROUP = "case"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -212,7 +214,8 @@ def run_server_case(case: Case, path: Path, tmp_path: Path, capsys: pytest.Captu
     return _sorted([im for series in read_images(out, GROUP).values() for im in series])
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@pytest.mark.parametrize("case", [pytest.param(case, marks=pytest.mark.slow) if case.name in SLOW_CASES else case
+                                  for case in CASES], ids=[case.name for case in CASES])
 def test_case(case: Case, case_input: Any, case_results: dict[str, Any], tmp_path: Path,
               capsys: pytest.CaptureFixture[str]) -> None:
     path = case_input(case)
@@ -260,6 +263,7 @@ def test_every_chain_has_a_case() -> None:
 def test_cases_are_well_formed() -> None:
     names = [case.name for case in CASES]
     assert len(names) == len(set(names)) and all(case.path.stem == case.name for case in CASES)
+    assert SLOW_CASES <= set(names), f"SLOW_CASES names no case: {sorted(SLOW_CASES - set(names))}"
     for case in CASES:
         assert case.tolerance >= 0
         for target in case.overrides:

@@ -15,7 +15,6 @@ from typing import Any
 
 import ismrmrd
 import numpy as np
-import pytest
 from gadgetron.types.recon_data import ReconData
 
 from gadgets.buffer import AcquisitionBuffer
@@ -43,11 +42,6 @@ def make_tiny_scan(folder: Path) -> tuple[Path, Any, str, list[ReconData]]:
         header, xml, acquisitions = raw.header, raw.xml, list(raw.acquisitions())
     recon_data = list(AcquisitionBuffer()(iter(acquisitions), header))
     return path, header, xml, recon_data
-
-
-@pytest.fixture(scope="module")
-def tiny_scan(tmp_path_factory):
-    return make_tiny_scan(tmp_path_factory.mktemp("tiny_scan"))
 
 
 def handshake(port: int, xml: str, properties: dict | None = None, *, timeout: float = GUARD) -> socket.socket:
@@ -155,6 +149,6 @@ def deadline_loop(seconds: float = GUARD):
     raise AssertionError(f"hang guard of {seconds:g} s passed")
 
 
-__all__ = ["GUARD", "TINY_SCAN", "make_tiny_scan", "tiny_scan", "handshake", "recon_data_claim", "read_answer",
+__all__ = ["GUARD", "TINY_SCAN", "make_tiny_scan", "handshake", "recon_data_claim", "read_answer",
            "wait_closed_by_peer", "error_texts", "proc_memory_kib", "images_of", "assert_same_images",
            "start_worker", "stop_worker", "play_gadgetron", "encode_item", "deadline_loop", "RunningWorker"]

@@ -19,8 +19,7 @@ from gadgets.checkpoint_policy import CHECKPOINT_DIR_VARIABLE, REFUSED_REASON, C
     check_remote_checkpoint
 from gadgets.wire_limits import redact_paths
 from tests.gadgets.harness import run_gadget
-from tests.reliability.network_helpers import images_of, play_gadgetron, start_worker, stop_worker, \
-    tiny_scan  # noqa: F401
+from tests.reliability.network_helpers import images_of, play_gadgetron, start_worker, stop_worker
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +55,7 @@ def test_redact_paths_keeps_no_directories():
     assert redact_paths(text) == "checkpoint 'm1.safetensors' does not exist (looked for m1.json); 3/4 a/b"
 
 
+@pytest.mark.slow
 def test_worker_refuses_checkpoints_outside_the_allowed_directories(tiny_scan, tmp_path, allowed_checkpoint):
     _path, _header, xml, recon_data = tiny_scan
     existing = tmp_path / "private.safetensors"
@@ -80,6 +80,7 @@ def test_worker_refuses_checkpoints_outside_the_allowed_directories(tiny_scan, t
     assert "refused checkpoint" in worker.log and "Traceback" not in worker.log
 
 
+@pytest.mark.slow
 def test_gadget_child_refuses_a_checkpoint_outside(tiny_scan, tmp_path):
     _path, _header, xml, recon_data = tiny_scan
     result = run_gadget("gadgets.recon", "CardioMMRecon", header_xml=xml, items=recon_data,

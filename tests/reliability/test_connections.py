@@ -13,9 +13,13 @@ import signal
 import socket
 import time
 
+import pytest
+
 from tests.gadgets.harness import CONFIG, config_xml, encode_string
 from tests.reliability.network_helpers import GUARD, error_texts, handshake, images_of, play_gadgetron, \
-    read_answer, start_worker, stop_worker, tiny_scan, wait_closed_by_peer  # noqa: F401
+    read_answer, start_worker, stop_worker, wait_closed_by_peer
+
+pytestmark = pytest.mark.slow  # every test here takes seconds (processes, servers): `make test-fast` skips them
 
 
 def test_handshake_has_one_deadline_in_all(tiny_scan, tmp_path):

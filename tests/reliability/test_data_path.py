@@ -14,6 +14,7 @@ import pytest
 from tests.reliability.cases import CASES, run_case
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_case(case, tmp_path: Path) -> None:
     if case.name.startswith("shepp_logan") and shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None:

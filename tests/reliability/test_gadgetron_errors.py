@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ismrmrd
 import numpy as np
+import pytest
 
 from tests.gadgets.harness import run_gadget, synthetic_scan
+
+pytestmark = pytest.mark.slow  # every test here takes seconds (processes, servers): `make test-fast` skips them
 
 
 def _nan(acq: ismrmrd.Acquisition) -> ismrmrd.Acquisition:

@@ -28,7 +28,7 @@ import pytest
 from gadgets.image_io import read_images, write_images_atomic
 from gadgets.replay import EXIT_CONNECTION, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
 from tests.gadgets.harness import REPO_ROOT
-from tests.reliability.network_helpers import GUARD, start_worker, stop_worker, tiny_scan  # noqa: F401
+from tests.reliability.network_helpers import GUARD, start_worker, stop_worker
 
 CHAINS = REPO_ROOT / "chains"
 PYTHON_CHAIN = CHAINS / "cardiomm_cine_python.xml"
@@ -77,6 +77,7 @@ def leftovers(folder: Path) -> list[str]:
 # --------------------------------------------------------------------------- item 10: a full disk
 
 
+@pytest.mark.slow
 def test_full_disk_for_a_new_output(tiny_scan, tmp_path):
     out = tmp_path / "out.h5"
     run = replay(tiny_scan[0], "--chain", PYTHON_CHAIN, "-o", out, "--checkpoint", "none", "-q", fsize=4096)
@@ -87,6 +88,7 @@ def test_full_disk_for_a_new_output(tiny_scan, tmp_path):
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_full_disk_leaves_an_existing_output_unchanged(tiny_scan, tmp_path, capsys):
     out = tmp_path / "out.h5"
     code, err = replay_here(capsys, tiny_scan[0], "--chain", PYTHON_CHAIN, "-o", out, "--group", "first",
@@ -115,6 +117,7 @@ def _mount_tmpfs(folder: Path, size: str) -> bool:
     return run.returncode == 0
 
 
+@pytest.mark.slow
 def test_real_full_disk_on_a_tiny_tmpfs(tiny_scan, tmp_path, capsys):
     disk = tmp_path / "disk"
     if not _mount_tmpfs(disk, "48k"):
@@ -178,6 +181,7 @@ def test_unreadable_raw_file_is_one_line(broken_inputs, tmp_path, capsys, case, 
     assert len(errors) == 1 and "/dataset/data" in errors[0], err
 
 
+@pytest.mark.slow
 def test_unloadable_checkpoint_falls_back_without_a_traceback(tiny_scan, tmp_path):
     """Asked for explicitly, an unloadable checkpoint is refused before the scan (one line, exit 2,
     nothing written); with --allow-fallback the scan gives marked fallback images, and the load
@@ -201,6 +205,7 @@ def test_unloadable_checkpoint_falls_back_without_a_traceback(tiny_scan, tmp_pat
     assert all(np.isfinite(im.data).all() for im in images)
 
 
+@pytest.mark.slow
 def test_worker_with_an_unloadable_checkpoint_logs_one_line(tmp_path):
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00 not safetensors" * 16)
@@ -243,20 +248,21 @@ KILLED_WORKER = textwrap.dedent("""
 
 
 def test_killed_worker_gives_exit_3(tiny_scan, tmp_path, capsys):
-    fake = subprocess.Popen([sys.executable, "-c", KILLED_WORKER], stdout=subprocess.PIPE, text=True)
-    try:
-        port = int(fake.stdout.readline())
-        code, err = replay_here(capsys, tiny_scan[0], "--chain", worker_chain(tmp_path, port), "--connect", "socket",
-                                "-o", tmp_path / "out.h5", "-q")
-        assert fake.wait(GUARD) == -signal.SIGKILL
-    finally:
-        if fake.poll() is None:
-            fake.kill()
+    with subprocess.Popen([sys.executable, "-c", KILLED_WORKER], stdout=subprocess.PIPE, text=True) as fake:
+        try:
+            port = int(fake.stdout.readline())
+            code, err = replay_here(capsys, tiny_scan[0], "--chain", worker_chain(tmp_path, port), "--connect",
+                                    "socket", "-o", tmp_path / "out.h5", "-q")
+            assert fake.wait(GUARD) == -signal.SIGKILL
+        finally:
+            if fake.poll() is None:
+                fake.kill()
     assert code == EXIT_CONNECTION, err
     assert "Traceback" not in err and len(user_lines(err)) == 1, err
     assert not (tmp_path / "out.h5").exists()
 
 
+@pytest.mark.slow
 def test_unreachable_and_reporting_workers(tiny_scan, tmp_path, capsys):
     with __import__("socket").socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))

@@ -127,6 +127,7 @@ def _read_guarded(data: bytes, header) -> tuple[str, int]:
     return outcome, peak
 
 
+@pytest.mark.slow
 def test_fuzzed_streams_stay_within_the_cap_in_process(scan):
     _path, header, _xml, recon_data = scan
     valid = _valid_messages(recon_data)
@@ -169,6 +170,7 @@ def test_valid_stream_reads_under_the_derived_limit(scan):
     assert len(items) == len(recon_data)
 
 
+@pytest.mark.slow
 def test_fuzzed_streams_never_break_the_worker(scan, tmp_path):
     _path, header, xml, recon_data = scan
     valid = _valid_messages(recon_data)

@@ -27,7 +27,7 @@ from gadgets.client import GadgetronClient, stream_file
 from gadgets.stream import SafeSocket, guard_connection, iter_items
 from tests.gadgets.harness import CONFIG, HEADER, REPO_ROOT, config_xml, encode_string
 from tests.reliability.network_helpers import GUARD, U16, U32, U64, handshake, images_of, play_gadgetron, \
-    proc_memory_kib, read_answer, recon_data_claim, start_worker, stop_worker, tiny_scan  # noqa: F401
+    proc_memory_kib, read_answer, recon_data_claim, start_worker, stop_worker
 
 MIB = 2**20
 
@@ -80,6 +80,7 @@ def worker_none(tmp_path_factory):
     assert stop_worker(worker) == 0, worker.log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CLAIMS))
 def test_worker_refuses_a_claim_before_allocating(worker_none, tiny_scan, name):
     worker, port = worker_none
@@ -97,6 +98,7 @@ def test_worker_refuses_a_claim_before_allocating(worker_none, tiny_scan, name):
     assert result.errors == [] and result.closed and len(images_of(result)) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["config", "header"])
 def test_worker_refuses_a_handshake_length_claim(worker_none, tiny_scan, which):
     worker, port = worker_none
@@ -217,6 +219,7 @@ def test_replay_client_refuses_a_hostile_servers_claims(tiny_scan, name):
     assert peak < 32 * MIB, f"{name}: {peak / MIB:.1f} MiB allocated"
 
 
+@pytest.mark.slow
 def test_replay_cli_reports_a_hostile_server_in_one_line(tiny_scan, tmp_path):
     server = HostileServer(image_claim())
     try:
@@ -267,6 +270,7 @@ def test_external_peer_refuses_an_oversized_item(tiny_scan):
         server.close()
 
 
+@pytest.mark.slow
 def test_large_reads_grow_with_the_data(tiny_scan):
     """A body above one chunk is read piece by piece: a claim with no data allocates nothing."""
     from gadgets.stream import recv_exactly

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 
 from cardiomm_core.checkpoint import save_checkpoint
@@ -19,7 +20,9 @@ from gadgets.recon import CardioMMRecon
 from tests.gadgets.harness import HarnessResult
 from tests.helpers import one_torch_thread
 from tests.reliability.network_helpers import GUARD, assert_same_images, handshake, images_of, play_gadgetron, \
-    proc_memory_kib, read_answer, recon_data_claim, start_worker, stop_worker, tiny_scan  # noqa: F401
+    proc_memory_kib, read_answer, recon_data_claim, start_worker, stop_worker
+
+pytestmark = pytest.mark.slow  # every test here takes seconds (processes, servers): `make test-fast` skips them
 
 N_SCANS, N_IDLE, N_CLAIMS = 8, 50, 6
 #: Bound on the growth of the worker's peak RSS during the load (MiB).

@@ -21,6 +21,8 @@ from train.trainer import DistInfo, Trainer
 
 from .trainer_helpers import merge, tiny_config, tiny_values, write_yaml
 
+pytestmark = pytest.mark.slow  # every test here takes seconds (processes, servers): `make test-fast` skips them
+
 ROOT = Path(__file__).resolve().parents[2]
 #: 4 training items: 2 steps per epoch on 2 ranks with batch 1 (or 1 rank accumulating 2).
 CHANGES = {"data": {"train": [{"kind": "synthetic", "n_subjects": 4, "seed": 0, "matrix": [24, 20], "n_frames": 4,

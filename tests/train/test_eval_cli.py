@@ -37,6 +37,7 @@ def undersampled_scan(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_missing_ismrmrd_file_is_one_clear_line(tmp_path):
     run = subprocess.run([sys.executable, "-c", "import sys; from train.cli import eval_main; "
                           "sys.exit(eval_main(sys.argv[1:]))", "--checkpoint", "none",

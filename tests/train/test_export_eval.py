@@ -35,6 +35,7 @@ def trained(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_export_loads_with_metadata_and_the_same_weights(trained):
     trainer, path = trained
     model, meta = load_checkpoint(path, text_encoder_name="hashing", text_encoder_dim=64)

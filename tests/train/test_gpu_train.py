@@ -86,7 +86,8 @@ def test_max_seconds_stops_after_a_step_validates_and_checkpoints(tmp_path):
     assert result.step == 1 and not result.finished
     assert result.checkpoint is not None and result.checkpoint.is_dir()
     assert result.val_metrics["n_items"] == 1 and torch.isfinite(torch.tensor(result.val_metrics["psnr"]))
-    rows = list(csv.DictReader(open(tmp_path / "run" / "log.csv", encoding="utf-8")))
+    with open(tmp_path / "run" / "log.csv", encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
     assert [r["kind"] for r in rows if r["kind"] == "val"] == ["val"]
 
 
@@ -193,3 +194,33 @@ def test_gpu_train_script_dry_run_on_the_cpu(tmp_path):
         with torch.no_grad():
             image = model_forward(model.float().eval(), inputs, amp=False)
         assert torch.isfinite(image.abs()).all() and image.abs().max() > 0
+
+
+def test_the_report_packs_each_run_into_one_tar_when_pairs_would_exceed_eight_files(tmp_path):
+    """Four runs: 2 + 4 x 2 files would not come back from the device machine, so one NAME.tar
+    each (the pair inside); a run without a checkpoint is a row that says so."""
+    import shutil
+    import tarfile
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import gpu_train_report
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    work, out = tmp_path / "work", tmp_path / "out"
+    cfg = config_from_dict(micro_values(work / "a", train={"epochs": 50, "threads": 1, "max_seconds": 0.01},
+                                        validation={"crop": False, "max_items": 1, "at_start": True}))
+    Trainer(cfg).fit()
+    for name in ("b", "c"):
+        shutil.copytree(work / "a", work / name)
+    (work / "d").mkdir()
+    out.mkdir()
+    assert gpu_train_report.main(["--work", str(work), "--out", str(out), "--budget", "5", "--device", "cpu",
+                                  "--run", "a:0:9", "--run", "b:0:9", "--run", "c:124:70", "--run", "d:1:3"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.tar", "b.tar", "c.tar", "summary.md", "train_log.txt"]
+    with tarfile.open(out / "a.tar") as tar:
+        assert sorted(tar.getnames()) == ["a.json", "a.safetensors"]
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "| c | killed (timeout) | 1 |" in summary and "| d | exit 1 |" in summary and "no checkpoint" in summary
+    rows = [line for line in summary.splitlines() if line.startswith("| a |")]
+    assert len(rows) == 1 and " -> " in rows[0] and "a.tar" in rows[0]

@@ -41,6 +41,7 @@ def _same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> boo
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop, where", [(2, (0, 4)), (3, (1, 0))])   # mid-epoch, and at an epoch end
 def test_stopped_and_resumed_matches_bit_for_bit(tmp_path, uninterrupted, stop, where):
     run = tmp_path / "run"
@@ -76,6 +77,7 @@ sys.exit(train_main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, uninterrupted):
     run = tmp_path / "run"
     marker = tmp_path / "first-checkpoint-written"
@@ -92,6 +94,8 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, uninterrupted):
     finally:
         process.wait(timeout=60)
         stderr = process.stderr.read().decode() if process.stderr else ""
+        if process.stderr:
+            process.stderr.close()
     assert marker.exists(), f"the run never wrote a checkpoint: {stderr}"
     assert process.returncode == -signal.SIGKILL, stderr
     killed_at = read_training_checkpoint(run)
@@ -101,6 +105,7 @@ def test_sigkilled_run_resumes_to_the_same_weights(tmp_path, uninterrupted):
     assert _same_weights(resumed.model.state_dict(), uninterrupted)
 
 
+@pytest.mark.slow
 def test_resume_never_unpickles_and_files_hold_no_pickle(tmp_path, monkeypatch, uninterrupted):
     run = tmp_path / "run"
     Trainer(tiny_config(run, **CHANGES)).fit(stop_after_steps=3)

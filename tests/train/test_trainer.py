@@ -143,7 +143,7 @@ def test_overrides_and_model_override_errors(tmp_path):
                          ids=lambda p: p.name)
 def test_example_configs_are_valid(path):
     cfg = load_config(path)
-    assert cfg.data.train and cfg.model.name in ("small", "base")
+    assert cfg.data.train and cfg.model.name in ("small", "base", "varnet")
 
 
 def test_cli_reports_config_errors_in_one_line(tmp_path, capsys):

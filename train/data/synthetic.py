@@ -41,7 +41,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -50,6 +49,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from cardiomm_core._files import write_atomically
 from cardiomm_core.coils import coil_compression
 from cardiomm_core.context import ScanContext
 from cardiomm_core.noise import prewhitening_matrix
@@ -233,7 +233,10 @@ class SyntheticCardiacDataset(Dataset):
             for modality, bounds in frames_by_modality.items():
                 if modality not in SYNTHETIC_MODALITIES:
                     raise ValueError(f"frames_by_modality keys must be in {SYNTHETIC_MODALITIES}, got {modality!r}")
-                frames[modality] = _check_int_range(f"frames_by_modality[{modality!r}]", bounds, 1)  # type: ignore
+                checked = _check_int_range(f"frames_by_modality[{modality!r}]", bounds, 1)
+                if checked is None:
+                    raise ValueError(f"frames_by_modality[{modality!r}] must be [low, high], got None")
+                frames[modality] = checked
         self.frames_by_modality = frames
         self.noise_range: tuple[float, float] | None = None
         if noise_range is not None:
@@ -356,7 +359,6 @@ class SyntheticCardiacDataset(Dataset):
         path = self._cache_path(index)
         if path is None:
             return
-        tmp_name = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             header = json.dumps({"context": sample.context.to_dict(), "identifier": sample.identifier,
@@ -365,21 +367,11 @@ class SyntheticCardiacDataset(Dataset):
                       "target": sample.target.numpy() if sample.target is not None else np.zeros(0, np.complex64)}
             if sample.reference is not None:
                 arrays["reference"] = sample.reference.numpy()
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp_name, path)
-            tmp_name = None
+            write_atomically(path, lambda handle: np.savez(handle, **arrays))
         except OSError as error:
             logger.warning("cannot write the simulation cache under %s (%s); continuing without it",
                            self.cache_dir, error)
             self.cache_dir = None
-        finally:
-            if tmp_name is not None:
-                try:
-                    os.unlink(tmp_name)
-                except OSError:
-                    pass
 
     def __getitem__(self, index: int) -> KspaceSample:
         n_items = len(self)
