@@ -484,6 +484,21 @@ def _fmt_delta(value: float, digits: int) -> str:
     return f"{value:+.{digits}f}"
 
 
+def _timing(report: dict[str, Any]) -> str:
+    """How long the report's parts took, in words."""
+    parts = []
+    if report["cells"]:
+        kind = ("grid time (sum of the finished jobs' times / processes; --report-only)"
+                if report["settings"].get("report_only") else "grid wall time")
+        parts.append(f"{kind} {_duration(report['wall_s'])} ({report['settings']['jobs']} process(es) x "
+                     f"{report['settings']['threads']} torch thread(s))")
+    if "mapping_s" in report:
+        parts.append(f"mapping scans {_duration(report['mapping_s'])}")
+    if "readme_example" in report:
+        parts.append(f"README example {_duration(report['readme_example']['seconds'])}")
+    return "; ".join(parts)
+
+
 def write_markdown(path: Path, report: dict[str, Any]) -> None:
     """The report as markdown (see the module docstring)."""
     names = [c["name"] for c in report["candidates"]]
@@ -498,10 +513,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         lines += [f"**PARTIAL: {len(report['missing_jobs'])} job(s) not finished when this report was written "
                   f"(--report-only); their cells are missing: {', '.join(report['missing_jobs'])}.**", ""]
     lines += [f"- command: `{report['command']}`",
-              f"- date: {report['date']}; grid "
-              + ("time (sum of the finished jobs' times / processes; --report-only) " if report["settings"]["report_only"]
-                 else "wall time ") + f"{_duration(report['wall_s'])} "
-              f"({report['settings']['jobs']} process(es) x {report['settings']['threads']} torch thread(s))",
+              f"- date: {report['date']}; {_timing(report)}",
               f"- machine: {report['machine'].get('cpu', report['machine']['machine'])}, "
               f"{report['machine']['cpus']} CPUs" + (f", GPU {report['machine']['gpu']}" if 'gpu' in report['machine']
                                                      else "") + f"; device {report['machine']['device']}",
