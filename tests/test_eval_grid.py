@@ -47,6 +47,7 @@ def _run(args: list[str], env: dict[str, str] | None = None, blocked: bool = Fal
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
 
+@pytest.mark.slow
 def test_grid_report_structure_and_numbers(tiny_checkpoint, tmp_path):
     out = tmp_path / "grid.md"
     done = _run(["--checkpoint", f"tiny={tiny_checkpoint}", "--out", str(out), *SUBSET], blocked=True)
@@ -78,6 +79,7 @@ def test_grid_report_structure_and_numbers(tiny_checkpoint, tmp_path):
     assert not out.with_name(out.name + ".partial.jsonl").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_minilm_model_runs_from_the_precomputed_cache_alone(tmp_path):
     """The packaged model (MiniLM text encoder) on a machine without MiniLM: its sentences were
@@ -126,6 +128,7 @@ def test_parse_demo_output_reads_the_score_lines():
     assert rows[1]["psnr"] == 32.15 and rows[0]["ssim"] == 0.787
 
 
+@pytest.mark.slow
 def test_report_only_marks_missing_jobs_and_resume_finishes_them(tiny_checkpoint, tmp_path, one_thread):
     """A stopped run: --report-only writes a PARTIAL report from the finished jobs and keeps the
     jobs file; --resume runs only the missing jobs, and its cells equal a fresh run's."""

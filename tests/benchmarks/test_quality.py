@@ -108,6 +108,7 @@ def test_cs_tuning_writes_its_choice(tmp_path):
     assert settings.lamda_wavelet == data["best"]["lamda_wavelet"] and "tuned on seed" in source
 
 
+@pytest.mark.slow
 def test_prefill_skips_hashing_encoders_and_says_so(twins, tmp_path, capsys):
     args = ["--quick", "--subjects", "1", "--matrices", "24x20", "--prefill-embeddings", str(tmp_path / "cache"),
             f"--checkpoint=varnet={twins / 'varnet.safetensors'}", f"--checkpoint=cardiosm={twins / 'cardiosm.safetensors'}"]

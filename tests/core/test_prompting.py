@@ -222,6 +222,7 @@ def test_with_the_headers_acceleration_few_frames_are_told_what_training_told(n_
                 assert f" {acceleration}x " in training
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_ky, n_kx", [(96, 80), (123, 97), (156, 128)])
 def test_inline_sentence_equals_training_sentence_for_radial_masks(n_ky, n_kx):
     for acceleration in (4, 6, 8, 11, 12, 16, 20, 23, 24):
@@ -231,6 +232,7 @@ def test_inline_sentence_equals_training_sentence_for_radial_masks(n_ky, n_kx):
         assert training == without_header == with_header == expected, acceleration
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pattern", ["Uniform", "ktUniform", "ktGaussian", "ktRadial"])
 def test_official_convention_describes_the_papers_protocol(pattern):
     """Official masks at the R the authors train and test with (4, 8, 16, 24): the same sentence

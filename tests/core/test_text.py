@@ -110,6 +110,7 @@ def fresh_process(tmp_path_factory) -> dict:
     return {k: np.asarray(v, dtype=np.float32) for k, v in json.loads(out.stdout).items()}
 
 
+@pytest.mark.slow
 def test_hashing_is_deterministic_across_processes(fresh_process):
     np.testing.assert_array_equal(HashingEncoder(64).encode(SENTENCES).numpy(), fresh_process["hashed"])
 
@@ -313,6 +314,7 @@ def test_minilm_semantics(minilm_embeddings):
     assert _cos(emb[2], emb[3]) < 0.999  # yet the number matters
 
 
+@pytest.mark.slow
 @needs_minilm
 def test_fully_cached_minilm_is_never_loaded_in_a_fresh_process(minilm_embeddings, tmp_path):
     enc, emb = minilm_embeddings

@@ -51,6 +51,7 @@ def test_the_quality_varnet_is_capacity_matched_and_fits_the_file_limit():
     assert counts["varnet"] * 2 < 16 * 2**20  # fp16 weights under 16 MiB
 
 
+@pytest.mark.slow
 def test_the_twins_train_and_export_every_model(tmp_path):
     pytest.importorskip("fastmri")
     assert main(["--out", str(tmp_path), "--tiny", "--tiny-steps", "2", "--log-level", "WARNING"]) == 0
