@@ -76,6 +76,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
+from train.evaluate import format_duration, mask_seed  # noqa: E402
+
 logger = logging.getLogger("eval_grid")
 
 #: The grid of issue 11's acceptance.
@@ -310,7 +312,6 @@ def job_sentences(job: Job, candidates: Sequence[Candidate], accelerations: Sequ
     alone (no simulation)."""
     from cardiomm_core.masks import make_mask
     from cardiomm_core.prompting import context_sentences, describe_sampling
-    from train.evaluate import _mask_seed
 
     source = PreparedSlice(job).source
     params = source.subject_params(job.subject)  # the scan's context and shape, without simulating it
@@ -321,7 +322,7 @@ def job_sentences(job: Job, candidates: Sequence[Candidate], accelerations: Sequ
     for acceleration in accelerations:
         for candidate in candidates:
             mask = make_mask(pattern, float(acceleration), n_frames, n_ky, n_kx,
-                             seed=_mask_seed(job.mask_seed, 0, pattern, float(acceleration)),
+                             seed=mask_seed(job.mask_seed, 0, pattern, float(acceleration)),
                              convention=candidate.mask_convention)
             core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]
             context = base_context.with_sampling(*describe_sampling(
@@ -338,17 +339,6 @@ def _worker(kind: str, job: Job, candidates: Sequence[Candidate], accelerations:
         return {"key": job.key, "sentences": {k: sorted(v) for k, v in
                                               job_sentences(job, candidates, accelerations).items()}}
     return run_job(job, candidates, accelerations, device, threads)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def run_pool(kind: str, jobs: Sequence[Job], candidates: Sequence[Candidate], accelerations: Sequence[float],
@@ -369,8 +359,8 @@ def run_pool(kind: str, jobs: Sequence[Job], candidates: Sequence[Candidate], ac
             on_done(result)
         elapsed = time.perf_counter() - started
         eta = elapsed / done_weight * (total - done_weight)
-        sys.stderr.write(f"[eval_grid] {len(results)}/{len(jobs)} jobs: {job.key} done; {_duration(elapsed)} so far, "
-                         f"ETA {_duration(eta)}\n")
+        sys.stderr.write(f"[eval_grid] {len(results)}/{len(jobs)} jobs: {job.key} done; {format_duration(elapsed)} so far, "
+                         f"ETA {format_duration(eta)}\n")
         sys.stderr.flush()
 
     if not jobs:
@@ -484,6 +474,21 @@ def _fmt_delta(value: float, digits: int) -> str:
     return f"{value:+.{digits}f}"
 
 
+def _timing(report: dict[str, Any]) -> str:
+    """How long the report's parts took, in words."""
+    parts = []
+    if report["cells"]:
+        kind = ("grid time (sum of the finished jobs' times / processes; --report-only)"
+                if report["settings"].get("report_only") else "grid wall time")
+        parts.append(f"{kind} {format_duration(report['wall_s'])} ({report['settings']['jobs']} process(es) x "
+                     f"{report['settings']['threads']} torch thread(s))")
+    if "mapping_s" in report:
+        parts.append(f"mapping scans {format_duration(report['mapping_s'])}")
+    if "readme_example" in report:
+        parts.append(f"README example {format_duration(report['readme_example']['seconds'])}")
+    return "; ".join(parts)
+
+
 def write_markdown(path: Path, report: dict[str, Any]) -> None:
     """The report as markdown (see the module docstring)."""
     names = [c["name"] for c in report["candidates"]]
@@ -498,10 +503,7 @@ def write_markdown(path: Path, report: dict[str, Any]) -> None:
         lines += [f"**PARTIAL: {len(report['missing_jobs'])} job(s) not finished when this report was written "
                   f"(--report-only); their cells are missing: {', '.join(report['missing_jobs'])}.**", ""]
     lines += [f"- command: `{report['command']}`",
-              f"- date: {report['date']}; grid "
-              + ("time (sum of the finished jobs' times / processes; --report-only) " if report["settings"]["report_only"]
-                 else "wall time ") + f"{_duration(report['wall_s'])} "
-              f"({report['settings']['jobs']} process(es) x {report['settings']['threads']} torch thread(s))",
+              f"- date: {report['date']}; {_timing(report)}",
               f"- machine: {report['machine'].get('cpu', report['machine']['machine'])}, "
               f"{report['machine']['cpus']} CPUs" + (f", GPU {report['machine']['gpu']}" if 'gpu' in report['machine']
                                                      else "") + f"; device {report['machine']['device']}",
@@ -911,7 +913,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: wins {s['won']}/{s['cells']} cells against CG-SENSE (PSNR and SSIM); PSNR margin min "
               f"{s['min_psnr_margin']:+.2f} mean {s['mean_psnr_margin']:+.2f} dB; R=8 cells at +{TARGET_MARGIN_DB:g} "
               f"dB: {s['r8_at_target']}/{s['r8_cells']}")
-    print(f"wrote {out} and {out.with_suffix('.json')} (grid {_duration(grid_seconds)})")
+    print(f"wrote {out} and {out.with_suffix('.json')} (grid {format_duration(grid_seconds)})")
     return 0
 
 

@@ -60,6 +60,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from train.evaluate import format_duration, mask_seed  # noqa: E402
+
 logger = logging.getLogger("benchmarks.quality")
 
 #: Seed of the held-out subjects of matrix 0 (matrix i uses HELDOUT_SEED + i).
@@ -168,7 +170,6 @@ def score_job(job: tuple[int, int, int]) -> dict[str, Any]:
     from cardiomm_core.metrics import evaluate
     from cardiomm_core.prompting import describe_sampling
     from cardiomm_core.recon import conventional_recon
-    from train.evaluate import _mask_seed
 
     plan: Plan = _WORKER["plan"]
     matrix_index, subject, setting_index = job
@@ -177,7 +178,7 @@ def score_job(job: tuple[int, int, int]) -> dict[str, Any]:
     target = sample.scoring_target().numpy()                                           # (T, y, x)
     n_c, n_t, n_ky, n_kx = sample.kspace.shape
     mask = make_mask(pattern, acceleration, n_t, n_ky, n_kx, n_acs=plan.n_acs,
-                     seed=_mask_seed(plan.seed + matrix_index, subject, pattern, acceleration))
+                     seed=mask_seed(plan.seed + matrix_index, subject, pattern, acceleration))
     core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]   # (1,1,T,ky,kx|1)
     kspace = (sample.kspace * core_mask[0].to(torch.complex64))[None]                  # (1,C,T,ky,kx)
     rows, seconds, frames = [], {}, {}
@@ -222,7 +223,6 @@ def prefill_embeddings(plan: Plan, cache_dir: str | os.PathLike[str]) -> int:
     from cardiomm_core.masks import make_mask
     from cardiomm_core.prompting import PromptSpec, context_sentences, describe_sampling
     from cardiomm_core.text import CachedEncoder, EmbeddingCache, get_encoder
-    from train.evaluate import _mask_seed
 
     count = 0
     for name, path in plan.checkpoints:
@@ -239,7 +239,7 @@ def prefill_embeddings(plan: Plan, cache_dir: str | os.PathLike[str]) -> int:
                 n_c, n_t, n_ky, n_kx = sample.kspace.shape
                 for pattern, acceleration in plan.settings:
                     mask = make_mask(pattern, acceleration, n_t, n_ky, n_kx, n_acs=plan.n_acs,
-                                     seed=_mask_seed(plan.seed + matrix_index, subject, pattern, acceleration))
+                                     seed=mask_seed(plan.seed + matrix_index, subject, pattern, acceleration))
                     core = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]
                     context = sample.context.with_sampling(*describe_sampling(
                         core, declared_acceleration=mask.acceleration, convention=prompt.mask_convention))
@@ -383,11 +383,6 @@ def _machine(device: str) -> str:
     return text
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
-
-
 def _job_key(plan: Plan, job: tuple[int, int, int]) -> str:
     """A job's identity across runs: matrix, subject, setting and the methods scored."""
     matrix_index, subject, setting_index = job
@@ -451,8 +446,8 @@ def run(plan: Plan, workers: int, progress: bool = True, partial: Path | None = 
                                          "seconds": result["seconds"]}) + "\n")
         if progress:
             elapsed = time.time() - started
-            sys.stderr.write(f"[quality] {done}/{len(todo)} done ({_duration(elapsed)}); "
-                             f"ETA {_duration(elapsed / done * (len(todo) - done))}\n")
+            sys.stderr.write(f"[quality] {done}/{len(todo)} done ({format_duration(elapsed)}); "
+                             f"ETA {format_duration(elapsed / done * (len(todo) - done))}\n")
             sys.stderr.flush()
 
     if not todo:
@@ -662,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_seconds": round(time.time() - started, 1), "quick": bool(args.quick),
     }
     paths = write_report(out, rows, meta, figures)
-    sys.stderr.write(f"[quality] {len(rows)} scores in {_duration(time.time() - started)} -> "
+    sys.stderr.write(f"[quality] {len(rows)} scores in {format_duration(time.time() - started)} -> "
                      f"{', '.join(str(p) for p in paths.values())}\n")
     return 0
 

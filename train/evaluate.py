@@ -229,7 +229,7 @@ def check_raw_sources(sources: Sequence[Any]) -> None:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _mask_seed(seed: int, index: int, pattern: str, acceleration: float) -> int:
+def mask_seed(seed: int, index: int, pattern: str, acceleration: float) -> int:
     ss = np.random.SeedSequence([int(seed), int(index), MASK_PATTERNS.index(pattern), int(round(acceleration * 100))])
     return int(ss.generate_state(1, dtype=np.uint32)[0] % (2**31 - 1))
 
@@ -313,7 +313,7 @@ def evaluate_checkpoint(
         for pattern in (patterns if acquired is None else [acquired.pattern]):
             for acceleration in (accelerations if acquired is None else [acquired.table_acceleration]):
                 mask = make_mask(pattern, float(acceleration), n_frames, n_ky, n_kx, n_acs=n_acs,
-                                 seed=_mask_seed(seed, index, pattern, float(acceleration)),
+                                 seed=mask_seed(seed, index, pattern, float(acceleration)),
                                  convention=mask_convention) if acquired is None else acquired
                 core_mask = torch.from_numpy(np.array(mask.mask, dtype=np.float32))[None, None]  # (1,1,T,ky,kx|1)
                 kspace = (sample.kspace * core_mask[0].to(torch.complex64))[None]             # (1,C,T,ky,kx)
@@ -339,20 +339,20 @@ def evaluate_checkpoint(
                     n_settings = 1 if acquired is not None else len(patterns) * len(accelerations)
                     sys.stderr.write(f"[cardiomm-eval] slice {index + 1}/{n_items}: {n_done}/{n_settings} settings "
                                      f"done ({pattern} R {float(acceleration):g}), "
-                                     f"{_duration(last_line - started)} so far\n")
+                                     f"{format_duration(last_line - started)} so far\n")
                     sys.stderr.flush()
         if progress:
             last_line = time.time()
             elapsed = time.time() - started
             per_slice = elapsed / (index + 1)
             sys.stderr.write(f"[cardiomm-eval] slice {index + 1}/{n_items} ({sample.identifier}) done: "
-                             f"{per_slice:.1f} s/slice, {_duration(elapsed)} so far, "
-                             f"ETA {_duration(per_slice * (n_items - index - 1))}\n")
+                             f"{per_slice:.1f} s/slice, {format_duration(elapsed)} so far, "
+                             f"ETA {format_duration(per_slice * (n_items - index - 1))}\n")
             sys.stderr.flush()
     return rows
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     """``75`` -> "1 min 15 s"; ``4000`` -> "1 h 06 min"."""
     seconds = max(0.0, float(seconds))
     if seconds < 60:
