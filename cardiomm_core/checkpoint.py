@@ -185,9 +185,6 @@ def build_network(config: CardioMMConfig | OfficialConfig | VarNetConfig) -> Net
     return CardioMM(config)
 
 
-_architecture_from_dict = architecture_from_dict
-_build_model = build_network
-
 
 def _storage_key(tensor: torch.Tensor) -> tuple[Any, ...]:
     """Identity of the memory a tensor views: equal for aliases of one parameter."""
@@ -341,7 +338,7 @@ def _read_meta_file(meta_path: Path, weights_path: Path) -> CheckpointMeta:
     if missing:
         raise ValueError(f"{meta_path}: missing key(s) {missing}")
     try:
-        architecture = _architecture_from_dict(raw["architecture"])
+        architecture = architecture_from_dict(raw["architecture"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{meta_path}: bad architecture: {exc}") from exc
     encoder = raw["text_encoder"]
@@ -501,7 +498,7 @@ def load_checkpoint(
         raise ValueError(f"cannot read safetensors file {weights_path}: {exc}") from exc
     del blob
 
-    model = _build_model(meta.architecture)
+    model = build_network(meta.architecture)
     expected = model.state_dict()
     for group in _alias_groups(expected):
         source = next((name for name in group if name in tensors), None)
