@@ -101,9 +101,10 @@ def load_engine(checkpoint: Path, device: str = "auto") -> InferenceEngine:
     ValueError: the chains reconstruct with CardioMM checkpoints only.
     """
     global _engine_loads
-    refuse_benchmark_peer(checkpoint)
     key = (str(Path(checkpoint).expanduser().resolve()), str(device))
     with _ENGINE_LOCK:
+        if key not in _SEEN_ENGINES:  # the sidecar is read once per checkpoint, not per slice
+            refuse_benchmark_peer(checkpoint)
         engine = get_engine(checkpoint, device)
         if _SEEN_ENGINES.get(key) is not engine:
             _SEEN_ENGINES[key] = engine
