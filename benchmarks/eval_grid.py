@@ -810,17 +810,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/eval_grid.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     if args.precompute_embeddings:
-        from cardiomm_core.text import CachedEncoder, EmbeddingCache, get_encoder
+        from cardiomm_core.text import default_cache_dir
+        from train.embeddings import cache_sentences
 
         results = run_pool("sentences", jobs, candidates, accelerations, "cpu", args.jobs, threads)
-        cache = EmbeddingCache()
         for encoder_name in sorted({c.encoder for c in candidates}):
-            sentences = sorted({s for r in results for s in r["sentences"].get(encoder_name, [])})
-            encoder = get_encoder(encoder_name)
-            if encoder.name.startswith("hashing"):
+            if encoder_name.startswith("hashing"):
                 continue
-            CachedEncoder(encoder, cache).encode(sentences)
-            print(f"{len(sentences)} sentences of {encoder_name} cached under {cache.directory}")
+            sentences = sorted({s for r in results for s in r["sentences"].get(encoder_name, [])})
+            cache_sentences(encoder_name, sentences, None)
+            print(f"{len(sentences)} sentences of {encoder_name} cached under {default_cache_dir()}")
         return 0
 
     out = args.out

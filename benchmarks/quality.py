@@ -222,14 +222,13 @@ def prefill_embeddings(plan: Plan, cache_dir: str | os.PathLike[str]) -> int:
     from cardiomm_core.checkpoint import read_checkpoint_meta
     from cardiomm_core.masks import make_mask
     from cardiomm_core.prompting import PromptSpec, context_sentences, describe_sampling
-    from cardiomm_core.text import CachedEncoder, EmbeddingCache, get_encoder
+    from train.embeddings import cache_sentences
 
     count = 0
     for name, path in plan.checkpoints:
         meta = read_checkpoint_meta(path)
         if meta.text_encoder_name.startswith("hashing"):
             continue
-        encoder = CachedEncoder(get_encoder(meta.text_encoder_name), EmbeddingCache(cache_dir))
         prompt = PromptSpec.from_dict(meta.prompt)
         sentences: set[str] = set()
         for matrix_index in range(len(plan.matrices)):
@@ -244,7 +243,7 @@ def prefill_embeddings(plan: Plan, cache_dir: str | os.PathLike[str]) -> int:
                     context = sample.context.with_sampling(*describe_sampling(
                         core, declared_acceleration=mask.acceleration, convention=prompt.mask_convention))
                     sentences.update(context_sentences(context, prompt.style))
-        encoder.encode(sorted(sentences))
+        cache_sentences(meta.text_encoder_name, sorted(sentences), cache_dir)
         count += len(sentences)
         logger.info("%s: %d sentences of %s in %s", name, len(sentences), meta.text_encoder_name, cache_dir)
     return count

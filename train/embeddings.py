@@ -176,13 +176,29 @@ def prefill(encoder: Any, sentences: Sequence[str], config_hint: str = "CONFIG")
     return len(missing)
 
 
+def cache_sentences(encoder: Any, sentences: Sequence[str], cache_dir: str | Path | None) -> int:
+    """Write the embeddings of ``sentences`` that the on-disk cache at ``cache_dir`` lacks (None:
+    the default, ``$CARDIOMM_CACHE_DIR``), encoded by ``encoder`` (a ``TextEncoder`` or its name);
+    return how many were written. Hashing encoders need no cache: 0."""
+    from cardiomm_core.text import CachedEncoder, EmbeddingCache, get_encoder
+
+    base = get_encoder(encoder) if isinstance(encoder, str) else encoder
+    if base.name.startswith("hashing"):
+        return 0
+    cached = CachedEncoder(base, EmbeddingCache(cache_dir) if cache_dir is not None else None)
+    missing = missing_sentences(cached, sentences)
+    if missing:
+        cached.encode(missing)
+    return len(missing)
+
+
 def write_embeddings(configs: Sequence[Any], cache_dir: str | Path | None, *, walk_items: int = 0,
                      encoder: Any = None) -> dict[str, int]:
     """Encode every sentence of ``configs`` into the on-disk cache at ``cache_dir`` (None: the
     default, ``$CARDIOMM_CACHE_DIR``). ``encoder``: the encoder to write with (default: each
     config's ``text_encoder.name``). Returns ``{"sentences": n, "written": new, "encoder": name}``
     summed over the configs (hashing encoders need no cache and are skipped)."""
-    from cardiomm_core.text import CachedEncoder, EmbeddingCache, get_encoder
+    from cardiomm_core.text import get_encoder
 
     total = written = 0
     names = []
@@ -191,13 +207,9 @@ def write_embeddings(configs: Sequence[Any], cache_dir: str | Path | None, *, wa
         if base.name.startswith("hashing"):
             logger.info("text encoder %s needs no cache; skipped", base.name)
             continue
-        cached = CachedEncoder(base, EmbeddingCache(cache_dir) if cache_dir is not None else None)
         sentences = config_sentences(cfg, walk_items)
-        missing = missing_sentences(cached, sentences)
-        if missing:
-            cached.encode(missing)
+        written += cache_sentences(base, sentences, cache_dir)
         total += len(sentences)
-        written += len(missing)
         names.append(base.name)
     return {"sentences": total, "written": written, "encoder": ",".join(sorted(set(names)))}
 
