@@ -931,5 +931,12 @@ class Trainer:
     def close(self) -> None:
         """Destroy the process group when this trainer created it."""
         if self._owns_group and dist.is_initialized():
+            try:
+                # every rank leaves together: a rank that tears the group down while a peer is still
+                # in its last collective or checkpoint barrier aborts (gloo: "terminate called
+                # without an active exception", SIGABRT at exit)
+                dist.barrier()
+            except RuntimeError as error:  # a peer already gone: nothing left to wait for
+                logger.debug("final barrier: %s", error)
             dist.destroy_process_group()
             self._owns_group = False
