@@ -64,9 +64,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
@@ -616,7 +617,8 @@ def mapping_rows(candidates: Sequence[Candidate], device: str, workdir: Path, *,
     from cardiomm_core.metrics import evaluate
     from gadgets.chain import load_chain
     from gadgets.demo import images_to_array, reference_images, zero_filled_rss
-    from gadgets.simulate import main as simulate_main, read_ground_truth
+    from gadgets.simulate import main as simulate_main
+    from gadgets.simulate import read_ground_truth
 
     rows = []
     workdir.mkdir(parents=True, exist_ok=True)

@@ -34,8 +34,20 @@ sys.path.insert(0, str(REPO))
 from gadgets.client import stream_file  # noqa: E402
 from tests.gadgets.harness import CONFIG, HEADER, HarnessResult, config_xml, encode_string  # noqa: E402
 from tests.reliability.network_helpers import (  # noqa: E402
-    U16, U32, error_texts, handshake, images_of, make_tiny_scan, play_gadgetron, proc_memory_kib, read_answer,
-    recon_data_claim, start_worker, stop_worker, wait_closed_by_peer)
+    U16,
+    U32,
+    error_texts,
+    handshake,
+    images_of,
+    make_tiny_scan,
+    play_gadgetron,
+    proc_memory_kib,
+    read_answer,
+    recon_data_claim,
+    start_worker,
+    stop_worker,
+    wait_closed_by_peer,
+)
 from tests.reliability.test_replay_faults import KILLED_WORKER, worker_chain  # noqa: E402
 from tests.reliability.test_wire_limits import CLAIMS, SERVER_CLAIMS, HostileServer  # noqa: E402
 

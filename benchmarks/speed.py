@@ -48,9 +48,10 @@ import statistics
 import sys
 import time
 import types
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,6 +62,7 @@ for _path in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(_path))
 
 import model_speed as ms  # noqa: E402
+
 from cardiomm_core.model import acs_region_mask, count_parameters  # noqa: E402
 
 log = logging.getLogger("speed")

@@ -6,7 +6,7 @@ so a wrong shape or dtype is reported at the public boundary instead of deep ins
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

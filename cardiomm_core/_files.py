@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 __all__ = ["current_umask", "default_dir_mode", "default_file_mode", "write_atomically"]
 

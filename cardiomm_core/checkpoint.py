@@ -33,10 +33,11 @@ import logging
 import os
 import struct
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -159,7 +160,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 #: Every network a checkpoint can hold.
-Network = Union[CardioMM, OfficialCardioMM, VarNetRecon]
+Network = CardioMM | OfficialCardioMM | VarNetRecon
 NETWORK_CLASSES = (CardioMM, OfficialCardioMM, VarNetRecon)
 
 

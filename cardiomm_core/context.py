@@ -29,8 +29,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 #: CMRxRecon mask family -> the word used in the undersampling sentence.
 PATTERN_WORDS: dict[str, str] = {
@@ -208,7 +209,7 @@ class ScanContext:
         """(metadata sentence, undersampling sentence) in ``style`` ("project" or "official")."""
         return self.metadata_sentence(style), self.undersampling_sentence(style)
 
-    def with_sampling(self, acceleration: float, pattern: str) -> "ScanContext":
+    def with_sampling(self, acceleration: float, pattern: str) -> ScanContext:
         """A copy with another acceleration and sampling pattern."""
         return dataclasses.replace(self, acceleration=float(acceleration), pattern=pattern)
 
@@ -216,7 +217,7 @@ class ScanContext:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "ScanContext":
+    def from_dict(cls, values: Mapping[str, Any]) -> ScanContext:
         """Build from a mapping; an unknown key is a ValueError naming it."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)

@@ -27,9 +27,10 @@ import functools
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -201,7 +202,7 @@ class InferenceEngine:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], *, device: str | torch.device = "auto",
                         text_encoder: Any = None, amp: bool = True,
-                        max_batch_elems: int | None = None) -> "InferenceEngine":
+                        max_batch_elems: int | None = None) -> InferenceEngine:
         """Load a checkpoint (weights + architecture + text encoder + normalisation) for inference.
 
         Without ``text_encoder``, the encoder named in the checkpoint is built with

@@ -49,8 +49,9 @@ import contextlib
 import dataclasses
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -225,7 +226,7 @@ class CardioMMConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "CardioMMConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> CardioMMConfig:
         """Inverse of :meth:`to_dict`; unknown or missing keys are a ValueError naming them."""
         if not isinstance(values, Mapping):
             raise ValueError(f"values must be a mapping, got {type(values).__name__}")
@@ -866,7 +867,7 @@ class CardioMM(nn.Module):
 
     # -- conveniences --------------------------------------------------------------------------
 
-    def to_channels_last(self) -> "CardioMM":
+    def to_channels_last(self) -> CardioMM:
         """Convolution weights and U-Net inputs in channels_last (faster convolutions on GPUs)."""
         self.to(memory_format=torch.channels_last)
         for module in self.modules():

@@ -55,8 +55,9 @@ Shapes (project convention, DESIGN.md)::
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -175,7 +176,7 @@ class OfficialConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "OfficialConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> OfficialConfig:
         """Inverse of :meth:`to_dict`; unknown or missing keys are a ValueError naming them."""
         if not isinstance(values, Mapping):
             raise ValueError(f"values must be a mapping, got {type(values).__name__}")
@@ -503,7 +504,7 @@ class OfficialCardioMM(nn.Module):
         self.lm_head_meta = _SignHead(config.text_dim, config.embed_dim)
         self.lm_head_us = _SignHead(config.text_dim, config.embed_dim)
 
-    def to_channels_last(self) -> "OfficialCardioMM":
+    def to_channels_last(self) -> OfficialCardioMM:
         """Convolution weights and U-Net inputs in channels_last (faster convolutions on GPUs).
 
         Only the 4-D convolution weights are converted (``Module.to(memory_format=...)`` would

@@ -44,7 +44,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 import torch
@@ -299,7 +298,7 @@ def _make_geometry(subject: _Subject, n_slices: int, matrix: tuple[int, int], ov
 # Drawing: anti-aliased shapes painted as tissue fractions
 # --------------------------------------------------------------------------------------------
 
-_Scalar = Union[float, np.ndarray]  # a number, or an array broadcasting with the grid
+_Scalar = float | np.ndarray  # a number, or an array broadcasting with the grid
 
 
 def _shape_sd(x: np.ndarray, y: np.ndarray, cx: _Scalar, cy: _Scalar, a: _Scalar, b: _Scalar, rot: float = 0.0,

@@ -53,8 +53,9 @@ import dataclasses
 import functools
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,7 +97,7 @@ class PromptSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> "PromptSpec":
+    def from_dict(cls, values: Mapping[str, Any] | None) -> PromptSpec:
         """Build from a checkpoint's ``"prompt"`` section; None or {} give the project defaults.
 
         Raises ValueError for a value that is not a mapping, an unknown key or an unknown value.

@@ -34,8 +34,8 @@ results in ``benchmarks/results/fallback_quality.md``):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -37,8 +37,9 @@ import math
 import os
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -498,7 +499,7 @@ class EmbeddingCache:
     @staticmethod
     def key(encoder_id: str, sentence: str) -> str:
         """sha256 hex digest of the encoder id and the sentence."""
-        return hashlib.sha256(f"{encoder_id}\0{sentence}".encode("utf-8")).hexdigest()
+        return hashlib.sha256(f"{encoder_id}\0{sentence}".encode()).hexdigest()
 
     def path_for(self, encoder_id: str, sentence: str) -> Path:
         """The file that holds (or would hold) this entry."""

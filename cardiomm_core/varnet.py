@@ -50,8 +50,9 @@ import importlib.util
 import logging
 import sys
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,7 +110,7 @@ class VarNetConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "VarNetConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> VarNetConfig:
         """Inverse of :meth:`to_dict`; an unknown key is a ValueError naming it (missing keys
         take their defaults, except ``kind``, which a stored architecture must carry)."""
         if not isinstance(values, Mapping):
@@ -200,7 +201,7 @@ class VarNetRecon(nn.Module):
                                    sens_pools=config.sens_pools, chans=config.chans, pools=config.pools,
                                    mask_center=config.mask_center)
 
-    def to_channels_last(self) -> "VarNetRecon":
+    def to_channels_last(self) -> VarNetRecon:
         """For the engine's and trainer's interface: fastMRI's U-Nets keep their default layout
         (their inputs are made contiguous in NCHW by fastMRI's own reshapes)."""
         return self

@@ -25,8 +25,8 @@ import argparse
 import configparser
 import re
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 #: A host name or IP address as Gadgetron's resolver takes it (no quotes, spaces or markup).
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-:]*[A-Za-z0-9])?$")

@@ -69,8 +69,9 @@ memory. Unfilled header slots are default headers (``version`` 1, one channel,
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import ismrmrd
 import numpy as np

@@ -77,9 +77,10 @@ import re
 import socket
 import struct
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, Union
+from typing import Any, Union
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
@@ -185,7 +186,7 @@ class Chain:
                              f"stages: {[s.label for s in self.stages]}")
         return found[0]
 
-    def with_properties(self, target: str, **properties: Any) -> "Chain":
+    def with_properties(self, target: str, **properties: Any) -> Chain:
         """A copy with ``properties`` set on every stage whose target or classname is ``target``.
 
         Values are converted to their chain spelling (:func:`property_text`); a value of None
@@ -889,7 +890,7 @@ class _SocketSource:
             self.budget.charge(n)
         try:
             return recv_exactly(self.sock, n)
-        except socket.timeout:
+        except TimeoutError:
             raise ExternalGadgetError(f"{self.where}: no answer within the timeout") from None
         except PeerVanished as exc:
             if exc.__cause__ is not None:  # reset

@@ -47,7 +47,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable, Iterator, List, Optional, Sequence, Union
+from collections.abc import Callable, Iterator, Sequence
 
 import ismrmrd
 import numpy as np
@@ -115,7 +115,7 @@ class ServerError:
     message_id: int = MSG_TEXT
 
 
-ServerMessage = Union[ismrmrd.Image, ismrmrd.Acquisition, ismrmrd.Waveform, ServerText, ServerError]
+ServerMessage = ismrmrd.Image | ismrmrd.Acquisition | ismrmrd.Waveform | ServerText | ServerError
 
 
 class _PeerClosed(Exception):
@@ -129,7 +129,7 @@ class _PeerClosed(Exception):
 # --------------------------------------------------------------------------- header version
 
 
-def check_header_version(xml: Union[str, bytes], source: str = "header") -> Optional[int]:
+def check_header_version(xml: str | bytes, source: str = "header") -> int | None:
     """Warn (logging) when a header's version would make Gadgetron 4.7.2 reject it; return it.
 
     Gadgetron 4.7.2 is built with ISMRMRD 1.14 (schema version 14) and fails a stream whose
@@ -153,7 +153,7 @@ _NATIVE_NOISE_ADJUST = re.compile(r"<classname>\s*NoiseAdjustGadget\s*</classnam
 _NOISE_FLAG = 1 << (ismrmrd.ACQ_IS_NOISE_MEASUREMENT - 1)
 
 
-def has_noise_measurement(path: Union[str, os.PathLike], group: str = "dataset", first: int = 256) -> bool:
+def has_noise_measurement(path: str | os.PathLike, group: str = "dataset", first: int = 256) -> bool:
     """Whether one of the first ``first`` acquisitions of the file is a noise measurement (scanners
     and converters put the noise scan first)."""
     import h5py
@@ -166,8 +166,8 @@ def has_noise_measurement(path: Union[str, os.PathLike], group: str = "dataset",
     return bool(np.any(np.asarray(flags, dtype=np.uint64) & np.uint64(_NOISE_FLAG)))
 
 
-def native_noise_adjust_problem(header_xml: Union[str, bytes], config_xml: Optional[str],
-                                has_noise: bool) -> Optional[str]:
+def native_noise_adjust_problem(header_xml: str | bytes, config_xml: str | None,
+                                has_noise: bool) -> str | None:
     """Why Gadgetron's native NoiseAdjustGadget will fail this scan, or None.
 
     With a noise measurement in the scan, NoiseAdjustGadget stores the noise covariance in
@@ -268,7 +268,7 @@ class GadgetronClient:
     receive concurrently for large scans (see :func:`stream_file`).
     """
 
-    def __init__(self, *, io_timeout: float = DEFAULT_IO_TIMEOUT, max_message_bytes: Optional[int] = None):
+    def __init__(self, *, io_timeout: float = DEFAULT_IO_TIMEOUT, max_message_bytes: int | None = None):
         if not io_timeout > 0:
             raise ValueError(f"io_timeout must be a positive number of seconds, got {io_timeout!r}")
         self.io_timeout = float(io_timeout)
@@ -276,7 +276,7 @@ class GadgetronClient:
         #: $CARDIOMM_MAX_MESSAGE_MB), lowered to what the scan's header allows once it is sent.
         self.ceiling = ceiling_bytes() if max_message_bytes is None else int(max_message_bytes)
         self.budget = MessageBudget(*message_limit(None, self.ceiling))
-        self._sock: Optional[socket.socket] = None
+        self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         #: True once the server's CLOSE has been read.
         self.close_received = False
@@ -287,7 +287,7 @@ class GadgetronClient:
 
     def connect(
         self, host: str, port: int = DEFAULT_PORT, timeout: float = DEFAULT_CONNECT_TIMEOUT
-    ) -> "GadgetronClient":
+    ) -> GadgetronClient:
         """Open the TCP connection (``timeout`` seconds at most); return self."""
         if self._sock is not None:
             raise RuntimeError("this client is already connected")
@@ -321,7 +321,7 @@ class GadgetronClient:
             except OSError:
                 pass
 
-    def __enter__(self) -> "GadgetronClient":
+    def __enter__(self) -> GadgetronClient:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -349,11 +349,11 @@ class GadgetronClient:
             )
         self._send(MSG_CONFIG_FILE, encoded.ljust(CONFIG_FILE_NAME_BYTES, b"\0"))
 
-    def send_config_text(self, xml: Union[str, bytes]) -> None:
+    def send_config_text(self, xml: str | bytes) -> None:
         """CONFIG_SCRIPT (2): a whole stream config as XML text."""
         self._send(MSG_CONFIG_SCRIPT, _length_prefixed(xml, "xml"))
 
-    def send_header(self, xml: Union[str, bytes]) -> None:
+    def send_header(self, xml: str | bytes) -> None:
         """HEADER (3): the ISMRMRD XML header of the scan (sent as it is). The size of what the
         server may send back per message is limited from then on by what this header allows."""
         self._send(MSG_HEADER, _length_prefixed(xml, "xml"))
@@ -378,23 +378,23 @@ class GadgetronClient:
 
     # -- receiving
 
-    def read(self, n: int) -> Union[bytes, bytearray]:
+    def read(self, n: int) -> bytes | bytearray:
         """Exactly ``n`` bytes of the server's stream, charged to the message budget first."""
         return self._recv_exact(n)
 
-    def _recv_exact(self, n: int) -> Union[bytes, bytearray]:
+    def _recv_exact(self, n: int) -> bytes | bytearray:
         if n > 0:
             self.budget.charge(n)
         try:
             return recv_exactly(self._socket(), n)
-        except socket.timeout:
+        except TimeoutError:
             raise GadgetronConnectionError(
                 f"no data from the Gadgetron server for {self.io_timeout:g} s"
             ) from None
         except PeerVanished as exc:  # closed or reset
             raise _PeerClosed(partial=exc.received > 0) from None
 
-    def _read_message(self) -> Optional[ServerMessage]:
+    def _read_message(self) -> ServerMessage | None:
         """Read one message; None for CLOSE."""
         self.budget.begin()
         (message_id,) = _U16.unpack(self._recv_exact(2))
@@ -404,7 +404,7 @@ class GadgetronClient:
         except _PeerClosed:
             raise _PeerClosed(partial=True) from None
 
-    def _read_body(self, message_id: int) -> Optional[ServerMessage]:
+    def _read_body(self, message_id: int) -> ServerMessage | None:
         if message_id == MSG_CLOSE:
             return None
         if message_id in (MSG_IMAGE, MSG_ACQUISITION, MSG_WAVEFORM):
@@ -463,7 +463,7 @@ def _check_text_length(length: int, message_id: int) -> None:
         )
 
 
-def _length_prefixed(text: Union[str, bytes], name: str) -> bytes:
+def _length_prefixed(text: str | bytes, name: str) -> bytes:
     if isinstance(text, str):
         text = text.encode("utf-8")
     if not isinstance(text, (bytes, bytearray)):
@@ -486,13 +486,13 @@ class ReplayResult:
     ``close_received``: the server ended with CLOSE; ``seconds``: wall time of the exchange.
     """
 
-    images: List[ismrmrd.Image] = dataclasses.field(default_factory=list)
-    texts: List[str] = dataclasses.field(default_factory=list)
-    errors: List[str] = dataclasses.field(default_factory=list)
+    images: list[ismrmrd.Image] = dataclasses.field(default_factory=list)
+    texts: list[str] = dataclasses.field(default_factory=list)
+    errors: list[str] = dataclasses.field(default_factory=list)
     n_acquisitions: int = 0
     n_waveforms: int = 0
     seconds: float = 0.0
-    returned: List[Union[ismrmrd.Acquisition, ismrmrd.Waveform]] = dataclasses.field(
+    returned: list[ismrmrd.Acquisition | ismrmrd.Waveform] = dataclasses.field(
         default_factory=list
     )
     close_received: bool = False
@@ -518,7 +518,7 @@ class _Collector(threading.Thread):
         self.result = result
         self.lock = threading.Lock()
         self.finished = threading.Event()
-        self.connection_error: Optional[str] = None
+        self.connection_error: str | None = None
 
     def run(self) -> None:
         try:
@@ -562,12 +562,12 @@ def _open_raw(path_text: str, group: str) -> ismrmrd_io.RawFile:
 def stream_file(
     host: str,
     port: int,
-    path: Union[str, os.PathLike],
+    path: str | os.PathLike,
     *,
-    config_name: Optional[str] = None,
-    config_text: Optional[str] = None,
-    progress: Optional[Callable[[int, int], None]] = None,
-    header_version: Optional[int] = None,
+    config_name: str | None = None,
+    config_text: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    header_version: int | None = None,
     dataset_group: str = "dataset",
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     io_timeout: float = DEFAULT_IO_TIMEOUT,
@@ -617,7 +617,7 @@ def stream_file(
         with client.connect(host, port, timeout=connect_timeout):
             collector = _Collector(client, result)
             collector.start()
-            send_error: Optional[str] = None
+            send_error: str | None = None
             try:
                 if config_name is not None:
                     client.send_config_name(config_name)

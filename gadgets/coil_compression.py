@@ -18,7 +18,8 @@ of the headers so that the images report it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData

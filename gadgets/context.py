@@ -33,7 +33,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import ismrmrd
 import numpy as np

@@ -20,8 +20,9 @@ replay summary reads them (:func:`dropped_in_images`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import ismrmrd
 import numpy as np
@@ -69,7 +70,7 @@ class DropCounts:
     def total(self) -> int:
         return self.non_finite + self.magnitude + self.outside_limits
 
-    def __add__(self, other: "DropCounts") -> "DropCounts":
+    def __add__(self, other: DropCounts) -> DropCounts:
         return DropCounts(self.non_finite + other.non_finite, self.magnitude + other.magnitude,
                           self.outside_limits + other.outside_limits)
 
@@ -92,7 +93,7 @@ class DropCounts:
         meta[META_OUTSIDE_LIMITS] = str(self.outside_limits)
 
     @classmethod
-    def from_meta(cls, meta: Any) -> "DropCounts":
+    def from_meta(cls, meta: Any) -> DropCounts:
         """Counts from image meta attributes (zeros where absent or unreadable)."""
         values = []
         for key in (META_NON_FINITE, META_MAGNITUDE, META_OUTSIDE_LIMITS):
@@ -104,7 +105,7 @@ class DropCounts:
         return cls(*values)
 
     @staticmethod
-    def maximum(counts: Iterable["DropCounts"]) -> "DropCounts":
+    def maximum(counts: Iterable[DropCounts]) -> DropCounts:
         """Field-wise maximum (the counts are cumulative over a stream)."""
         result = DropCounts()
         for item in counts:

@@ -27,9 +27,9 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 from collections import Counter
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import ismrmrd
 import numpy as np

@@ -33,10 +33,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Union
 
 import ismrmrd
 import numpy as np
@@ -205,7 +206,7 @@ class StudyInfo:
     field_strength_t: float | None = None
 
     @classmethod
-    def from_header_xml(cls, xml: str | None) -> "StudyInfo":
+    def from_header_xml(cls, xml: str | None) -> StudyInfo:
         """Read what an ISMRMRD header says (subject, study, acquisition system); defaults elsewhere."""
         if not xml:
             return cls()

@@ -29,7 +29,7 @@ import os
 import re
 import tempfile
 import time
-from typing import Dict, Iterable, List, Optional, Union
+from collections.abc import Iterable
 
 import h5py
 import ismrmrd
@@ -40,7 +40,7 @@ _SERIES_NAME = re.compile(r"^image_(\d+)$")
 _IMAGE_DATASETS = ("header", "attributes", "data")
 
 
-def default_group_name(when: Optional[float] = None) -> str:
+def default_group_name(when: float | None = None) -> str:
     """``"YYYY-MM-DD HH:MM:SS"`` in local time, like gadgetron_ismrmrd_client's ``--out-group``."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
@@ -95,10 +95,10 @@ def _append_image(series_group: h5py.Group, image: ismrmrd.Image, series: int) -
 
 
 def write_images(
-    path: Union[str, os.PathLike],
+    path: str | os.PathLike,
     images: Iterable[ismrmrd.Image],
-    group: Optional[str] = None,
-) -> Dict[int, int]:
+    group: str | None = None,
+) -> dict[int, int]:
     """Append ``images`` to ``path`` under ``<group>/image_<image_series_index>``.
 
     Creates the file and group when needed and appends to series that already exist, like
@@ -110,9 +110,9 @@ def write_images(
         return _write_into(f, images, group)
 
 
-def _write_into(f: h5py.File, images: Iterable[ismrmrd.Image], group: Optional[str]) -> Dict[int, int]:
+def _write_into(f: h5py.File, images: Iterable[ismrmrd.Image], group: str | None) -> dict[int, int]:
     group_name = _check_group(default_group_name() if group is None else group)
-    counts: Dict[int, int] = {}
+    counts: dict[int, int] = {}
     top = f.require_group(group_name)
     for position, image in enumerate(images):
         if not isinstance(image, ismrmrd.Image):
@@ -126,10 +126,10 @@ def _write_into(f: h5py.File, images: Iterable[ismrmrd.Image], group: Optional[s
 
 
 def write_images_atomic(
-    path: Union[str, os.PathLike],
+    path: str | os.PathLike,
     images: Iterable[ismrmrd.Image],
-    group: Optional[str] = None,
-) -> Dict[int, int]:
+    group: str | None = None,
+) -> dict[int, int]:
     """:func:`write_images`, but ``path`` is replaced whole or not at all.
 
     The existing file (if any) is read into memory, the images are appended there (HDF5 never
@@ -179,12 +179,12 @@ def _is_series_group(node: object) -> bool:
     return isinstance(node, h5py.Group) and all(name in node for name in _IMAGE_DATASETS)
 
 
-def list_image_groups(path: Union[str, os.PathLike]) -> List[str]:
+def list_image_groups(path: str | os.PathLike) -> list[str]:
     """Names of the groups in ``path`` that hold ``image_<series>`` image sets, sorted.
 
     The client's timestamp names sort chronologically, so the last one is the newest.
     """
-    found: List[str] = []
+    found: list[str] = []
 
     def visit(name: str, node: object) -> None:
         if isinstance(node, h5py.Group) and any(
@@ -210,8 +210,8 @@ def _image_from_row(header: np.void, attributes: object, data: np.ndarray) -> is
 
 
 def read_images(
-    path: Union[str, os.PathLike], group: Optional[str] = None
-) -> Dict[int, List[ismrmrd.Image]]:
+    path: str | os.PathLike, group: str | None = None
+) -> dict[int, list[ismrmrd.Image]]:
     """Read every ``image_<series>`` set of ``group``: {series index: images in stored order}.
 
     ``group`` may be omitted when the file holds exactly one image group. Each image comes back
@@ -226,7 +226,7 @@ def read_images(
             )
         group = groups[0]
     group_name = _check_group(group)
-    result: Dict[int, List[ismrmrd.Image]] = {}
+    result: dict[int, list[ismrmrd.Image]] = {}
     with h5py.File(os.fspath(path), "r") as f:
         if group_name not in f or not isinstance(f[group_name], h5py.Group):
             raise ValueError(f"group {group_name!r} is not in {os.fspath(path)!r}")

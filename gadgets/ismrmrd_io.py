@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Union
 
 import h5py
 import ismrmrd
@@ -286,7 +287,7 @@ class RawFile:
             raise
         self._header: ismrmrd.xsd.ismrmrdHeader | None = None
 
-    def __enter__(self) -> "RawFile":
+    def __enter__(self) -> RawFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -329,7 +330,7 @@ class RawFile:
         yield from _waveforms_of(self._handle[self.group.strip("/")])
 
 
-def iter_items_in_time_order(raw: RawFile) -> Iterator[Union[ismrmrd.Acquisition, ismrmrd.Waveform]]:
+def iter_items_in_time_order(raw: RawFile) -> Iterator[ismrmrd.Acquisition | ismrmrd.Waveform]:
     """Acquisitions in file order, waveforms merged in by time stamp like the C++ client.
 
     A waveform goes before an acquisition whose ``acquisition_time_stamp`` is later than the

@@ -27,8 +27,9 @@ Folding (:class:`BufferLayout`):
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import ismrmrd
 import numpy as np
@@ -98,14 +99,14 @@ class BufferLayout:
         return n if self.frames_dim == "N" else s
 
     @classmethod
-    def from_buffer(cls, data: np.ndarray, frames_dim: str = "N") -> "BufferLayout":
+    def from_buffer(cls, data: np.ndarray, frames_dim: str = "N") -> BufferLayout:
         """Layout of a buffer ``data [E0, E1, E2, CHA, N, S, LOC]``."""
         _check_7d("data", data, "[E0, E1, E2, CHA, N, S, LOC]")
         _, _, e2, _, n, s, loc = data.shape
         return cls(int(e2), int(n), int(s), int(loc), frames_dim)
 
     @classmethod
-    def from_image_array(cls, data: np.ndarray, frames_dim: str = "N") -> "BufferLayout":
+    def from_image_array(cls, data: np.ndarray, frames_dim: str = "N") -> BufferLayout:
         """Layout of an image array ``data [X, Y, Z, CHA, N, S, LOC]`` (Z becomes n_e2)."""
         _check_7d("data", data, "[X, Y, Z, CHA, N, S, LOC]")
         _, _, z, _, n, s, loc = data.shape

@@ -20,7 +20,8 @@ of them), for the buffer to drop and count it.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import ismrmrd
 import numpy as np

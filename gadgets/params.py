@@ -36,8 +36,9 @@ from __future__ import annotations
 import logging
 import math
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 logger = logging.getLogger(__name__)
 

@@ -47,8 +47,9 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import ismrmrd
 import numpy as np
@@ -64,8 +65,15 @@ from .buffer import frames_dimension, series_extents
 from .checkpoint_policy import CheckpointRefused, allowed_checkpoint_dirs, check_remote_checkpoint
 from .context import context_from_header, declared_acceleration, sampling_from_mask
 from .data_checks import DropCounts
-from .layout import FRAME_DIMS, BufferLayout, ImageIndex, buffer_to_kspace, images_to_ismrmrd_data, line_sampled, \
-    sampling_mask
+from .layout import (
+    FRAME_DIMS,
+    BufferLayout,
+    ImageIndex,
+    buffer_to_kspace,
+    images_to_ismrmrd_data,
+    line_sampled,
+    sampling_mask,
+)
 from .params import Param
 from .stream import Gadget
 from .wire_limits import redact_paths

@@ -14,7 +14,8 @@ at its old length, which no longer matches the header).
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import ismrmrd
 import numpy as np

@@ -53,7 +53,8 @@ import socket
 import struct
 import sys
 import warnings
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import ismrmrd
 import numpy as np
@@ -108,8 +109,8 @@ class SafeSocket:
             self.budget.charge(nbytes)
         try:
             return recv_exactly(self.socket, nbytes)
-        except socket.timeout:
-            raise socket.timeout(f"the peer sent nothing for {self.socket.gettimeout():g} s "
+        except TimeoutError:
+            raise TimeoutError(f"the peer sent nothing for {self.socket.gettimeout():g} s "
                                  "(idle connection closed)") from None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -383,7 +384,7 @@ class Gadget:
         return cls.__name__
 
     @classmethod
-    def from_config(cls, config: str | bytes | Mapping[str, Any] | None) -> "Gadget":
+    def from_config(cls, config: str | bytes | Mapping[str, Any] | None) -> Gadget:
         """A gadget configured from Gadgetron's CONFIG XML text, a YAML mapping, or None (defaults)."""
         if config is None or isinstance(config, (str, bytes)):
             values: Mapping[str, Any] = config_properties(config, cls.gadget_name())

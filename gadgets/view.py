@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from .export import group_series, magnitude, write_png, WINDOW_PERCENTILES
+from .export import WINDOW_PERCENTILES, group_series, magnitude, write_png
 from .image_io import list_image_groups, read_images
 
 logger = logging.getLogger(__name__)

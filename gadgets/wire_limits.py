@@ -26,7 +26,8 @@ import math
 import os
 import re
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from xml.etree import ElementTree
 
 import ismrmrd
@@ -248,11 +249,11 @@ _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[/\\][^\s'\"`:;,()\[\]{}<>]+)+")
 def redact_paths(text: str) -> str:
     """``text`` with every absolute file path replaced by its last component (for what is sent to a
     peer: ``'/srv/models/m1.safetensors'`` -> ``'m1.safetensors'``; no host directories)."""
-    def last_part(match: "re.Match[str]") -> str:
+    def last_part(match: re.Match[str]) -> str:
         parts = [p for p in re.split(r"[/\\]", match.group()) if p]
         return parts[-1] if parts and not parts[-1].endswith(":") else "<path>"
 
-    def quoted(match: "re.Match[str]") -> str:
+    def quoted(match: re.Match[str]) -> str:
         parts = [p for p in re.split(r"[/\\]", match.group(2)) if p]
         return match.group(1) + (parts[-1] if parts else "<path>") + match.group(1)
 

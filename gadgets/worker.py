@@ -60,13 +60,20 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from gadgetron.external.connection import Connection
 
 from .stream import PeerVanished, SafeSocket, error_message, guard_connection, setup_logging
-from .wire_limits import CHUNK_BYTES, HANDSHAKE_LIMIT_BYTES, MessageBudget, MessageTooLarge, ceiling_bytes, \
-    message_limit
+from .wire_limits import (
+    CHUNK_BYTES,
+    HANDSHAKE_LIMIT_BYTES,
+    MessageBudget,
+    MessageTooLarge,
+    ceiling_bytes,
+    message_limit,
+)
 
 logger = logging.getLogger("gadgets.worker")
 
@@ -111,12 +118,12 @@ class _HandshakeSocket:
                                   "for the handshake")
         remaining = self._deadline - time.monotonic()
         if remaining <= 0:
-            raise socket.timeout(f"CONFIG and HEADER did not arrive within {self._timeout:g} s")
+            raise TimeoutError(f"CONFIG and HEADER did not arrive within {self._timeout:g} s")
         self._sock.settimeout(remaining)
         try:
             data = self._sock.recv(min(nbytes, CHUNK_BYTES))
-        except socket.timeout:
-            raise socket.timeout(f"CONFIG and HEADER did not arrive within {self._timeout:g} s") from None
+        except TimeoutError:
+            raise TimeoutError(f"CONFIG and HEADER did not arrive within {self._timeout:g} s") from None
         if nbytes > 0 and not data:
             raise PeerVanished("peer closed the connection during the handshake")
         self._left -= len(data)
@@ -323,7 +330,7 @@ class Worker:
             while not self._should_stop():
                 try:
                     sock, peer = self.listener.accept()
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except OSError as exc:
                     if self.stop.is_set():

@@ -29,7 +29,7 @@ BLOCKED = ("import runpy, sys\n"
            "             'lightning', 'PIL', 'scipy', 'tqdm', 'pandas', 'fastmri'):\n"
            "    sys.modules[name] = None\n"
            "sys.argv = [sys.argv[0], *sys.argv[1:]]\n"
-           "runpy.run_path(%r, run_name='__main__')\n") % str(SCRIPT)
+           f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')\n")
 
 
 @pytest.fixture(scope="module")

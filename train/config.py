@@ -34,9 +34,10 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Union
 
 import yaml
 
@@ -95,14 +96,14 @@ class SyntheticSource:
     noise_level: float = 0.01
     readout_oversampling: int = 2
     prewhiten: bool = False
-    compress_coils: Union[int, None] = None
+    compress_coils: int | None = None
     target: str = "rss"
-    nx_range: Union[tuple[int, int], None] = None
-    ny_range: Union[tuple[int, int], None] = None
-    coils_range: Union[tuple[int, int], None] = None
-    frames_by_modality: Union[dict[str, tuple[int, int]], None] = None
-    noise_range: Union[tuple[float, float], None] = None
-    scanners: Union[tuple[tuple[float, str, str], ...], None] = None
+    nx_range: tuple[int, int] | None = None
+    ny_range: tuple[int, int] | None = None
+    coils_range: tuple[int, int] | None = None
+    frames_by_modality: dict[str, tuple[int, int]] | None = None
+    noise_range: tuple[float, float] | None = None
+    scanners: tuple[tuple[float, str, str], ...] | None = None
     scanner_set: str = "default"
     scanner_choice: str = "cycle"
 
@@ -113,9 +114,9 @@ class CMRxReconSource:
 
     kind: str = "cmrxrecon"
     root: str = ""
-    year: Union[int, None] = None
-    modalities: Union[tuple[str, ...], None] = None
-    split: Union[str, None] = "train"
+    year: int | None = None
+    modalities: tuple[str, ...] | None = None
+    split: str | None = "train"
     lax_view: str = "long-axis"
     readout_oversampling: int = 1
     on_read_error: str = "next"
@@ -133,7 +134,7 @@ class IsmrmrdSource:
     on_read_error: str = "next"
 
 
-SourceConfig = Union[SyntheticSource, CMRxReconSource, IsmrmrdSource]
+SourceConfig = SyntheticSource | CMRxReconSource | IsmrmrdSource
 #: ``kind`` -> source dataclass.
 SOURCE_KINDS: dict[str, type] = {"synthetic": SyntheticSource, "cmrxrecon": CMRxReconSource,
                                  "ismrmrd": IsmrmrdSource}
@@ -152,10 +153,10 @@ class UndersamplingConfig:
 
     patterns: tuple[str, ...] = ("ktUniform", "ktGaussian", "ktRadial", "Uniform")
     accelerations: tuple[float, ...] = (4.0, 8.0, 12.0, 16.0, 20.0, 24.0)
-    n_acs: Union[int, None] = None
-    pattern_weights: Union[tuple[float, ...], None] = None
-    acceleration_weights: Union[tuple[float, ...], None] = None
-    pattern_accelerations: Union[dict[str, tuple[float, ...]], None] = None
+    n_acs: int | None = None
+    pattern_weights: tuple[float, ...] | None = None
+    acceleration_weights: tuple[float, ...] | None = None
+    pattern_accelerations: dict[str, tuple[float, ...]] | None = None
     convention: str = "project"
 
 
@@ -175,10 +176,10 @@ class DataConfig:
     train: list[SourceConfig] = field(default_factory=lambda: [SyntheticSource()])
     val: list[SourceConfig] = field(default_factory=list)
     undersampling: UndersamplingConfig = field(default_factory=UndersamplingConfig)
-    val_undersampling: Union[UndersamplingConfig, None] = None
+    val_undersampling: UndersamplingConfig | None = None
     batch_size: int = 1
     num_workers: int = 0
-    sim_cache: Union[str, None] = None
+    sim_cache: str | None = None
 
 
 @dataclass
@@ -200,7 +201,7 @@ class ModelConfig:
 
     name: str = "small"
     overrides: dict[str, Any] = field(default_factory=dict)
-    init_from: Union[str, None] = None
+    init_from: str | None = None
 
 
 @dataclass
@@ -209,7 +210,7 @@ class TextEncoderConfig:
     on-disk embedding cache (``$CARDIOMM_CACHE_DIR`` or ``~/.cache/cardiomm/embeddings``)."""
 
     name: str = "minilm"
-    cache_dir: Union[str, None] = None
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -273,15 +274,15 @@ class TrainLoopConfig:
     """
 
     epochs: int = 1
-    max_steps: Union[int, None] = None
-    max_seconds: Union[float, None] = None
-    grad_clip: Union[float, None] = 1.0
+    max_steps: int | None = None
+    max_seconds: float | None = None
+    grad_clip: float | None = 1.0
     grad_accum: int = 1
     amp: bool = True
     deterministic: bool = False
     device: str = "auto"
-    threads: Union[int, None] = None
-    cuda_memory_fraction: Union[float, None] = None
+    threads: int | None = None
+    cuda_memory_fraction: float | None = None
 
 
 @dataclass
@@ -293,7 +294,7 @@ class ValidationConfig:
 
     every_epochs: int = 1
     at_start: bool = False
-    max_items: Union[int, None] = None
+    max_items: int | None = None
     convention: str = "2024"
     crop: bool = True
 

@@ -34,8 +34,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from cardiomm_core.context import ScanContext
 from cardiomm_core.prompting import context_sentences

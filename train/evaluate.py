@@ -53,9 +53,10 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -64,8 +65,8 @@ from torch.utils.data import Dataset
 
 from cardiomm_core.engine import InferenceEngine
 from cardiomm_core.masks import MASK_CONVENTIONS, MASK_PATTERNS, make_mask
-from cardiomm_core.prompting import describe_sampling
 from cardiomm_core.metrics import CONVENTIONS, evaluate
+from cardiomm_core.prompting import describe_sampling
 from cardiomm_core.recon import conventional_recon
 
 from .config import SOURCE_KINDS, _source_from, config_from_dict
@@ -566,7 +567,7 @@ class RowWriter:
     def close(self) -> None:
         self._handle.close()
 
-    def __enter__(self) -> "RowWriter":
+    def __enter__(self) -> RowWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

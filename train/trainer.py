@@ -35,10 +35,11 @@ import os
 import random
 import sys
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -170,7 +171,7 @@ class DistInfo:
         return self.world_size > 1
 
     @classmethod
-    def from_env(cls) -> "DistInfo":
+    def from_env(cls) -> DistInfo:
         return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
                    int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -754,7 +755,7 @@ class Trainer:
                  f"{self.val_metrics['nmse']:.4f} ({self.val_metrics['n_items']} items)")
 
     def fit(self, resume: bool | str | os.PathLike[str] = False, stop_after_steps: int | None = None,
-            on_step: Callable[["Trainer"], None] | None = None, overwrite: bool = False) -> FitResult:
+            on_step: Callable[[Trainer], None] | None = None, overwrite: bool = False) -> FitResult:
         """Train until the planned length (``epochs`` / ``max_steps``).
 
         ``resume``: True -> the run folder's latest checkpoint when there is one; a path -> that

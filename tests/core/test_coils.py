@@ -5,7 +5,6 @@ import torch
 from cardiomm_core.coils import CoilCompression, coil_compression, estimate_sensitivities, find_acs
 from cardiomm_core.fft import fft2c
 
-
 # ---------------------------------------------------------------------------------------------
 # synthetic data
 

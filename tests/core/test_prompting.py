@@ -177,8 +177,8 @@ def _as_the_buffer_sees_it(mask: np.ndarray, n_slices: int = 2) -> np.ndarray:
 
 def _training_and_inline(pattern: str, acceleration: int, n_frames: int, n_ky: int, n_kx: int,
                          convention: str, seed: int) -> tuple[str, str, str]:
-    from train.data.undersample import undersample
     from train.data.sample import KspaceSample
+    from train.data.undersample import undersample
 
     mask = make_mask(pattern, acceleration, n_frames, n_ky, n_kx, seed=seed, convention=convention)
     sample = KspaceSample(torch.zeros(1, n_frames, n_ky, n_kx, dtype=torch.complex64), ScanContext(), "x", None, n_kx)

@@ -27,7 +27,6 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
 
 import ismrmrd
 import numpy as np
@@ -54,16 +53,16 @@ class _Closed(Exception):
 class Received:
     """What the fake server read from its client."""
 
-    config_name: Optional[str] = None
-    config_text: Optional[str] = None
-    header: Optional[str] = None
-    acquisitions: List[ismrmrd.Acquisition] = field(default_factory=list)
-    waveforms: List[ismrmrd.Waveform] = field(default_factory=list)
-    message_ids: List[int] = field(default_factory=list)
+    config_name: str | None = None
+    config_text: str | None = None
+    header: str | None = None
+    acquisitions: list[ismrmrd.Acquisition] = field(default_factory=list)
+    waveforms: list[ismrmrd.Waveform] = field(default_factory=list)
+    message_ids: list[int] = field(default_factory=list)
     close: bool = False
 
 
-def rss_image(lines: Dict[int, np.ndarray]) -> np.ndarray:
+def rss_image(lines: dict[int, np.ndarray]) -> np.ndarray:
     """(y, x) float32 root-sum-of-squares of the centred inverse FFT of lines {ky: (coils, x)}."""
     n_y = max(lines) + 1
     first = next(iter(lines.values()))
@@ -100,26 +99,26 @@ class FakeGadgetronServer:
         self.mirror = mirror
         self.series_index = series_index
         self.received = Received()
-        self.sent_images: List[ismrmrd.Image] = []
-        self.exception: Optional[BaseException] = None
+        self.sent_images: list[ismrmrd.Image] = []
+        self.exception: BaseException | None = None
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.bind(("127.0.0.1", 0))
         self._listener.listen(1)
         self._listener.settimeout(timeout)
         self.host, self.port = self._listener.getsockname()
-        self._conn: Optional[socket.socket] = None
+        self._conn: socket.socket | None = None
         self._thread = threading.Thread(target=self._serve, name="fake-gadgetron", daemon=True)
 
     # -- lifecycle
 
-    def start(self) -> "FakeGadgetronServer":
+    def start(self) -> FakeGadgetronServer:
         self._thread.start()
         return self
 
-    def join(self, timeout: Optional[float] = None) -> None:
+    def join(self, timeout: float | None = None) -> None:
         self._thread.join(self.timeout + 5.0 if timeout is None else timeout)
 
-    def __enter__(self) -> "FakeGadgetronServer":
+    def __enter__(self) -> FakeGadgetronServer:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -178,7 +177,7 @@ class FakeGadgetronServer:
             conn.close()
 
     def _handle(self) -> None:
-        slices: Dict[int, Dict[int, np.ndarray]] = {}
+        slices: dict[int, dict[int, np.ndarray]] = {}
         while True:
             (message_id,) = struct.unpack("<H", self._recv_exact(2))
             self.received.message_ids.append(message_id)
@@ -235,10 +234,10 @@ class FakeGadgetronServer:
         try:
             while self._recv_exact(1):
                 pass
-        except (socket.timeout, _Closed):
+        except (TimeoutError, _Closed):
             pass
 
-    def _echo(self, acq: ismrmrd.Acquisition, slices: Dict[int, Dict[int, np.ndarray]]) -> None:
+    def _echo(self, acq: ismrmrd.Acquisition, slices: dict[int, dict[int, np.ndarray]]) -> None:
         if self.mirror:
             self._send(struct.pack("<H", MSG_ACQUISITION) + acq.to_bytes())
         lines = slices.setdefault(acq.idx.slice, {})

@@ -31,9 +31,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import ismrmrd
@@ -218,7 +219,7 @@ def run_gadget(
         while conn is None:
             try:
                 conn, _ = listener.accept()
-            except socket.timeout:
+            except TimeoutError:
                 if proc.poll() is not None:
                     raise HarnessError(f"child exited with {proc.returncode} before connecting") from None
                 if time.monotonic() > deadline:

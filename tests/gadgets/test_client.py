@@ -9,7 +9,6 @@ import struct
 import subprocess
 import threading
 from pathlib import Path
-from typing import List, Optional
 
 import h5py
 import ismrmrd
@@ -35,7 +34,7 @@ from tests.gadgets.fake_server import DEFAULT_ERROR_TEXT, FakeGadgetronServer, r
 TIMEOUT = 120.0  # every socket operation in these tests; a broken test fails, it does not hang
 
 
-def header_xml(version: Optional[int] = 14, nx: int = 16, ny: int = 8) -> str:
+def header_xml(version: int | None = 14, nx: int = 16, ny: int = 8) -> str:
     version_element = "" if version is None else f"<version>{version}</version>"
     return (
         '<?xml version="1.0"?>\n'
@@ -60,7 +59,7 @@ def make_acquisitions(
     n_coils: int,
     n_samples: int,
     stamp_step: int = 10,
-) -> List[ismrmrd.Acquisition]:
+) -> list[ismrmrd.Acquisition]:
     """Cartesian lines, slice by slice; the last line of each slice flagged ACQ_LAST_IN_SLICE."""
     acqs = []
     stamp = 0
@@ -80,7 +79,7 @@ def make_acquisitions(
     return acqs
 
 
-def make_waveforms(rng: np.random.Generator, stamps: List[int]) -> List[ismrmrd.Waveform]:
+def make_waveforms(rng: np.random.Generator, stamps: list[int]) -> list[ismrmrd.Waveform]:
     waveforms = []
     for i, stamp in enumerate(stamps):
         head = ismrmrd.WaveformHeader()
@@ -97,9 +96,9 @@ def make_waveforms(rng: np.random.Generator, stamps: List[int]) -> List[ismrmrd.
 
 def write_raw_file(
     path: Path,
-    acqs: List[ismrmrd.Acquisition],
+    acqs: list[ismrmrd.Acquisition],
     xml: str,
-    waveforms: List[ismrmrd.Waveform] = (),
+    waveforms: list[ismrmrd.Waveform] = (),
     bulk: bool = False,
 ) -> Path:
     """An ISMRMRD raw file. ``bulk`` writes the acquisition table in one h5py call (the same
@@ -231,7 +230,7 @@ def test_bad_arguments_raise_value_error(rng):
 def test_stream_file_returns_images_with_attributes(tmp_path, rng):
     acqs = make_acquisitions(rng, n_slices=2, n_lines=6, n_coils=3, n_samples=10)
     path = write_raw_file(tmp_path / "raw.h5", acqs, header_xml(nx=10, ny=6))
-    sent: List[tuple] = []
+    sent: list[tuple] = []
     with FakeGadgetronServer("echo", timeout=TIMEOUT, series_index=3) as server:
         result = stream_file(
             "127.0.0.1", server.port, path, config_name="default.xml",

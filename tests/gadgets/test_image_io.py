@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import time
-from typing import List
 
 import h5py
 import ismrmrd
@@ -43,7 +42,7 @@ def make_image(
 
 
 @pytest.fixture
-def images(rng) -> List[ismrmrd.Image]:
+def images(rng) -> list[ismrmrd.Image]:
     """Two series of 2D magnitude images (13 x 18) and one complex multi-channel series."""
     result = []
     for i in range(3):

@@ -27,7 +27,6 @@ from tests.gadgets.conftest import (
     SHEPP_LOGAN_REPETITIONS,
 )
 
-
 # --------------------------------------------------------------------------- C++ files
 
 def test_shepp_logan_header(shepp_logan_file):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import ismrmrd
 import numpy as np
 import pytest
 import torch
-import ismrmrd
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData
 
 from cardiomm_core.checkpoint import save_checkpoint

@@ -18,7 +18,13 @@ from PIL import Image
 from cardiomm_core.masks import acs_start, make_mask
 from cardiomm_core.phantom import crop_readout, simulate_cardiac_scan
 from cardiomm_core.sense import rss, rss_complex
-from gadgets.ismrmrd_io import CURRENT_HEADER_VERSION, count_acquisitions, header_version, iter_acquisitions, read_header
+from gadgets.ismrmrd_io import (
+    CURRENT_HEADER_VERSION,
+    count_acquisitions,
+    header_version,
+    iter_acquisitions,
+    read_header,
+)
 from gadgets.preview import montage_array, save_montage
 from gadgets.simulate import main as simulate_main
 from gadgets.simulate import read_ground_truth, write_simulated_scan

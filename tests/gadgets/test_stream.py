@@ -12,8 +12,14 @@ import struct
 import ismrmrd
 import numpy as np
 import pytest
-from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription, read_recon_data
-from gadgetron.types.recon_data import write_recon_data
+from gadgetron.types.recon_data import (
+    ReconBit,
+    ReconBuffer,
+    ReconData,
+    SamplingDescription,
+    read_recon_data,
+    write_recon_data,
+)
 
 from gadgets.stream import Gadget, UnsupportedItemError, encode_item, error_message, serialize_item, wire_ready
 from tests.gadgets.harness import EchoGadget, assert_items_equal, run_gadget, synthetic_scan

@@ -22,9 +22,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import h5py
 import numpy as np
@@ -387,9 +388,9 @@ def _shepp_logan_direct(folder: Path) -> CaseResult:
 
 def _direct_reference(chain: Any, xml: str, acquisitions: list[Any]) -> np.ndarray:
     """FFT + RSS of the buffer the chain's recon receives (chain without the recon stage)."""
-    from gadgetron.types.recon_data import ReconData
-
     from dataclasses import replace
+
+    from gadgetron.types.recon_data import ReconData
 
     from gadgets.chain import run_chain
     from gadgets.layout import buffer_to_kspace

@@ -20,8 +20,17 @@ from gadgetron.types.recon_data import ReconData
 from gadgets.buffer import AcquisitionBuffer
 from gadgets.ismrmrd_io import RawFile
 from gadgets.simulate import write_simulated_scan
-from tests.gadgets.harness import CLOSE, CONFIG, ERROR, HEADER, HarnessResult, _receive, config_xml, encode_item, \
-    encode_string
+from tests.gadgets.harness import (
+    CLOSE,
+    CONFIG,
+    ERROR,
+    HEADER,
+    HarnessResult,
+    _receive,
+    config_xml,
+    encode_item,
+    encode_string,
+)
 from tests.gadgets.test_worker import RunningWorker, play_gadgetron  # noqa: F401 - re-exported
 
 #: Hang guard of every wait in these tests (seconds).

@@ -16,8 +16,17 @@ import time
 import pytest
 
 from tests.gadgets.harness import CONFIG, config_xml, encode_string
-from tests.reliability.network_helpers import GUARD, error_texts, handshake, images_of, play_gadgetron, \
-    read_answer, start_worker, stop_worker, wait_closed_by_peer
+from tests.reliability.network_helpers import (
+    GUARD,
+    error_texts,
+    handshake,
+    images_of,
+    play_gadgetron,
+    read_answer,
+    start_worker,
+    stop_worker,
+    wait_closed_by_peer,
+)
 
 pytestmark = pytest.mark.slow  # every test here takes seconds (processes, servers): `make test-fast` skips them
 

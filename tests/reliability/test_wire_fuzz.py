@@ -28,8 +28,19 @@ from gadgets.recon import CardioMMRecon
 from gadgets.stream import guard_connection, iter_items
 from gadgets.wire_limits import MessageBudget
 from tests.gadgets.harness import CONFIG, HEADER, config_xml, encode_item, encode_string
-from tests.reliability.network_helpers import GUARD, U16, U64, assert_same_images, images_of, make_tiny_scan, \
-    play_gadgetron, proc_memory_kib, start_worker, stop_worker, wait_closed_by_peer
+from tests.reliability.network_helpers import (
+    GUARD,
+    U16,
+    U64,
+    assert_same_images,
+    images_of,
+    make_tiny_scan,
+    play_gadgetron,
+    proc_memory_kib,
+    start_worker,
+    stop_worker,
+    wait_closed_by_peer,
+)
 
 #: Per-message cap of the in-process fuzz (bytes).
 CAP = 256 * 1024

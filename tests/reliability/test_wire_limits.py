@@ -26,8 +26,20 @@ from gadgets.chain import ExternalGadgetError, ExternalPeer
 from gadgets.client import GadgetronClient, stream_file
 from gadgets.stream import SafeSocket, guard_connection, iter_items
 from tests.gadgets.harness import CONFIG, HEADER, REPO_ROOT, config_xml, encode_string
-from tests.reliability.network_helpers import GUARD, U16, U32, U64, handshake, images_of, play_gadgetron, \
-    proc_memory_kib, read_answer, recon_data_claim, start_worker, stop_worker
+from tests.reliability.network_helpers import (
+    GUARD,
+    U16,
+    U32,
+    U64,
+    handshake,
+    images_of,
+    play_gadgetron,
+    proc_memory_kib,
+    read_answer,
+    recon_data_claim,
+    start_worker,
+    stop_worker,
+)
 
 MIB = 2**20
 

@@ -19,8 +19,18 @@ from cardiomm_core.model import CardioMM, config_by_name
 from gadgets.recon import CardioMMRecon
 from tests.gadgets.harness import HarnessResult
 from tests.helpers import one_torch_thread
-from tests.reliability.network_helpers import GUARD, assert_same_images, handshake, images_of, play_gadgetron, \
-    proc_memory_kib, read_answer, recon_data_claim, start_worker, stop_worker
+from tests.reliability.network_helpers import (
+    GUARD,
+    assert_same_images,
+    handshake,
+    images_of,
+    play_gadgetron,
+    proc_memory_kib,
+    read_answer,
+    recon_data_claim,
+    start_worker,
+    stop_worker,
+)
 
 pytestmark = pytest.mark.slow  # every test here takes seconds (processes, servers): `make test-fast` skips them
 

@@ -20,7 +20,6 @@ from train.trainer import Trainer, epoch_order, lr_factor, scaled_forward
 
 from .trainer_helpers import tiny_config, tiny_values, write_yaml
 
-
 # one torch thread, and torch's deterministic-algorithms flag (the trainer sets it) restored after
 pytestmark = pytest.mark.usefixtures("trainer_isolation")
 

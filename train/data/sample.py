@@ -25,8 +25,8 @@ batch; :func:`collate_examples` raises a ValueError naming the examples when sha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -199,7 +199,7 @@ class TrainingBatch:
     def __len__(self) -> int:
         return len(self.identifiers)
 
-    def to(self, device: torch.device | str) -> "TrainingBatch":
+    def to(self, device: torch.device | str) -> TrainingBatch:
         """A copy with the tensors on ``device``."""
         return TrainingBatch(self.masked_kspace.to(device), self.mask.to(device), self.target.to(device),
                              list(self.contexts), list(self.identifiers), self.n_acs.to(device))
