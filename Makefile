@@ -21,7 +21,7 @@ $(STAMP): setup.cfg setup.py pyproject.toml cardiomm_guard.pth .ci/constraints.t
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m gadgets.demo --out $(OUT)
+	$(BIN)/python -m gadgets.tools.demo --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -48,7 +48,7 @@ __all__ = [
 TARGET_MODULE = "gadgetron.external.connection"
 #: ``CARDIOMM_SPIN_GUARD=0`` (or ``false``/``no``/``off``) leaves gadgetron-python unpatched.
 DISABLE_VARIABLE = "CARDIOMM_SPIN_GUARD"
-#: ISMRMRD schema version of ISMRMRD 1.14.x (Gadgetron 4.7.2); same as gadgets.ismrmrd_io's.
+#: ISMRMRD schema version of ISMRMRD 1.14.x (Gadgetron 4.7.2); same as gadgets.io.ismrmrd_io's.
 CURRENT_HEADER_VERSION = 14
 
 _MARK = "_cardiomm_guarded"

@@ -1,25 +1,25 @@
 """The chain itself: what the project's own steps cost beside the model, measured on one scan.
 
-One simulated cine scan (``gadgets.simulate.write_simulated_scan``: one slice, a noise
+One simulated cine scan (``gadgets.io.simulated_scan.write_simulated_scan``: one slice, a noise
 measurement, ktUniform 8x; ``--geometry cmrx``: 10 coils, 12 frames, 246 x 512 encoded ->
 246 x 256, the slice of ``benchmarks/speed.py``) goes through the project's code paths and every
 step is timed in the same run:
 
 * **protocol**: the acquisitions written with the project's wire writer
-  (``gadgets.stream.encode_item``) into a loopback TCP socket and read back with gadgetron-python's
+  (``gadgets.protocol.stream.encode_item``) into a loopback TCP socket and read back with gadgetron-python's
   reader (``gadgetron.external.readers.read_acquisition``); likewise the ReconData that the worker
   chain sends to the warm worker (``read_recon_data``) and the images coming back (``read_image``);
 * **prewhitening, oversampling removal, buffering, coil compression**: the gadgets of
   ``chains/cardiomm_cine_python.yaml`` as the local runner configures them
-  (``gadgets.chain.build_gadgets``), each over the whole scan;
+  (``gadgets.tools.chain_runner.build_gadgets``), each over the whole scan;
 * **model**: that chain's CardioMMRecon stage (the packaged model, its engine loaded beforehand
   as replay does), ReconData in, images out;
 * **buffering throughput**: AcquisitionBuffer alone, over the scan's acquisitions again and again,
   torch on one thread (acquisitions per second; CPU seconds beside wall seconds);
 * **time to first image**: ``<execute>``-style, a fresh ``python -m gadgetron PORT gadgets.recon
   CardioMMRecon`` per scan (what Gadgetron starts; this script plays Gadgetron's side of the
-  socket) against the warm worker (``python -m gadgets.worker``, model loaded once, reached as
-  Gadgetron's ``<connect>`` reaches it: ``gadgets.chain.ExternalPeer``); measured from the start
+  socket) against the warm worker (``python -m gadgets.tools.worker``, model loaded once, reached as
+  Gadgetron's ``<connect>`` reaches it: ``gadgets.protocol.external_peer.ExternalPeer``); measured from the start
   of the scan's ReconData hop (process start for ``<execute>``) to the first image, at the slice
   size and at a small scan (``--small-geometry``), where start-up dominates;
 * **scans per hour**: the whole worker chain (``chains/cardiomm_cine_worker.yaml``, its native
@@ -41,10 +41,8 @@ import json
 import logging
 import os
 import platform
-import re
 import socket
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -62,11 +60,15 @@ for _path in (ROOT, ROOT / "benchmarks"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from gadgets import ismrmrd_io  # noqa: E402
-from gadgets.chain import Chain, ExternalPeer, build_gadgets, configuration_xml, load_chain, run_chain  # noqa: E402
+from gadgets.io import ismrmrd_io  # noqa: E402
+from gadgets.io.simulated_scan import write_simulated_scan  # noqa: E402
+from gadgets.protocol import wire  # noqa: E402
+from gadgets.protocol.chain_format import Chain, load_chain  # noqa: E402
+from gadgets.protocol.external_peer import ExternalPeer, configuration_xml  # noqa: E402
+from gadgets.protocol.stream import encode_item, recv_exactly  # noqa: E402
 from gadgets.recon import check_model_setting  # noqa: E402
-from gadgets.simulate import write_simulated_scan  # noqa: E402
-from gadgets.stream import encode_item, recv_exactly  # noqa: E402
+from gadgets.tools.chain_runner import build_gadgets, run_chain  # noqa: E402
+from gadgets.tools.worker_process import WorkerProcess  # noqa: E402
 
 log = logging.getLogger("chain_bench")
 
@@ -84,10 +86,6 @@ PRE_STAGES = ("NoiseAdjust", "RemoveOversampling", "AcquisitionBuffer", "CoilCom
 TARGET_CHAIN_SHARE = 0.10
 TARGET_BUFFER_RATE = 100_000.0
 TARGET_WORKER_SPEEDUP = 5.0
-READY = re.compile(r"cardiomm-worker ready on [^\s:]+:(\d+)")
-_U16 = struct.Struct("<H")
-_U64 = struct.Struct("<Q")
-MSG_CONFIG, MSG_HEADER, MSG_CLOSE, MSG_ERROR = 2, 3, 4, 8
 TIMEOUT_S = 900.0  # hang guard for one scan on a loaded CPU
 
 
@@ -121,24 +119,17 @@ class _Source:
         return recv_exactly(self.sock, n)
 
 
-def _readers() -> dict[int, Callable[[Any], Any]]:
-    from gadgetron.external import readers
-    from gadgetron.types.recon_data import read_recon_data
-
-    return {1008: readers.read_acquisition, 1022: readers.read_image, 1023: read_recon_data}
-
-
 def read_messages(sock: socket.socket, on_item: Callable[[Any], None] | None = None) -> list[Any]:
     """Items read from ``sock`` until CLOSE; an ERROR raises RuntimeError with its text."""
-    by_id = _readers()
+    by_id = wire.message_readers()
     source = _Source(sock)
     items = []
     while True:
-        (message_id,) = _U16.unpack(source.read(2))
-        if message_id == MSG_CLOSE:
+        message_id = wire.read_message_id(source)
+        if message_id == wire.CLOSE:
             return items
-        if message_id == MSG_ERROR:
-            (length,) = _U64.unpack(source.read(8))
+        if message_id == wire.ERROR:
+            (length,) = wire.ERROR_LENGTH.unpack(source.read(wire.ERROR_LENGTH.size))
             raise RuntimeError(bytes(source.read(min(length, 1 << 20))).decode("utf-8", "replace"))
         reader = by_id.get(message_id)
         if reader is None:
@@ -166,7 +157,7 @@ def loopback_roundtrip(items: Sequence[Any]) -> tuple[float, int, list[Any]]:
             data = encode_item(item)
             sent[0] += len(data)
             writer.sendall(data)
-        writer.sendall(_U16.pack(MSG_CLOSE))
+        writer.sendall(wire.CLOSE_MESSAGE)
 
     started = time.perf_counter()
     thread = threading.Thread(target=send, daemon=True)
@@ -212,13 +203,11 @@ def execute_first_image(header_xml: str, items: Sequence[Any], properties: dict[
         conn.settimeout(TIMEOUT_S)
 
         def send() -> None:
-            config = configuration_xml(properties).encode()
-            header = header_xml.encode()
-            conn.sendall(_U16.pack(MSG_CONFIG) + struct.pack("<I", len(config)) + config)
-            conn.sendall(_U16.pack(MSG_HEADER) + struct.pack("<I", len(header)) + header)
+            conn.sendall(wire.text_message(wire.CONFIG_SCRIPT, configuration_xml(properties)))
+            conn.sendall(wire.text_message(wire.HEADER, header_xml))
             for item in items:
                 conn.sendall(encode_item(item))
-            conn.sendall(_U16.pack(MSG_CLOSE))
+            conn.sendall(wire.CLOSE_MESSAGE)
 
         sender = threading.Thread(target=send, daemon=True)
         sender.start()
@@ -240,53 +229,6 @@ def execute_first_image(header_xml: str, items: Sequence[Any], properties: dict[
     if not images:
         raise RuntimeError("the <execute> child sent no image")
     return {"connected_s": connected, "first_image_s": first[0], "all_images_s": done, "images": len(images)}
-
-
-class Worker:
-    """``python -m gadgets.worker --port 0`` with the packaged model; ready once it says so."""
-
-    def __init__(self, checkpoint: str, threads: int | None) -> None:
-        self.started = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "-m", "gadgets.worker", "--port", "0", "--checkpoint", checkpoint,
-                                      "--device", "cpu", "--idle-timeout", "1800"],
-                                     env=child_env(threads), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.port: int | None = None
-        self.ready = threading.Event()
-        self.ready_s: float | None = None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            match = READY.search(line)
-            if match and not self.ready.is_set():
-                self.port = int(match.group(1))
-                self.ready_s = time.perf_counter() - self.started
-                self.ready.set()
-
-    def wait(self) -> int:
-        deadline = time.monotonic() + TIMEOUT_S
-        while not self.ready.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker not ready (rc {self.proc.poll()}): {''.join(self.lines)[-2000:]}")
-        assert self.port is not None
-        return self.port
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._reader.join(10)
-        if self.proc.stderr is not None and not self._reader.is_alive():
-            self.proc.stderr.close()
 
 
 def worker_first_image(port: int, header_xml: str, items: Sequence[Any], properties: dict[str, str]) -> dict[str, float]:
@@ -403,9 +345,9 @@ def measure(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> 
     sizes = [(args.geometry, header_xml, recon_items)]
     if small is not None:
         sizes.append((args.small_geometry, small[1], small[2]))
-    worker = Worker(checkpoint, threads)
+    worker = WorkerProcess("--checkpoint", checkpoint, "--device", "cpu", "--idle-timeout", "1800", threads=threads)
     try:
-        port = worker.wait()
+        port = worker.wait_ready(TIMEOUT_S)
         report["worker_start_to_ready_s"] = worker.ready_s
         for geometry, xml, scan_items in sizes:
             entry: dict[str, Any] = {"execute": [], "worker": []}

@@ -38,8 +38,8 @@ Also in the report, on request (they need ``ismrmrd``, i.e. the project's full i
   mapping|t2map`` and replayed with the local runner through ``chains/cardiomm_mapping_python.xml``
   (one forward per slice with every weighting, checked from CardioMMRecon's log), scored against
   the ground truth the simulator stores beside the raw data, against the same chain with
-  ``checkpoint=none`` (the fallback) and zero-filling (the scoring of ``gadgets.demo``).
-- ``--readme-example``: runs the README's Tools example (``python -m gadgets.demo --slices 3
+  ``checkpoint=none`` (the fallback) and zero-filling (the scoring of ``gadgets.tools.demo``).
+- ``--readme-example``: runs the README's Tools example (``python -m gadgets.tools.demo --slices 3
   --coils 10 --matrix 192x156 --seed 7``) and records which method it prints ahead.
 
 GPU machine: ``--device cuda`` needs only torch, numpy, h5py, pyyaml and safetensors. A checkpoint
@@ -589,8 +589,8 @@ class _ForwardLog(logging.Handler):
 def _replay_chain(chain: Any, scan: Path) -> tuple[list[Any], list[str]]:
     import ismrmrd
 
-    from gadgets.chain import run_chain
-    from gadgets.ismrmrd_io import RawFile
+    from gadgets.io.ismrmrd_io import RawFile
+    from gadgets.tools.chain_runner import run_chain
 
     handler = _ForwardLog()
     recon_logger = logging.getLogger("gadgets.recon")
@@ -613,12 +613,12 @@ def mapping_rows(candidates: Sequence[Candidate], device: str, workdir: Path, *,
                  slices: int = MAPPING_SETTINGS["slices"]) -> list[dict[str, Any]]:
     """The mapping acceptance: each MAPPING_SCANS scan simulated by ``cardiomm-simulate`` and replayed
     through the mapping chain per candidate and with ``checkpoint=none``; scores against the stored
-    ground truth (``gadgets.demo``'s reference and zero-filled images)."""
+    ground truth (``gadgets.tools.demo``'s reference and zero-filled images)."""
     from cardiomm_core.metrics import evaluate
-    from gadgets.chain import load_chain
-    from gadgets.demo import images_to_array, reference_images, zero_filled_rss
-    from gadgets.simulate import main as simulate_main
-    from gadgets.simulate import read_ground_truth
+    from gadgets.io.simulated_scan import read_ground_truth
+    from gadgets.protocol.chain_format import load_chain
+    from gadgets.tools.demo import images_to_array, reference_images, zero_filled_rss
+    from gadgets.tools.simulate import main as simulate_main
 
     rows = []
     workdir.mkdir(parents=True, exist_ok=True)
@@ -660,7 +660,7 @@ def mapping_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
              f"`chains/{MAPPING_CHAIN.name}` (NoiseAdjust -> RemoveOversampling -> AcquisitionBuffer with N = contrast "
              "-> CoilCompression to 8 -> CardioMMRecon), once per model and once with `checkpoint=none` (the "
              "fallback, CG-SENSE); scored against the noise-free RSS of the prewhitened coil images from the stored "
-             "ground truth (CMRxRecon 2024 convention, as `gadgets.demo` scores). Forwards: the k-space CardioMMRecon "
+             "ground truth (CMRxRecon 2024 convention, as `gadgets.tools.demo` scores). Forwards: the k-space CardioMMRecon "
              "reconstructed, one entry per call (frames are the third axis).", ""]
     for row in rows:
         lines += [f"### {row['scan']} ({row['weightings']} weightings, {row['slices']} slices)", "",
@@ -687,7 +687,7 @@ _DEMO_LINE = re.compile(r"^\s{2}(?P<label>\S.*?)\s+PSNR\s+(?P<psnr>[-\d.]+) dB\s
 
 
 def parse_demo_output(text: str) -> list[dict[str, Any]]:
-    """The step-4 score lines of ``gadgets.demo``'s output: [{"label", "psnr", "ssim", "nmse"}, ...]."""
+    """The step-4 score lines of ``gadgets.tools.demo``'s output: [{"label", "psnr", "ssim", "nmse"}, ...]."""
     rows = []
     for line in text.splitlines():
         match = _DEMO_LINE.match(line)
@@ -699,7 +699,7 @@ def parse_demo_output(text: str) -> list[dict[str, Any]]:
 
 def readme_example(workdir: Path, checkpoint: str = "packaged", device: str = "auto") -> dict[str, Any]:
     """Run the README's Tools example and say which method it prints ahead."""
-    argv = [sys.executable, "-m", "gadgets.demo", *README_EXAMPLE, "--out", str(workdir),
+    argv = [sys.executable, "-m", "gadgets.tools.demo", *README_EXAMPLE, "--out", str(workdir),
             "--checkpoint", checkpoint, "--device", device]
     tic = time.perf_counter()
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=3600)
@@ -709,7 +709,7 @@ def readme_example(workdir: Path, checkpoint: str = "packaged", device: str = "a
     ahead = None
     if model and fallback:
         ahead = model["psnr"] > fallback["psnr"] and model["ssim"] > fallback["ssim"]
-    return {"command": "python -m gadgets.demo " + " ".join(README_EXAMPLE), "checkpoint": checkpoint,
+    return {"command": "python -m gadgets.tools.demo " + " ".join(README_EXAMPLE), "checkpoint": checkpoint,
             "returncode": done.returncode, "rows": rows, "cardiomm_ahead": ahead,
             "seconds": time.perf_counter() - tic, "stdout_tail": done.stdout[-3000:], "stderr_tail": done.stderr[-2000:]}
 
@@ -758,7 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mapping", action="store_true",
                         help="also the mapping scans through chains/cardiomm_mapping_python.xml (needs ismrmrd)")
     parser.add_argument("--readme-example", action="store_true",
-                        help="also run the README's Tools example (python -m gadgets.demo --slices 3 --coils 10 "
+                        help="also run the README's Tools example (python -m gadgets.tools.demo --slices 3 --coils 10 "
                              "--matrix 192x156 --seed 7) and record which method it prints ahead")
     parser.add_argument("--mapping-matrix", type=parse_matrix, default=MAPPING_SETTINGS["matrix"], metavar="RxP",
                         help=f"matrix of the mapping scans (default {matrix_text(MAPPING_SETTINGS['matrix'])})")

@@ -30,7 +30,7 @@ Scores: ``cardiomm_core.metrics.evaluate`` (CMRxRecon normalisation ``--conventi
 then over subjects. Per cell, the best method is in bold. Outputs in ``--out`` (default
 benchmarks/results): ``quality.md``, ``quality.json`` (every row, the means, the command, the
 versions, the timings) and ``quality_<modality>.png`` (frames of one subject per modality at
-``FIGURE_SETTING``, every method with its error map, ``gadgets.preview.save_comparison``).
+``FIGURE_SETTING``, every method with its error map, ``gadgets.io.preview.save_comparison``).
 
 Parallel over processes (``--workers``; each loads the models once), a progress line with the
 time left per finished (subject, setting). Each finished (subject, setting) is appended to
@@ -338,7 +338,7 @@ def write_markdown(path: Path, rows: Sequence[dict[str, Any]], meta: dict[str, A
 
 def write_figures(out: Path, figures: dict[str, dict[str, np.ndarray]], setting: tuple[str, float]) -> list[Path]:
     """``quality_<modality>.png`` per modality: reference and every method, two frames, error maps."""
-    from gadgets.preview import ERROR_GAIN, save_comparison
+    from gadgets.io.preview import ERROR_GAIN, save_comparison
 
     paths = []
     for modality, frames in sorted(figures.items()):

@@ -38,7 +38,7 @@ def table(sections: Sequence[tuple[str, Sequence[data_path_cases.CaseResult], Se
         "# Reliability cases (issue 10)",
         "",
         f"Command: `{command}` ({platform.machine()}, {platform.python_version()}, {seconds:.0f} s in all).",
-        "Each case runs the real replay (`python -m gadgets.replay`, chain `chains/cardiomm_cine_python.xml`,",
+        "Each case runs the real replay (`python -m gadgets.tools.replay`, chain `chains/cardiomm_cine_python.xml`,",
         "`--checkpoint none` unless the case says otherwise) in a child process on a real ISMRMRD file damaged",
         "as described; memory cases run under `RLIMIT_AS`. Peak memory: the child's `ru_maxrss`.",
         "",

@@ -31,7 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gadgets.client import stream_file  # noqa: E402
+from gadgets.tools.client import stream_file  # noqa: E402
 from tests.gadgets.harness import CONFIG, HEADER, HarnessResult, config_xml, encode_string  # noqa: E402
 from tests.reliability.network_helpers import (  # noqa: E402
     U16,
@@ -214,7 +214,7 @@ def replay(args: list[str], fsize: int | None = None) -> tuple[subprocess.Comple
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen([sys.executable, "-m", "gadgets.replay", *args], stdout=out, stderr=err, text=True,
+        child = subprocess.Popen([sys.executable, "-m", "gadgets.tools.replay", *args], stdout=out, stderr=err, text=True,
                                  cwd=REPO, env=env, preexec_fn=limit)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)

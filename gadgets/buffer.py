@@ -79,8 +79,8 @@ from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, Samplin
 
 from . import data_checks
 from .data_checks import DropLog
-from .params import Param
-from .stream import Gadget
+from .protocol.params import Param
+from .protocol.stream import Gadget
 
 logger = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from cardiomm_core.coils import CoilCompression as Compression
 from cardiomm_core.coils import coil_compression
 
 from . import data_checks
-from .params import Param
-from .stream import Gadget
+from .protocol.params import Param
+from .protocol.stream import Gadget
 
 logger = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from cardiomm_core.noise import (
 )
 
 from . import data_checks
-from .params import Param
-from .stream import Gadget
+from .protocol.params import Param
+from .protocol.stream import Gadget
 
 logger = logging.getLogger(__name__)
 

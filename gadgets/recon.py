@@ -8,9 +8,9 @@ Gadgetron's ``BucketToBufferGadget``); every other item passes through. For each
    N or S, ``frames_dimension``). Calibration-only lines of an embedded reference buffer of the
    same shape (``ACQ_IS_PARALLEL_CALIBRATION`` lines that are not in ``data``) are merged in,
    since they were acquired in the same frame; a separate reference (another shape) is not used;
-2. the ScanContext comes from the ISMRMRD header (:func:`gadgets.context.context_from_header`,
+2. the ScanContext comes from the ISMRMRD header (:func:`gadgets.header_context.context_from_header`,
    with the ``modality``/``view`` parameters where the protocol says nothing recognisable) and the
-   mask (:func:`gadgets.context.sampling_from_mask`: the nominal R and family as training describes
+   mask (:func:`gadgets.header_context.sampling_from_mask`: the nominal R and family as training describes
    them, in the engine's mask convention, with the header's declared
    ``parallelImaging.accelerationFactor`` when it fits the mask); the engine renders the sentences
    in its checkpoint's style;
@@ -62,9 +62,8 @@ from cardiomm_core.recon import direct_recon
 
 from . import data_checks
 from .buffer import frames_dimension, series_extents
-from .checkpoint_policy import CheckpointRefused, allowed_checkpoint_dirs, check_remote_checkpoint
-from .context import context_from_header, declared_acceleration, sampling_from_mask
 from .data_checks import DropCounts
+from .header_context import context_from_header, declared_acceleration, sampling_from_mask
 from .layout import (
     FRAME_DIMS,
     BufferLayout,
@@ -74,9 +73,10 @@ from .layout import (
     line_sampled,
     sampling_mask,
 )
-from .params import Param
-from .stream import Gadget
-from .wire_limits import redact_paths
+from .protocol.checkpoint_policy import CheckpointRefused, allowed_checkpoint_dirs, check_remote_checkpoint
+from .protocol.params import Param
+from .protocol.stream import Gadget
+from .protocol.wire_limits import redact_paths
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import ismrmrd
 import numpy as np
 
 from .data_checks import sample_problem
-from .stream import Gadget
+from .protocol.stream import Gadget
 
 logger = logging.getLogger(__name__)
 

@@ -27,9 +27,10 @@ LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")
 
 @dataclass(frozen=True)
 class Rule:
-    """What the code under ``folder`` (a top-level folder or module of the repository) may not import.
+    """What the code under ``folder`` (a folder or module of the repository) may not import.
 
-    ``forbidden``: top-level names it may not import; ``stdlib_only``: it may import the standard
+    ``forbidden``: modules it may not import (a name forbids its submodules too: ``gadgets.tools``);
+    ``stdlib_only``: it may import the standard
     library and nothing else (code that runs where the project is not installed); ``why``: the
     reason, printed with every violation.
     """
@@ -39,6 +40,10 @@ class Rule:
     stdlib_only: bool = False
     why: str = ""
 
+
+#: The pipeline stages the chains name, and the helpers only they use (the top level of gadgets/).
+GADGET_STAGES = ("gadgets.noise_adjust", "gadgets.remove_oversampling", "gadgets.buffer", "gadgets.data_checks",
+                 "gadgets.coil_compression", "gadgets.recon", "gadgets.layout", "gadgets.header_context")
 
 RULES = (
     Rule("cardiomm_core", ("gadgets", "train", "benchmarks", "tests", "cardiomm_guard", "gadgetron", "ismrmrd",
@@ -53,6 +58,14 @@ RULES = (
     Rule("docker", stdlib_only=True,
          why="docker/deploytools.py runs at image build time, before the project is installed: standard library only"),
     Rule("setup.py", PROJECT, why="setup.py runs before the project is installed"),
+    Rule("gadgets/protocol", ("gadgets.tools", *GADGET_STAGES),
+         why="gadgets.protocol is how the project speaks Gadgetron: the stages and the tools build on it, never "
+             "the reverse"),
+    Rule("gadgets/io", ("gadgets.tools", "gadgets.protocol", *GADGET_STAGES),
+         why="gadgets.io reads and writes files: it knows no stage, no tool and no wire"),
+    *(Rule(f"{stage.replace('.', '/')}.py", ("gadgets.tools",),
+           why="a pipeline stage runs inside Gadgetron: it may not import the tools or the local runner")
+      for stage in GADGET_STAGES),
 )
 # benchmarks/ and tests/ may import anything.
 
@@ -117,7 +130,8 @@ def violations(rule: Rule, root: Path = ROOT) -> list[str]:
     for path in python_files(target):
         for imp in imports_of(path, root):
             top = imp.module.split(".")[0]
-            if top in rule.forbidden or (rule.stdlib_only and top not in sys.stdlib_module_names):
+            forbidden = any(imp.module == name or imp.module.startswith(name + ".") for name in rule.forbidden)
+            if forbidden or (rule.stdlib_only and top not in sys.stdlib_module_names):
                 found.append(f"{path.relative_to(root)}:{imp.line}: imports {imp.module} ({rule.why})")
     return found
 
@@ -182,3 +196,14 @@ def test_stdlib_only_rule_refuses_third_party_and_project_imports(tmp_path: Path
     found = violations(Rule("docker", stdlib_only=True, why="x"), root=tmp_path)
     assert [line.split(" (")[0] for line in found] == ["docker/tool.py:2: imports yaml",
                                                        "docker/tool.py:3: imports gadgets"]
+
+
+def test_a_stage_may_not_import_the_tools_and_protocol_may_not_import_a_stage(tmp_path: Path):
+    (tmp_path / "gadgets" / "protocol").mkdir(parents=True)
+    (tmp_path / "gadgets" / "recon.py").write_text("from .protocol.stream import Gadget\nfrom .tools import replay\n")
+    (tmp_path / "gadgets" / "protocol" / "wire.py").write_text("from . import wire_limits\nfrom ..recon import x\n")
+    by_folder = {rule.folder: rule for rule in RULES}
+    assert [line.split(" (")[0] for line in violations(by_folder["gadgets/recon.py"], root=tmp_path)] == [
+        "gadgets/recon.py:2: imports gadgets.tools"]
+    assert [line.split(" (")[0] for line in violations(by_folder["gadgets/protocol"], root=tmp_path)] == [
+        "gadgets/protocol/wire.py:2: imports gadgets.recon"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gadgets import demo, replay, simulate, view, worker
+from gadgets.tools import demo, replay, simulate, view, worker
 from train import cli
 
 TOOLS = [
@@ -15,7 +15,7 @@ TOOLS = [
     (cli.train_main, "cardiomm-train"),
     (cli.export_main, "cardiomm-export"),
     (cli.eval_main, "cardiomm-eval"),
-    (demo.main, "python -m gadgets.demo"),
+    (demo.main, "python -m gadgets.tools.demo"),
 ]
 
 

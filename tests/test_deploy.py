@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gadgets.chain import load_chain
+from gadgets.protocol.chain_format import load_chain
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"

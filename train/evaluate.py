@@ -199,9 +199,9 @@ def load_eval_data(spec: str | os.PathLike[str]) -> tuple[Dataset, str]:
 def check_raw_sources(sources: Sequence[Any]) -> None:
     """Before any work, for ISMRMRD sources: every file exists and is ISMRMRD raw data, and a
     prospectively undersampled file (header ``accelerationFactor`` > 1) has the ground truth that
-    ``gadgets.simulate`` stores beside the raw data (ValueError with one line otherwise)."""
-    from gadgets.context import declared_acceleration
-    from gadgets.ismrmrd_io import read_header
+    ``gadgets.io.simulated_scan`` stores beside the raw data (ValueError with one line otherwise)."""
+    from gadgets.header_context import declared_acceleration
+    from gadgets.io.ismrmrd_io import read_header
 
     from .config import IsmrmrdSource
     from .data.ismrmrd_raw import has_ground_truth
@@ -264,7 +264,7 @@ def evaluate_checkpoint(
 
     A slice whose k-space is already undersampled (prospectively, lines missing: an undersampled
     ISMRMRD file) is reconstructed from the lines it has, told the sampling the inline gadget
-    derives from them (``gadgets.context.sampling_from_mask``), and scored against its stored
+    derives from them (``gadgets.header_context.sampling_from_mask``), and scored against its stored
     reference (``KspaceSample.reference``, the ground truth beside the raw data), once, under that
     pattern and acceleration; without a reference it is refused (ValueError). ``on_row`` is called
     with each row as soon as it is scored (e.g. to append it to a CSV file); ``progress`` writes a
@@ -392,7 +392,7 @@ def _acquired_sampling(sample: KspaceSample, convention: str = "project") -> Acq
         raise ValueError(f"{sample.identifier}: the k-space is undersampled ({int(lines.sum())} of {lines.numel()} "
                          "lines) and no ground truth is stored beside it; cardiomm-eval needs fully sampled data "
                          "or a ground truth (cardiomm-simulate's /cardiomm_truth)")
-    from gadgets.context import sampling_from_mask
+    from gadgets.header_context import sampling_from_mask
 
     mask = lines.numpy().astype(np.float32)[:, :, None]                                      # (T, ky, 1)
     told, pattern = sampling_from_mask(mask[None, None], convention=convention)

@@ -1,7 +1,7 @@
 """benchmarks/chain.py end to end on a tiny scan: structure and finiteness, never timings.
 
 It runs the real paths: loopback sockets on 127.0.0.1, gadgetron-python's readers, a fresh
-``python -m gadgetron`` child and a ``python -m gadgets.worker`` child (each loads the packaged model)."""
+``python -m gadgetron`` child and a ``python -m gadgets.tools.worker`` child (each loads the packaged model)."""
 
 from __future__ import annotations
 

@@ -28,10 +28,10 @@ import h5py
 import numpy as np
 import pytest
 
-from gadgets.chain import load_chain
-from gadgets.image_io import read_images
-from gadgets.ismrmrd_io import CURRENT_HEADER_VERSION, header_version, set_header_version
-from gadgets.simulate import write_simulated_scan
+from gadgets.io.image_io import read_images
+from gadgets.io.ismrmrd_io import CURRENT_HEADER_VERSION, header_version, set_header_version
+from gadgets.io.simulated_scan import write_simulated_scan
+from gadgets.protocol.chain_format import load_chain
 from tests.gadgetron_real.conftest import CHECKPOINT_DIR, TABLE, RealGadgetron, free_port, stop
 
 pytestmark = pytest.mark.gadgetron

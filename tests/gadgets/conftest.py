@@ -1,6 +1,6 @@
 """Fixtures shared by the gadget tests: small ISMRMRD raw files, made once per session.
 
-- ``simulated_scan_file``: a tiny cine written by ``gadgets.simulate.write_simulated_scan``
+- ``simulated_scan_file``: a tiny cine written by ``gadgets.io.simulated_scan.write_simulated_scan``
   (``SIMULATED_SCAN`` below: 2 slices, 4 phases, 4 coils, recon matrix 32 x 24, readout 2x
   oversampled, ktGaussian R=4 with 8 ACS lines, a noise scan first), ground truth in
   ``/cardiomm_truth``; ``simulated_scan_summary`` is what the writer returned for it.
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from gadgets.simulate import SimulationSummary
+    from gadgets.io.simulated_scan import SimulationSummary
 
 #: Keyword arguments of write_simulated_scan for ``simulated_scan_file``.
 SIMULATED_SCAN = dict(n_slices=2, n_phases=4, n_coils=4, matrix=(32, 24), acceleration=4.0, pattern="ktGaussian",
@@ -41,7 +41,7 @@ SHEPP_LOGAN_N_ACQUISITIONS = 1 + SHEPP_LOGAN_MATRIX * SHEPP_LOGAN_REPETITIONS
 @pytest.fixture(scope="session")
 def simulated_scan_summary(tmp_path_factory: pytest.TempPathFactory) -> SimulationSummary:
     """What write_simulated_scan returned for ``simulated_scan_file``."""
-    from gadgets.simulate import write_simulated_scan
+    from gadgets.io.simulated_scan import write_simulated_scan
 
     path = tmp_path_factory.mktemp("simulated") / "simulated_cine.h5"
     return write_simulated_scan(path, **SIMULATED_SCAN)

@@ -43,7 +43,7 @@ from gadgetron.external import readers
 from gadgetron.types.image_array import read_image_array
 from gadgetron.types.recon_data import ReconData, read_recon_data
 
-from gadgets import stream
+from gadgets.protocol import stream
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -483,8 +483,8 @@ def synthetic_scan(
 # --------------------------------------------------------------------------- gadgets for protocol tests
 
 
-from gadgets.params import Param  # noqa: E402
-from gadgets.stream import Gadget  # noqa: E402
+from gadgets.protocol.params import Param  # noqa: E402
+from gadgets.protocol.stream import Gadget  # noqa: E402
 
 
 class EchoGadget(Gadget):

@@ -8,7 +8,7 @@ import pytest
 from gadgetron.types.recon_data import ReconData
 
 from gadgets.buffer import AcquisitionBuffer
-from gadgets.ismrmrd_io import read_acquisitions, read_header
+from gadgets.io.ismrmrd_io import read_acquisitions, read_header
 from gadgets.layout import buffer_to_kspace, sampling_mask
 from gadgets.noise_adjust import NoiseAdjust
 from gadgets.remove_oversampling import RemoveOversampling
@@ -183,7 +183,7 @@ def test_over_the_socket_matches_in_process(scan: object, buffers: list[ReconDat
 
 
 def _simulated(tmp_path, modality: str, n_frames: int):
-    from gadgets.simulate import write_simulated_scan
+    from gadgets.io.simulated_scan import write_simulated_scan
 
     path = write_simulated_scan(tmp_path / f"{modality}.h5", n_slices=2, n_phases=n_frames, n_coils=3,
                                 matrix=(16, 12), acceleration=4.0, pattern="ktGaussian", n_acs=4,

@@ -1,4 +1,4 @@
-"""gadgets.chain: the chains in chains/ (XML and YAML twins), the chain model and the local runner.
+"""gadgets.protocol.chain_format and gadgets.tools.chain_runner: the chains in chains/ (XML and YAML twins), the chain model and the local runner.
 
 Every chain's XML and YAML are read into one model and must agree; every XML must be a
 well-formed version-2 stream config as Gadgetron's V2 parser reads it; every Python stage must
@@ -20,20 +20,11 @@ from gadgetron.external.connection import Connection
 from gadgetron.types.recon_data import ReconData
 
 from gadgets.buffer import AcquisitionBuffer
-from gadgets.chain import (
-    NATIVE_EQUIVALENTS,
-    Chain,
-    ExternalGadgetError,
-    Stage,
-    chain_from_xml,
-    chain_from_yaml,
-    load_chain,
-    plan_chain,
-    run_chain,
-    validate_stage,
-)
 from gadgets.noise_adjust import NoiseAdjust
+from gadgets.protocol.chain_format import Chain, Stage, chain_from_xml, chain_from_yaml, load_chain
+from gadgets.protocol.external_peer import ExternalGadgetError
 from gadgets.remove_oversampling import RemoveOversampling
+from gadgets.tools.chain_runner import NATIVE_EQUIVALENTS, plan_chain, run_chain, validate_stage
 from tests.gadgets.harness import EchoGadget, assert_items_equal, synthetic_scan
 
 CHAINS_DIR = Path(__file__).resolve().parents[2] / "chains"
@@ -182,8 +173,8 @@ def test_bad_python_stages_are_reported_with_gadget_and_value() -> None:
     missing = Stage(kind="python", module="gadgets.no_such_module", target="X")
     with pytest.raises(ValueError, match="cannot import module 'gadgets.no_such_module'"):
         validate_stage(missing, "c")
-    not_a_gadget = Stage(kind="python", module="gadgets.chain", target="Chain")
-    with pytest.raises(ValueError, match="not a gadgets.stream.Gadget class"):
+    not_a_gadget = Stage(kind="python", module="gadgets.protocol.chain_format", target="Chain")
+    with pytest.raises(ValueError, match="not a gadgets.protocol.stream.Gadget class"):
         validate_stage(not_a_gadget, "c")
 
 

@@ -1,4 +1,4 @@
-"""gadgets.client against a fake Gadgetron server over real loopback sockets."""
+"""gadgets.protocol.gadgetron_client and gadgets.tools.client against a fake Gadgetron server over real loopback sockets."""
 
 from __future__ import annotations
 
@@ -17,18 +17,17 @@ import ismrmrd.xsd
 import numpy as np
 import pytest
 
-from gadgets.client import (
+from gadgets.io.image_io import read_images, write_images
+from gadgets.io.ismrmrd_io import CURRENT_HEADER_VERSION, RawFile, header_version, set_header_version
+from gadgets.protocol.gadgetron_client import (
     GadgetronClient,
     GadgetronConnectionError,
     GadgetronServerError,
     ServerError,
     ServerText,
     encode_acquisition,
-    raise_for_errors,
-    stream_file,
 )
-from gadgets.image_io import read_images, write_images
-from gadgets.ismrmrd_io import CURRENT_HEADER_VERSION, RawFile, header_version, set_header_version
+from gadgets.tools.client import raise_for_errors, stream_file
 from tests.gadgets.fake_server import DEFAULT_ERROR_TEXT, FakeGadgetronServer, rss_image
 
 TIMEOUT = 120.0  # every socket operation in these tests; a broken test fails, it does not hang
@@ -384,7 +383,7 @@ def test_header_without_version_is_sent_unchanged(tmp_path, rng, caplog):
     """header_version only rewrites a version that is there (Gadgetron accepts none at all)."""
     acqs = make_acquisitions(rng, n_slices=1, n_lines=2, n_coils=1, n_samples=4)
     path = write_raw_file(tmp_path / "raw.h5", acqs, header_xml(version=None, nx=4, ny=2))
-    with caplog.at_level(logging.WARNING, logger="gadgets.client"):
+    with caplog.at_level(logging.WARNING, logger="gadgets.tools.client"):
         with FakeGadgetronServer("echo", timeout=TIMEOUT) as server:
             result = replay(server, path, header_version=14, io_timeout=TIMEOUT)
     assert result.ok and result.n_acquisitions == 2
@@ -412,7 +411,7 @@ def test_old_header_version_is_reported(old_version_file, caplog):
     version = header_version(original)
     assert version is not None and version < CURRENT_HEADER_VERSION
 
-    with caplog.at_level(logging.WARNING, logger="gadgets.client"):
+    with caplog.at_level(logging.WARNING, logger="gadgets.tools.client"):
         with FakeGadgetronServer("echo", timeout=TIMEOUT) as server:
             result = replay(server, old_version_file, io_timeout=TIMEOUT)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -421,7 +420,7 @@ def test_old_header_version_is_reported(old_version_file, caplog):
     assert result.n_acquisitions == n_acq == len(server.received.acquisitions)
 
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="gadgets.client"):
+    with caplog.at_level(logging.WARNING, logger="gadgets.tools.client"):
         with FakeGadgetronServer("echo", timeout=TIMEOUT) as server:
             stream_file(
                 "127.0.0.1", server.port, old_version_file, config_name="default.xml",

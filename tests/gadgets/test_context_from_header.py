@@ -11,7 +11,7 @@ import torch
 
 from cardiomm_core.context import PATTERN_WORDS, ScanContext
 from cardiomm_core.masks import make_mask
-from gadgets.context import (
+from gadgets.header_context import (
     DEFAULT_SCANNER_MODEL,
     DEFAULT_VENDOR,
     UNKNOWN_MODEL,
@@ -21,8 +21,8 @@ from gadgets.context import (
     normalise_vendor,
     sampling_from_mask,
 )
-from gadgets.ismrmrd_io import read_header
-from gadgets.simulate import read_ground_truth
+from gadgets.io.ismrmrd_io import read_header
+from gadgets.io.simulated_scan import read_ground_truth
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_unrecognisable_protocol_uses_the_parameters(simulated_header, caplog):
     header.measurementInformation.seriesDescription = None
     header.measurementInformation.sequenceName = "gre"
     header.sequenceParameters.sequence_type = None
-    with caplog.at_level(logging.INFO, logger="gadgets.context"):
+    with caplog.at_level(logging.INFO, logger="gadgets.header_context"):
         context = context_from_header(header, modality="Flow", view="aorta")
     assert (context.modality, context.view) == ("Flow", "aorta")
     assert any("no modality recognisable" in r.getMessage() for r in caplog.records)
@@ -74,7 +74,7 @@ def test_unrecognisable_protocol_uses_the_parameters(simulated_header, caplog):
 def test_sparse_shepp_logan_header_gets_defaults(shepp_logan_file, caplog):
     header, xml = read_header(shepp_logan_file)
     assert "<systemVendor>" not in xml and "<systemFieldStrength_T>" not in xml  # really sparse
-    with caplog.at_level(logging.INFO, logger="gadgets.context"):
+    with caplog.at_level(logging.INFO, logger="gadgets.header_context"):
         context = context_from_header(header)
     assert (context.vendor, context.scanner_model) == (DEFAULT_VENDOR, DEFAULT_SCANNER_MODEL)
     assert context.field_strength_t == 1.5  # from the 63.5 MHz H1 resonance frequency it states

@@ -17,9 +17,9 @@ from PIL import Image
 
 from cardiomm_core.phantom import crop_readout, simulate_cardiac_scan
 from cardiomm_core.sense import rss_complex
-from gadgets import demo
-from gadgets.image_io import read_images
-from gadgets.simulate import read_ground_truth
+from gadgets.io.image_io import read_images
+from gadgets.io.simulated_scan import read_ground_truth
+from gadgets.tools import demo
 
 #: The shared run: 2 slices (the default), 3 phases, 3 coils, 32 x 32, no model. 32 phase lines keep the
 #: effective acceleration (1.8 with the 16 calibration lines) above CardioMMRecon's direct_recon_threshold
@@ -28,7 +28,7 @@ DEMO_ARGS = ["--matrix", "32x32", "--phases", "3", "--coils", "3", "--checkpoint
 
 
 class DemoRun(NamedTuple):
-    """What one ``python -m gadgets.demo`` wrote (``out``, read-only) and printed (``stdout``)."""
+    """What one ``python -m gadgets.tools.demo`` wrote (``out``, read-only) and printed (``stdout``)."""
 
     out: Path
     stdout: str
@@ -160,7 +160,7 @@ def test_demo_runs_a_mapping_scan_through_the_mapping_chain(tmp_path, capsys):
 
 
 def test_comparison_preview_labels_rows_and_shows_fixed_scale_errors():
-    from gadgets.preview import comparison_array
+    from gadgets.io.preview import comparison_array
 
     rng = np.random.default_rng(0)
     reference = rng.random((3, 20, 16)) + 0.5

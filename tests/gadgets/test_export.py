@@ -1,4 +1,4 @@
-"""Images out as DICOM, NIfTI and PNG (gadgets.export, cardiomm-replay --format) and cardiomm-view.
+"""Images out as DICOM, NIfTI and PNG (gadgets.io.export, cardiomm-replay --format) and cardiomm-view.
 
 The geometry checks are independent of the exporter's own formula: the centre pixel of a DICOM
 image (from ImagePositionPatient, ImageOrientationPatient and PixelSpacing, as any DICOM reader
@@ -18,12 +18,12 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from gadgets.export import image_geometry, write_dicom, write_nifti
-from gadgets.image_io import read_images
-from gadgets.ismrmrd_io import read_xml
-from gadgets.replay import EXIT_OK, EXIT_USAGE
-from gadgets.replay import main as replay_main
-from gadgets.view import main as view_main
+from gadgets.io.export import image_geometry, write_dicom, write_nifti
+from gadgets.io.image_io import read_images
+from gadgets.io.ismrmrd_io import read_xml
+from gadgets.tools.replay import EXIT_OK, EXIT_USAGE
+from gadgets.tools.replay import main as replay_main
+from gadgets.tools.view import main as view_main
 
 CHAINS_DIR = Path(__file__).resolve().parents[2] / "chains"
 PYTHON_CHAIN = CHAINS_DIR / "cardiomm_cine_python.xml"

@@ -1,4 +1,4 @@
-"""gadgets.image_io: the gadgetron_ismrmrd_client output layout, checked with ismrmrd-python."""
+"""gadgets.io.image_io: the gadgetron_ismrmrd_client output layout, checked with ismrmrd-python."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import ismrmrd.hdf5
 import numpy as np
 import pytest
 
-from gadgets.image_io import default_group_name, list_image_groups, read_images, write_images
+from gadgets.io.image_io import default_group_name, list_image_groups, read_images, write_images
 
 
 def make_image(

@@ -1,4 +1,4 @@
-"""gadgets.ismrmrd_io reads files of the C++ library (Debian ismrmrd-tools 1.8) and of ismrmrd-python."""
+"""gadgets.io.ismrmrd_io reads files of the C++ library (Debian ismrmrd-tools 1.8) and of ismrmrd-python."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from gadgets.ismrmrd_io import (
+from gadgets.io.ismrmrd_io import (
     CURRENT_HEADER_VERSION,
     LEGACY_HEADER_VERSION,
     RawFile,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cardiomm_core.noise import noise_bandwidth_scale, noise_covariance, prewhitening_matrix
-from gadgets.ismrmrd_io import read_acquisitions, read_header
+from gadgets.io.ismrmrd_io import read_acquisitions, read_header
 from gadgets.noise_adjust import NoiseAdjust
 from tests.gadgets.harness import assert_items_equal, run_gadget, synthetic_scan
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gadgets.chain import load_chain
-from gadgets.client import has_noise_measurement, native_noise_adjust_problem
-from gadgets.ismrmrd_io import read_xml
-from gadgets.replay import EXIT_OK, main
+from gadgets.io.ismrmrd_io import read_xml
+from gadgets.protocol.chain_format import load_chain
+from gadgets.tools.client import has_noise_measurement, native_noise_adjust_problem
+from gadgets.tools.replay import EXIT_OK, main
 from tests.gadgets.fake_server import FakeGadgetronServer
 
 CHAINS = Path(__file__).resolve().parents[2] / "chains"

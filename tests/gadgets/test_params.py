@@ -1,10 +1,10 @@
-"""gadgets.params: one typed parser for Gadgetron XML configuration and YAML mappings."""
+"""gadgets.protocol.params: one typed parser for Gadgetron XML configuration and YAML mappings."""
 
 from __future__ import annotations
 
 import pytest
 
-from gadgets.params import Param, config_properties, parse_config, parse_params
+from gadgets.protocol.params import Param, config_properties, parse_config, parse_params
 from tests.gadgets.harness import config_xml
 
 SPEC = (

@@ -14,10 +14,11 @@ from cardiomm_core.checkpoint import save_checkpoint
 from cardiomm_core.model import CardioMM, config_by_name
 from cardiomm_core.recon import conventional_recon
 from gadgets.buffer import AcquisitionBuffer
-from gadgets.ismrmrd_io import RawFile
+from gadgets.io.ismrmrd_io import RawFile
+from gadgets.io.simulated_header import TICK_MS
+from gadgets.io.simulated_scan import read_ground_truth
 from gadgets.layout import buffer_to_kspace, line_sampled, sampling_mask
 from gadgets.recon import CardioMMRecon, crop_readout, engine_loads, merge_reference
-from gadgets.simulate import TICK_MS, read_ground_truth
 from tests.gadgets.conftest import SIMULATED_SCAN
 from tests.gadgets.harness import assert_items_equal, run_gadget, synthetic_scan
 
@@ -309,10 +310,10 @@ def test_a_series_split_by_the_chain_is_named(tmp_path, caplog, n_dimension, war
     """A mapping scan buffered on the wrong counter reaches the model one weighting at a time: the
     gadget says so, once, naming the counter and the series length; buffered right, it is silent
     and gets every weighting of a slice in one call."""
-    from gadgets.ismrmrd_io import read_acquisitions, read_header
+    from gadgets.io.ismrmrd_io import read_acquisitions, read_header
+    from gadgets.io.simulated_scan import write_simulated_scan
     from gadgets.noise_adjust import NoiseAdjust
     from gadgets.remove_oversampling import RemoveOversampling
-    from gadgets.simulate import write_simulated_scan
 
     path = write_simulated_scan(tmp_path / "t1.h5", n_slices=1, n_phases=9, n_coils=3, matrix=(16, 12),
                                 acceleration=4.0, pattern="ktGaussian", n_acs=4, modality="t1map", seed=2,

@@ -11,11 +11,12 @@ import pytest
 
 from cardiomm_core.engine import InferenceEngine
 from cardiomm_core.official_import import import_official
-from gadgets import ismrmrd_io
 from gadgets.buffer import AcquisitionBuffer
-from gadgets.chain import load_chain, run_chain
-from gadgets.ismrmrd_io import RawFile
+from gadgets.io import ismrmrd_io
+from gadgets.io.ismrmrd_io import RawFile
+from gadgets.protocol.chain_format import load_chain
 from gadgets.recon import CardioMMRecon
+from gadgets.tools.chain_runner import run_chain
 from tests.gadgets.conftest import SIMULATED_SCAN
 
 ROOT = Path(__file__).resolve().parents[2]

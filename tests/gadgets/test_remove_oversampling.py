@@ -48,7 +48,7 @@ def test_no_oversampling_passes_unchanged() -> None:
 
 
 def test_simulated_scan_file_reaches_recon_matrix(simulated_scan_file: object, simulated_scan_summary: object) -> None:
-    from gadgets.ismrmrd_io import read_acquisitions, read_header
+    from gadgets.io.ismrmrd_io import read_acquisitions, read_header
 
     header, _ = read_header(simulated_scan_file)
     acquisitions = [acq for acq in read_acquisitions(simulated_scan_file)[:20]]

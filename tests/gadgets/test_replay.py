@@ -1,4 +1,4 @@
-"""cardiomm-replay (gadgets.replay): local replays, --server mode against the fake server, exit codes."""
+"""cardiomm-replay (gadgets.tools.replay): local replays, --server mode against the fake server, exit codes."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from gadgets.chain import Chain, Stage, load_chain
-from gadgets.image_io import list_image_groups, read_images
-from gadgets.replay import EXIT_CONNECTION, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Progress, main, parse_server
+from gadgets.io.image_io import list_image_groups, read_images
+from gadgets.protocol.chain_format import Chain, Stage, load_chain
+from gadgets.tools.replay import EXIT_CONNECTION, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Progress, main, parse_server
 from tests.gadgets.fake_server import FakeGadgetronServer
 
 CHAINS_DIR = Path(__file__).resolve().parents[2] / "chains"
@@ -230,7 +230,7 @@ def test_missing_checkpoint_is_one_line_and_exit_2_before_the_scan(simulated_sca
 
     out = tmp_path / "out.h5"
     missing = tmp_path / "nonexistent.safetensors"
-    run = subprocess.run([sys.executable, "-m", "gadgets.replay", str(simulated_scan_file), "--chain",
+    run = subprocess.run([sys.executable, "-m", "gadgets.tools.replay", str(simulated_scan_file), "--chain",
                           str(PYTHON_CHAIN), "-o", str(out), "--checkpoint", str(missing), "-q"],
                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
     assert run.returncode == EXIT_USAGE, run.stderr

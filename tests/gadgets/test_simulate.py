@@ -18,16 +18,16 @@ from PIL import Image
 from cardiomm_core.masks import acs_start, make_mask
 from cardiomm_core.phantom import crop_readout, simulate_cardiac_scan
 from cardiomm_core.sense import rss, rss_complex
-from gadgets.ismrmrd_io import (
+from gadgets.io.ismrmrd_io import (
     CURRENT_HEADER_VERSION,
     count_acquisitions,
     header_version,
     iter_acquisitions,
     read_header,
 )
-from gadgets.preview import montage_array, save_montage
-from gadgets.simulate import main as simulate_main
-from gadgets.simulate import read_ground_truth, write_simulated_scan
+from gadgets.io.preview import montage_array, save_montage
+from gadgets.io.simulated_scan import read_ground_truth, write_simulated_scan
+from gadgets.tools.simulate import main as simulate_main
 from tests.gadgets.conftest import SIMULATED_SCAN
 
 
@@ -221,7 +221,7 @@ def test_cpp_tools_read_the_file(simulated_scan_file, tmp_path):
 def test_console_script_writes_a_mapping_scan(tmp_path):
     out = tmp_path / "t1.h5"
     script = Path(sys.executable).with_name("cardiomm-simulate")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "gadgets.simulate"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "gadgets.tools.simulate"]
     command += [str(out), "--slices", "1", "--phases", "3", "--coils", "3", "--matrix", "32x24", "--accel", "4",
                 "--acs", "8", "--pattern", "ktUniform", "--modality", "mapping", "--seed", "2", "--no-noise-scan"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
@@ -268,10 +268,10 @@ def test_full_sampling_rss_equals_the_phantom(tmp_path):
 
 def test_progress_is_logged_only_when_asked(tmp_path, caplog):
     settings = dict(n_slices=1, n_phases=2, n_coils=2, matrix=(32, 24), acceleration=4.0, n_acs=8)
-    with caplog.at_level(logging.INFO, logger="gadgets.simulate"):
+    with caplog.at_level(logging.INFO, logger="gadgets.io.simulated_scan"):
         write_simulated_scan(tmp_path / "quiet.h5", **settings)
     assert not [r for r in caplog.records if r.levelno >= logging.INFO]
-    with caplog.at_level(logging.INFO, logger="gadgets.simulate"):
+    with caplog.at_level(logging.INFO, logger="gadgets.io.simulated_scan"):
         summary = write_simulated_scan(tmp_path / "loud.h5", progress=True, **settings)
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     assert any(f"{summary.n_acquisitions} / {summary.n_acquisitions} acquisitions" in m for m in messages)
@@ -358,7 +358,7 @@ def test_save_montage_png(tmp_path, rng):
 def test_header_identifies_subject_study_and_measurement(simulated_scan_file):
     """Patient, study and a Siemens-style four-part measurementID plus one coil label per coil, as
     siemens_to_ismrmrd writes them (Gadgetron's native NoiseAdjustGadget needs the IDs)."""
-    from gadgets.simulate import SIMULATED_DEVICE_SERIAL, measurement_uid, scan_ids
+    from gadgets.io.simulated_header import SIMULATED_DEVICE_SERIAL, measurement_uid, scan_ids
 
     header, _ = read_header(simulated_scan_file)
     seed = SIMULATED_SCAN["seed"]

@@ -81,7 +81,7 @@ def test_patched_read_raises_instead_of_spinning() -> None:
         wrapper.read(5)
     assert info.value.received == 3 and isinstance(info.value, ConnectionError)
     wrapper.close()  # the peer has gone: no exception
-    from gadgets.stream import PeerVanished
+    from gadgets.protocol.stream import PeerVanished
 
     assert PeerVanished is cardiomm_guard.PeerVanished  # one class for the guard and the gadgets
 

@@ -1,4 +1,4 @@
-"""gadgets.stream: wire dtypes, ERROR messages, the Gadget base class and the connection entry point.
+"""gadgets.protocol.stream: wire dtypes, ERROR messages, the Gadget base class and the connection entry point.
 
 The connection tests run ``python -m gadgetron`` in a subprocess against tests/gadgets/harness.py,
 which speaks Gadgetron 4.7.2's side of the external-node protocol over a loopback socket.
@@ -21,7 +21,8 @@ from gadgetron.types.recon_data import (
     write_recon_data,
 )
 
-from gadgets.stream import Gadget, UnsupportedItemError, encode_item, error_message, serialize_item, wire_ready
+from gadgets.protocol.stream import Gadget, UnsupportedItemError, encode_item, serialize_item, wire_ready
+from gadgets.protocol.wire import error_message
 from tests.gadgets.harness import EchoGadget, assert_items_equal, run_gadget, synthetic_scan
 
 ECHO = ("tests.gadgets.harness", "EchoGadget")

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +24,9 @@ from gadgetron.types.recon_data import ReconData
 from cardiomm_core.checkpoint import save_checkpoint
 from cardiomm_core.model import CardioMM, config_by_name
 from gadgets.buffer import AcquisitionBuffer
-from gadgets.ismrmrd_io import RawFile
+from gadgets.io.ismrmrd_io import RawFile
 from gadgets.recon import CardioMMRecon
+from gadgets.tools.worker_process import WorkerProcess
 from tests.gadgets.harness import (
     CLOSE,
     CONFIG,
@@ -43,64 +43,14 @@ from tests.helpers import one_torch_thread
 
 pytestmark = pytest.mark.slow  # every test here takes seconds (processes, servers): `make test-fast` skips them
 
-READY = re.compile(r"cardiomm-worker ready on [^\s:]+:(\d+)")
 TIMEOUT = 300.0  # a hang guard only: a loaded machine may take long to start a worker
 
 
-class RunningWorker:
-    """A ``python -m gadgets.worker`` subprocess whose stderr is collected line by line."""
+class RunningWorker(WorkerProcess):
+    """A worker for the tests: one OMP/MKL thread; ``wait_ready``'s timeout is a hang guard only."""
 
     def __init__(self, *args: str, env: dict[str, str]) -> None:
-        child_env = dict(os.environ)
-        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH", "")]))
-        child_env.update({"GADGETRON_EXTERNAL_LOG_LEVEL": "INFO", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-        child_env.update(env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "gadgets.worker", "--port", "0", *args],
-                                     env=child_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self.ready = threading.Event()
-        self.port: int | None = None
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            match = READY.search(line)
-            if match:
-                self.port = int(match.group(1))
-                self.ready.set()
-
-    def wait_ready(self) -> int:
-        deadline = time.monotonic() + TIMEOUT
-        while not self.ready.wait(0.1):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"worker not ready (rc {self.proc.poll()}):\n{self.log}")
-        assert self.port is not None
-        return self.port
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def wait_exit(self, timeout: float = TIMEOUT) -> int:
-        try:
-            code = self.proc.wait(timeout)
-        finally:
-            self._reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        """Kill the worker if it still runs, and close its pipes once the reader has seen their end."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._reader.join(5)
-        for pipe in (self.proc.stdout, self.proc.stderr if not self._reader.is_alive() else None):
-            if pipe is not None:
-                pipe.close()
+        super().__init__(*args, env=env, threads=1)
 
 
 def play_gadgetron(port: int, header_xml: str, items: list, properties: dict | None = None) -> HarnessResult:
@@ -245,7 +195,7 @@ def test_worker_refuses_a_corrupt_checkpoint(tmp_path):
 
 
 def test_worker_logs_at_info_by_default():
-    code = ("import logging; from gadgets.stream import setup_logging; setup_logging(); "
+    code = ("import logging; from gadgets.protocol.stream import setup_logging; setup_logging(); "
             "print(logging.getLevelName(logging.getLogger().level))")
     env = {k: v for k, v in os.environ.items() if k != "GADGETRON_EXTERNAL_LOG_LEVEL"}
     env["PYTHONPATH"] = str(REPO_ROOT)
@@ -262,6 +212,6 @@ def test_worker_logs_at_info_by_default():
 
 
 def test_worker_rejects_bad_options(tmp_path):
-    bad = subprocess.run([sys.executable, "-m", "gadgets.worker", "--device", "gpu0"], capture_output=True, text=True,
+    bad = subprocess.run([sys.executable, "-m", "gadgets.tools.worker", "--device", "gpu0"], capture_output=True, text=True,
                          cwd=Path(REPO_ROOT), timeout=TIMEOUT)
     assert bad.returncode == 2 and "device" in bad.stderr

@@ -6,7 +6,7 @@ A case (in the spirit of Gadgetron's ``test/integration/cases/*.cfg``) names
     ``generator: shepp-logan`` (Debian's ``ismrmrd_generate_cartesian_shepp_logan``; options
     ``matrix``, ``coils``, ``oversampling``, ``repetitions``, ``noise_level``,
     ``noise_calibration``, ``acceleration``, ``calibration_width``) or
-    ``generator: cardiomm-simulate`` (``gadgets.simulate.write_simulated_scan``; options ``slices``,
+    ``generator: cardiomm-simulate`` (``gadgets.io.simulated_scan.write_simulated_scan``; options ``slices``,
     ``phases``, ``coils``, ``matrix``, ``acceleration``, ``pattern``, ``acs``, ``seed``,
     ``noise_scan``, ``noise_level``, ``modality``);
 ``chain``
@@ -121,7 +121,7 @@ def generate_input(spec: dict[str, Any], folder: Path) -> Path:
         if result.returncode != 0 or not path.exists():
             raise RuntimeError(f"{command} failed ({result.returncode}): {result.stderr}")
         return path
-    from gadgets.simulate import write_simulated_scan
+    from gadgets.io.simulated_scan import write_simulated_scan
 
     kwargs = {}
     for key, value in options.items():
@@ -169,7 +169,7 @@ def whitened_coil_images(path: Path) -> dict[int, np.ndarray]:
     ``x_recon`` readout columns."""
     import ismrmrd
 
-    from gadgets.ismrmrd_io import iter_acquisitions, read_header
+    from gadgets.io.ismrmrd_io import iter_acquisitions, read_header
 
     header, _ = read_header(path)
     encoding = header.encoding[0]

@@ -18,11 +18,11 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from gadgets.chain import Chain, chain_from_xml, load_chain
-from gadgets.image_io import read_images
-from gadgets.ismrmrd_io import iter_acquisitions, read_header, read_xml, set_header_version
-from gadgets.replay import main as replay
-from gadgets.simulate import read_ground_truth
+from gadgets.io.image_io import read_images
+from gadgets.io.ismrmrd_io import iter_acquisitions, read_header, read_xml, set_header_version
+from gadgets.io.simulated_scan import read_ground_truth
+from gadgets.protocol.chain_format import Chain, chain_from_xml, load_chain
+from gadgets.tools.replay import main as replay
 from tests.gadgets.fake_server import FakeGadgetronServer
 from tests.gadgets.harness import run_gadget
 from tests.integration.conftest import (
@@ -105,7 +105,7 @@ def run_worker(case: Case, path: Path, tmp_path: Path, capsys: pytest.CaptureFix
     # Two connections: the readiness probe below (closed before CONFIG, which the worker logs and
     # drops) and the scan.
     worker = subprocess.Popen(
-        [sys.executable, "-m", "gadgets.worker", "--port", str(port), "--checkpoint", "none",
+        [sys.executable, "-m", "gadgets.tools.worker", "--port", str(port), "--checkpoint", "none",
          "--max-connections", "2", "--idle-timeout", "60"],
         cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "GADGETRON_EXTERNAL_LOG_LEVEL": "INFO"})

@@ -1,8 +1,8 @@
 """Reliability cases of issue 10: broken inputs through the real replay, each with its expected outcome.
 
 A :class:`Case` builds its input in a scratch folder (a real ISMRMRD file written by
-``gadgets.simulate`` or Debian's ``ismrmrd_generate_cartesian_shepp_logan``, then damaged with
-h5py the way a faulty converter or a hostile peer would), runs ``python -m gadgets.replay`` in a
+``gadgets.tools.simulate`` or Debian's ``ismrmrd_generate_cartesian_shepp_logan``, then damaged with
+h5py the way a faulty converter or a hostile peer would), runs ``python -m gadgets.tools.replay`` in a
 child process (under ``RLIMIT_AS`` when the case is about memory) and checks the outcome:
 finite images of the right count and geometry, or a one-line error and a non-zero exit.
 :func:`run_case` returns a :class:`CaseResult` with the outcome, the seconds and the child's peak
@@ -79,12 +79,12 @@ class Case:
 
 def run_replay(input_path: Path, out: Path, extra: Sequence[str] = (), *, memory_limit_mb: int | None = None,
                env: dict[str, str] | None = None, timeout: float = CHILD_TIMEOUT_S) -> ReplayRun:
-    """``python -m gadgets.replay INPUT --chain CHAIN -o OUT --checkpoint none -q EXTRA`` in a child.
+    """``python -m gadgets.tools.replay INPUT --chain CHAIN -o OUT --checkpoint none -q EXTRA`` in a child.
 
     ``memory_limit_mb`` sets ``RLIMIT_AS`` in the child (address space, so it must cover the
     interpreter, torch and the scan). Images are read back from ``out`` when it exists.
     """
-    args = [sys.executable, "-m", "gadgets.replay", str(input_path), "--chain", str(CHAIN), "-o", str(out), "-q",
+    args = [sys.executable, "-m", "gadgets.tools.replay", str(input_path), "--chain", str(CHAIN), "-o", str(out), "-q",
             "--group", "out"]
     if "--checkpoint" not in extra:
         args += ["--checkpoint", "none"]
@@ -119,7 +119,7 @@ def run_replay(input_path: Path, out: Path, extra: Sequence[str] = (), *, memory
     seconds = time.monotonic() - started
     images: list[Any] = []
     if out.exists():
-        from gadgets.image_io import read_images
+        from gadgets.io.image_io import read_images
 
         try:
             for series in read_images(out, "out").values():
@@ -135,7 +135,7 @@ def run_replay(input_path: Path, out: Path, extra: Sequence[str] = (), *, memory
 
 def simulate(path: Path, **overrides: Any) -> Path:
     """``cardiomm-simulate`` (in process) with :data:`SIM` and ``overrides``."""
-    from gadgets.simulate import main
+    from gadgets.tools.simulate import main
 
     options = {**SIM, **overrides}
     argv = [str(path), "-q"]
@@ -345,7 +345,7 @@ def _nan_checkpoint(folder: Path) -> CaseResult:
 
 
 def _fov_ratio(folder: Path) -> CaseResult:
-    from gadgets.ismrmrd_io import read_header
+    from gadgets.io.ismrmrd_io import read_header
 
     path = simulate(folder / "in.h5", matrix="64x48", seed=1, slices=1, phases=2)
     header, _ = read_header(path)
@@ -360,8 +360,8 @@ def _fov_ratio(folder: Path) -> CaseResult:
 
 
 def _shepp_logan_direct(folder: Path) -> CaseResult:
-    from gadgets.chain import load_chain
-    from gadgets.ismrmrd_io import read_acquisitions, read_header
+    from gadgets.io.ismrmrd_io import read_acquisitions, read_header
+    from gadgets.protocol.chain_format import load_chain
 
     path = shepp_logan(folder)
     replay = run_replay(path, folder / "out.h5", ["--checkpoint", "packaged"])
@@ -392,8 +392,8 @@ def _direct_reference(chain: Any, xml: str, acquisitions: list[Any]) -> np.ndarr
 
     from gadgetron.types.recon_data import ReconData
 
-    from gadgets.chain import run_chain
     from gadgets.layout import buffer_to_kspace
+    from gadgets.tools.chain_runner import run_chain
 
     stages = tuple(stage for stage in chain.stages if stage.target != "CardioMMRecon")
     partial = replace(chain, stages=stages)

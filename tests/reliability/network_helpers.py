@@ -18,8 +18,8 @@ import numpy as np
 from gadgetron.types.recon_data import ReconData
 
 from gadgets.buffer import AcquisitionBuffer
-from gadgets.ismrmrd_io import RawFile
-from gadgets.simulate import write_simulated_scan
+from gadgets.io.ismrmrd_io import RawFile
+from gadgets.io.simulated_scan import write_simulated_scan
 from tests.gadgets.harness import (
     CLOSE,
     CONFIG,

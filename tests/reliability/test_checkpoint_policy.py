@@ -15,13 +15,13 @@ import torch
 
 from cardiomm_core.checkpoint import save_checkpoint
 from cardiomm_core.model import CardioMM, config_by_name
-from gadgets.checkpoint_policy import (
+from gadgets.protocol.checkpoint_policy import (
     CHECKPOINT_DIR_VARIABLE,
     REFUSED_REASON,
     CheckpointRefused,
     check_remote_checkpoint,
 )
-from gadgets.wire_limits import redact_paths
+from gadgets.protocol.wire_limits import redact_paths
 from tests.gadgets.harness import run_gadget
 from tests.reliability.network_helpers import images_of, play_gadgetron, start_worker, stop_worker
 

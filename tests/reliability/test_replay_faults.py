@@ -25,8 +25,8 @@ import h5py
 import numpy as np
 import pytest
 
-from gadgets.image_io import read_images, write_images_atomic
-from gadgets.replay import EXIT_CONNECTION, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
+from gadgets.io.image_io import read_images, write_images_atomic
+from gadgets.tools.replay import EXIT_CONNECTION, EXIT_FAILED, EXIT_OK, EXIT_OUTPUT, EXIT_USAGE
 from tests.gadgets.harness import REPO_ROOT
 from tests.reliability.network_helpers import GUARD, start_worker, stop_worker
 
@@ -36,7 +36,7 @@ PYTHON_CHAIN = CHAINS / "cardiomm_cine_python.xml"
 
 def replay(*args: object, fsize: int | None = None, cwd: Path | None = None, env: dict | None = None
            ) -> subprocess.CompletedProcess:
-    """``python -m gadgets.replay ARGS`` in a subprocess, optionally with RLIMIT_FSIZE = ``fsize`` bytes."""
+    """``python -m gadgets.tools.replay ARGS`` in a subprocess, optionally with RLIMIT_FSIZE = ``fsize`` bytes."""
 
     def limit() -> None:
         if fsize is not None:
@@ -45,13 +45,13 @@ def replay(*args: object, fsize: int | None = None, cwd: Path | None = None, env
 
     child_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1",
                  "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "gadgets.replay", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "gadgets.tools.replay", *map(str, args)], capture_output=True, text=True,
                           timeout=GUARD, cwd=cwd or REPO_ROOT, env=child_env, preexec_fn=limit)
 
 
 def replay_here(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str]:
     """``cardiomm-replay ARGS`` in this process: (exit status, stderr)."""
-    from gadgets.replay import main
+    from gadgets.tools.replay import main
 
     capsys.readouterr()
     try:
@@ -226,7 +226,7 @@ def worker_chain(tmp_path: Path, port: int, **properties: str) -> Path:
     text = text.replace('<connect port="18000" address="localhost"', f'<connect port="{port}" address="127.0.0.1"')
     assert f'port="{port}"' in text
     if properties:
-        from gadgets.chain import chain_from_xml
+        from gadgets.protocol.chain_format import chain_from_xml
 
         text = chain_from_xml(text).with_properties("CardioMMRecon", **properties).to_xml()
     path = tmp_path / "chain.xml"
@@ -280,7 +280,7 @@ def test_unreachable_and_reporting_workers(tiny_scan, tmp_path, capsys):
 
 
 def test_help_lists_the_exit_codes(capsys):
-    from gadgets.replay import main
+    from gadgets.tools.replay import main
 
     with pytest.raises(SystemExit) as done:
         main(["--help"])
@@ -289,7 +289,7 @@ def test_help_lists_the_exit_codes(capsys):
     for code in ("0 images written", "1 the chain or the server reported an error", "2 usage error",
                  "3 server or <connect> worker unreachable", "4 the images could not be written"):
         assert code in text, text
-    import gadgets.replay
+    import gadgets.tools.replay
 
     for code in range(5):
-        assert f"\n    {code}  " in gadgets.replay.__doc__
+        assert f"\n    {code}  " in gadgets.tools.replay.__doc__

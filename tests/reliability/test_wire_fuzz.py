@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gadgets.protocol.stream import guard_connection, iter_items
+from gadgets.protocol.wire_limits import MessageBudget
 from gadgets.recon import CardioMMRecon
-from gadgets.stream import guard_connection, iter_items
-from gadgets.wire_limits import MessageBudget
 from tests.gadgets.harness import CONFIG, HEADER, config_xml, encode_item, encode_string
 from tests.reliability.network_helpers import (
     GUARD,

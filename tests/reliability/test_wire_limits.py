@@ -21,10 +21,11 @@ import ismrmrd
 import numpy as np
 import pytest
 
-from gadgets import wire_limits
-from gadgets.chain import ExternalGadgetError, ExternalPeer
-from gadgets.client import GadgetronClient, stream_file
-from gadgets.stream import SafeSocket, guard_connection, iter_items
+from gadgets.protocol import wire_limits
+from gadgets.protocol.external_peer import ExternalGadgetError, ExternalPeer
+from gadgets.protocol.gadgetron_client import GadgetronClient
+from gadgets.protocol.stream import SafeSocket, guard_connection, iter_items
+from gadgets.tools.client import stream_file
 from tests.gadgets.harness import CONFIG, HEADER, REPO_ROOT, config_xml, encode_string
 from tests.reliability.network_helpers import (
     GUARD,
@@ -235,7 +236,7 @@ def test_replay_client_refuses_a_hostile_servers_claims(tiny_scan, name):
 def test_replay_cli_reports_a_hostile_server_in_one_line(tiny_scan, tmp_path):
     server = HostileServer(image_claim())
     try:
-        run = subprocess.run([sys.executable, "-m", "gadgets.replay", str(tiny_scan[0]), "--server",
+        run = subprocess.run([sys.executable, "-m", "gadgets.tools.replay", str(tiny_scan[0]), "--server",
                               f"127.0.0.1:{server.port}", "--config", "default.xml", "-o", str(tmp_path / "out.h5"),
                               "-q"], capture_output=True, text=True, timeout=GUARD, cwd=REPO_ROOT)
     finally:
@@ -285,7 +286,7 @@ def test_external_peer_refuses_an_oversized_item(tiny_scan):
 @pytest.mark.slow
 def test_large_reads_grow_with_the_data(tiny_scan):
     """A body above one chunk is read piece by piece: a claim with no data allocates nothing."""
-    from gadgets.stream import recv_exactly
+    from gadgets.protocol.stream import recv_exactly
 
     ours, theirs = socket.socketpair()
     with ours, theirs:

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from gadgets.simulate import TRUTH_GROUP, write_simulated_scan
+from gadgets.io.simulated_scan import TRUTH_GROUP, write_simulated_scan
 from train.cli import eval_main
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

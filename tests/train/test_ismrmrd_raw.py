@@ -1,4 +1,4 @@
-"""IsmrmrdRawDataset on files written by gadgets.simulate and by the C++ ISMRMRD library."""
+"""IsmrmrdRawDataset on files written by gadgets.io.simulated_scan and by the C++ ISMRMRD library."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch
 
 from cardiomm_core.noise import NoiseAccumulator, noise_bandwidth_scale
 from cardiomm_core.phantom import simulate_cardiac_scan
-from gadgets.ismrmrd_io import iter_acquisitions, read_header
-from gadgets.simulate import RELATIVE_NOISE_BANDWIDTH, write_simulated_scan
+from gadgets.io.ismrmrd_io import iter_acquisitions, read_header
+from gadgets.io.simulated_header import RELATIVE_NOISE_BANDWIDTH
+from gadgets.io.simulated_scan import write_simulated_scan
 from train.data.ismrmrd_raw import IsmrmrdRawDataset, context_from_header, protocol_modality_view
 from train.data.undersample import UndersampledDataset, UndersamplingSpec
 

@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 
 from cardiomm_core.context import ScanContext
 from gadgets.buffer import AcquisitionBuffer
-from gadgets.ismrmrd_io import iter_acquisitions, read_header
+from gadgets.io.ismrmrd_io import iter_acquisitions, read_header
 from gadgets.layout import buffer_to_kspace
 from gadgets.noise_adjust import NoiseAdjust
 from gadgets.remove_oversampling import RemoveOversampling
@@ -189,10 +189,10 @@ def _has_noise_scan(path: PathLike, group: str) -> bool:
 
 
 def has_ground_truth(path: PathLike) -> bool:
-    """Whether ``path`` holds the ground truth group that ``gadgets.simulate`` writes beside the raw data."""
+    """Whether ``path`` holds the ground truth group that ``gadgets.io.simulated_scan`` writes beside the raw data."""
     import h5py
 
-    from gadgets.simulate import TRUTH_GROUP
+    from gadgets.io.simulated_scan import TRUTH_GROUP
 
     with h5py.File(path, "r") as handle:
         return TRUTH_GROUP in handle
@@ -203,11 +203,11 @@ def truth_reference(path: PathLike, *, prewhiten: bool = True) -> np.ndarray:
 
     The RSS of the noise-free coil images (``cardiomm_core.phantom.noise_free_rss``) after the
     prewhitening of the file's true noise covariance when the data are prewhitened, as the demo
-    scores the chain's images (``gadgets.demo.reference_images``).
+    scores the chain's images (``gadgets.tools.demo.reference_images``).
     """
     from cardiomm_core.noise import prewhitening_matrix
     from cardiomm_core.phantom import noise_free_rss
-    from gadgets.simulate import read_ground_truth
+    from gadgets.io.simulated_scan import read_ground_truth
 
     truth = read_ground_truth(path)
     mixing = prewhitening_matrix(np.asarray(truth.noise_covariance, dtype=np.complex128)) if prewhiten else None
@@ -237,7 +237,7 @@ class IsmrmrdRawDataset(SkipUnreadable, Dataset):
     def __init__(self, paths: PathLike | Sequence[PathLike], *, group: str = "dataset", prewhiten: bool = True,
                  remove_oversampling: bool = False, on_read_error: str = "next", ground_truth: bool = False) -> None:
         check_on_read_error(on_read_error)
-        #: Score against the ground truth stored beside the raw data (gadgets.simulate's group), when a
+        #: Score against the ground truth stored beside the raw data (gadgets.io.simulated_scan's group), when a
         #: file has one: ``KspaceSample.reference`` = :func:`truth_reference` (cardiomm-eval sets this).
         self.ground_truth = bool(ground_truth)
         if isinstance(paths, (str, os.PathLike)):

@@ -32,7 +32,7 @@ for the whole handshake (``--handshake-timeout``, a peer trickling bytes cannot 
 a 16 MiB bound on CONFIG + HEADER. In the data phase a connection silent for
 ``--connection-timeout`` seconds is closed; every message is limited to what the scan's header
 allows (matrix x coils x encoding limits, at most ``--max-message-mb``,
-:mod:`gadgets.wire_limits`): a larger claim gets an ERROR before anything is allocated, and
+:mod:`gadgets.protocol.wire_limits`): a larger claim gets an ERROR before anything is allocated, and
 large bodies are read as they arrive. At most ``--max-concurrent`` connections are served at
 once; one more is answered with an ERROR naming the limit (``cardiomm-worker is busy: ...``).
 
@@ -65,8 +65,9 @@ from typing import Any
 
 from gadgetron.external.connection import Connection
 
-from .stream import PeerVanished, SafeSocket, error_message, guard_connection, setup_logging
-from .wire_limits import (
+from ..protocol.stream import PeerVanished, SafeSocket, discard_socket_input, guard_connection, setup_logging
+from ..protocol.wire import error_message
+from ..protocol.wire_limits import (
     CHUNK_BYTES,
     HANDSHAKE_LIMIT_BYTES,
     MessageBudget,
@@ -75,7 +76,7 @@ from .wire_limits import (
     message_limit,
 )
 
-logger = logging.getLogger("gadgets.worker")
+logger = logging.getLogger(__name__)
 
 DEFAULT_PORT = 18000
 DEFAULT_HOST = "127.0.0.1"
@@ -100,7 +101,7 @@ class _HandshakeSocket:
     holds a deadline for the *whole* handshake (a peer trickling one byte at a time cannot keep it
     open; ``settimeout(None)`` from the wrapper is ignored), and refuses CONFIG/HEADER lengths
     over ``limit`` bytes in all before allocating anything (it returns at most
-    :data:`~gadgets.wire_limits.CHUNK_BYTES` per call; the wrapper loops)."""
+    :data:`~gadgets.protocol.wire_limits.CHUNK_BYTES` per call; the wrapper loops)."""
 
     def __init__(self, sock: socket.socket, timeout: float, limit: int = HANDSHAKE_LIMIT_BYTES) -> None:
         self._sock = sock
@@ -143,9 +144,9 @@ def open_connection(sock: socket.socket, handshake_timeout: float = HANDSHAKE_TI
                     idle_timeout: float | None = None, ceiling: int | None = None) -> Connection:
     """A gadgetron-python ``Connection`` over an accepted socket (CONFIG and HEADER read within
     ``handshake_timeout`` seconds in all), whose socket is then a
-    :class:`~gadgets.stream.SafeSocket` (no spinning; reads wait at most ``idle_timeout`` s for
+    :class:`~gadgets.protocol.stream.SafeSocket` (no spinning; reads wait at most ``idle_timeout`` s for
     the peer; each message limited to what the scan's header allows, at most ``ceiling`` bytes)
-    with the checked readers (:func:`gadgets.stream.guard_connection`)."""
+    with the checked readers (:func:`gadgets.protocol.stream.guard_connection`)."""
     connection = Connection(_HandshakeSocket(sock, handshake_timeout))
     limit, why = message_limit(connection.header, ceiling)
     connection.socket = SafeSocket(sock, budget=MessageBudget(limit, why), timeout=idle_timeout)
@@ -187,7 +188,7 @@ class Worker:
         """Load the model now (once per process); a failure is logged, the scans get the fallback."""
         from cardiomm_core.packaged import resolve_checkpoint
 
-        from .recon import load_engine
+        from ..recon import load_engine
 
         try:
             path = resolve_checkpoint(self.defaults["checkpoint"])
@@ -221,7 +222,7 @@ class Worker:
 
     # -- serving -------------------------------------------------------------------------
     def _serve_one(self, sock: socket.socket, peer: Any, number: int) -> None:
-        from .recon import CardioMMRecon
+        from ..recon import CardioMMRecon
 
         started = time.perf_counter()
         try:
@@ -245,7 +246,7 @@ class Worker:
                     gadget = CardioMMRecon(**self.defaults)
                 except ValueError as exc:  # not expected: the defaults were checked at start-up
                     logger.error("connection %d: %s", number, exc)
-                    from .stream import send_error
+                    from ..protocol.stream import send_error
 
                     send_error(connection, f"CardioMMRecon: {exc}")
                     return
@@ -275,16 +276,10 @@ class Worker:
                                      f"(its limit, --max-concurrent {self.max_concurrent}); try again later")
             try:
                 sock.shutdown(socket.SHUT_WR)
-                deadline = time.monotonic() + _REFUSE_LINGER_S
-                dropped = 0
-                while dropped < 2**20 and time.monotonic() < deadline:  # its CONFIG/HEADER: do not reset
-                    sock.settimeout(max(0.01, deadline - time.monotonic()))
-                    piece = sock.recv(65536)
-                    if not piece:
-                        break
-                    dropped += len(piece)
             except OSError:
                 pass
+            else:  # read its CONFIG/HEADER: closing with them unread would reset the connection
+                discard_socket_input(sock, timeout=_REFUSE_LINGER_S, limit=2**20, within=_REFUSE_LINGER_S)
         finally:
             sock.close()
             self._refusing.release()
@@ -433,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"cardiomm-worker: {exc}", file=sys.stderr)
         return 2
-    from .recon import CardioMMRecon
+    from ..recon import CardioMMRecon
 
     try:
         CardioMMRecon(checkpoint=args.checkpoint, device=args.device)  # checks the settings' syntax
@@ -459,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.allow_fallback:
         worker.warm_up()
     else:
-        from .recon import check_model_setting
+        from ..recon import check_model_setting
 
         started = time.perf_counter()
         try:

@@ -10,7 +10,7 @@ checkpoint named there is accepted only inside an allowed directory:
 besides the setting the gadget was started with (the worker's ``--checkpoint``, the operator's
 choice). Paths are resolved (symbolic links, ``..``) before the check, and the check comes before
 any look at the file, so the answer to the peer is the same whether the file exists or not. What
-is sent to the peer never contains host paths (:func:`gadgets.wire_limits.redact_paths`); the
+is sent to the peer never contains host paths (:func:`gadgets.protocol.wire_limits.redact_paths`); the
 host's log names them.
 """
 

@@ -1,4 +1,4 @@
-"""Reconstruction chains: Gadgetron version-2 stream configs, their YAML twins, and a local runner.
+"""The chain format: Gadgetron version-2 stream configs and their YAML twins, read, checked and written.
 
 A chain is what Gadgetron 4.x loads from ``$GADGETRON_HOME/share/gadgetron/config/NAME.xml`` (or
 receives as text in a CONFIG_SCRIPT message): readers, a stream of nodes, writers. Gadgetron's
@@ -12,10 +12,10 @@ whose ``<version>`` is ``2`` and reads:
   (Gadgetron starts ``python -m gadgetron PORT MODULE CLASS``, one process per node and per
   scan) or ``<connect port="P" address="A"/>`` (an already-running process; the address
   defaults to ``localhost``), plus ``<configuration>`` (sent verbatim to the process as the
-  CONFIG message, parsed there by :mod:`gadgets.params`). Gadgetron reads nothing else from a
+  CONFIG message, parsed there by :mod:`gadgets.protocol.params`). Gadgetron reads nothing else from a
   ``<connect>`` element; this project adds ``name``/``target`` attributes to it, naming the
   gadget the worker on that port serves (``gadgets.recon`` / ``CardioMMRecon``), so the local
-  runner can run it in-process. Gadgetron ignores them.
+  runner (:mod:`gadgets.tools.chain_runner`) can run it in-process. Gadgetron ignores them.
 
 The same chain as YAML (``chains/*.yaml``)::
 
@@ -47,61 +47,26 @@ The same chain as YAML (``chains/*.yaml``)::
 :meth:`Chain.to_yaml` write them. Property values are kept as text (what Gadgetron sends);
 YAML booleans and numbers are converted to the spelling Gadgetron's configs use
 (``true``/``false``, ``repr`` of numbers).
-
-The local runner (:func:`run_chain`) executes a chain without Gadgetron:
-
-* ``python`` stages: the gadget class is imported and configured from the node's properties
-  (``Gadget.from_config``), and the stages are composed as generators;
-* ``native`` stages run through their registered Python equivalent (:data:`NATIVE_EQUIVALENTS`):
-  ``NoiseAdjustGadget`` -> :class:`~gadgets.noise_adjust.NoiseAdjust`,
-  ``RemoveROOversamplingGadget`` -> :class:`~gadgets.remove_oversampling.RemoveOversampling`,
-  ``AcquisitionAccumulateTriggerGadget`` followed by ``BucketToBufferGadget`` ->
-  :class:`~gadgets.buffer.AcquisitionBuffer`, with the native properties (and the native
-  defaults, which differ from the Python gadget's) mapped; a native gadget without an
-  equivalent is a ValueError naming the gadget and the chain. One behaviour is deliberately not
-  reproduced: Gadgetron's native NoiseAdjustGadget fails a scan with a noise measurement when
-  no storage server is running ("Failed to store item"); its equivalent needs none;
-* ``connect`` stages run in-process as the gadget they serve (``connect="inprocess"``, the
-  default) or through a real socket to the running worker (``connect="socket"``), with this
-  module playing Gadgetron's side of the external protocol (:class:`ExternalPeer`).
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
 import math
-import os
-import queue
 import re
-import socket
-import struct
-import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 from xml.etree import ElementTree
 from xml.sax.saxutils import escape, quoteattr
 
-import ismrmrd
 import yaml
 
-from .params import parse_params
-from .stream import Gadget, PeerVanished, encode_item, recv_exactly
-from .wire_limits import MESSAGE_NAMES, SAFE_READERS, TEXT_LIMIT_BYTES, MessageBudget, MessageTooLarge, message_limit
-
-logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
+from ..io import PathLike
 
 STAGE_KINDS = ("native", "python", "connect")
-#: How the local runner reaches ``connect`` stages.
-CONNECT_MODES = ("inprocess", "socket")
 #: The address Gadgetron uses when ``<connect>`` has none.
 DEFAULT_CONNECT_ADDRESS = "localhost"
-#: Gadgets the project's warm workers serve, by port, for ``<connect>`` nodes that do not say.
-KNOWN_WORKERS: dict[int, tuple[str, str]] = {18000: ("gadgets.recon", "CardioMMRecon")}
 
 _CHAIN_KEYS = ("name", "description", "readers", "writers", "stages")
 _ENDPOINT_KEYS = ("dll", "classname", "slot")
@@ -110,8 +75,6 @@ _STAGE_KEYS = {
     "python": ("kind", "module", "target", "properties", "note"),
     "connect": ("kind", "address", "port", "module", "target", "properties", "note"),
 }
-_MODULE_NAME = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-_IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
 
 
 # --------------------------------------------------------------------------- the model
@@ -529,16 +492,23 @@ def _check_keys(mapping: Mapping[str, Any], allowed: Sequence[str], where: str) 
         raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
 
 
-def _yaml_endpoints(entries: Any, what: str, where: str) -> tuple[Endpoint, ...]:
-    if entries is None:
-        return ()
+def _yaml_entries(entries: Any, what: str, where: str, needs: str = "") -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(place, entry)`` for each entry of the YAML list ``what``; ValueError naming the place when
+    ``entries`` is not a list or an entry is not a mapping (``needs``: what the message adds)."""
     if not isinstance(entries, list):
         raise ValueError(f"{where}: {what} must be a list")
-    endpoints = []
     for number, entry in enumerate(entries, 1):
         place = f"{where}: {what}[{number}]"
         if not isinstance(entry, Mapping):
-            raise ValueError(f"{place} must be a mapping with dll and classname")
+            raise ValueError(f"{place} must be a mapping{needs}")
+        yield place, entry
+
+
+def _yaml_endpoints(entries: Any, what: str, where: str) -> tuple[Endpoint, ...]:
+    if entries is None:
+        return ()
+    endpoints = []
+    for place, entry in _yaml_entries(entries, what, where, " with dll and classname"):
         _check_keys(entry, _ENDPOINT_KEYS, place)
         dll, classname, slot = entry.get("dll"), entry.get("classname"), entry.get("slot")
         if not isinstance(dll, str) or not dll or not isinstance(classname, str) or not classname:
@@ -576,10 +546,7 @@ def chain_from_mapping(document: Mapping[str, Any], *, source: str = "") -> Chai
     if not isinstance(entries, list) or not entries:
         raise ValueError(f"{where}: 'stages' must be a non-empty list")
     stages = []
-    for number, entry in enumerate(entries, 1):
-        place = f"{where}: stages[{number}]"
-        if not isinstance(entry, Mapping):
-            raise ValueError(f"{place} must be a mapping")
+    for place, entry in _yaml_entries(entries, "stages", where):
         kind = entry.get("kind")
         if kind not in STAGE_KINDS:
             raise ValueError(f"{place}: kind must be one of {STAGE_KINDS}, got {kind!r}")
@@ -624,451 +591,5 @@ def chain_from_yaml(text: str, *, source: str = "") -> Chain:
     return chain_from_mapping(document, source=source)
 
 
-# --------------------------------------------------------------------------- python gadgets
-
-
-def gadget_class(module: str, target: str, *, where: str = "chain") -> type[Gadget]:
-    """Import ``module`` and return its :class:`~gadgets.stream.Gadget` subclass ``target``.
-
-    Raises ValueError naming ``where`` when the module cannot be imported or ``target`` is not a
-    Gadget class (gadgetron-python function targets cannot run in the local runner).
-    """
-    if not _MODULE_NAME.match(module or "") or not _IDENTIFIER.match(target or ""):
-        raise ValueError(f"{where}: {module!r}/{target!r} is not a module name and class name")
-    try:
-        imported = importlib.import_module(module)
-    except ImportError as exc:
-        raise ValueError(f"{where}: cannot import module {module!r} ({exc})") from None
-    cls = getattr(imported, target, None)
-    if cls is None:
-        raise ValueError(f"{where}: module {module!r} has no {target!r}")
-    if not (isinstance(cls, type) and issubclass(cls, Gadget)):
-        raise ValueError(f"{where}: {module}.{target} is not a gadgets.stream.Gadget class, "
-                         "so the local runner cannot run it")
-    return cls
-
-
-def validate_stage(stage: Stage, chain_name: str = "chain") -> type[Gadget]:
-    """Check a python/connect stage: importable gadget class and valid parameters; return the class."""
-    module, target = stage.module, stage.target
-    if stage.kind == "connect" and not (module and target):
-        module, target = _served_gadget(stage, chain_name)
-    if stage.kind not in ("python", "connect"):
-        raise ValueError(f"chain {chain_name!r}: stage {stage.label} is not a Python stage")
-    where = f"chain {chain_name!r}, stage {stage.label}"
-    cls = gadget_class(module, target, where=where)
-    parse_params(cls.PARAMETERS, dict(stage.properties), cls.gadget_name())
-    return cls
-
-
-def _served_gadget(stage: Stage, chain_name: str) -> tuple[str, str]:
-    if stage.module and stage.target:
-        return stage.module, stage.target
-    if stage.port in KNOWN_WORKERS:
-        return KNOWN_WORKERS[int(stage.port)]
-    raise ValueError(f"chain {chain_name!r}: the <connect> stage to port {stage.port} does not say which gadget "
-                     "the worker serves (name=/target= attributes, or module/target in YAML), so it cannot run "
-                     "in-process; use connect='socket' to reach the running worker")
-
-
-# --------------------------------------------------------------------------- native equivalents
-
-
-@dataclass(frozen=True)
-class NativeEquivalent:
-    """How the local runner runs a run of native gadgets: ``classnames`` (consecutive native
-    stages, in order) become one Python gadget ``module.target`` configured by
-    ``convert(list of the native stages' properties) -> Python parameters`` (None: identity)."""
-
-    classnames: tuple[str, ...]
-    module: str
-    target: str
-    convert: Callable[[Sequence[Mapping[str, str]]], Mapping[str, Any] | None]
-    note: str = ""
-
-
-class _NativeProperties:
-    """Reads a native gadget's text properties with Gadgetron's defaults; unknown names fail."""
-
-    def __init__(self, classname: str, properties: Mapping[str, str], known: Mapping[str, str],
-                 ignored: Sequence[str] = ()) -> None:
-        unknown = [name for name in properties if name not in known and name not in ignored]
-        if unknown:
-            raise ValueError(f"{classname}: property {unknown[0]!r} is not one the local runner knows "
-                             f"(known: {', '.join(sorted(set(known) | set(ignored)))})")
-        for name in ignored:
-            if name in properties:
-                logger.debug("%s: property %s=%r has no meaning in the local runner; ignored",
-                             classname, name, properties[name])
-        self.values = {name: properties.get(name, default) for name, default in known.items()}
-
-    def __getitem__(self, name: str) -> str:
-        return self.values[name].strip()
-
-
-def _dimension(value: str) -> str:
-    """Gadgetron's empty dimension is 'none'."""
-    return value.strip() or "none"
-
-
-_COMMON_IGNORED = ("verbose", "debug_folder", "perform_timing")
-
-
-def _noise_adjust(props: Sequence[Mapping[str, str]]) -> Mapping[str, Any] | None:
-    p = _NativeProperties("NoiseAdjustGadget", props[0], {
-        "perform_noise_adjust": "true", "pass_nonconformant_data": "true", "noise_dwell_time_us_preset": "0",
-        "scale_only_channels_by_name": ""},
-        ignored=_COMMON_IGNORED + ("noise_dependency_prefix", "noise_dependency_folder"))
-    if p["noise_dwell_time_us_preset"] not in ("", "0", "0.0"):
-        raise ValueError("NoiseAdjustGadget: noise_dwell_time_us_preset is not supported by the Python NoiseAdjust")
-    if p["scale_only_channels_by_name"]:
-        raise ValueError("NoiseAdjustGadget: scale_only_channels_by_name is not supported by the Python NoiseAdjust")
-    if p["perform_noise_adjust"].lower() in ("false", "0", "no", "off"):
-        return None
-    return {"pass_nonconformant_data": p["pass_nonconformant_data"]}
-
-
-def _remove_oversampling(props: Sequence[Mapping[str, str]]) -> Mapping[str, Any] | None:
-    _NativeProperties("RemoveROOversamplingGadget", props[0], {}, ignored=_COMMON_IGNORED)
-    return {}
-
-
-def _accumulate_and_buffer(props: Sequence[Mapping[str, str]]) -> Mapping[str, Any] | None:
-    trigger = _NativeProperties("AcquisitionAccumulateTriggerGadget", props[0],
-                                {"trigger_dimension": "", "sorting_dimension": ""}, ignored=_COMMON_IGNORED)
-    buffer = _NativeProperties("BucketToBufferGadget", props[1], {
-        "N_dimension": "", "S_dimension": "", "split_slices": "false", "ignore_segment": "false"},
-        ignored=_COMMON_IGNORED)
-    return {
-        "trigger_dimension": _dimension(trigger["trigger_dimension"]),
-        "sorting_dimension": _dimension(trigger["sorting_dimension"]),
-        "N_dimension": _dimension(buffer["N_dimension"]),
-        "S_dimension": _dimension(buffer["S_dimension"]),
-        "split_slices": buffer["split_slices"],
-        "ignore_segment": buffer["ignore_segment"],
-    }
-
-
-#: Native Gadgetron gadgets the local runner can run, keyed by the first classname of each run.
-NATIVE_EQUIVALENTS: dict[str, NativeEquivalent] = {}
-
-
-def register_native_equivalent(equivalent: NativeEquivalent) -> None:
-    """Add (or replace) a native equivalent, keyed by its first classname."""
-    if not equivalent.classnames:
-        raise ValueError("a native equivalent needs at least one classname")
-    NATIVE_EQUIVALENTS[equivalent.classnames[0]] = equivalent
-
-
-for _equivalent in (
-    NativeEquivalent(("NoiseAdjustGadget",), "gadgets.noise_adjust", "NoiseAdjust", _noise_adjust,
-                     note="needs no storage server; Gadgetron's native gadget fails a noise scan without one"),
-    NativeEquivalent(("RemoveROOversamplingGadget",), "gadgets.remove_oversampling", "RemoveOversampling",
-                     _remove_oversampling),
-    NativeEquivalent(("AcquisitionAccumulateTriggerGadget", "BucketToBufferGadget"), "gadgets.buffer",
-                     "AcquisitionBuffer", _accumulate_and_buffer,
-                     note="native defaults (no trigger, no N/S dimension, no split) mapped explicitly"),
-):
-    register_native_equivalent(_equivalent)
-
-
-@dataclass(frozen=True)
-class PlannedStep:
-    """One step of the local runner: the stages it covers, and the gadget (or socket) that runs them."""
-
-    stages: tuple[Stage, ...]
-    module: str
-    target: str
-    params: Mapping[str, Any] | None
-    mode: str  # "gadget", "identity" or "socket"
-
-    @property
-    def label(self) -> str:
-        return "+".join(stage.label for stage in self.stages)
-
-
-def plan_chain(chain: Chain, *, connect: str = "inprocess") -> list[PlannedStep]:
-    """How :func:`run_chain` would run ``chain``: native runs mapped, every gadget validated.
-
-    Raises ValueError naming the chain and the stage for a native gadget without a Python
-    equivalent (or an unsupported property), an unimportable gadget or invalid parameters.
-    """
-    if connect not in CONNECT_MODES:
-        raise ValueError(f"connect must be one of {CONNECT_MODES}, got {connect!r}")
-    steps: list[PlannedStep] = []
-    stages = list(chain.stages)
-    index = 0
-    while index < len(stages):
-        stage = stages[index]
-        if stage.kind == "native":
-            equivalent = NATIVE_EQUIVALENTS.get(stage.classname)
-            if equivalent is None:
-                partner = [e for e in NATIVE_EQUIVALENTS.values() if stage.classname in e.classnames[1:]]
-                hint = (f" on its own (only after {' + '.join(partner[0].classnames[:-1])})" if partner else "")
-                raise ValueError(
-                    f"chain {chain.name!r}: native gadget {stage.classname} (stage {index + 1}) has no Python "
-                    f"equivalent{hint}; the local runner knows {', '.join(sorted(' + '.join(e.classnames) for e in NATIVE_EQUIVALENTS.values()))}")
-            run = stages[index:index + len(equivalent.classnames)]
-            if [s.classname for s in run] != list(equivalent.classnames) or any(s.kind != "native" for s in run):
-                raise ValueError(
-                    f"chain {chain.name!r}: native gadget {stage.classname} (stage {index + 1}) has a Python "
-                    f"equivalent only as the sequence {' -> '.join(equivalent.classnames)}")
-            try:
-                params = equivalent.convert([s.properties for s in run])
-            except ValueError as exc:
-                raise ValueError(f"chain {chain.name!r}, stage {index + 1}: {exc}") from None
-            if params is None:
-                steps.append(PlannedStep(tuple(run), "", "", None, "identity"))
-            else:
-                cls = gadget_class(equivalent.module, equivalent.target, where=f"chain {chain.name!r}")
-                try:
-                    parse_params(cls.PARAMETERS, params, cls.gadget_name())
-                except ValueError as exc:
-                    raise ValueError(f"chain {chain.name!r}, stage {index + 1} ({stage.classname}): {exc}") from None
-                steps.append(PlannedStep(tuple(run), equivalent.module, equivalent.target, dict(params), "gadget"))
-            if stage.classname == "NoiseAdjustGadget" and params is not None:
-                logger.info("chain %s: native NoiseAdjustGadget runs as the Python NoiseAdjust (on a Gadgetron "
-                            "server without a storage server the native gadget fails a scan with a noise "
-                            "measurement)", chain.name)
-            index += len(run)
-            continue
-        if stage.kind == "connect" and connect == "socket":
-            if stage.port is None:
-                raise ValueError(f"chain {chain.name!r}: connect stage {index + 1} has no port")
-            steps.append(PlannedStep((stage,), stage.module, stage.target, dict(stage.properties), "socket"))
-        else:
-            validate_stage(stage, chain.name)
-            module, target = (stage.module, stage.target) if stage.kind == "python" else _served_gadget(stage, chain.name)
-            steps.append(PlannedStep((stage,), module, target, dict(stage.properties), "gadget"))
-        index += 1
-    return steps
-
-
-# --------------------------------------------------------------------------- the external protocol, Gadgetron's side
-
-
-_U16 = struct.Struct("<H")
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
-MESSAGE_CONFIG, MESSAGE_HEADER, MESSAGE_CLOSE, MESSAGE_ERROR = 2, 3, 4, 8
-
-
-class ExternalGadgetError(RuntimeError):
-    """An external gadget (a worker reached over a socket) reported an error or broke the protocol.
-
-    ``kind``: ``"connect"`` (it could not be reached), ``"connection"`` (the connection broke or
-    timed out before its CLOSE, or it spoke something unreadable) or ``"reported"`` (it sent an
-    ERROR).
-    """
-
-    def __init__(self, message: str, kind: str = "connection") -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def configuration_xml(properties: Mapping[str, str]) -> str:
-    """The CONFIG text Gadgetron sends an external node: its ``<configuration>`` as pugixml saves it."""
-    if not properties:
-        return '<?xml version="1.0"?>\n<configuration />\n'
-    lines = ['<?xml version="1.0"?>', "<configuration>"]
-    lines.extend(f"\t<property name={quoteattr(k)} value={quoteattr(v)} />" for k, v in properties.items())
-    lines.append("</configuration>")
-    return "\n".join(lines) + "\n"
-
-
-class _SocketSource:
-    """``read(n)``: exactly n bytes or ExternalGadgetError (peer gone); each read is charged to
-    ``budget`` first (MessageTooLarge before anything is allocated)."""
-
-    def __init__(self, sock: socket.socket, where: str, budget: MessageBudget | None = None) -> None:
-        self.sock = sock
-        self.where = where
-        self.budget = budget
-
-    def read(self, n: int) -> bytes | bytearray:
-        if self.budget is not None and n > 0:
-            self.budget.charge(n)
-        try:
-            return recv_exactly(self.sock, n)
-        except TimeoutError:
-            raise ExternalGadgetError(f"{self.where}: no answer within the timeout") from None
-        except PeerVanished as exc:
-            if exc.__cause__ is not None:  # reset
-                raise ExternalGadgetError(f"{self.where}: connection lost ({exc.__cause__})") from None
-            raise ExternalGadgetError(f"{self.where}: the peer closed the connection without CLOSE") from None
-        except OSError as exc:
-            raise ExternalGadgetError(f"{self.where}: connection lost ({exc})") from None
-
-
-def _sender_failure(exc: BaseException, where: str) -> BaseException:
-    """What the sender thread's failure becomes: a broken connection is an ExternalGadgetError."""
-    if isinstance(exc, OSError):
-        return ExternalGadgetError(f"{where}: connection lost while sending ({exc})")
-    return exc
-
-
-class ExternalPeer:
-    """Gadgetron's side of one external node: connect to a worker, stream items, read results.
-
-    ``run(items, header_xml)`` connects to ``address:port``, sends CONFIG (the node's
-    configuration), HEADER, every item (from a sender thread, so large streams cannot deadlock)
-    and CLOSE, and yields what comes back until the worker's CLOSE. An ERROR (8) from the worker
-    raises :class:`ExternalGadgetError` with its text; so does a vanished worker.
-    """
-
-    def __init__(self, address: str, port: int, properties: Mapping[str, str] | None = None, *,
-                 timeout: float = 600.0, connect_timeout: float = 10.0) -> None:
-        self.address = address or DEFAULT_CONNECT_ADDRESS
-        self.port = int(port)
-        self.properties = dict(properties or {})
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-
-    def run(self, items: Iterable[Any], header_xml: str) -> Iterator[Any]:
-        from gadgetron.external import readers
-        from gadgetron.types.image_array import read_image_array
-        from gadgetron.types.recon_data import read_recon_data
-
-        read_by_id: dict[int, Callable[[Any], Any]] = {
-            1008: readers.read_acquisition, 1022: readers.read_image, 1026: readers.read_waveform,
-            1023: read_recon_data, 1024: read_image_array,
-        }
-        read_by_id.update(SAFE_READERS)  # size checked before allocating: the peer's lengths are untrusted
-        where = f"external gadget at {self.address}:{self.port}"
-        try:
-            parsed = ismrmrd.xsd.CreateFromDocument(header_xml)
-        except Exception:  # noqa: BLE001 - a header the chain accepted; the limit then is the ceiling
-            parsed = None
-        budget = MessageBudget(*message_limit(parsed))
-        try:
-            sock = socket.create_connection((self.address, self.port), timeout=self.connect_timeout)
-        except OSError as exc:
-            raise ExternalGadgetError(f"cannot connect to the {where}: {exc}", "connect") from None
-        sock.settimeout(self.timeout)
-        failure: queue.Queue[BaseException] = queue.Queue()
-        stop = threading.Event()
-
-        def send() -> None:
-            try:
-                config = configuration_xml(self.properties).encode("utf-8")
-                sock.sendall(_U16.pack(MESSAGE_CONFIG) + _U32.pack(len(config)) + config)
-                header = header_xml.encode("utf-8")
-                sock.sendall(_U16.pack(MESSAGE_HEADER) + _U32.pack(len(header)) + header)
-                for item in items:
-                    if stop.is_set():
-                        return
-                    sock.sendall(encode_item(item))
-                sock.sendall(_U16.pack(MESSAGE_CLOSE))
-            except BaseException as exc:  # reported by the reading side
-                failure.put(exc)
-
-        sender = threading.Thread(target=send, name=f"external-{self.port}-sender", daemon=True)
-        sender.start()
-        source = _SocketSource(sock, where, budget)
-        try:
-            while True:
-                budget.begin()
-                try:
-                    (message_id,) = _U16.unpack(source.read(2))
-                except ExternalGadgetError:
-                    if not failure.empty():
-                        raise _sender_failure(failure.get(), where) from None
-                    raise
-                if message_id == MESSAGE_CLOSE:
-                    break
-                if message_id == MESSAGE_ERROR:
-                    (length,) = _U64.unpack(source.read(8))
-                    if length > TEXT_LIMIT_BYTES:  # never allocate what an ERROR claims
-                        raise ExternalGadgetError(f"{where} sent an ERROR claiming {length} bytes of text "
-                                                  f"(more than {TEXT_LIMIT_BYTES}); connection dropped")
-                    text = bytes(source.read(length)).decode("utf-8", errors="replace")
-                    raise ExternalGadgetError(f"{where} reported: {text}", "reported")
-                reader = read_by_id.get(message_id)
-                if reader is None:
-                    raise ExternalGadgetError(f"{where} sent message id {message_id}, which cannot be read")
-                budget.begin(f"{MESSAGE_NAMES.get(message_id, 'message')} ({message_id}) message")
-                try:
-                    item = reader(source)
-                except (MessageTooLarge, ValueError, struct.error) as exc:
-                    raise ExternalGadgetError(f"{where} sent an unreadable message: {exc}") from None
-                yield item
-            sender.join(self.timeout)
-            if not failure.empty():
-                raise _sender_failure(failure.get(), where)
-        finally:
-            stop.set()
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-            sender.join(5.0)
-
-
-# --------------------------------------------------------------------------- the local runner
-
-
-def _header_pair(header: str | bytes | ismrmrd.xsd.ismrmrdHeader) -> tuple[ismrmrd.xsd.ismrmrdHeader, str]:
-    if isinstance(header, bytes):
-        header = header.decode("utf-8")
-    if isinstance(header, str):
-        try:
-            return ismrmrd.xsd.CreateFromDocument(header), header
-        except Exception as exc:  # xsdata raises several parser error types
-            raise ValueError(f"header_xml is not a valid ISMRMRD header: {exc}") from None
-    if isinstance(header, ismrmrd.xsd.ismrmrdHeader):
-        return header, ismrmrd.xsd.ToXML(header)
-    raise ValueError(f"header must be ISMRMRD XML text or an ismrmrd.xsd.ismrmrdHeader, got {type(header).__name__}")
-
-
-def build_gadgets(chain: Chain, *, connect: str = "inprocess") -> list[tuple[PlannedStep, Any]]:
-    """The configured gadget (or :class:`ExternalPeer`, or None for identity) of every planned step."""
-    built: list[tuple[PlannedStep, Any]] = []
-    for step in plan_chain(chain, connect=connect):
-        if step.mode == "identity":
-            built.append((step, None))
-        elif step.mode == "socket":
-            stage = step.stages[0]
-            built.append((step, ExternalPeer(stage.address, int(stage.port or 0), stage.properties)))
-        else:
-            cls = gadget_class(step.module, step.target, where=f"chain {chain.name!r}")
-            try:
-                built.append((step, cls.from_config(dict(step.params or {}))))
-            except ValueError as exc:
-                raise ValueError(f"chain {chain.name!r}, stage {step.label}: {exc}") from None
-    return built
-
-
-def run_chain(chain: Chain, header_xml: str | bytes | ismrmrd.xsd.ismrmrdHeader, items: Iterable[Any], *,
-              connect: str = "inprocess") -> Iterator[Any]:
-    """Run ``chain`` locally over ``items`` (acquisitions, waveforms...); return the output iterator.
-
-    The chain is planned and every gadget configured before this returns (so a bad chain raises
-    ValueError at once); the items are processed lazily as the result is iterated. ``connect``:
-    ``"inprocess"`` runs ``<connect>`` stages as the gadget they serve, ``"socket"`` streams to
-    the worker at their address and port (:class:`ExternalPeer`).
-    """
-    header, xml_text = _header_pair(header_xml)
-    built = build_gadgets(chain, connect=connect)
-    logger.info("running chain %s locally: %s", chain.name, " -> ".join(step.label for step, _ in built))
-
-    def pipeline() -> Iterator[Any]:
-        stream: Iterator[Any] = iter(items)
-        for step, runner in built:
-            if runner is None:
-                continue
-            if isinstance(runner, ExternalPeer):
-                stream = runner.run(stream, xml_text)
-            else:
-                stream = runner(stream, header)
-        yield from stream
-
-    return pipeline()
-
-
-__all__ = [
-    "Chain", "Endpoint", "Stage", "NativeEquivalent", "NATIVE_EQUIVALENTS", "KNOWN_WORKERS", "PlannedStep",
-    "ExternalPeer", "ExternalGadgetError", "load_chain", "chain_from_xml", "chain_from_yaml", "chain_from_mapping",
-    "gadget_class", "validate_stage", "plan_chain", "build_gadgets", "run_chain", "register_native_equivalent",
-    "configuration_xml", "encode_item", "property_text",
-]
+__all__ = ["Chain", "Endpoint", "Stage", "STAGE_KINDS", "DEFAULT_CONNECT_ADDRESS", "load_chain", "chain_from_xml",
+           "chain_from_yaml", "chain_from_mapping", "property_text"]

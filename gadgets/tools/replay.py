@@ -1,6 +1,6 @@
 """``cardiomm-replay``: replay an ISMRMRD raw file through a chain, locally or on a Gadgetron server.
 
-Local (no Gadgetron needed; the chain runs in this process, see :func:`gadgets.chain.run_chain`)::
+Local (no Gadgetron needed; the chain runs in this process, see :func:`gadgets.tools.chain_runner.run_chain`)::
 
     cardiomm-replay IN.h5 --chain chains/cardiomm_cine_python.xml -o OUT.h5 [--group NAME]
                     [--preview OUT.png] [--checkpoint packaged|none|PATH] [--device auto|cpu|cuda]
@@ -13,9 +13,9 @@ Through a Gadgetron 4.x server (what ``gadgetron_ismrmrd_client`` does)::
     cardiomm-replay IN.h5 --server HOST:PORT --chain chains/X.xml -o OUT.h5   # the chain's XML as text (message 2)
 
 With ``--format dicom|nifti|png`` the images go to the folder ``OUT`` instead (see
-:mod:`gadgets.export`: DICOM MR images with geometry, NIfTI with the scanner affine, labelled PNG
+:mod:`gadgets.io.export`: DICOM MR images with geometry, NIfTI with the scanner affine, labelled PNG
 montages). Otherwise images are appended to ``OUT.h5`` under ``<group>/image_<series>/{data,header,attributes}`` as
-``gadgetron_ismrmrd_client`` stores them (:func:`gadgets.image_io.write_images`); the group
+``gadgetron_ismrmrd_client`` stores them (:func:`gadgets.io.image_io.write_images`); the group
 defaults to the current local time, ``YYYY-MM-DD HH:MM:SS``, as the client's does.
 ``--checkpoint`` and ``--device`` set the CardioMMRecon stage's parameters of the chain (local,
 or the XML sent with ``--chain`` in server mode). A local run loads the model of each in-process
@@ -33,7 +33,7 @@ seconds, acquisitions per second, the method that produced the images). Server e
 are printed to stderr.
 
 Images are written to a temporary file beside ``OUT.h5`` and moved into place only when complete
-(:func:`gadgets.image_io.write_images_atomic`): a full disk or any other I/O error leaves an
+(:func:`gadgets.io.image_io.write_images_atomic`): a full disk or any other I/O error leaves an
 existing ``OUT.h5`` exactly as it was, prints one line and exits with 4. Unexpected failures are
 one line too; ``--verbose`` adds the traceback.
 
@@ -61,11 +61,13 @@ from typing import Any, TextIO
 
 import ismrmrd
 
-from . import ismrmrd_io
-from .chain import Chain, ExternalGadgetError, load_chain, run_chain
-from .data_checks import dropped_in_images
-from .export import FORMATS, export_images
-from .image_io import default_group_name, write_images_atomic
+from ..data_checks import dropped_in_images
+from ..io import ismrmrd_io
+from ..io.export import FORMATS, export_images
+from ..io.image_io import default_group_name, write_images_atomic
+from ..protocol.chain_format import Chain, load_chain
+from ..protocol.external_peer import ExternalGadgetError
+from .chain_runner import run_chain
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +190,7 @@ def check_models(chain: Chain, connect: str) -> None:
     """Before a local scan: load the model of every CardioMMRecon stage that runs in this process,
     with its checkpoint and device (``gadgets.recon.check_model_setting``); ValueError with one
     line when one cannot be used. The engines stay cached for the scan."""
-    from .recon import CardioMMRecon, check_model_setting
+    from ..recon import CardioMMRecon, check_model_setting
 
     for stage in chain.stages:
         in_process = stage.kind == "python" or (stage.kind == "connect" and connect == "inprocess")
@@ -257,7 +259,7 @@ def write_preview(images: Sequence[ismrmrd.Image], path: Path, name: str) -> Pat
     the input's name, the method that made the images, and the sampling the model was told."""
     from PIL import Image
 
-    from .export import describe_method, group_series, series_montage
+    from ..io.export import describe_method, group_series, series_montage
 
     series, slices = next(iter(group_series(images).items()))
     members = [im for m in slices.values() for im in m]

@@ -14,7 +14,7 @@ What Gadgetron 4.7.2 does on the other end (``apps/gadgetron/connection/nodes/co
 ``handle`` therefore does:
 
 * CONFIG (2) and HEADER (3) arrive first (gadgetron-python reads them while building the
-  ``Connection``); CONFIG is the node's ``<configuration>`` element, parsed by ``gadgets.params``.
+  ``Connection``); CONFIG is the node's ``<configuration>`` element, parsed by ``gadgets.protocol.params``.
 * Items follow, then CLOSE (4). Each output item is sent back; gadgetron-python's
   ``Connection.__exit__`` sends our CLOSE.
 * On any exception the failure is logged, an ERROR message is sent, the input is drained up to
@@ -50,30 +50,25 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import struct
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import ismrmrd
 import numpy as np
-from gadgetron.external import constants, writers
+from gadgetron.external import writers
 from gadgetron.types.image_array import ImageArray, write_image_array
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, write_recon_data
 
 from cardiomm_guard import PeerVanished, recv_exactly  # noqa: F401 - re-exported (the child's guard owns them)
 
+from . import wire
 from .params import Param, Params, config_properties, parse_params
-from .wire_limits import MESSAGE_NAMES, SAFE_READERS, MessageBudget, MessageTooLarge, message_limit, redact_paths
+from .wire_limits import MessageBudget, MessageTooLarge, message_limit, redact_paths
 
 logger = logging.getLogger(__name__)
-
-MESSAGE_CLOSE = constants.GADGET_MESSAGE_CLOSE
-MESSAGE_ERROR = constants.GADGET_MESSAGE_ERROR
-_MESSAGE_ID = struct.Struct("<H")
-#: ERROR (8) header: message id and uint64 text length, as Gadgetron's external channel reads it.
-ERROR_HEADER = struct.Struct("<HQ")
 
 LOG_LEVEL_VARIABLE = "GADGETRON_EXTERNAL_LOG_LEVEL"
 #: Seconds of silence after which draining the input after an error gives up.
@@ -86,8 +81,8 @@ class SafeSocket:
     ``read(n)`` returns exactly ``n`` bytes or raises :class:`PeerVanished`; ``close()`` sends
     CLOSE once and closes the socket, ignoring a peer that has already gone.
 
-    ``budget`` (a :class:`~gadgets.wire_limits.MessageBudget`, or None): every read is charged to
-    it first, and a read over what is left raises :class:`~gadgets.wire_limits.MessageTooLarge`
+    ``budget`` (a :class:`~gadgets.protocol.wire_limits.MessageBudget`, or None): every read is charged to
+    it first, and a read over what is left raises :class:`~gadgets.protocol.wire_limits.MessageTooLarge`
     before anything is allocated (:func:`iter_items` starts a new budget per message).
     ``timeout``: seconds a read or write may wait for the peer (None: forever); ``idle`` is True
     while :func:`iter_items` waits for the next message (a worker told to stop closes such
@@ -121,7 +116,7 @@ class SafeSocket:
             return
         self._closed = True
         try:
-            self.socket.sendall(_MESSAGE_ID.pack(MESSAGE_CLOSE))
+            self.socket.sendall(wire.CLOSE_MESSAGE)
         except OSError as exc:
             logger.debug("could not send CLOSE (peer gone: %s)", exc)
         try:
@@ -135,7 +130,7 @@ def guard_connection(connection: Any) -> None:
 
     Replaces ``connection.socket`` (gadgetron-python's SocketWrapper) by a :class:`SafeSocket`,
     gives it a per-message budget derived from the scan's header
-    (:func:`gadgets.wire_limits.message_limit`) unless it has one, and replaces the readers that
+    (:func:`gadgets.protocol.wire_limits.message_limit`) unless it has one, and replaces the readers that
     size objects from untrusted headers (acquisition, waveform, image) by checked ones.
     """
     current = connection.socket
@@ -152,7 +147,7 @@ def guard_connection(connection: Any) -> None:
         current.budget = MessageBudget(limit, why)
     readers = getattr(connection, "readers", None)
     if isinstance(readers, dict):
-        readers.update(SAFE_READERS)
+        readers.update(wire.SAFE_READERS)
 
 
 def external_log_level() -> int:
@@ -261,7 +256,7 @@ def wire_ready(item: Any) -> Any:
     return item
 
 
-class _Collector:
+class ByteSink:
     """A write-only byte sink with the ``write`` method gadgetron-python's writers expect."""
 
     def __init__(self) -> None:
@@ -306,7 +301,7 @@ def encode_item(item: Any, item_writers: Sequence[tuple[Callable[[Any], bool], W
         item = wire_ready(item)
     for accepts, writer in item_writers:
         if accepts(item):
-            sink = _Collector()
+            sink = ByteSink()
             writer(sink, item)
             return sink.getvalue()
     raise UnsupportedItemError(f"cannot send an item of type {type(item).__name__}: no writer accepts it")
@@ -322,15 +317,9 @@ def send_item(connection: Any, item: Any) -> None:
     connection.socket.write(serialize_item(connection, item))
 
 
-def error_message(text: str) -> bytes:
-    """An ERROR (8) message: uint16 id, uint64 length, UTF-8 text."""
-    payload = text.encode("utf-8", errors="replace")
-    return ERROR_HEADER.pack(MESSAGE_ERROR, len(payload)) + payload
-
-
 def send_error(connection: Any, text: str) -> None:
     """Send an ERROR message with ``text`` (Gadgetron turns it into an error for the client)."""
-    connection.socket.write(error_message(text))
+    connection.socket.write(wire.error_message(text))
 
 
 def iter_items(connection: Any) -> Iterator[Any]:
@@ -346,17 +335,17 @@ def iter_items(connection: Any) -> Iterator[Any]:
             budget.begin()
         source.idle = True
         try:
-            (message_id,) = _MESSAGE_ID.unpack(source.read(_MESSAGE_ID.size))
+            message_id = wire.read_message_id(source)
         finally:
             source.idle = False
-        if message_id == MESSAGE_CLOSE:
+        if message_id == wire.CLOSE:
             logger.debug("received CLOSE")
             return
         reader = connection.readers.get(message_id)
         if reader is None:
             raise ValueError(f"received message id {message_id}, which no reader handles")
         if budget is not None:
-            budget.begin(f"{MESSAGE_NAMES.get(message_id, 'message')} ({message_id}) message")
+            budget.begin(wire.describe(message_id))
         yield reader(source)
 
 
@@ -366,7 +355,7 @@ def iter_items(connection: Any) -> Iterator[Any]:
 class Gadget:
     """Base class of the Python gadgets: typed parameters, a stream transform, a connection entry.
 
-    Subclasses declare ``PARAMETERS`` (a tuple of :class:`~gadgets.params.Param`) and implement
+    Subclasses declare ``PARAMETERS`` (a tuple of :class:`~gadgets.protocol.params.Param`) and implement
     ``accepts(item)``, ``process(item)`` (an iterable of outputs) and, where needed, ``start(header)``
     (reset per-stream state), ``finish()`` (flush at the end of the stream) and ``configure()``
     (derive settings from ``self.params``; raise ValueError for inconsistent combinations).
@@ -442,7 +431,7 @@ class Gadget:
         sent = 0
         try:
             properties = config_properties(getattr(connection.raw_bytes, "config", None), name)
-            # what the peer set (untrusted: see gadgets.checkpoint_policy) and what we were started with
+            # what the peer set (untrusted: see gadgets.protocol.checkpoint_policy) and what we were started with
             self.operator_params = getattr(self, "operator_params", None) or dict(self._given)
             self.remote_params = dict(properties or {})
             if properties:
@@ -472,15 +461,22 @@ class Gadget:
                 drain(connection)
 
 
-def discard_input(connection: Any, timeout: float = 1.0, limit: int = 64 * 2**20) -> int:
-    """Read and drop what the peer still sends (at most ``limit`` bytes, until ``timeout`` s of
-    silence or its close), one small piece at a time, so that closing does not reset the
-    connection before the peer has read our ERROR. Returns the bytes dropped."""
-    sock = connection.socket.socket
+def discard_socket_input(sock: socket.socket, *, timeout: float = 1.0, limit: int = 64 * 2**20,
+                         within: float | None = None) -> int:
+    """Read and drop what the peer still sends on ``sock`` (at most ``limit`` bytes, until ``timeout``
+    s of silence, its close or, when given, ``within`` s in all), one small piece at a time, so that
+    closing does not reset the connection before the peer has read our ERROR. Returns the bytes
+    dropped; a broken connection ends it quietly."""
+    deadline = None if within is None else time.monotonic() + within
     dropped = 0
     try:
         sock.settimeout(timeout)
         while dropped < limit:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(max(0.01, min(timeout, left)))
             piece = sock.recv(65536)
             if not piece:
                 break
@@ -488,6 +484,11 @@ def discard_input(connection: Any, timeout: float = 1.0, limit: int = 64 * 2**20
     except OSError:
         pass
     return dropped
+
+
+def discard_input(connection: Any, timeout: float = 1.0, limit: int = 64 * 2**20) -> int:
+    """:func:`discard_socket_input` on a gadgetron-python connection's socket."""
+    return discard_socket_input(connection.socket.socket, timeout=timeout, limit=limit)
 
 
 def drain(connection: Any, timeout: float = DRAIN_TIMEOUT_S) -> int:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
+from . import PathLike
+
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Upper window limit, as a percentile of the magnitude.
 WINDOW_PERCENTILE = 99.5

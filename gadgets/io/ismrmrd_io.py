@@ -22,20 +22,19 @@ missing group, header or acquisition dataset a ``ValueError``; each message name
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
 
 import h5py
 import ismrmrd
 import numpy as np
 from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype, waveform_dtype, waveform_header_dtype
 
+from . import PathLike
+
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Schema version of ISMRMRD 1.14.x, which Gadgetron 4.7.2 requires when a header has a version.
 CURRENT_HEADER_VERSION = 14
@@ -53,7 +52,7 @@ _ROOT_OPEN_RE = re.compile(r"<(?P<prefix>(?:[A-Za-z_][\w.-]*:)?)ismrmrdHeader\b[
 
 # --------------------------------------------------------------------------- opening files
 
-def _open(path: PathLike) -> h5py.File:
+def open_hdf5(path: PathLike) -> h5py.File:
     """Open ``path`` read-only, raising FileNotFoundError / OSError messages that name it."""
     path = Path(path)
     if not path.exists():
@@ -116,7 +115,7 @@ def parse_header(xml_text: str, *, source: str = "XML header") -> ismrmrd.xsd.is
 
 def read_xml(path: PathLike, group: str = "dataset") -> str:
     """The ISMRMRD XML header text of ``path`` (``/<group>/xml``)."""
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         return _xml_text(_group(handle, group))
 
 
@@ -189,7 +188,7 @@ def _is_top_level(text: str, start: int, stop: int) -> bool:
 
 def count_acquisitions(path: PathLike, group: str = "dataset") -> int:
     """Number of acquisitions in ``/<group>/data``."""
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         return int(_acquisition_dataset(_group(handle, group)).shape[0])
 
 
@@ -218,7 +217,7 @@ def iter_acquisitions(path: PathLike, group: str = "dataset", *, start: int = 0,
     ``(number_of_samples, trajectory_dimensions)`` float32. ``start``/``stop`` select a range.
     The file is opened (and its structure checked) on the first ``next()``.
     """
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         data = _acquisition_dataset(_group(handle, group))
         n_total = data.shape[0]
         stop = n_total if stop is None else min(int(stop), n_total)
@@ -241,7 +240,7 @@ def iter_waveforms(path: PathLike, group: str = "dataset") -> Iterator[ismrmrd.W
 
     Each waveform's ``data`` is ``(channels, number_of_samples)`` uint32.
     """
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         yield from _waveforms_of(_group(handle, group))
 
 
@@ -262,7 +261,7 @@ def _waveforms_of(grp: h5py.Group) -> Iterator[ismrmrd.Waveform]:
 
 def count_waveforms(path: PathLike, group: str = "dataset") -> int:
     """Number of waveforms in ``/<group>/waveforms`` (0 when absent)."""
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         grp = _group(handle, group)
         return int(grp["waveforms"].shape[0]) if "waveforms" in grp else 0
 
@@ -278,7 +277,7 @@ class RawFile:
     def __init__(self, path: PathLike, group: str = "dataset") -> None:
         self.path = Path(path)
         self.group = group
-        self._handle = _open(self.path)
+        self._handle = open_hdf5(self.path)
         try:
             grp = _group(self._handle, group)
             self.xml: str = _xml_text(grp)

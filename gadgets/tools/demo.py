@@ -1,11 +1,11 @@
-"""``python -m gadgets.demo --out DIR`` (what ``make demo`` runs): the main job, end to end.
+"""``python -m gadgets.tools.demo --out DIR`` (what ``make demo`` runs): the main job, end to end.
 
 1. Simulate an accelerated multi-coil cine as ISMRMRD raw data, as a scanner's converter would
-   write it (``gadgets.simulate``: 2 slices, 12 phases, 10 coils, 128 x 112, ktGaussian R = 8, a
+   write it (``gadgets.io.simulated_scan``: 2 slices, 12 phases, 10 coils, 128 x 112, ktGaussian R = 8, a
    noise scan first, the ground truth stored beside the raw data) -> ``DIR/demo_scan.h5``.
 2. Replay it through the default chain, ``chains/cardiomm_cine_python.yaml`` (NoiseAdjust ->
    RemoveOversampling -> AcquisitionBuffer -> CoilCompression -> CardioMMRecon), with the local
-   runner (``gadgets.chain.run_chain``: no Gadgetron server needed; the same chain runs inline on
+   runner (``gadgets.tools.chain_runner.run_chain``: no Gadgetron server needed; the same chain runs inline on
    a Gadgetron 4.x server as ``chains/cardiomm_cine_python.xml``). CardioMMRecon uses the
    packaged model (``checkpoint=packaged``); when none is installed it falls back to its
    conventional reconstruction (CG-SENSE), and the demo says so.
@@ -40,17 +40,19 @@ from cardiomm_core.noise import prewhitening_matrix
 from cardiomm_core.phantom import crop_readout, noise_free_rss
 from cardiomm_core.sense import rss_complex
 
-from .buffer import frames_dimension, series_extents
-from .chain import Chain, load_chain, run_chain
-from .image_io import write_images
-from .ismrmrd_io import RawFile, iter_acquisitions, read_header
-from .preview import save_comparison
-from .simulate import GroundTruth, parse_matrix, read_ground_truth, write_simulated_scan
+from ..buffer import frames_dimension, series_extents
+from ..io.image_io import write_images
+from ..io.ismrmrd_io import RawFile, iter_acquisitions, read_header
+from ..io.preview import save_comparison
+from ..io.simulated_scan import GroundTruth, read_ground_truth, write_simulated_scan
+from ..protocol.chain_format import Chain, load_chain
+from .chain_runner import run_chain
+from .simulate import parse_matrix
 
 logger = logging.getLogger(__name__)
 
 #: The default chains of the demo (the YAML twins of the Gadgetron configs), per modality.
-CHAINS_DIR = Path(__file__).resolve().parents[1] / "chains"
+CHAINS_DIR = Path(__file__).resolve().parents[2] / "chains"
 DEFAULT_CHAIN = CHAINS_DIR / "cardiomm_cine_python.yaml"
 MAPPING_CHAIN = CHAINS_DIR / "cardiomm_mapping_python.yaml"
 #: Frames per modality when --phases is not given: cine phases, MOLLI's 9 T1 weightings, 3 T2 preparations
@@ -185,15 +187,15 @@ def _metrics_line(label: str, scores: dict[str, float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the demo; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m gadgets.demo",
+    parser = argparse.ArgumentParser(prog="python -m gadgets.tools.demo",
                                      description="Simulate an accelerated cine (or T1/T2 mapping) scan, replay it "
                                                  "through the CardioMM chain, write images and a preview, and score "
                                                  "them.",
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="examples (what `make demo` runs; a larger cine; a T1 mapping scan):\n"
-                                            "  python -m gadgets.demo --out out\n"
-                                            "  python -m gadgets.demo --slices 3 --coils 10 --matrix 192x156 --seed 7\n"
-                                            "  python -m gadgets.demo --modality t1map --out out/mapping")
+                                            "  python -m gadgets.tools.demo --out out\n"
+                                            "  python -m gadgets.tools.demo --slices 3 --coils 10 --matrix 192x156 --seed 7\n"
+                                            "  python -m gadgets.tools.demo --modality t1map --out out/mapping")
     parser.add_argument("--out", type=Path, default=Path("out"), help="output folder (default ./out)")
     parser.add_argument("--slices", type=int, default=2)
     parser.add_argument("--modality", choices=tuple(DEFAULT_FRAMES), default="cine",
@@ -226,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.checkpoint.strip().lower() != "none":
         # the model asked for is loaded now (a checkpoint or device that cannot be used is one line and
         # exit status 2, as in cardiomm-replay), so the replay's rate below is the reconstruction's
-        from .recon import check_model_setting
+        from ..recon import check_model_setting
 
         load_started = time.perf_counter()
         try:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .export import WINDOW_PERCENTILES, group_series, magnitude, write_png
-from .image_io import list_image_groups, read_images
+from ..io.export import WINDOW_PERCENTILES, group_series, magnitude, write_png
+from ..io.image_io import list_image_groups, read_images
 
 logger = logging.getLogger(__name__)
 

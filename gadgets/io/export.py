@@ -31,20 +31,20 @@ rows negated.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import ismrmrd
 import numpy as np
 
+from . import PathLike
+
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: The formats ``cardiomm-replay --format`` writes; "ismrmrd" is the client's HDF5 layout.
 FORMATS = ("ismrmrd", "dicom", "nifti", "png")

@@ -58,20 +58,16 @@ HDF5 types (``ismrmrd.hdf5.acquisition_dtype``): ismrmrd-python's per-acquisitio
 write 0.06 s, with identical acquisitions read back. Files read with ismrmrd-python and with the
 C++ library (Debian's ismrmrd-tools 1.8).
 """
-
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import h5py
 import ismrmrd
@@ -80,52 +76,54 @@ from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype
 
 from cardiomm_core.context import ScanContext
 from cardiomm_core.masks import SamplingMask, make_mask
-from cardiomm_core.phantom import PhantomGeometry, PhantomScan, phantom_geometry, simulate_cardiac_scan
+from cardiomm_core.phantom import PhantomScan, phantom_geometry, simulate_cardiac_scan
 
-from .ismrmrd_io import CURRENT_HEADER_VERSION, header_version
+from . import PathLike
+from .ismrmrd_io import header_version, open_hdf5
+from .simulated_header import (
+    MAPPING_TRIGGER_DELAY_MS,
+    MODALITIES,
+    NOISE_DWELL_US,
+    SEQUENCE,
+    TABLE_POSITION_MM,
+    TICK_MS,
+    build_header,
+    imaging_dwell_us,
+    measurement_uid,
+    slice_geometry,
+)
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: Group of the ground truth inside the written file.
 TRUTH_GROUP = "cardiomm_truth"
 #: Patterns that sample whole ky lines (ktRadial samples kx too and cannot be written line by line).
 LINE_PATTERNS = ("ktGaussian", "ktUniform", "Uniform", "full")
-#: Modalities of the phantom; for all but cine the frames are contrasts.
-MODALITIES = ("cine", "mapping", "t1map", "t2map")
-#: Trigger delay of the images of a mapping scan (one image per heartbeat, in diastasis), ms.
-MAPPING_TRIGGER_DELAY_MS = 550.0
-#: Receiver bandwidth per pixel (Hz), which sets the imaging dwell time.
-BANDWIDTH_HZ_PER_PIXEL = {"cine": 930.0, "mapping": 1085.0, "t1map": 1085.0, "t2map": 1185.0}
-#: Dwell time of the noise measurement, microseconds (differs from the imaging dwell time).
-NOISE_DWELL_US = 5.0
-#: Relative receiver noise bandwidth written to the header (a typical Siemens value).
-RELATIVE_NOISE_BANDWIDTH = 0.793
-#: Time-stamp tick, ms.
-TICK_MS = 2.5
-#: Gyromagnetic ratio of 1H, Hz/T.
-GAMMA_HZ_PER_T = 42.577478e6
-#: Patient table position (mm): at isocentre.
-TABLE_POSITION_MM = (0.0, 0.0, 0.0)
-#: Centre of the slice stack (mm, patient coordinates).
-STACK_CENTRE_MM = (-12.0, 28.0, 36.0)
-#: (TR ms, TE ms, flip angle deg) per modality.
-SEQUENCE = {"cine": (3.0, 1.5, 45.0), "mapping": (2.7, 1.1, 35.0), "t1map": (2.7, 1.1, 35.0),
-            "t2map": (2.9, 1.2, 40.0)}
-#: Protocol name per modality.
-PROTOCOL_NAMES = {"cine": "CardioMM_cine_sax", "mapping": "CardioMM_mapping_sax",
-                  "t1map": "CardioMM_t1map_sax", "t2map": "CardioMM_t2map_sax"}
 #: Acquisitions written per HDF5 call (and per progress line).
 WRITE_BLOCK = 2048
 
 
 def _bit(flag: int) -> int:
+    """The bit of an ISMRMRD acquisition flag (flags are numbered from 1)."""
     return 1 << (flag - 1)
 
 
 @dataclass(frozen=True)
-class SimulationSummary:
+class ScanSampling:
+    """How a simulated scan was sampled, as its summary and its ground truth both report it: the
+    modality, the line pattern, the nominal acceleration asked for, the realised and effective ones
+    of the mask drawn (``cardiomm_core.masks.SamplingMask``) and the calibration lines."""
+
+    modality: str
+    pattern: str
+    nominal_acceleration: float
+    realised_acceleration: float
+    effective_acceleration: float
+    n_acs: int
+
+
+@dataclass(frozen=True)
+class SimulationSummary(ScanSampling):
     """What ``write_simulated_scan`` wrote. ``matrix`` is the recon ``(nx, ny)``."""
 
     path: Path
@@ -137,12 +135,6 @@ class SimulationSummary:
     n_coils: int
     matrix: tuple[int, int]
     encoded_matrix: tuple[int, int]
-    modality: str
-    pattern: str
-    nominal_acceleration: float
-    realised_acceleration: float
-    effective_acceleration: float
-    n_acs: int
     header_version: int
     context: ScanContext
     seed: int
@@ -150,7 +142,7 @@ class SimulationSummary:
 
 
 @dataclass(frozen=True)
-class GroundTruth:
+class GroundTruth(ScanSampling):
     """The ``/cardiomm_truth`` group of a simulated scan.
 
     images          (slices, frames, y, x)      complex64, truth on the recon FOV
@@ -167,12 +159,6 @@ class GroundTruth:
     frame_times_ms: np.ndarray
     context: ScanContext
     seed: int
-    modality: str
-    pattern: str
-    nominal_acceleration: float
-    realised_acceleration: float
-    effective_acceleration: float
-    n_acs: int
     readout_oversampling: int
     noise_level: float
     noise_scan_scale: float
@@ -203,188 +189,6 @@ def _check_pattern(pattern: str) -> str:
     if pattern not in LINE_PATTERNS:
         raise ValueError(f"pattern must be one of {LINE_PATTERNS}, got {pattern!r}")
     return pattern
-
-
-# --------------------------------------------------------------------------- geometry
-
-def slice_geometry(slice_positions_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(positions (n_slices, 3), read_dir (3,), phase_dir (3,), slice_dir (3,))`` in mm.
-
-    Double-oblique short-axis directions, orthonormal and right-handed
-    (``cross(read_dir, phase_dir) == slice_dir``); slice ``s`` lies at
-    ``STACK_CENTRE_MM + slice_positions_mm[s] * slice_dir`` (``(n_slices,)`` offsets along the stack,
-    the phantom's ``PhantomGeometry.slice_positions_mm``).
-    """
-    slice_dir = np.array([-0.55, 0.45, 0.70])
-    slice_dir /= np.linalg.norm(slice_dir)
-    read_guess = np.array([0.80, 0.55, 0.25])
-    read_dir = read_guess - read_guess.dot(slice_dir) * slice_dir
-    read_dir /= np.linalg.norm(read_dir)
-    phase_dir = np.cross(slice_dir, read_dir)
-    offsets = np.asarray(slice_positions_mm, dtype=np.float64).reshape(-1)
-    positions = np.asarray(STACK_CENTRE_MM)[None, :] + offsets[:, None] * slice_dir[None, :]
-    return positions, read_dir, phase_dir, slice_dir
-
-
-def imaging_dwell_us(modality: str, nx_encoded: int) -> float:
-    """Oversampled dwell time (us) of a readout of ``nx_encoded`` samples."""
-    return 1e6 / (BANDWIDTH_HZ_PER_PIXEL[modality] * nx_encoded)
-
-
-# --------------------------------------------------------------------------- header
-
-#: Subject, study and measurement identity written by the simulator, as siemens_to_ismrmrd writes a
-#: scanner's: a Siemens-style four-part ``measurementID`` DEVICE_PATIENT_STUDY_MEASUREMENT (Gadgetron's
-#: native NoiseAdjustGadget keys the stored noise covariance on it, with ``patientID``).
-SIMULATED_DEVICE_SERIAL = "66091"
-SIMULATED_DATE = "2026-01-05"
-SIMULATED_TIME = "10:00:00"
-SIMULATED_BIRTHDATE = "1970-01-01"
-
-
-def measurement_uid(seed: int) -> int:
-    """The acquisitions' ``measurement_uid`` (and the last part of the measurementID) for ``seed``."""
-    return 10_000 + int(seed) % 50_000
-
-
-def scan_ids(seed: int) -> dict[str, str]:
-    """Patient, study and measurement identifiers of the simulated scan with ``seed``.
-
-    Keys: ``patient_id``, ``study_id``, ``measurement_id`` (``DEVICE_PATIENT_STUDY_MEAS``, no other
-    underscores), ``study_uid``, ``series_uid_root``, ``frame_of_reference_uid`` (``2.25.N`` UIDs).
-    """
-    seed = int(seed)
-    patient_id = f"CMM{seed:07d}"
-    study_id = f"{1_000_000 + seed % 9_000_000}"
-    uid = 2 ** 64 + seed * 1_000_003
-    return {
-        "patient_id": patient_id,
-        "study_id": study_id,
-        "measurement_id": f"{SIMULATED_DEVICE_SERIAL}_{patient_id}_{study_id}_{measurement_uid(seed)}",
-        "study_uid": f"2.25.{uid}1",
-        "series_uid_root": f"2.25.{uid}2",
-        "frame_of_reference_uid": f"2.25.{uid}3",
-    }
-
-
-def build_header(scan: PhantomScan, mask: SamplingMask, *, modality: str, nominal_acceleration: float,
-                 n_slices: int, n_frames: int, n_coils: int, matrix: tuple[int, int],
-                 geometry: PhantomGeometry) -> ismrmrd.xsd.ismrmrdHeader:
-    """The ISMRMRD header of a simulated scan (see the module docstring for its contents)."""
-    x = ismrmrd.xsd
-    nx, ny = matrix
-    ros = int(scan.readout_oversampling)
-    nx_enc = nx * ros
-    fov_x, fov_y = (round(float(v), 3) for v in geometry.recon_fov_mm)
-    fov_x_enc = fov_x * ros  # from the rounded recon FOV: the FOV ratio is exactly the matrix ratio
-    thickness = round(float(geometry.slice_thickness_mm), 3)
-    ctx = scan.context
-    tr, te, flip = SEQUENCE[modality]
-    is_cine = modality == "cine"
-
-    frames_limit = x.limitType(minimum=0, maximum=n_frames - 1, center=0)
-    zero = x.limitType(minimum=0, maximum=0, center=0)
-    limits = x.encodingLimitsType(
-        kspace_encoding_step_0=x.limitType(minimum=0, maximum=nx_enc - 1, center=nx_enc // 2),
-        kspace_encoding_step_1=x.limitType(minimum=0, maximum=ny - 1, center=ny // 2),
-        kspace_encoding_step_2=zero,
-        average=zero,
-        slice=x.limitType(minimum=0, maximum=n_slices - 1, center=0),
-        contrast=zero if is_cine else frames_limit,
-        phase=frames_limit if is_cine else zero,
-        repetition=zero,
-        set=zero,
-        segment=zero,
-    )
-    full = mask.pattern == "full"
-    encoding = x.encodingType(
-        encodedSpace=x.encodingSpaceType(
-            matrixSize=x.matrixSizeType(x=nx_enc, y=ny, z=1),
-            fieldOfView_mm=x.fieldOfViewMm(x=fov_x_enc, y=fov_y, z=thickness)),
-        reconSpace=x.encodingSpaceType(
-            matrixSize=x.matrixSizeType(x=nx, y=ny, z=1),
-            fieldOfView_mm=x.fieldOfViewMm(x=fov_x, y=fov_y, z=thickness)),
-        encodingLimits=limits,
-        trajectory=x.trajectoryType.CARTESIAN,
-        parallelImaging=x.parallelImagingType(
-            accelerationFactor=x.accelerationFactorType(
-                kspace_encoding_step_1=1 if full else max(1, int(round(nominal_acceleration))),
-                kspace_encoding_step_2=1),
-            calibrationMode=x.calibrationModeType.OTHER if full else x.calibrationModeType.EMBEDDED),
-    )
-    frame_times = [float(t) for t in np.asarray(scan.frame_times_ms, dtype=np.float64)]
-    sequence = x.sequenceParametersType(TR=[tr], TE=[te], flipAngle_deg=[flip],
-                                        sequence_type="TrueFISP")
-    if modality in ("t1map", "mapping"):
-        sequence.TI = frame_times
-    user = x.userParametersType(
-        userParameterLong=[
-            x.userParameterLongType(name="CardioMM.seed", value=int(scan.seed)),
-            x.userParameterLongType(name="CardioMM.n_acs", value=int(mask.n_acs)),
-            x.userParameterLongType(name="CardioMM.n_frames", value=int(n_frames)),
-        ],
-        userParameterDouble=[
-            x.userParameterDoubleType(name="CardioMM.nominal_acceleration", value=float(nominal_acceleration)),
-            x.userParameterDoubleType(name="CardioMM.realised_acceleration",
-                                      value=float(mask.realised_acceleration)),
-            x.userParameterDoubleType(name="CardioMM.effective_acceleration",
-                                      value=float(mask.effective_acceleration)),
-            x.userParameterDoubleType(name="CardioMM.slice_spacing_mm", value=_slice_spacing(geometry)),
-            x.userParameterDoubleType(name="CardioMM.time_stamp_tick_ms", value=TICK_MS),
-        ],
-        userParameterString=[
-            x.userParameterStringType(name="CardioMM.pattern", value=mask.pattern),
-            x.userParameterStringType(name="CardioMM.modality", value=modality),
-            x.userParameterStringType(name="CardioMM.metadata_sentence", value=ctx.metadata_sentence()),
-            x.userParameterStringType(name="CardioMM.frame_dimension", value="phase" if is_cine else "contrast"),
-            x.userParameterStringType(name="CardioMM.frame_times_ms",
-                                      value=",".join(f"{t:.3f}" for t in frame_times)),
-        ],
-    )
-    ids = scan_ids(int(scan.seed))
-    return x.ismrmrdHeader(
-        version=CURRENT_HEADER_VERSION,
-        subjectInformation=x.subjectInformationType(
-            patientName=f"CardioMM^Phantom{int(scan.seed)}", patientWeight_kg=70.0, patientHeight_m=1.75,
-            patientID=ids["patient_id"], patientBirthdate=SIMULATED_BIRTHDATE, patientGender="O"),
-        studyInformation=x.studyInformationType(
-            studyDate=SIMULATED_DATE, studyTime=SIMULATED_TIME, studyID=ids["study_id"],
-            studyDescription="CardioMM simulated cardiac MR", studyInstanceUID=ids["study_uid"],
-            bodyPartExamined="HEART"),
-        measurementInformation=x.measurementInformationType(
-            measurementID=ids["measurement_id"],
-            seriesDate=SIMULATED_DATE,
-            seriesTime=SIMULATED_TIME,
-            patientPosition=x.patientPositionType.HFS,
-            initialSeriesNumber=1,
-            protocolName=PROTOCOL_NAMES[modality],
-            sequenceName="CardioMM simulated bSSFP",
-            seriesDescription=f"CardioMM simulated {ctx.modality}, {mask.pattern} R={nominal_acceleration:g}",
-            seriesInstanceUIDRoot=ids["series_uid_root"],
-            frameOfReferenceUID=ids["frame_of_reference_uid"],
-        ),
-        acquisitionSystemInformation=x.acquisitionSystemInformationType(
-            systemVendor=ctx.vendor,
-            systemModel=ctx.scanner_model,
-            systemFieldStrength_T=float(ctx.field_strength_t),
-            relativeReceiverNoiseBandwidth=RELATIVE_NOISE_BANDWIDTH,
-            receiverChannels=n_coils,
-            coilLabel=[x.coilLabelType(coilNumber=c, coilName=f"CMM_Body:{c + 1:02d}") for c in range(n_coils)],
-            institutionName="CardioMM synthetic phantom",
-            stationName="CARDIOMMSIM",
-            deviceSerialNumber=SIMULATED_DEVICE_SERIAL,
-        ),
-        experimentalConditions=x.experimentalConditionsType(
-            H1resonanceFrequency_Hz=int(round(GAMMA_HZ_PER_T * float(ctx.field_strength_t)))),
-        encoding=[encoding],
-        sequenceParameters=sequence,
-        userParameters=user,
-    )
-
-
-def _slice_spacing(geometry: PhantomGeometry) -> float:
-    positions = np.asarray(geometry.slice_positions_mm, dtype=np.float64)
-    return float(positions[1] - positions[0]) if positions.size > 1 else float(geometry.slice_thickness_mm)
 
 
 # --------------------------------------------------------------------------- acquisitions
@@ -639,9 +443,7 @@ def _write_truth(handle: h5py.File, scan: PhantomScan, mask: SamplingMask, conte
 
 def read_ground_truth(path: PathLike) -> GroundTruth:
     """Read the ``/cardiomm_truth`` group written by ``write_simulated_scan``."""
-    from .ismrmrd_io import _open
-
-    with _open(path) as handle:
+    with open_hdf5(path) as handle:
         if TRUTH_GROUP not in handle:
             raise ValueError(f"{str(path)!r} has no ground truth: group '/{TRUTH_GROUP}' is missing "
                              "(only files written by cardiomm-simulate have one)")
@@ -672,67 +474,3 @@ def read_ground_truth(path: PathLike) -> GroundTruth:
             noise_level=float(attrs["noise_level"]),
             noise_scan_scale=float(attrs["noise_scan_scale"]),
         )
-
-
-# --------------------------------------------------------------------------- console script
-
-def parse_matrix(text: str) -> tuple[int, int]:
-    """``"RxP"`` (readout x phase, e.g. ``"128x112"``) -> ``(nx, ny)``; an argparse ``type``."""
-    try:
-        nx, ny = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"matrix must be RxP (readout x phase), e.g. 128x112, got {text!r}") from None
-    return nx, ny
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="cardiomm-simulate",
-        description="Write a simulated multi-coil cardiac scan as ISMRMRD raw data (with its ground truth "
-                    f"in /{TRUTH_GROUP}).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples (a 3-slice cine at R = 8; a fully sampled one for training or cardiomm-eval):\n"
-               "  cardiomm-simulate scan.h5 --slices 3 --phases 12 --coils 10 --matrix 192x156 --accel 8\n"
-               "  cardiomm-simulate full.h5 --pattern full --accel 1")
-    parser.add_argument("out", type=Path, metavar="OUT.h5", help="file to write (replaced if it exists)")
-    parser.add_argument("--slices", type=int, default=2, help="number of slices (default 2)")
-    parser.add_argument("--phases", type=int, default=12, help="cine phases or mapping contrasts (default 12)")
-    parser.add_argument("--coils", type=int, default=8, help="receiver coils (default 8)")
-    parser.add_argument("--matrix", type=parse_matrix, default=(128, 112), metavar="RxP",
-                        help="recon matrix, readout x phase (default 128x112); the readout is 2x oversampled")
-    parser.add_argument("--accel", type=float, default=8.0, help="nominal acceleration (default 8)")
-    parser.add_argument("--pattern", default="ktGaussian", metavar="|".join(LINE_PATTERNS),
-                        help="line sampling pattern (default ktGaussian; ktRadial is not line-based)")
-    parser.add_argument("--acs", type=int, default=None, help="calibration lines (default: the pattern's)")
-    parser.add_argument("--modality", default="cine", choices=MODALITIES, help="default cine")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--noise-level", type=float, default=0.01, help="k-space noise level (default 0.01)")
-    parser.add_argument("--noise-scan", action=argparse.BooleanOptionalAction, default=True,
-                        help="write a noise measurement first (default yes)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``cardiomm-simulate OUT.h5 [options]``; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr,
-                        format="%(message)s")
-    try:
-        summary = write_simulated_scan(
-            args.out, n_slices=args.slices, n_phases=args.phases, n_coils=args.coils, matrix=args.matrix,
-            acceleration=args.accel, pattern=args.pattern, n_acs=args.acs, modality=args.modality, seed=args.seed,
-            noise_scan=args.noise_scan, noise_level=args.noise_level, progress=not args.quiet)
-    except ValueError as error:
-        parser.error(str(error))
-    except OSError as error:
-        parser.exit(1, f"cardiomm-simulate: cannot write {str(args.out)!r}: {error}\n")
-    print(f"{summary.path}: {summary.n_acquisitions} acquisitions ({summary.n_sampled_lines} sampled lines, "
-          f"{summary.n_noise_acquisitions} noise), {summary.pattern} nominal R={summary.nominal_acceleration:g}, "
-          f"realised R={summary.realised_acceleration:.2f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ claim *before* the data arrive, so a 34-byte message can commit a GiB. Here:
   :data:`DEFAULT_CEILING_MB`);
 * :class:`MessageBudget` counts the bytes of the message being read; a read that would exceed
   what is left raises :class:`MessageTooLarge` before anything is allocated (the socket readers
-  in :mod:`gadgets.stream` read large bodies incrementally, so memory follows the bytes that
+  in :mod:`gadgets.protocol.stream` read large bodies incrementally, so memory follows the bytes that
   actually arrived, never the bytes claimed);
 * :func:`read_acquisition`, :func:`read_waveform` and :func:`read_image` replace
   gadgetron-python's readers, which construct the ismrmrd object (allocating data arrays of the
@@ -26,14 +26,13 @@ import math
 import os
 import re
 import struct
-from collections.abc import Callable
 from typing import Any
 from xml.etree import ElementTree
 
 import ismrmrd
 import numpy as np
 
-from cardiomm_guard import CHUNK_BYTES  # noqa: F401  (one value with the spin guard; gadgets.worker imports it from here)
+from cardiomm_guard import CHUNK_BYTES  # noqa: F401  (one value with the spin guard; gadgets.tools.worker imports it from here)
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +64,6 @@ IMAGE_WIRE_DTYPES = {
     ismrmrd.DATATYPE_FLOAT: np.dtype("<f4"), ismrmrd.DATATYPE_DOUBLE: np.dtype("<f8"),
     ismrmrd.DATATYPE_CXFLOAT: np.dtype("<c8"), ismrmrd.DATATYPE_CXDOUBLE: np.dtype("<c16"),
 }
-
-
-#: Names of the external-protocol messages, for error texts.
-MESSAGE_NAMES = {1008: "acquisition", 1022: "image", 1023: "ReconData", 1024: "ImageArray", 1026: "waveform",
-                 1050: "acquisition bucket", 2: "CONFIG", 3: "HEADER", 8: "ERROR", 5: "TEXT"}
 
 
 class MessageTooLarge(ValueError):
@@ -238,9 +232,6 @@ def read_image(source: Any) -> ismrmrd.Image:
     image.data[...] = np.frombuffer(data_bytes, dtype=dtype).reshape(int(head.channels), z, y, x)
     return image
 
-
-#: Readers replacing gadgetron-python's for the message ids whose objects it sizes from headers.
-SAFE_READERS: dict[int, Callable[[Any], Any]] = {1008: read_acquisition, 1026: read_waveform, 1022: read_image}
 
 _QUOTED_PATH = re.compile(r"(['\"])((?:[A-Za-z]:)?[/\\][^'\"\n]*)\1")
 _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?(?:[/\\][^\s'\"`:;,()\[\]{}<>]+)+")
