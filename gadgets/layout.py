@@ -1,4 +1,4 @@
-"""The one place that converts between Gadgetron's array layouts and the core layout, both ways.
+"""The one place that converts between Gadgetron's array layouts and the core layout: buffers in, images out.
 
 Gadgetron side (as gadgetron-python 1.4.1 hands them to a Python gadget):
 
@@ -27,11 +27,9 @@ Folding (:class:`BufferLayout`):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import ismrmrd
 import numpy as np
 
 #: Names of the Gadgetron dimensions that can become the core ``frames`` axis.
@@ -105,12 +103,6 @@ class BufferLayout:
         _, _, e2, _, n, s, loc = data.shape
         return cls(int(e2), int(n), int(s), int(loc), frames_dim)
 
-    @classmethod
-    def from_image_array(cls, data: np.ndarray, frames_dim: str = "N") -> BufferLayout:
-        """Layout of an image array ``data [X, Y, Z, CHA, N, S, LOC]`` (Z becomes n_e2)."""
-        _check_7d("data", data, "[X, Y, Z, CHA, N, S, LOC]")
-        _, _, z, _, n, s, loc = data.shape
-        return cls(int(z), int(n), int(s), int(loc), frames_dim)
 
 
 def _check_7d(name: str, array: object, layout: str) -> None:
@@ -131,8 +123,8 @@ def _check_frames_dim(frames_dim: str) -> None:
 def buffer_to_kspace(data: np.ndarray, frames_dim: str = "N") -> tuple[np.ndarray, BufferLayout]:
     """ReconData ``data [E0, E1, E2, CHA, N, S, LOC]`` -> core ``kspace (batch, coils, frames, ky, kx)``.
 
-    Returns a new C-contiguous complex64 array and the :class:`BufferLayout` that inverts it
-    (:func:`kspace_to_buffer`). Any memory order of ``data`` is accepted.
+    Returns a new C-contiguous complex64 array and its :class:`BufferLayout` (which folds the core's
+    images back, :func:`images_to_image_array`). Any memory order of ``data`` is accepted.
     """
     _check_7d("data", data, "[E0, E1, E2, CHA, N, S, LOC]")
     _check_frames_dim(frames_dim)
@@ -143,27 +135,6 @@ def buffer_to_kspace(data: np.ndarray, frames_dim: str = "N") -> tuple[np.ndarra
     moved = np.transpose(data, _KSPACE_AXES[frames_dim])
     kspace = np.ascontiguousarray(moved, dtype=np.complex64).reshape(layout.batch, cha, layout.frames, e1, e0)
     return kspace, layout
-
-
-def kspace_to_buffer(kspace: np.ndarray, layout: BufferLayout) -> np.ndarray:
-    """Core ``kspace (batch, coils, frames, ky, kx)`` -> ``data [E0, E1, E2, CHA, N, S, LOC]``.
-
-    The inverse of :func:`buffer_to_kspace`; the result is Fortran-contiguous complex64, like
-    the arrays gadgetron-python reads, and writable.
-    """
-    if not isinstance(kspace, np.ndarray) or kspace.ndim != 5:
-        shape = getattr(kspace, "shape", None)
-        raise ValueError(f"kspace must be a numpy array (batch, coils, frames, ky, kx), got shape {shape}")
-    if not np.iscomplexobj(kspace):
-        raise ValueError(f"kspace must be complex (complex64), got dtype {kspace.dtype}")
-    batch, cha, frames, e1, e0 = kspace.shape
-    if batch != layout.batch or frames != layout.frames:
-        raise ValueError(
-            f"kspace shape {kspace.shape} does not match the layout (batch {layout.batch}, frames {layout.frames})"
-        )
-    folded = kspace.reshape(layout.n_loc, layout.n_other, layout.n_e2, cha, frames, e1, e0)
-    data = np.transpose(folded, np.argsort(_KSPACE_AXES[layout.frames_dim]))
-    return np.asfortranarray(data, dtype=np.complex64)
 
 
 def line_sampled(data: np.ndarray, headers: np.ndarray | None = None) -> np.ndarray:
@@ -199,17 +170,6 @@ def sampling_mask(data: np.ndarray, headers: np.ndarray | None, layout: BufferLa
     return mask[:, None, :, :, None]
 
 
-def mask_to_lines(mask: np.ndarray, layout: BufferLayout) -> np.ndarray:
-    """Core line mask ``(batch, 1, frames, ky, 1)`` -> ``[E1, E2, N, S, LOC]`` bool (inverse of :func:`sampling_mask`)."""
-    if not isinstance(mask, np.ndarray) or mask.ndim != 5 or mask.shape[1] != 1 or mask.shape[4] != 1:
-        raise ValueError(f"mask must be a numpy array (batch, 1, frames, ky, 1), got shape {getattr(mask, 'shape', None)}")
-    if mask.shape[0] != layout.batch or mask.shape[2] != layout.frames:
-        raise ValueError(f"mask shape {mask.shape} does not match the layout {layout}")
-    e1 = mask.shape[3]
-    folded = mask[:, 0, :, :, 0].astype(bool).reshape(layout.n_loc, layout.n_other, layout.n_e2, layout.frames, e1)
-    return np.ascontiguousarray(np.transpose(folded, np.argsort(_LINE_AXES[layout.frames_dim])))
-
-
 # --------------------------------------------------------------------------- images
 
 
@@ -220,19 +180,6 @@ def images_to_image_array(images: np.ndarray, layout: BufferLayout) -> np.ndarra
     folded = images.reshape(layout.n_loc, layout.n_other, layout.n_e2, frames, y, x)
     moved = np.transpose(folded, _IMAGE_AXES[layout.frames_dim])[:, :, :, None]
     return np.asfortranarray(moved, dtype=np.complex64)
-
-
-def image_array_to_images(data: np.ndarray, frames_dim: str = "N") -> tuple[np.ndarray, BufferLayout]:
-    """Image array ``[X, Y, Z, CHA=1, N, S, LOC]`` -> core ``images (batch, frames, y, x)`` and its layout."""
-    _check_7d("data", data, "[X, Y, Z, CHA, N, S, LOC]")
-    _check_frames_dim(frames_dim)
-    if data.shape[3] != 1:
-        raise ValueError(f"image array must have one channel (CHA = 1) for core images, got shape {data.shape}")
-    layout = BufferLayout.from_image_array(data, frames_dim)
-    x, y = data.shape[:2]
-    moved = np.transpose(data[:, :, :, 0], np.argsort(_IMAGE_AXES[frames_dim]))
-    images = np.ascontiguousarray(moved).reshape(layout.batch, layout.frames, y, x)
-    return images, layout
 
 
 def images_to_ismrmrd_data(images: np.ndarray, layout: BufferLayout) -> list[tuple[ImageIndex, np.ndarray]]:
@@ -249,109 +196,6 @@ def images_to_ismrmrd_data(images: np.ndarray, layout: BufferLayout) -> list[tup
                 volume = array[:, :, :, 0, n, s, loc]  # (X, Y, Z)
                 result.append((ImageIndex(n, s, loc), np.ascontiguousarray(volume.transpose(2, 1, 0)[None])))
     return result
-
-
-def ismrmrd_data_to_images(items: Iterable[tuple[ImageIndex, np.ndarray]], layout: BufferLayout) -> np.ndarray:
-    """Inverse of :func:`images_to_ismrmrd_data`: every (n, s, loc) exactly once -> ``images (batch, frames, y, x)``."""
-    array: np.ndarray | None = None
-    seen: set[ImageIndex] = set()
-    for index, data in items:
-        index = ImageIndex(*index)
-        if not isinstance(data, np.ndarray) or data.ndim != 4 or data.shape[0] != 1 or data.shape[1] != layout.n_e2:
-            raise ValueError(
-                f"image data must be (1, Z={layout.n_e2}, y, x), got shape {getattr(data, 'shape', None)} at {index}"
-            )
-        if not (0 <= index.n < layout.n_n and 0 <= index.s < layout.n_s and 0 <= index.loc < layout.n_loc):
-            raise ValueError(f"image index {index} is outside the layout {layout}")
-        if index in seen:
-            raise ValueError(f"image index {index} given twice")
-        seen.add(index)
-        if array is None:
-            _, z, y, x = data.shape
-            array = np.zeros((x, y, z, 1, layout.n_n, layout.n_s, layout.n_loc), dtype=np.complex64, order="F")
-        if data.shape[2:] != (array.shape[1], array.shape[0]):
-            raise ValueError(f"image at {index} has shape {data.shape}, others have y, x = {array.shape[1::-1]}")
-        array[:, :, :, 0, index.n, index.s, index.loc] = data[0].transpose(2, 1, 0)
-    expected = layout.n_n * layout.n_s * layout.n_loc
-    if array is None or len(seen) != expected:
-        raise ValueError(f"need {expected} images (every n, s, loc of {layout}), got {len(seen)}")
-    images, _ = image_array_to_images(array, layout.frames_dim)
-    return images
-
-
-#: ISMRMRD image-header fields that hold the N, S and LOC indices by default.
-DEFAULT_INDEX_FIELDS = ("phase", "set", "slice")
-
-
-def to_ismrmrd_images(
-    images: np.ndarray,
-    layout: BufferLayout,
-    *,
-    magnitude: bool = True,
-    acq_headers: np.ndarray | None = None,
-    field_of_view: Sequence[float] | None = None,
-    image_series_index: int = 1,
-    index_fields: Sequence[str] = DEFAULT_INDEX_FIELDS,
-) -> list[ismrmrd.Image]:
-    """Core ``images (batch, frames, y, x)`` -> ``ismrmrd.Image`` list, one per (N, S, LOC).
-
-    Data is float32 magnitude (``magnitude=True``, image type MAGNITUDE) or complex64 (type
-    COMPLEX), shaped ``(1, Z, y, x)``. Header indices: ``index_fields`` name the fields for N, S,
-    LOC (phase, set, slice by default); ``image_index`` counts from 1. With ``acq_headers``
-    (the ReconBuffer's ``[E1, E2, N, S, LOC]`` object array) the first filled acquisition header
-    of each (N, S, LOC) supplies position, orientation, time stamps and counters, as
-    ``ImageHeader.from_acquisition`` does.
-    """
-    n_field, s_field, loc_field = index_fields
-    result = []
-    for number, (index, data) in enumerate(images_to_ismrmrd_data(images, layout), start=1):
-        pixels = np.abs(data).astype(np.float32) if magnitude else data.astype(np.complex64)
-        reference = _reference_header(acq_headers, index)
-        if reference is not None:
-            head = ismrmrd.ImageHeader.from_acquisition(reference)
-        else:
-            head = ismrmrd.ImageHeader()
-        head.version = 1
-        head.image_type = ismrmrd.IMTYPE_MAGNITUDE if magnitude else ismrmrd.IMTYPE_COMPLEX
-        head.image_index = number
-        head.image_series_index = image_series_index
-        setattr(head, n_field, index.n)
-        setattr(head, s_field, index.s)
-        setattr(head, loc_field, index.loc)
-        if field_of_view is not None:
-            head.field_of_view[:] = [float(v) for v in field_of_view]
-        image = ismrmrd.Image(head=head, data=pixels)
-        result.append(image)
-    return result
-
-
-def from_ismrmrd_images(
-    images: Sequence[ismrmrd.Image],
-    layout: BufferLayout,
-    index_fields: Sequence[str] = DEFAULT_INDEX_FIELDS,
-) -> np.ndarray:
-    """``ismrmrd.Image`` list (one per N, S, LOC; indices in ``index_fields``) -> ``images (batch, frames, y, x)`` complex64."""
-    n_field, s_field, loc_field = index_fields
-    items = []
-    for image in images:
-        head = image.getHead()
-        index = ImageIndex(int(getattr(head, n_field)), int(getattr(head, s_field)), int(getattr(head, loc_field)))
-        items.append((index, np.asarray(image.data)))
-    return ismrmrd_data_to_images(items, layout)
-
-
-def _reference_header(acq_headers: np.ndarray | None, index: ImageIndex) -> ismrmrd.AcquisitionHeader | None:
-    if acq_headers is None:
-        return None
-    block = np.asarray(acq_headers, dtype=object)[:, :, index.n, index.s, index.loc]
-    for header in block.ravel(order="F"):
-        if header is not None and int(header.number_of_samples) > 0:
-            return _copy_header(header)
-    return None
-
-
-def _copy_header(header: ismrmrd.AcquisitionHeader) -> ismrmrd.AcquisitionHeader:
-    return ismrmrd.AcquisitionHeader.from_buffer_copy(bytes(memoryview(header)))
 
 
 def _check_images(images: np.ndarray, layout: BufferLayout) -> None:

@@ -40,8 +40,6 @@ logger = logging.getLogger(__name__)
 CURRENT_HEADER_VERSION = 14
 #: Schema version written by Debian's ismrmrd-tools 1.8 (rejected by Gadgetron 4.7.2).
 LEGACY_HEADER_VERSION = 8
-#: ISMRMRD XML namespace.
-ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 
 #: Rows read per HDF5 call while iterating.
 _READ_CHUNK = 512
@@ -186,12 +184,6 @@ def _is_top_level(text: str, start: int, stop: int) -> bool:
 
 # --------------------------------------------------------------------------- acquisitions
 
-def count_acquisitions(path: PathLike, group: str = "dataset") -> int:
-    """Number of acquisitions in ``/<group>/data``."""
-    with open_hdf5(path) as handle:
-        return int(_acquisition_dataset(_group(handle, group)).shape[0])
-
-
 def _acquisition_from_row(row: np.void) -> ismrmrd.Acquisition:
     head = np.asarray(row["head"], dtype=acquisition_header_dtype)
     acq = ismrmrd.Acquisition(head.tobytes())
@@ -235,15 +227,6 @@ def read_acquisitions(path: PathLike, group: str = "dataset") -> list[ismrmrd.Ac
     return list(iter_acquisitions(path, group))
 
 
-def iter_waveforms(path: PathLike, group: str = "dataset") -> Iterator[ismrmrd.Waveform]:
-    """Yield the waveforms of ``/<group>/waveforms`` (none when the file has no waveforms).
-
-    Each waveform's ``data`` is ``(channels, number_of_samples)`` uint32.
-    """
-    with open_hdf5(path) as handle:
-        yield from _waveforms_of(_group(handle, group))
-
-
 def _waveforms_of(grp: h5py.Group) -> Iterator[ismrmrd.Waveform]:
     if "waveforms" not in grp:
         return
@@ -257,13 +240,6 @@ def _waveforms_of(grp: h5py.Group) -> Iterator[ismrmrd.Waveform]:
             samples = np.asarray(row["data"], dtype=np.uint32)
             waveform.data[:] = samples.reshape(waveform.channels, waveform.number_of_samples)
             yield waveform
-
-
-def count_waveforms(path: PathLike, group: str = "dataset") -> int:
-    """Number of waveforms in ``/<group>/waveforms`` (0 when absent)."""
-    with open_hdf5(path) as handle:
-        grp = _group(handle, group)
-        return int(grp["waveforms"].shape[0]) if "waveforms" in grp else 0
 
 
 class RawFile:

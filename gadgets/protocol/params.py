@@ -247,22 +247,15 @@ def config_properties(config: str | bytes | None, gadget: str = "gadget") -> dic
     return properties
 
 
-def parse_config(spec: Sequence[Param], config: str | bytes | Mapping[str, Any] | None, gadget: str) -> Params:
-    """Parameters from Gadgetron's CONFIG XML text (str/bytes), a YAML mapping, or None."""
+def config_values(config: str | bytes | Mapping[str, Any] | None, gadget: str) -> Mapping[str, Any]:
+    """A node's parameter values from Gadgetron's CONFIG XML text (str/bytes), a YAML mapping, or None
+    (no values: the defaults); ValueError naming ``gadget`` for anything else."""
     if config is None or isinstance(config, (str, bytes)):
-        return parse_params(spec, config_properties(config, gadget), gadget)
+        return config_properties(config, gadget)
     if isinstance(config, Mapping):
-        return parse_params(spec, config, gadget)
+        return config
     raise ValueError(f"{gadget}: configuration must be XML text or a mapping, got {type(config).__name__}")
 
-
-def describe(spec: Sequence[Param]) -> str:
-    """A human-readable table of a parameter spec (for --help texts and docs)."""
-    lines = []
-    for p in spec:
-        extra = f" one of {', '.join(p.choices)}" if p.choices else ""
-        lines.append(f"{p.name} ({p.type.__name__}, default {p.default!r}){extra}: {p.doc}")
-    return "\n".join(lines)
 
 
 def _local(tag: str) -> str:

@@ -65,7 +65,7 @@ from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, write_r
 from cardiomm_guard import PeerVanished, recv_exactly  # noqa: F401 - re-exported (the child's guard owns them)
 
 from . import wire
-from .params import Param, Params, config_properties, parse_params
+from .params import Param, Params, config_properties, config_values, parse_params
 from .wire_limits import MessageBudget, MessageTooLarge, message_limit, redact_paths
 
 logger = logging.getLogger(__name__)
@@ -375,14 +375,7 @@ class Gadget:
     @classmethod
     def from_config(cls, config: str | bytes | Mapping[str, Any] | None) -> Gadget:
         """A gadget configured from Gadgetron's CONFIG XML text, a YAML mapping, or None (defaults)."""
-        if config is None or isinstance(config, (str, bytes)):
-            values: Mapping[str, Any] = config_properties(config, cls.gadget_name())
-        elif isinstance(config, Mapping):
-            values = config
-        else:
-            raise ValueError(f"{cls.gadget_name()}: configuration must be XML text or a mapping, "
-                             f"got {type(config).__name__}")
-        return cls(**dict(values))
+        return cls(**dict(config_values(config, cls.gadget_name())))
 
     def _configure(self, values: Mapping[str, Any]) -> None:
         self._given = dict(values)

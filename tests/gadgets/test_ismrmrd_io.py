@@ -11,12 +11,9 @@ from gadgets.io.ismrmrd_io import (
     CURRENT_HEADER_VERSION,
     LEGACY_HEADER_VERSION,
     RawFile,
-    count_acquisitions,
-    count_waveforms,
     header_version,
     iter_acquisitions,
     iter_items_in_time_order,
-    iter_waveforms,
     read_header,
     set_header_version,
 )
@@ -26,6 +23,12 @@ from tests.gadgets.conftest import (
     SHEPP_LOGAN_N_ACQUISITIONS,
     SHEPP_LOGAN_REPETITIONS,
 )
+
+
+def count_acquisitions(path) -> int:
+    with RawFile(path) as raw:
+        return len(raw)
+
 
 # --------------------------------------------------------------------------- C++ files
 
@@ -79,7 +82,8 @@ def test_range_and_rawfile(shepp_logan_file):
         assert len(again) == len(everything)
         np.testing.assert_array_equal(again[-1].data, everything[-1].data)
         assert list(raw.waveforms()) == []
-    assert count_waveforms(shepp_logan_file) == 0
+    with RawFile(shepp_logan_file) as raw:
+        assert raw.n_waveforms == 0
 
 
 # --------------------------------------------------------------------------- ismrmrd-python files
@@ -136,8 +140,9 @@ def test_python_file_roundtrip(python_file):
         assert mine.traj.shape == (16, 2)
     assert [a.idx.kspace_encode_step_1 for a in read] == list(range(5))
     assert read[0].is_flag_set(ismrmrd.ACQ_FIRST_IN_SLICE) and not read[1].is_flag_set(ismrmrd.ACQ_FIRST_IN_SLICE)
-    read_waveforms = list(iter_waveforms(path))
-    assert count_waveforms(path) == 2 == len(read_waveforms)
+    with RawFile(path) as raw:
+        read_waveforms = list(raw.waveforms())
+        assert raw.n_waveforms == 2 == len(read_waveforms)
     for mine, theirs in zip(read_waveforms, waveforms):
         assert mine.time_stamp == theirs.time_stamp
         np.testing.assert_array_equal(mine.data, theirs.data)
@@ -279,9 +284,8 @@ def test_missing_group_and_datasets_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"other\.h5.*no ISMRMRD header.*/dataset/xml"):
         read_header(path)
     with pytest.raises(ValueError, match=r"other\.h5.*no acquisitions.*/dataset/data"):
-        count_acquisitions(path)
+        list(iter_acquisitions(path))
     with pytest.raises(ValueError, match="cannot parse the ISMRMRD header"):
         read_header(path, group="header_only")
     with pytest.raises(ValueError, match="not an ISMRMRD acquisition dataset"):
         list(iter_acquisitions(path, group="wrong"))
-    assert list(iter_waveforms(path)) == []

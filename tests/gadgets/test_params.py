@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gadgets.protocol.params import Param, config_properties, parse_config, parse_params
+from gadgets.protocol.params import Param, config_properties, config_values, parse_params
 from tests.gadgets.harness import config_xml
 
 SPEC = (
@@ -14,6 +14,11 @@ SPEC = (
     Param("trigger_dimension", str, "slice", choices=("slice", "none", "phase")),
     Param("label", str, "cine"),
 )
+
+
+def parse_config(spec, config, gadget):
+    """Parameters from CONFIG XML text or a mapping, as ``Gadget.from_config`` reads them."""
+    return parse_params(spec, config_values(config, gadget), gadget)
 
 
 def test_pugixml_configuration_gives_typed_values() -> None:
