@@ -10,7 +10,6 @@ length the worker sends is untrusted: messages are read within the budget the sc
 
 from __future__ import annotations
 
-import logging
 import queue
 import socket
 import struct
@@ -26,7 +25,6 @@ from .chain_format import DEFAULT_CONNECT_ADDRESS
 from .stream import PeerVanished, encode_item, recv_exactly
 from .wire_limits import TEXT_LIMIT_BYTES, MessageBudget, MessageTooLarge, message_limit
 
-logger = logging.getLogger(__name__)
 
 class ExternalGadgetError(RuntimeError):
     """An external gadget (a worker reached over a socket) reported an error or broke the protocol.

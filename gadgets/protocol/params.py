@@ -257,7 +257,6 @@ def config_values(config: str | bytes | Mapping[str, Any] | None, gadget: str) -
     raise ValueError(f"{gadget}: configuration must be XML text or a mapping, got {type(config).__name__}")
 
 
-
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
