@@ -75,7 +75,7 @@ def train_and_export(name: str, out: Path, overrides: Sequence[str] = (), storag
     import torch
 
     from cardiomm_core.model import count_parameters
-    from train.config import load_config
+    from train.config_io import load_config
     from train.export import export_checkpoint
     from train.trainer import Trainer
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import logging
 import os
@@ -181,7 +182,8 @@ def model_runner(model: torch.nn.Module, kspace: torch.Tensor, mask: torch.Tenso
 def baseline_rows(kspace: torch.Tensor, mask: torch.Tensor, repeats: int) -> dict[str, float]:
     out = {}
     for method in ("zero_filled", "cg_sense"):
-        times = time_call(lambda: conventional_recon(kspace, mask, method=method), torch.device("cpu"), 1, repeats)
+        times = time_call(functools.partial(conventional_recon, kspace, mask, method=method), torch.device("cpu"),
+                          1, repeats)
         out[method] = statistics.median(times)
         log.info("baseline %s: %.3f s", method, out[method])
     return out

@@ -139,7 +139,7 @@ def _init_worker(plan: Plan) -> None:
     engines = {}
     from cardiomm_core.checkpoint import read_checkpoint_meta
     from cardiomm_core.engine import InferenceEngine
-    from train.trainer import make_encoder
+    from train.model_setup import make_encoder
 
     for name, path in plan.checkpoints:
         meta = read_checkpoint_meta(path)

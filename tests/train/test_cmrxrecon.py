@@ -12,16 +12,18 @@ import torch
 
 from train.data.cmrxrecon import (
     CMRxReconDataset,
-    context_from_path,
     kspace_shape,
     mask_to_core,
+    ranking_crop,
+    read_challenge_undersampled,
+    read_kspace_slice,
+)
+from train.data.cmrxrecon_paths import (
+    context_from_path,
     parse_modality_view,
     parse_path,
     parse_scanner_folder,
     parse_undersampling,
-    ranking_crop,
-    read_challenge_undersampled,
-    read_kspace_slice,
 )
 from train.data.sample import KspaceSample
 
