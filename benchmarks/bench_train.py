@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-logger = logging.getLogger("benchmarks.bench_train")
+logger = logging.getLogger(__name__)
 
 #: name -> config of the quality table's learned methods.
 CONFIGS: dict[str, Path] = {

@@ -62,13 +62,14 @@ for _path in (ROOT, ROOT / "benchmarks"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from benchmarks.machine import cpu_model_name  # noqa: E402
 from gadgets import ismrmrd_io  # noqa: E402
 from gadgets.chain import Chain, ExternalPeer, build_gadgets, configuration_xml, load_chain, run_chain  # noqa: E402
 from gadgets.recon import check_model_setting  # noqa: E402
 from gadgets.simulate import write_simulated_scan  # noqa: E402
 from gadgets.stream import encode_item, recv_exactly  # noqa: E402
 
-log = logging.getLogger("chain_bench")
+log = logging.getLogger(__name__)
 
 #: (coils, frames, ky, kx after oversampling removal); the readout is written 2x oversampled
 GEOMETRIES: dict[str, tuple[int, int, int, int]] = {
@@ -443,14 +444,7 @@ def measure(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> 
 
 
 def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model_name() or platform.machine()
     return f"{cpu}, {os.cpu_count()} CPUs; {platform.platform()}"
 
 

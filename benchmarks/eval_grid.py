@@ -77,9 +77,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
+from benchmarks.machine import cpu_model_name  # noqa: E402
 from train.evaluate import format_duration, mask_seed  # noqa: E402
 
-logger = logging.getLogger("eval_grid")
+logger = logging.getLogger(__name__)
 
 #: The grid of issue 11's acceptance.
 GRID_MATRICES: tuple[tuple[int, int], ...] = ((128, 112), (192, 156), (256, 208))
@@ -448,13 +449,9 @@ def machine_info(device: str) -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
                             "cpus": os.cpu_count(), "python": platform.python_version(),
                             "torch": torch.__version__, "numpy": np.__version__, "device": device}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        if names:
-            info["cpu"] = names[0]
-    except OSError:
-        pass
+    cpu = cpu_model_name()
+    if cpu:
+        info["cpu"] = cpu
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     try:

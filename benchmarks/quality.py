@@ -63,7 +63,7 @@ import numpy as np  # noqa: E402
 
 from train.evaluate import format_duration, mask_seed  # noqa: E402
 
-logger = logging.getLogger("benchmarks.quality")
+logger = logging.getLogger(__name__)
 
 #: Seed of the held-out subjects of matrix 0 (matrix i uses HELDOUT_SEED + i).
 HELDOUT_SEED = 700000

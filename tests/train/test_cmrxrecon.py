@@ -14,7 +14,6 @@ from train.data.cmrxrecon import (
     CMRxReconDataset,
     kspace_shape,
     mask_to_core,
-    ranking_crop,
     read_challenge_undersampled,
     read_kspace_slice,
 )
@@ -258,8 +257,10 @@ def test_mask_to_core_orientations():
 
 
 def test_ranking_crop_follows_the_challenge():
+    from cardiomm_core.metrics import central_crop
+
     images = np.arange(246 * 512, dtype=np.float32).reshape(1, 246, 512)
-    cropped = ranking_crop(images)
+    cropped = central_crop(images)
     assert cropped.shape == (1, 123, 171)       # round(246 / 2), round(512 / 3)
     # floor(n/2) + ceil(-m/2): y from 123 - 61 = 62, x from 256 - 85 = 171
     assert cropped[0, 0, 0] == images[0, 62, 171]

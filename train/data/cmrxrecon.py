@@ -16,7 +16,6 @@ returned in the core layout ``(1, T, ky, kx|1)`` (kx = 1 when the mask is consta
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,25 +151,6 @@ def mask_to_core(mask: np.ndarray, n_frames: int, n_ky: int, n_kx: int, source: 
     if np.all(binary == binary[..., :1]):
         binary = binary[..., :1]
     return np.ascontiguousarray(binary)[None]
-
-
-def ranking_crop(images: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """The CMRxRecon evaluation crop of ``images (..., y, x)``: the central round(nx/3) x round(ny/2).
-
-    As the challenge's ``run4Ranking``/``crop_submission``: MATLAB's ``crop(img, [round(sx/3),
-    round(sy/2)])`` with sx the readout (our x) and sy the phase encoding (our y), indices
-    ``floor(n/2) + ceil(-m/2) .. floor(n/2) + ceil(m/2)``.
-    """
-    if images.ndim < 2:
-        raise ValueError(f"images must have at least 2 dimensions (..., y, x), got shape {tuple(images.shape)}")
-    ny, nx = int(images.shape[-2]), int(images.shape[-1])
-
-    def bounds(n: int, m: int) -> slice:
-        return slice(n // 2 + math.ceil(-m / 2), n // 2 + math.ceil(m / 2))
-
-    keep_x = int(math.floor(nx / 3 + 0.5))
-    keep_y = int(math.floor(ny / 2 + 0.5))
-    return images[..., bounds(ny, keep_y), bounds(nx, keep_x)]
 
 
 # --------------------------------------------------------------------------- challenge undersampled data
