@@ -1,10 +1,12 @@
-"""What machine a benchmark ran on: the CPU's model name, as the result tables record it."""
+"""What machine a benchmark ran on, as the result tables record it: the CPU's model name, the CPU count, the OS."""
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
-__all__ = ["cpu_model_name"]
+__all__ = ["cpu_model_name", "machine_line"]
 
 
 def cpu_model_name() -> str | None:
@@ -17,3 +19,9 @@ def cpu_model_name() -> str | None:
     except OSError:
         pass
     return None
+
+
+def machine_line() -> str:
+    """``<CPU model name>, <n> CPUs; <platform>`` (the machine architecture where no model name is known)."""
+    cpu = cpu_model_name() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} CPUs; {platform.platform()}"
