@@ -8,7 +8,7 @@ within the epoch is a counter in the checkpoint, and the state is flattened into
 JSON (``train.checkpointing``). Nothing heavy is added to the install; ``torchrun`` ships with torch.
 
 One optimiser step = ``grad_accum`` micro-batches of ``data.batch_size`` examples per process.
-Per epoch (``epoch_order``): a permutation of the training items seeded by (seed, epoch),
+Per epoch (``train.schedule.epoch_order``): a permutation of the training items seeded by (seed, epoch),
 padded by wrapping to a multiple of the world size and dealt round-robin to the ranks
 (``DistributedSampler``'s scheme), then cut into micro-batches. Masks come from
 ``UndersampledDataset.set_epoch(epoch)`` (seeded by (seed, epoch, item)). Validation uses fixed
@@ -388,7 +388,7 @@ class Trainer:
 
         ``resume``: True -> the run folder's latest checkpoint when there is one; a path -> that
         checkpoint (folder or run folder); False -> start fresh, which a run folder holding an
-        earlier run refuses (ValueError, :func:`check_run_dir`) unless ``overwrite``, which deletes
+        earlier run refuses (ValueError, :func:`train.run_dir.check_run_dir`) unless ``overwrite``, which deletes
         that run's log and checkpoints first. ``stop_after_steps``: checkpoint and return once
         that many optimiser steps are done in total (a planned interruption; the schedule still
         spans the full length). ``on_step`` is called after every optimiser step.
