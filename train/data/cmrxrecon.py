@@ -9,8 +9,7 @@ h5py sees the reversed order ``(nt, nz, nc, ny, nx)``; complex values are a comp
 2025) are ``(nz, nc, ny, nx)`` in h5py and get T = 1. A slice is read on its own (one hyperslab),
 so multi-GB files are never loaded whole, and returned in the core layout ``(C, T, ky, kx)``
 (ky = ny, the phase-encoding axis; kx = nx, the readout, which keeps the scanner's readout
-oversampling in the challenge data). Masks read as ``(ny, nx)`` or ``(nt, ny, nx)`` and are
-returned in the core layout ``(1, T, ky, kx|1)`` (kx = 1 when the mask is constant along kx).
+oversampling in the challenge data).
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from .cmrxrecon_paths import (
     context_from_path,
     find_full_sample_files,
     parse_path,
-    parse_undersampling,
 )
 from .sample import KspaceSample
 
@@ -121,127 +119,6 @@ def read_kspace_slice(path: PathLike, slice_index: int, variables: Sequence[str]
     """
     with h5py.File(path, "r") as handle:
         return _read_slice(_kspace_dataset(handle, variables), slice_index, str(path))
-
-
-def mask_to_core(mask: np.ndarray, n_frames: int, n_ky: int, n_kx: int, source: str = "mask") -> np.ndarray:
-    """A challenge mask as h5py reads it -> core ``(1, T, ky, kx|1)`` float32 0/1.
-
-    ``mask``: ``(ny, nx)`` (one mask for every frame) or ``(nt, ny, nx)``; the transposed
-    orientation ``(nx, ny)`` / ``(nt, nx, ny)`` is accepted when the shape says so unambiguously.
-    kx is reduced to 1 when the mask is constant along kx (line masks).
-    """
-    mask = np.asarray(mask)
-    if mask.ndim not in (2, 3):
-        raise ValueError(f"{source}: a mask must be (ny, nx) or (nt, ny, nx), got shape {mask.shape}")
-    plane = mask.shape[-2:]
-    if plane != (n_ky, n_kx):
-        if plane == (n_kx, n_ky):
-            mask = np.swapaxes(mask, -1, -2)
-        else:
-            raise ValueError(f"{source}: mask plane {plane} matches neither (ky, kx) = ({n_ky}, {n_kx}) "
-                             "of the k-space nor its transpose")
-    if mask.ndim == 2:
-        mask = np.broadcast_to(mask, (n_frames, n_ky, n_kx))
-    elif mask.shape[0] != n_frames:
-        if mask.shape[0] == 1:
-            mask = np.broadcast_to(mask, (n_frames, n_ky, n_kx))
-        else:
-            raise ValueError(f"{source}: mask has {mask.shape[0]} frames, the k-space {n_frames}")
-    binary = (mask != 0).astype(np.float32)
-    if np.all(binary == binary[..., :1]):
-        binary = binary[..., :1]
-    return np.ascontiguousarray(binary)[None]
-
-
-# --------------------------------------------------------------------------- challenge undersampled data
-
-@dataclass
-class ChallengeUndersampled:
-    """A challenge undersampled file with its mask.
-
-    kspace        (S, C, T, ky, kx) complex64 tensor (the slices read)
-    mask          (1, T, ky, kx|1) float32 tensor, core layout (the same for every slice)
-    pattern       CMRxRecon mask family (Uniform, ktUniform, ktGaussian, ktRadial)
-    acceleration  nominal acceleration from the file name
-    context       ScanContext with that pattern and acceleration
-    slices        indices of the slices in ``kspace``
-    mask_path     the mask file read, or None when the mask was derived from the zeros of the k-space
-    """
-
-    path: Path
-    kspace: torch.Tensor
-    mask: torch.Tensor
-    pattern: str
-    acceleration: float
-    context: ScanContext
-    slices: tuple[int, ...]
-    mask_path: Path | None
-
-
-def find_mask_file(kus_path: PathLike) -> Path | None:
-    """The mask file of a challenge undersampled file, or None when there is none.
-
-    2024/2025: ``.../UnderSample_TaskX/.../<name>_kus_<P><R>.mat`` -> ``.../Mask_TaskX/.../<name>_mask_<P><R>.mat``;
-    2023: ``.../AccFactorNN/P001/<name>.mat`` -> ``.../AccFactorNN/P001/<name>_mask.mat``.
-    """
-    kus_path = Path(kus_path)
-    stem = kus_path.name[:-4]
-    candidates = []
-    if "_kus_" in stem:
-        name = stem.replace("_kus_", "_mask_") + ".mat"
-        parts = list(kus_path.parts[:-1])
-        for i, part in enumerate(parts):
-            if part.startswith("UnderSample"):
-                parts[i] = "Mask" + part[len("UnderSample"):]
-        candidates += [Path(*parts) / name, kus_path.parent / name]
-    else:
-        candidates.append(kus_path.parent / f"{stem}_mask.mat")
-    return next((c for c in candidates if c.is_file()), None)
-
-
-def read_challenge_undersampled(
-    kus_path: PathLike,
-    mask_path: PathLike | None = None,
-    *,
-    slices: int | Sequence[int] | None = None,
-    lax_view: str = DEFAULT_LAX_VIEW,
-) -> ChallengeUndersampled:
-    """Read a challenge undersampled file (``kus``, ``kspace_subNN``) and its mask.
-
-    ``mask_path`` defaults to :func:`find_mask_file`; without a mask file the mask is where the
-    k-space is non-zero (over coils and slices). ``slices``: one index, several, or None for all.
-    Pattern and acceleration come from the file name (:func:`parse_undersampling`).
-    Returns a :class:`ChallengeUndersampled` with ``kspace (S, C, T, ky, kx)`` and ``mask (1, T, ky, kx|1)``.
-    """
-    kus_path = Path(kus_path)
-    pattern, acceleration = parse_undersampling(kus_path)
-    variables = ("kus", f"kspace_sub{int(acceleration):02d}", f"kspace_sub{int(acceleration)}", "kspace")
-    with h5py.File(kus_path, "r") as handle:
-        dataset = _kspace_dataset(handle, variables)
-        n_slices = _core_shape(dataset.shape)[0]
-        if slices is None:
-            chosen = tuple(range(n_slices))
-        elif isinstance(slices, (int, np.integer)) and not isinstance(slices, bool):
-            chosen = (int(slices),)
-        else:
-            chosen = tuple(int(s) for s in slices)
-        if not chosen:
-            raise ValueError("slices must name at least one slice")
-        kspace = np.stack([_read_slice(dataset, s, str(kus_path)) for s in chosen])
-    _, n_frames, n_ky, n_kx = kspace.shape[1:]
-    mask_file = Path(mask_path) if mask_path is not None else find_mask_file(kus_path)
-    if mask_file is not None:
-        mask_variables = ("mask", f"mask{int(acceleration):02d}", f"mask{int(acceleration)}")
-        with h5py.File(mask_file, "r") as handle:
-            raw = _variable(handle, mask_variables, "mask", (2, 3))[()]
-        mask = mask_to_core(raw, n_frames, n_ky, n_kx, str(mask_file))
-    else:
-        logger.info("no mask file for %s; using the non-zero k-space locations as the mask", kus_path)
-        sampled = np.any(kspace != 0, axis=(0, 1))                         # (T, ky, kx)
-        mask = mask_to_core(sampled, n_frames, n_ky, n_kx, str(kus_path))
-    context = context_from_path(kus_path, lax_view).with_sampling(acceleration, pattern)
-    return ChallengeUndersampled(kus_path, torch.from_numpy(kspace), torch.from_numpy(mask), pattern,
-                                 acceleration, context, chosen, mask_file)
 
 
 # --------------------------------------------------------------------------- the data set

@@ -1,8 +1,9 @@
 """What a CMRxRecon 2023, 2024 or 2025 path says, and where the fully sampled files are.
 
 A file's year, modality folder, set, sampling folder, scanner folder and patient come from its
-folders (:func:`parse_path`), its modality and view from its name (:func:`parse_modality_view`),
-the undersampling of a challenge ``kus`` file from its name or folder (:func:`parse_undersampling`).
+folders (:func:`parse_path`), its modality and view from its name (:func:`parse_modality_view`).
+Only the fully sampled files are read (:func:`find_full_sample_files`); the undersampled files and
+masks below are named so that they are told apart and skipped.
 The files themselves are read by ``train.data.cmrxrecon``.
 
 Folder layouts (as the challenges distribute them; ``<root>`` may be the ``MultiCoil`` folder or
@@ -42,7 +43,6 @@ from pathlib import Path
 from typing import Union
 
 from cardiomm_core.context import ScanContext
-from cardiomm_core.masks import MASK_PATTERNS
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ DEFAULT_LAX_VIEW = "long-axis"
 
 _SAMPLING_FOLDER = re.compile(r"^(FullSample|UnderSample|AccFactor|Mask)")
 _SCANNER_FOLDER = re.compile(r"^(?P<vendor>[A-Za-z]+)_(?P<field>\d+(?:\.\d+)?)T_(?P<model>.+)$")
-_KUS_NAME = re.compile(r"_(?:kus|mask)_(?P<pattern>ktUniform|ktGaussian|ktRadial|Uniform)(?P<acc>\d+(?:\.\d+)?)$")
 _ACC_FOLDER = re.compile(r"^AccFactor(?P<acc>\d+)$")
 
 #: File-name stem (lower case, without chamber suffix) -> (modality, default view).
@@ -145,26 +144,6 @@ def parse_scanner_folder(name: str) -> tuple[float, str, str] | None:
     if not 0.1 <= field <= 15:
         return None
     return field, match.group("vendor"), match.group("model")
-
-
-def parse_undersampling(path: PathLike) -> tuple[str, float]:
-    """(pattern, nominal acceleration) from a challenge file name.
-
-    ``cine_sax_kus_ktGaussian16.mat`` or ``cine_sax_mask_ktGaussian16.mat`` -> ("ktGaussian", 16.0)
-    (2024/2025); ``.../AccFactor08/P001/cine_sax.mat`` -> ("Uniform", 8.0) (2023, whose masks are
-    uniform). Raises ValueError when the name says neither.
-    """
-    path = Path(path)
-    stem = path.name[:-4] if path.name.lower().endswith(".mat") else path.name
-    match = _KUS_NAME.search(stem)
-    if match is not None:
-        return match.group("pattern"), float(match.group("acc"))
-    for part in reversed(path.parts[:-1]):
-        folder = _ACC_FOLDER.match(part)
-        if folder is not None:
-            return "Uniform", float(folder.group("acc"))
-    raise ValueError(f"cannot tell the undersampling of {str(path)!r}: expected '<name>_kus_<Pattern><R>.mat' "
-                     f"(patterns {MASK_PATTERNS}) or an 'AccFactorNN' folder")
 
 
 @dataclass(frozen=True)
