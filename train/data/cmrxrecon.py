@@ -26,7 +26,6 @@ from torch.utils.data import Dataset
 
 from cardiomm_core.context import ScanContext
 
-from ._skipping import READ_ERRORS, SkipUnreadable, check_on_read_error
 from .cmrxrecon_paths import (
     DEFAULT_LAX_VIEW,
     YEARS,
@@ -37,6 +36,7 @@ from .cmrxrecon_paths import (
     parse_path,
 )
 from .sample import KspaceSample
+from .skipping import READ_ERRORS, SkipUnreadable, check_on_read_error
 
 logger = logging.getLogger(__name__)
 

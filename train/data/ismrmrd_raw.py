@@ -50,8 +50,8 @@ from gadgets.layout import buffer_to_kspace
 from gadgets.noise_adjust import NoiseAdjust
 from gadgets.remove_oversampling import RemoveOversampling
 
-from ._skipping import READ_ERRORS, SkipUnreadable, check_on_read_error
 from .sample import KspaceSample
+from .skipping import READ_ERRORS, SkipUnreadable, check_on_read_error
 
 logger = logging.getLogger(__name__)
 
