@@ -491,6 +491,8 @@ class AcquisitionBuffer(Gadget):
         self._bounds = [data_checks.counter_bounds(encoding) for encoding in header.encoding or []]
         last = LAST_IN_FLAGS.get(self.params.trigger_dimension)
         self._last_bit = 0 if last is None else flag_bit(last)
+        self._dimensions = (self.params.trigger_dimension, self.params.sorting_dimension)
+        self._max_held = self.params.max_buffer_mb * 2**20
 
     def accepts(self, item: Any) -> bool:
         return isinstance(item, ismrmrd.Acquisition)
@@ -534,7 +536,7 @@ class AcquisitionBuffer(Gadget):
         if not self._usable(item, head):
             return ()
         outputs: list[ReconData] = []
-        dimension = self.params.trigger_dimension
+        dimension, sorting = self._dimensions
         trigger = 0 if dimension == "none" else getattr(head, dimension)
         if dimension != "none":
             if self._previous is not None and trigger != self._previous:
@@ -552,15 +554,14 @@ class AcquisitionBuffer(Gadget):
         n_bytes = int(item.data.nbytes)
         self._held_bytes += n_bytes
         self._held_by_trigger[trigger] = self._held_by_trigger.get(trigger, 0) + n_bytes
-        if self._held_bytes > self.params.max_buffer_mb * 2**20:
+        if self._held_bytes > self._max_held:
             raise ValueError(f"AcquisitionBuffer: the acquisitions held for buffering exceed the ceiling of "
                              f"{self.params.max_buffer_mb} MiB (max_buffer_mb) at {data_checks.counters_text(item)}")
         buckets = self._pending.setdefault(trigger, {})
-        sorting = self.params.sorting_dimension
         buckets.setdefault(0 if sorting == "none" else getattr(head, sorting), Bucket()).add(item, head)
         if head.flags & self._last_bit:
             self._complete.add(trigger)
-        if self._held_bytes > self.params.max_buffer_mb * 2**19 and len(self._pending) > 1:
+        if 2 * self._held_bytes > self._max_held and len(self._pending) > 1:
             if not self._soft_flush_logged:
                 self._soft_flush_logged = True
                 logger.warning("AcquisitionBuffer: acquisitions held for %d %s values without ACQ_LAST_IN_ flags "
