@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import chain  # the scan of chain.py (this tree's simulator)
 
-    trees = [str(Path(tree).resolve()) for tree in (args.tree or ["."])]
+    trees = args.tree or ["."]  # as given (the report names them so); each runs resolved
     report: dict[str, Any] = {"command": "python benchmarks/buffer_rate.py " + " ".join(argv or sys.argv[1:]),
                               "geometry": args.geometry, "rounds": args.rounds,
                               "loadavg_start": [round(x, 2) for x in os.getloadavg()],
@@ -208,10 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         scan = chain.simulate(Path(tmp) / "scan.h5", args.geometry)
         for _ in range(args.rounds):
             for tree in trees:
-                env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-                done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(scan), "--tree", tree, "--passes",
-                                       str(args.passes), "--min-s", str(args.min_s)], env=env, cwd=tree,
-                                      capture_output=True, text=True, check=True)
+                where = str(Path(tree).resolve())
+                env = dict(os.environ, PYTHONPATH=where, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+                done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(scan), "--tree",
+                                       where, "--passes", str(args.passes), "--min-s", str(args.min_s)], env=env,
+                                      cwd=where, capture_output=True, text=True, check=True)
                 report["trees"][tree].append(json.loads(done.stdout))
         report["acquisitions"] = len(_read_scan(scan)[1])
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -500,13 +500,11 @@ def render(report: dict[str, Any]) -> str:
               f"{_get(report, 'scan', 'acquisitions')} acquisitions, torch on one thread: "
               f"**{_f(b.get('per_cpu_s'), ',.0f')} acquisitions per CPU second** "
               f"({_f(b.get('acquisitions_per_s'), ',.0f')} per wall second; target >= {TARGET_BUFFER_RATE:,.0f}).", "",
-              "In the same run, per CPU second (`benchmarks/buffer_rate.py`): the buffer with the garbage "
-              f"collector paused {_f(_get(report, 'buffering', 'gc_paused', 'per_cpu_s'), ',.0f')}; the memory "
-              "floor, its ReconData buffers allocated afresh and the same lines copied in with plain numpy, "
-              f"{_f(_get(report, 'buffering', 'floor', 'per_cpu_s'), ',.0f')}; the reader, ismrmrd-python "
-              "building the raw acquisitions from their bytes (`Acquisition.deserialize_from`, what "
-              f"gadgetron-python's `read_acquisition` calls), {_f(_get(report, 'buffering', 'reader', 'per_cpu_s'), ',.0f')}.",
-              ""]
+              "In the same run, per CPU second (`benchmarks/buffer_rate.py`): the buffer with the garbage collector "
+              f"paused {_f(_get(report, 'buffering', 'gc_paused', 'per_cpu_s'), ',.0f')}; the memory floor (its "
+              "ReconData buffers allocated afresh, the same lines copied in with plain numpy) "
+              f"{_f(_get(report, 'buffering', 'floor', 'per_cpu_s'), ',.0f')}; the reader (ismrmrd-python's "
+              f"`Acquisition.deserialize_from` over the raw acquisitions) {_f(_get(report, 'buffering', 'reader', 'per_cpu_s'), ',.0f')}.", ""]
     lines += ["## Time to first image: `<execute>` (fresh process + model load per scan) vs the warm worker", "",
               "| scan | `<execute>` first image (s) | warm worker first image (s) | worker speed-up | target |",
               "|---|---:|---:|---:|---:|"]

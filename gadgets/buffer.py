@@ -64,6 +64,11 @@ HP-feedback and dummy-scan acquisitions are dropped instead of buffered; reverse
 buffer's slice range, or with a different channel count, raises ValueError instead of corrupting
 memory. Unfilled header slots are default headers (``version`` 1, one channel,
 ``number_of_samples`` 0), like a default-constructed ``ISMRMRD::AcquisitionHeader``.
+
+Cost per acquisition (:mod:`gadgets.buffer_lines`): each header is read once, in place, into a
+``LineFields`` tuple (ismrmrd-python's ``getHead()`` deep-copies it); each line's header is copied
+once, into the buffer's slots. What remains is mostly the memory of the dense ReconData buffers
+(see ``benchmarks/buffer_rate.py``).
 """
 
 from __future__ import annotations
