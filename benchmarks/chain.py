@@ -14,8 +14,8 @@ step is timed in the same run:
   (``gadgets.chain.build_gadgets``), each over the whole scan;
 * **model**: that chain's CardioMMRecon stage (the packaged model, its engine loaded beforehand
   as replay does), ReconData in, images out;
-* **buffering throughput**: AcquisitionBuffer alone, over the scan's acquisitions again and again,
-  torch on one thread (acquisitions per second; CPU seconds beside wall seconds);
+* **buffering throughput**: AcquisitionBuffer alone, again and again, torch on one thread, per CPU
+  and wall second, beside its memory floor and the reader (``benchmarks/buffer_rate.py``);
 * **time to first image**: ``<execute>``-style, a fresh ``python -m gadgetron PORT gadgets.recon
   CardioMMRecon`` per scan (what Gadgetron starts; this script plays Gadgetron's side of the
   socket) against the warm worker (``python -m gadgets.worker``, model loaded once, reached as

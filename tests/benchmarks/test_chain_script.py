@@ -51,6 +51,7 @@ def test_chain_runs_end_to_end_on_a_tiny_scan(tmp_path, one_thread):
     assert "command: `python benchmarks/chain.py --tiny" in table
 
 
+@pytest.mark.slow  # a child process that imports torch
 def test_buffer_rate_measures_a_tree_in_its_own_process(tmp_path):
     buffer_rate = load_script("buffer_rate")
     out = tmp_path / "rate.md"
