@@ -168,7 +168,7 @@ def run_tree(tree: Path, scan: Path, passes: int, min_s: float) -> dict[str, Any
 
 def render(report: dict[str, Any]) -> str:
     lines = ["# Buffering throughput: trees measured in turns (one core)", "",
-             f"- command: `{report['command']}`",
+             f"- machine: {report.get('machine', '?')}", f"- command: `{report['command']}`",
              f"- scan: `{report['geometry']}` geometry of benchmarks/chain.py ({report['acquisitions']} acquisitions); "
              f"load average at start {report['loadavg_start']}, at end {report['loadavg_end']}", "",
              "| tree | buffer /CPU s | gc paused /CPU s | memory floor /CPU s | reader /CPU s | target |",
@@ -201,6 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     trees = args.tree or ["."]  # as given (the report names them so); each runs resolved
     report: dict[str, Any] = {"command": "python benchmarks/buffer_rate.py " + " ".join(argv or sys.argv[1:]),
+                              "machine": chain.machine_line(),
                               "geometry": args.geometry, "rounds": args.rounds,
                               "loadavg_start": [round(x, 2) for x in os.getloadavg()],
                               "trees": {tree: [] for tree in trees}}

@@ -53,7 +53,7 @@ from cardiomm_core.phantom import crop_readout, simulate_cardiac_scan  # noqa: E
 from cardiomm_core.recon import conventional_recon  # noqa: E402
 from cardiomm_core.sense import rss_complex  # noqa: E402
 
-log = logging.getLogger("fallback_quality")
+log = logging.getLogger(__name__)
 
 CASES: tuple[tuple[str, int], ...] = tuple(
     [(pattern, r) for pattern in ("ktGaussian", "ktUniform") for r in (4, 8, 12, 16, 24)]
