@@ -271,7 +271,7 @@ class _Converter:
         embedded = _mode(encoding) in ("embedded", "")
         return (trajectory == "cartesian" and (not forref or embedded)) or (trajectory == "epi" and not forref)
 
-    def sampling(self, encoding: Any, stats: BucketStats, head: ismrmrd.AcquisitionHeader, forref: bool) -> SamplingDescription:
+    def sampling(self, encoding: Any, stats: BucketStats, head: LineFields, forref: bool) -> SamplingDescription:
         sampling = SamplingDescription()
         enc, rec = encoding.encodedSpace, encoding.reconSpace
         sampling.encoded_FOV[:] = [enc.fieldOfView_mm.x, enc.fieldOfView_mm.y, enc.fieldOfView_mm.z]
