@@ -37,7 +37,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from ._checks import as_numpy, check_complex, check_ndim, check_tensor
+from .checks import as_numpy, check_complex, check_ndim, check_tensor
 from .fft import ifft2c
 
 logger = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_complex, check_ndim
+from .checks import check_complex, check_ndim
 from .context import ScanContext
 from .fft import ifft2c
 from .model import CardioMM, acs_region_mask

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_complex, check_tensor
+from .checks import check_complex, check_tensor
 
 _DIMS = (-2, -1)
 

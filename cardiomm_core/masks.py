@@ -67,6 +67,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checks import check_int
+
 logger = logging.getLogger(__name__)
 
 #: The CMRxRecon sampling families.
@@ -182,12 +184,6 @@ class SamplingMask:
             return ky, slice(None)
         n_kx = int(self.mask.shape[2])
         return ky, slice(acs_start(n_kx, self.n_acs), acs_start(n_kx, self.n_acs) + self.n_acs)
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _acceleration_of(n_nonacs: int, n_sampled_nonacs: int, n_total: int, n_sampled: int) -> tuple[float, float]:
@@ -419,7 +415,7 @@ def _nearest_rotated_row_full(side: int, row: int, angle_deg: float, rows: np.nd
 def official_radial_mask(n_spokes: int, n_frames: int, n_ky: int, n_kx: int, n_acs: int = OFFICIAL_N_ACS) -> np.ndarray:
     """bool ``(frames, ky, kx)`` of the official ktRadial recipe with ``n_spokes`` spokes per frame
     (``official_radial_spokes(R)`` for a nominal R), ACS square of side ``n_acs`` included."""
-    n_spokes = _check_int("n_spokes", n_spokes, 1)
+    n_spokes = check_int("n_spokes", n_spokes, 1)
     side = max(n_ky, n_kx)
     line_row = int(_round_half_up(side / 2)) - 1
     step = 180 / n_spokes
@@ -468,10 +464,10 @@ def make_mask(
     if convention not in MASK_CONVENTIONS:
         raise ValueError(f"convention must be one of {MASK_CONVENTIONS}, got {convention!r}")
     official = convention == "official"
-    n_frames = _check_int("n_frames", n_frames, 1)
-    n_ky = _check_int("n_ky", n_ky, 1)
-    n_kx = _check_int("n_kx", n_kx, 1)
-    seed = _check_int("seed", seed, 0)
+    n_frames = check_int("n_frames", n_frames, 1)
+    n_ky = check_int("n_ky", n_ky, 1)
+    n_kx = check_int("n_kx", n_kx, 1)
+    seed = check_int("seed", seed, 0)
     if isinstance(acceleration, bool) or not isinstance(acceleration, (int, float, np.integer, np.floating)) \
             or not math.isfinite(acceleration) or acceleration < 1:
         raise ValueError(f"acceleration must be a finite number >= 1, got {acceleration!r}")
@@ -483,7 +479,7 @@ def make_mask(
         mask = np.ones((n_frames, n_ky, 1), dtype=np.float32)
         return SamplingMask(mask, FULL_PATTERN, 1.0, 1.0, 1.0, n_ky)
 
-    n_acs = default_n_acs(pattern, convention) if n_acs is None else _check_int("n_acs", n_acs, 0)
+    n_acs = default_n_acs(pattern, convention) if n_acs is None else check_int("n_acs", n_acs, 0)
     if official and pattern == "ktGaussian" and seed > 2**32 - 1:
         raise ValueError(f"seed must be at most 2**32 - 1 for the official ktGaussian, got {seed}")
     if n_acs >= n_ky:

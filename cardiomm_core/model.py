@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import check_model_inputs, check_ndim, check_tensor
+from .checks import check_model_inputs, check_ndim, check_tensor
 from .fft import fft2c, ifft2c
 from .recon import _inner, conventional_recon, time_average_kspace
 
@@ -214,11 +214,6 @@ class CardioMMConfig:
         self.hard_dc = bool(self.hard_dc)
         self.use_ca = bool(self.use_ca)
         self.use_checkpoint = bool(self.use_checkpoint)
-
-    @property
-    def pad_multiple(self) -> int:
-        """Image sizes are padded to a multiple of this inside the U-Nets."""
-        return 2 ** max(self.n_pools, self.sens_pools)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (tuples become lists)."""

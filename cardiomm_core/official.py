@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_model_inputs
+from .checks import check_model_inputs
 from .fft import fft2c, ifft2c
 from .model import _crop, _no_autocast, _pad_to_multiple
 
@@ -164,11 +164,6 @@ class OfficialConfig:
     def n_adjacent(self) -> int:
         """Frames the prior sees at once (always 1: every frame on its own)."""
         return 1
-
-    @property
-    def pad_multiple(self) -> int:
-        """U-Net inputs are zero-padded to a multiple of this."""
-        return 2 ** _LEVELS
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (tuples become lists), including ``"kind": "official"``."""

@@ -34,7 +34,7 @@ matrix size, number of slices, frames or coils.
 Geometry: the recon image is ``(ny, nx)`` with square pixels; the readout is encoded with
 ``nx_enc = nx * readout_oversampling`` columns, and the recon FOV is the central part of the
 encoded FOV, starting at column ``nx_enc // 2 - nx // 2`` (the centre pixel ``n // 2`` of the
-centred FFT convention is kept; see ``crop_readout``/``pad_readout``). The body always fits
+centred FFT convention is kept; see ``cardiomm_core.readout``). The body always fits
 inside the recon FOV, so the object is zero outside it.
 """
 
@@ -48,7 +48,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checks import check_int
 from .context import ScanContext
+from .readout import crop_image_readout, pad_image_readout
 
 log = logging.getLogger(__name__)
 
@@ -814,26 +816,6 @@ def _correlated_noise(rng: np.random.Generator, covariance: np.ndarray, shape: t
 # Public API
 # --------------------------------------------------------------------------------------------
 
-def crop_readout(x: np.ndarray, nx: int) -> np.ndarray:
-    """Central ``nx`` columns of the last axis (``(..., nx_enc) -> (..., nx)``), start nx_enc//2 - nx//2."""
-    n_enc = x.shape[-1]
-    if not 1 <= nx <= n_enc:
-        raise ValueError(f"nx must be in [1, {n_enc}] for an array with {n_enc} columns, got {nx}")
-    start = n_enc // 2 - nx // 2
-    return x[..., start:start + nx]
-
-
-def pad_readout(x: np.ndarray, nx_enc: int) -> np.ndarray:
-    """Zero-pad the last axis to ``nx_enc`` columns, inverse of ``crop_readout``."""
-    nx = x.shape[-1]
-    if nx_enc < nx:
-        raise ValueError(f"nx_enc must be >= the {nx} columns of x, got {nx_enc}")
-    out = np.zeros(x.shape[:-1] + (nx_enc,), x.dtype)
-    start = nx_enc // 2 - nx // 2
-    out[..., start:start + nx] = x
-    return out
-
-
 def noise_free_rss(images: np.ndarray, sensitivities: np.ndarray, mixing: np.ndarray | None = None) -> np.ndarray:
     """Root-sum-of-squares of the noise-free coil images, after a coil mixing: a perfect
     reconstruction of what a chain hands on, and the reference to score it against.
@@ -852,14 +834,8 @@ def noise_free_rss(images: np.ndarray, sensitivities: np.ndarray, mixing: np.nda
         if mixing.ndim != 2 or mixing.shape[1] != sens.shape[-3]:
             raise ValueError(f"mixing must be (C_out, C={sens.shape[-3]}), got shape {mixing.shape}")
         sens = np.moveaxis(np.tensordot(mixing, sens, axes=([1], [sens.ndim - 3])), 0, -3)
-    coil_norm = crop_readout(np.sqrt((np.abs(sens) ** 2).sum(axis=-3)), np.shape(images)[-1])   # (..., y, x)
+    coil_norm = crop_image_readout(np.sqrt((np.abs(sens) ** 2).sum(axis=-3)), np.shape(images)[-1])   # (..., y, x)
     return (np.abs(images) * coil_norm[..., None, :, :]).astype(np.float32)
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-    return int(value)
 
 
 def simulate_cardiac_scan(*, seed: int = 0, n_slices: int = 1, n_frames: int = 12, n_coils: int = 8,
@@ -874,17 +850,17 @@ def simulate_cardiac_scan(*, seed: int = 0, n_slices: int = 1, n_frames: int = 1
     noise) relative to the max ground-truth magnitude, which is 1.
 
     Returns a PhantomScan with kspace (S, C, T, ky, kx_enc), images (S, T, y, x),
-    sensitivities (S, C, y, x_enc); kspace = fft2c(sensitivities * pad_readout(images)) + noise.
+    sensitivities (S, C, y, x_enc); kspace = fft2c(sensitivities * pad_image_readout(images)) + noise.
     """
-    seed = _check_int("seed", seed, 0, 2 ** 63 - 1)
-    n_slices = _check_int("n_slices", n_slices, 1, 64)
-    n_frames = _check_int("n_frames", n_frames, 1, 256)
-    n_coils = _check_int("n_coils", n_coils, 1, 128)
-    readout_oversampling = _check_int("readout_oversampling", readout_oversampling, 1, 4)
+    seed = check_int("seed", seed, 0, 2 ** 63 - 1)
+    n_slices = check_int("n_slices", n_slices, 1, 64)
+    n_frames = check_int("n_frames", n_frames, 1, 256)
+    n_coils = check_int("n_coils", n_coils, 1, 128)
+    readout_oversampling = check_int("readout_oversampling", readout_oversampling, 1, 4)
     if not isinstance(matrix, (tuple, list)) or len(matrix) != 2:
         raise ValueError(f"matrix must be a pair (nx readout, ny phase), got {matrix!r}")
-    nx = _check_int("matrix[0] (nx)", matrix[0], 8, 1024)
-    ny = _check_int("matrix[1] (ny)", matrix[1], 8, 1024)
+    nx = check_int("matrix[0] (nx)", matrix[0], 8, 1024)
+    ny = check_int("matrix[1] (ny)", matrix[1], 8, 1024)
     if not isinstance(modality, str) or modality.lower() not in _MODALITIES:
         raise ValueError(f"modality must be one of {sorted(_MODALITIES)}, got {modality!r}")
     key = _MODALITIES[modality.lower()]
@@ -928,7 +904,7 @@ def simulate_cardiac_scan(*, seed: int = 0, n_slices: int = 1, n_frames: int = 1
     chol = torch.from_numpy(np.linalg.cholesky(covariance.astype(np.complex128)).astype(np.complex64)) \
         if noise_level > 0 else None
     for s in range(n_slices):
-        obj = torch.from_numpy(pad_readout(images[s], geom.nx_enc)) * pre
+        obj = torch.from_numpy(pad_image_readout(images[s], geom.nx_enc)) * pre
         out = torch.from_numpy(kspace[s])
         torch.mul(torch.from_numpy(sens[s])[:, None], obj[None], out=out)
         torch.mul(torch.fft.fft2(out, norm="ortho"), post, out=out)

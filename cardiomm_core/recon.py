@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_complex, check_ndim, check_tensor
+from .checks import check_complex, check_ndim, check_tensor
 from .coils import _calibration_weight, _check_kspace_mask, estimate_sensitivities, find_acs
 from .fft import fft2c, ifft2c
 from .sense import rss, sens_expand, sens_reduce

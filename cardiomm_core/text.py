@@ -565,11 +565,6 @@ class EmbeddingCache:
                 logger.warning("cannot write embedding cache under %s (%s); caching in memory only", self.directory, exc)
                 self._write_failed = True
 
-    def clear_memory(self) -> None:
-        """Forget the in-memory entries (files stay)."""
-        with self._lock:
-            self._memory.clear()
-
 
 class CachedEncoder:
     """A ``TextEncoder`` that answers from an ``EmbeddingCache`` and encodes only the misses.

@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_model_inputs
+from .checks import check_model_inputs
 
 logger = logging.getLogger(__name__)
 

@@ -58,6 +58,7 @@ from gadgetron.types.recon_data import ReconBuffer, ReconData
 from cardiomm_core.context import ScanContext
 from cardiomm_core.engine import InferenceEngine, ReconOutcome, get_engine, reconstruct_or_fallback
 from cardiomm_core.packaged import resolve_checkpoint
+from cardiomm_core.readout import crop_image_readout
 from cardiomm_core.recon import direct_recon
 
 from . import data_checks
@@ -234,15 +235,6 @@ def merge_reference(data: np.ndarray, headers: np.ndarray, ref: ReconBuffer | No
     merged_headers = headers.copy()
     merged_headers[extra] = ref_headers[extra]
     return merged, merged_headers
-
-
-def crop_readout(images: np.ndarray, recon_x: int) -> np.ndarray:
-    """Central ``recon_x`` columns of ``images (..., x)`` when x > recon_x > 0 (start x//2 - recon_x//2)."""
-    n_x = images.shape[-1]
-    if recon_x <= 0 or n_x <= recon_x:
-        return images
-    start = n_x // 2 - recon_x // 2
-    return images[..., start:start + recon_x]
 
 
 def _positive(values: Sequence[float]) -> bool:
@@ -453,7 +445,9 @@ class CardioMMRecon(Gadget):
                        outcome.method, reason)
         sampling = bit.data.sampling
         recon_x = int(sampling.recon_matrix[0]) if sampling is not None else 0
-        images = crop_readout(np.asarray(outcome.images), recon_x)
+        images = np.asarray(outcome.images)
+        if 0 < recon_x < images.shape[-1]:  # readout oversampling left in (no RemoveOversampling before)
+            images = crop_image_readout(images, recon_x)
         finite = np.isfinite(images)
         n_non_finite = int(images.size - np.count_nonzero(finite))
         if n_non_finite:

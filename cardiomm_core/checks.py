@@ -1,4 +1,4 @@
-"""Input validation shared by the public functions of cardiomm_core.
+"""Input validation shared by the public functions of cardiomm_core (and used by gadgets and train).
 
 Every check raises ValueError with a message that names the argument and what was expected,
 so a wrong shape or dtype is reported at the public boundary instead of deep inside torch.
@@ -10,8 +10,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-
-ArrayLike = "np.ndarray | torch.Tensor"
 
 
 def check_ndim(name: str, x: np.ndarray | torch.Tensor, ndim: int, layout: str) -> None:
@@ -45,10 +43,30 @@ def check_broadcast(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> tu
         raise ValueError(f"shapes do not broadcast: {described}") from None
 
 
-def check_positive(name: str, value: float) -> None:
-    """Raise ValueError unless ``value`` is a finite number > 0."""
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` when it is an integer (Python or numpy, not bool) in
+    ``[minimum, maximum]`` (no upper bound when ``maximum`` is None); ValueError naming ``name``."""
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if maximum is None:
+        if not is_int or value < minimum:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    elif not is_int or not minimum <= value <= maximum:
+        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
+    return int(value)
+
+
+def check_int_range(name: str, value: object, minimum: int) -> tuple[int, int] | None:
+    """None, or an inclusive ``(low, high)`` pair of integers ``minimum <= low <= high``
+    (a tuple or list of two); ValueError naming ``name`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ValueError(f"{name} must be an inclusive range [low, high], got {value!r}")
+    low = check_int(f"{name}[0]", value[0], minimum)
+    high = check_int(f"{name}[1]", value[1], minimum)
+    if high < low:
+        raise ValueError(f"{name} must be [low, high] with low <= high, got {value!r}")
+    return low, high
 
 
 def as_numpy(name: str, x: object) -> np.ndarray:
