@@ -16,18 +16,20 @@ images (S,T,y,x) complex64`` runs the network on any number of slices:
   so any matrix size is accepted (no k-space padding, which would change the field of view);
 - ``torch.inference_mode`` throughout, bf16 autocast on CUDA (physics stays complex64).
 
-``get_engine(path, device)`` keeps one engine per (checkpoint, device) per process, and
+``get_engine(path, device)`` keeps one engine per (checkpoint, device) per process (``ENGINES``, an
+LRU of 4 whose evicted engines are freed), each with its ``run_lock`` for callers that share it
+across threads; and
 ``reconstruct_or_fallback`` guarantees images: any model failure logs the error and falls back to
 a conventional reconstruction (CG-SENSE by default), marked as such.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
+import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_NORMALISATION",
+    "ENGINES",
+    "EngineCache",
     "NORMALISATION_KINDS",
     "InferenceEngine",
     "ReconOutcome",
@@ -194,6 +198,9 @@ class InferenceEngine:
             logger.warning("text encoder %r gives %d-dim embeddings but the model expects %d",
                            getattr(text_encoder, "name", "?"), int(text_encoder.dim), model.config.text_dim)
         self._embeddings: OrderedDict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        #: held around a reconstruction by callers that share this engine across threads (the
+        #: gadgets of a warm worker's connections): one scan at a time on the model
+        self.run_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"InferenceEngine(device={self.device}, amp={self.amp}, text_encoder={self.text_encoder.name!r}, "
@@ -283,19 +290,64 @@ class InferenceEngine:
         return out.numpy()
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_engine(path: str, device: str) -> InferenceEngine:
-    logger.info("loading CardioMM engine from %s on %s", path, device)
-    return InferenceEngine.from_checkpoint(path, device=device)
+class EngineCache:
+    """The engines of this process, one per (resolved checkpoint path, device), least recently
+    used first out beyond ``maxsize``.
+
+    An evicted engine is dropped here, so its model is freed once no caller holds it any more.
+    Thread-safe: a load happens under the cache's lock, so concurrent first calls load once.
+    ``loads`` counts the engines this cache has loaded.
+    """
+
+    def __init__(self, maxsize: int = 4) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be a positive integer, got {maxsize!r}")
+        self.maxsize = maxsize
+        self.loads = 0
+        self._engines: OrderedDict[tuple[str, str], InferenceEngine] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str | os.PathLike[str], device: str | torch.device = "auto", *,
+            before_load: Callable[[Path], None] | None = None) -> tuple[InferenceEngine, bool]:
+        """``(engine, loaded)``: the cached engine of ``path`` on ``device``, or a new one
+        (``loaded`` True) from :meth:`InferenceEngine.from_checkpoint`. ``before_load(resolved
+        path)`` runs before a load and may refuse it by raising; exceptions propagate and nothing
+        is cached."""
+        resolved = Path(path).expanduser().resolve()
+        key = (str(resolved), str(resolve_device(device)))
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._engines.move_to_end(key)
+                return engine, False
+            if before_load is not None:
+                before_load(resolved)
+            logger.info("loading CardioMM engine from %s on %s", key[0], key[1])
+            engine = InferenceEngine.from_checkpoint(key[0], device=key[1])
+            self._engines[key] = engine
+            self.loads += 1
+            while len(self._engines) > self.maxsize:
+                evicted, _ = self._engines.popitem(last=False)
+                logger.info("engine of %s on %s evicted from the cache", *evicted)
+            return engine, True
+
+    def clear(self) -> None:
+        """Drop every engine (each is freed once no caller holds it)."""
+        with self._lock:
+            self._engines.clear()
+
+    def __len__(self) -> int:
+        return len(self._engines)
+
+
+#: The process's engines (``get_engine``, the gadgets' ``load_engine``).
+ENGINES = EngineCache(maxsize=4)
 
 
 def get_engine(path: str | os.PathLike[str], device: str | torch.device = "auto") -> InferenceEngine:
-    """The engine for a checkpoint, loaded once per process per (resolved path, device) (LRU of 4)."""
-    resolved = Path(path).expanduser().resolve()
-    return _cached_engine(str(resolved), str(resolve_device(device)))
-
-
-get_engine.cache_clear = _cached_engine.cache_clear  # type: ignore[attr-defined]
+    """The engine for a checkpoint, loaded once per process per (resolved path, device)
+    (:data:`ENGINES`, least recently used out beyond 4)."""
+    return ENGINES.get(path, device)[0]
 
 
 @dataclass

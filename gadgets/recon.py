@@ -15,7 +15,7 @@ Gadgetron's ``BucketToBufferGadget``); every other item passes through. For each
    ``parallelImaging.accelerationFactor`` when it fits the mask); the engine renders the sentences
    in its checkpoint's style;
 3. ``cardiomm_core.engine.reconstruct_or_fallback`` reconstructs with the engine (obtained once per
-   process per checkpoint and device through ``get_engine``: a warm worker loads the model once),
+   process per checkpoint and device through ``cardiomm_core.engine.ENGINES``: a warm worker loads the model once),
    or with the ``fallback`` method when there is no model, it cannot be loaded, or it fails. A
    fallback is logged and marked in the images, never an ERROR;
 4. the images are cropped to the recon matrix along the readout when the data are still
@@ -56,7 +56,7 @@ import numpy as np
 from gadgetron.types.recon_data import ReconBuffer, ReconData
 
 from cardiomm_core.context import ScanContext
-from cardiomm_core.engine import InferenceEngine, ReconOutcome, get_engine, reconstruct_or_fallback
+from cardiomm_core.engine import ENGINES, InferenceEngine, ReconOutcome, reconstruct_or_fallback
 from cardiomm_core.packaged import resolve_checkpoint
 from cardiomm_core.readout import crop_image_readout
 from cardiomm_core.recon import direct_recon
@@ -90,38 +90,24 @@ _LAYOUT_INDEX_FIELDS = ("phase", "set", "slice")
 
 # --------------------------------------------------------------------------- the engine, once per process
 
-_ENGINE_LOCK = threading.Lock()
-_SEEN_ENGINES: dict[tuple[str, str], InferenceEngine] = {}
-_RUN_LOCKS: dict[int, threading.Lock] = {}
-_engine_loads = 0
-
-
 def engine_loads() -> int:
-    """How many times this process has loaded a model (a new engine from ``get_engine``)."""
-    return _engine_loads
+    """How many times this process has loaded a model (a new engine in ``cardiomm_core.engine.ENGINES``)."""
+    return ENGINES.loads
 
 
 def load_engine(checkpoint: Path, device: str = "auto") -> InferenceEngine:
-    """The engine of ``checkpoint`` on ``device`` through ``cardiomm_core.engine.get_engine``.
+    """The engine of ``checkpoint`` on ``device`` from the process's cache, ``cardiomm_core.engine.ENGINES``.
 
-    Thread-safe: concurrent first calls load once. A load (an engine not seen before) is counted
+    Thread-safe: concurrent first calls load once. A load (an engine not in the cache) is counted
     (:func:`engine_loads`) and logged as ``model loaded: ...``. Exceptions of the loader propagate.
     A benchmark peer's checkpoint (E2E-VarNet, architecture kind "varnet") is refused with a
-    ValueError: the chains reconstruct with CardioMM checkpoints only.
+    ValueError before it is loaded: the chains reconstruct with CardioMM checkpoints only.
     """
-    global _engine_loads
-    key = (str(Path(checkpoint).expanduser().resolve()), str(device))
-    with _ENGINE_LOCK:
-        if key not in _SEEN_ENGINES:  # the sidecar is read once per checkpoint, not per slice
-            refuse_benchmark_peer(checkpoint)
-        engine = get_engine(checkpoint, device)
-        if _SEEN_ENGINES.get(key) is not engine:
-            _SEEN_ENGINES[key] = engine
-            _RUN_LOCKS.setdefault(id(engine), threading.Lock())
-            _engine_loads += 1
-            logger.info("model loaded: %s on %s (%s; load %d of this process)", checkpoint, engine.device,
-                        describe_model(checkpoint, engine), _engine_loads)
-        return engine
+    engine, loaded = ENGINES.get(checkpoint, device, before_load=refuse_benchmark_peer)
+    if loaded:
+        logger.info("model loaded: %s on %s (%s; load %d of this process)", checkpoint, engine.device,
+                    describe_model(checkpoint, engine), ENGINES.loads)
+    return engine
 
 
 def refuse_benchmark_peer(checkpoint: Path) -> None:
@@ -184,10 +170,7 @@ def check_model_setting(checkpoint: str = "packaged", device: str = "auto") -> P
 
 
 def _run_lock(engine: InferenceEngine | None) -> threading.Lock:
-    if engine is None:
-        return threading.Lock()  # nothing shared: a fresh lock never blocks
-    with _ENGINE_LOCK:
-        return _RUN_LOCKS.setdefault(id(engine), threading.Lock())
+    return threading.Lock() if engine is None else engine.run_lock  # no engine: a fresh lock never blocks
 
 
 def _device_check(value: str) -> str | None:
