@@ -18,7 +18,7 @@ binding needs the BART binaries built from source. numba costs an llvmlite wheel
 and a first-call compilation of sigpy's kernels of a few seconds per process.
 
 Sensitivities: ``cardiomm_core.coils.estimate_sensitivities`` chosen and thresholded as the
-project's CG-SENSE fallback chooses them (``cardiomm_core.recon.conventional_recon``: the
+project's CG-SENSE fallback chooses them (``cardiomm_core.conventional.conventional_recon``: the
 time-averaged calibration for kt patterns, the ACS block otherwise, maps zeroed below 2 % of the
 low-resolution RSS). The data are scaled to a unit 99th percentile of the zero-filled RSS
 (``cardiomm_core.engine.normalisation_scale``) before the solve and back after it, so the
@@ -75,9 +75,9 @@ def _sensitivities(kspace: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """``kspace (1, C, T, ky, kx)``, ``mask (1, 1, T, ky, kx|1)`` -> maps ``(C, 1, y, x)`` complex64,
     as the CG-SENSE fallback estimates them."""
     from cardiomm_core.coils import estimate_sensitivities
-    from cardiomm_core.recon import DEFAULT_SENS_THRESHOLD, _masks_differ_over_frames
+    from cardiomm_core.conventional import DEFAULT_SENS_THRESHOLD, masks_differ_over_frames
 
-    method = "time_average" if _masks_differ_over_frames(mask) else "acs"
+    method = "time_average" if masks_differ_over_frames(mask) else "acs"
     sens = estimate_sensitivities(kspace, mask, method=method, threshold=DEFAULT_SENS_THRESHOLD)
     return sens[0].numpy().astype(np.complex64)
 

@@ -1,4 +1,4 @@
-"""Quality and speed of the conventional fallback (``cardiomm_core.recon.conventional_recon``).
+"""Quality and speed of the conventional fallback (``cardiomm_core.conventional.conventional_recon``).
 
 Synthetic cine slices (``cardiomm_core.phantom.simulate_cardiac_scan``: 1 slice, 12 frames,
 10 coils, 128 x 112 recon matrix, readout 2x oversampled, noise level 0.01) are prepared as the
@@ -46,12 +46,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cardiomm_core.coils import coil_compression  # noqa: E402
+from cardiomm_core.conventional import conventional_recon  # noqa: E402
 from cardiomm_core.fft import fft2c, ifft2c  # noqa: E402
 from cardiomm_core.masks import make_mask  # noqa: E402
 from cardiomm_core.metrics import evaluate  # noqa: E402
 from cardiomm_core.phantom import simulate_cardiac_scan  # noqa: E402
 from cardiomm_core.readout import crop_image_readout  # noqa: E402
-from cardiomm_core.recon import conventional_recon  # noqa: E402
 from cardiomm_core.sense import rss_complex  # noqa: E402
 
 log = logging.getLogger("fallback_quality")

@@ -366,12 +366,12 @@ def reconstruct_or_fallback(engine: InferenceEngine | None, kspace: np.ndarray |
                             fallback_method: str = "cg_sense") -> ReconOutcome:
     """Reconstruct with the model, or (engine None, any model failure, which is logged, or a model
     output with a NaN or Inf pixel, e.g. from a checkpoint with NaN weights) with
-    ``cardiomm_core.recon.conventional_recon(method=fallback_method)``, so a scan always gives images.
+    ``cardiomm_core.conventional.conventional_recon(method=fallback_method)``, so a scan always gives images.
 
     ``kspace (S, C, T, ky, kx)`` complex, ``mask (1|S, 1, T, ky, kx|1)`` -> ReconOutcome with
     images ``(S, T, y, x)`` complex64.
     """
-    from .recon import RECON_METHODS, conventional_recon
+    from .conventional import RECON_METHODS, conventional_recon
 
     if fallback_method not in RECON_METHODS:
         raise ValueError(f"fallback_method must be one of {RECON_METHODS}, got {fallback_method!r}")

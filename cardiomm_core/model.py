@@ -18,7 +18,7 @@ Two unrolls share the text conditioning and the prior U-Net (``CardioMMConfig.un
   sensitivities, prior updates added in coil k-space, soft k-space data consistency. Needs long
   training (GPU-days in the papers) before it beats a conventional reconstruction.
 - ``"proximal"`` (physics-initialised, MoDL-style): the cascades start from the conventional
-  reconstruction (``cardiomm_core.recon.conventional_recon``: regularised CG-SENSE, with its
+  reconstruction (``cardiomm_core.conventional.conventional_recon``: regularised CG-SENSE, with its
   estimated maps, refined by a residual sensitivity U-Net); each cascade adds the prior's residual
   in image space, ``z = x + prior(x)``, then solves ``min ||A x - y||^2 + lam ||x - z||^2`` with a
   few conjugate-gradient steps (``lam`` learned per cascade). The prior's and the refiner's last
@@ -58,9 +58,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .cg import conjugate_gradient
 from .checks import check_model_inputs, check_ndim, check_tensor
-from .fft import fft2c, ifft2c
-from .recon import _inner, conventional_recon, time_average_kspace
+from .conventional import conventional_recon, time_average_kspace
+from .fft import ifft2c
+from .sense import sens_expand, sens_reduce
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +83,6 @@ __all__ = [
     "SensitivityNet",
     "SensitivityRefiner",
     "ProximalDataConsistency",
-    "conjugate_gradient_steps",
     "conventional_start",
     "DataConsistency",
     "acs_region_mask",
@@ -155,7 +156,7 @@ class CardioMMConfig:
     #: ACS region, each cascade adds the prior's update in coil k-space and applies the soft
     #: (or hard) k-space data consistency above;
     #: ``"proximal"``: physics-initialised (MoDL-style): start from the conventional recon
-    #: (:func:`cardiomm_core.recon.conventional_recon`, no gradient) with its estimated maps, refined
+    #: (:func:`cardiomm_core.conventional.conventional_recon`, no gradient) with its estimated maps, refined
     #: by a residual sensitivity network; each cascade adds the prior's residual in image space and
     #: solves ``min ||A x - y||^2 + lam ||x - z||^2`` by ``cg_iterations`` conjugate-gradient steps
     #: with a learned ``lam`` per cascade. Prior and map refinement start at zero, so the untrained
@@ -557,16 +558,6 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]
     return contextlib.nullcontext()  # e.g. the meta device used to count FLOPs
 
 
-def _expand(image: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
-    """(B, T, y, x), (B, C, 1, y, x) -> (B, C, T, ky, kx)."""
-    return fft2c(image.unsqueeze(1) * sens)
-
-
-def _reduce(kspace: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
-    """(B, C, T, ky, kx), (B, C, 1, y, x) -> (B, T, y, x)."""
-    return (ifft2c(kspace) * sens.conj()).sum(dim=1)
-
-
 def adjacent_frame_index(n_frames: int, n_adjacent: int, device: torch.device | None = None) -> torch.Tensor:
     """Circular neighbourhood: ``(T, n_adjacent)`` int64, row t = t-h .. t+h modulo T (h = n_adjacent // 2)."""
     if n_frames < 1 or n_adjacent < 1 or n_adjacent % 2 != 1:
@@ -713,30 +704,6 @@ class SensitivityRefiner(nn.Module):
             return torch.where(support, refined, torch.zeros_like(refined))
 
 
-def conjugate_gradient_steps(normal: Any, rhs: torch.Tensor, n_iter: int) -> torch.Tensor:
-    """Exactly ``n_iter`` conjugate-gradient steps on ``normal(x) = rhs`` from ``x = 0``.
-
-    ``rhs (B, T, y, x)`` complex; ``normal`` Hermitian positive definite per (batch, frame) image,
-    which gets its own step sizes. Differentiable and free of data-dependent control flow (no
-    host synchronisation, unlike the early-stopping solver of :mod:`cardiomm_core.recon`); an image
-    whose residual reaches 0 stays where it is.
-    """
-    tiny = torch.finfo(torch.float32).tiny
-    x = torch.zeros_like(rhs)
-    r = rhs
-    p = r
-    rs = _inner(r, r)
-    for _ in range(n_iter):
-        ap = normal(p)
-        alpha = rs / _inner(p, ap).clamp_min(tiny)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = _inner(r, r)
-        p = r + (rs_new / rs.clamp_min(tiny)) * p
-        rs = rs_new
-    return x
-
-
 class ProximalDataConsistency(nn.Module):
     """``x = argmin ||A x - y||^2 + lam ||x - z||^2`` by CG, ``lam = exp(log_lam)`` learned.
 
@@ -760,10 +727,10 @@ class ProximalDataConsistency(nn.Module):
         lam = self.weight.to(torch.float32)
 
         def normal(image: torch.Tensor) -> torch.Tensor:
-            return _reduce(_expand(image, sens) * (m * m), sens) + lam * image
+            return sens_reduce(sens_expand(image, sens) * (m * m), sens) + lam * image
 
-        rhs = _reduce(m * (k0 - m * _expand(z, sens)), sens)
-        return z + conjugate_gradient_steps(normal, rhs, self.n_iter)
+        rhs = sens_reduce(m * (k0 - m * sens_expand(z, sens)), sens)
+        return z + conjugate_gradient(normal, rhs, n_iter=self.n_iter)
 
 
 class _ProximalCascade(nn.Module):
@@ -783,7 +750,7 @@ class _ProximalCascade(nn.Module):
 
 
 def conventional_start(k0: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The proximal unroll's starting point: :func:`cardiomm_core.recon.conventional_recon` of
+    """The proximal unroll's starting point: :func:`cardiomm_core.conventional.conventional_recon` of
     each slice, without gradient.
 
     ``k0 (B, C, T, ky, kx)`` complex64 (0 where unsampled), ``mask (B, 1, T, ky, kx|1)`` ->
@@ -802,7 +769,7 @@ def conventional_start(k0: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tens
                 logger.warning("slice %d: no conventional start (%s); starting from the zero-filled image "
                                "with maps from all sampled k-space", b, exc)
                 sens = _rss_normalise(ifft2c(time_average_kspace(k0[b:b + 1], mask[b:b + 1])[0]))
-                images.append(_reduce(k0[b:b + 1], sens).to(torch.complex64))
+                images.append(sens_reduce(k0[b:b + 1], sens).to(torch.complex64))
                 maps.append(sens.to(torch.complex64))
     return torch.cat(images, dim=0), torch.cat(maps, dim=0)
 
@@ -829,10 +796,10 @@ class _Cascade(nn.Module):
     def forward(self, kspace: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
                 meta: torch.Tensor, us: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
         with _no_autocast(kspace.device):
-            image = _reduce(kspace, sens)                                   # (B, T, y, x)
+            image = sens_reduce(kspace, sens)                                   # (B, T, y, x)
         update = _apply_prior(self.prior, image, meta, us, neighbours)
         with _no_autocast(kspace.device):
-            return self.dc(kspace + _expand(update, sens), k0, mask)
+            return self.dc(kspace + sens_expand(update, sens), k0, mask)
 
 
 class CardioMM(nn.Module):
@@ -910,7 +877,7 @@ class CardioMM(nn.Module):
             else:
                 kspace = cascade(kspace, k0, mask, sens, meta, us, neighbours)
         with _no_autocast(masked_kspace.device):
-            image = _reduce(kspace, sens)
+            image = sens_reduce(kspace, sens)
         return CardioMMOutput(image, kspace, sens)
 
     def _forward_proximal(self, k0: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor,
@@ -923,7 +890,7 @@ class CardioMM(nn.Module):
             else:
                 image = cascade(image, k0, mask, sens, meta, us, neighbours)
         with _no_autocast(k0.device):
-            return CardioMMOutput(image, _expand(image, sens), sens)
+            return CardioMMOutput(image, sens_expand(image, sens), sens)
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
                 us_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:

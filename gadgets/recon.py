@@ -37,7 +37,7 @@ the drop counts marked upstream plus these go to every image's meta (``CardioMM.
 and ``CardioMM.Dropped.*``). When the effective acceleration (all k-space locations over the
 sampled ones) is below ``direct_recon_threshold`` (default 1.5) the data are (nearly) fully
 sampled and the images are the direct reconstruction (zero-filled inverse FFT + root-sum-of-squares,
-``cardiomm_core.recon.direct_recon``), marked ``CardioMM.Method`` "direct". No image leaves with a NaN
+``cardiomm_core.conventional.direct_recon``), marked ``CardioMM.Method`` "direct". No image leaves with a NaN
 or Inf pixel: such pixels (which the checks above should make impossible) are set to 0, logged and
 counted in ``CardioMM.NonFinitePixels``.
 """
@@ -56,10 +56,10 @@ import numpy as np
 from gadgetron.types.recon_data import ReconBuffer, ReconData
 
 from cardiomm_core.context import ScanContext
+from cardiomm_core.conventional import direct_recon
 from cardiomm_core.engine import ENGINES, InferenceEngine, ReconOutcome, reconstruct_or_fallback
 from cardiomm_core.packaged import resolve_checkpoint
 from cardiomm_core.readout import crop_image_readout
-from cardiomm_core.recon import direct_recon
 
 from . import data_checks
 from .buffer import frames_dimension, series_extents
@@ -81,7 +81,7 @@ from .wire_limits import redact_paths
 
 logger = logging.getLogger(__name__)
 
-#: Fallback methods (cardiomm_core.recon.RECON_METHODS) and how images name them.
+#: Fallback methods (cardiomm_core.conventional.RECON_METHODS) and how images name them.
 FALLBACK_NAMES = {"cg_sense": "CG-SENSE", "zero_filled": "zero-filled"}
 #: ImageComment of model images; fallback images get "<this>_fallback_<method>".
 IMAGE_COMMENT = "CardioMM"

@@ -9,6 +9,7 @@ import torch
 
 from cardiomm_core.checkpoint import save_checkpoint
 from cardiomm_core.context import ScanContext
+from cardiomm_core.conventional import conventional_recon
 from cardiomm_core.engine import (
     DEFAULT_NORMALISATION,
     ENGINES,
@@ -20,7 +21,6 @@ from cardiomm_core.engine import (
     reconstruct_or_fallback,
 )
 from cardiomm_core.model import CardioMM, config_by_name
-from cardiomm_core.recon import conventional_recon
 from cardiomm_core.text import HashingEncoder
 
 CONTEXT = ScanContext(acceleration=4, pattern="ktUniform")

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 
+from cardiomm_core.cg import conjugate_gradient
 from cardiomm_core.checkpoint import load_checkpoint, save_checkpoint
+from cardiomm_core.conventional import conventional_recon
 from cardiomm_core.model import (
     CardioMM,
     CardioMMConfig,
     ProximalDataConsistency,
     SensitivityRefiner,
     config_by_name,
-    conjugate_gradient_steps,
     conventional_start,
 )
-from cardiomm_core.recon import conventional_recon
 from cardiomm_core.sense import sens_expand
 from tests.core.test_model import TEXT_DIM, make_inputs
 from tests.helpers import crandn
@@ -92,7 +92,7 @@ def test_conjugate_gradient_steps_solve_small_systems_exactly(rng):
         flat = image.reshape(1, 2, n, 1)
         return (hpd[None] @ flat).reshape(image.shape)
 
-    x = conjugate_gradient_steps(normal, rhs, n)
+    x = conjugate_gradient(normal, rhs, n_iter=n)
     expected = torch.linalg.solve(hpd, rhs.reshape(2, n, 1)).reshape(rhs.shape)
     torch.testing.assert_close(x, expected, rtol=1e-8, atol=1e-10)
 

@@ -11,9 +11,9 @@ import torch
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData
 
 from cardiomm_core.checkpoint import save_checkpoint
+from cardiomm_core.conventional import conventional_recon
 from cardiomm_core.model import CardioMM, config_by_name
 from cardiomm_core.readout import crop_image_readout
-from cardiomm_core.recon import conventional_recon
 from gadgets.buffer import AcquisitionBuffer
 from gadgets.ismrmrd_io import RawFile
 from gadgets.layout import buffer_to_kspace, line_sampled, sampling_mask
