@@ -29,8 +29,11 @@ from __future__ import annotations
 import os
 import sys
 
-# Annotations only (never evaluated: no `typing` import at interpreter start).
-Any = object
+# Annotations only: nothing from `typing` is imported at interpreter start (type checkers treat a
+# name TYPE_CHECKING as true).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "CHUNK_BYTES",
@@ -128,7 +131,7 @@ def _recv_exactly_plain(sock: Any, nbytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _safe_read(self: Any, nbytes: int) -> bytes:
+def _safe_read(self: Any, nbytes: int) -> bytes | bytearray:
     if nbytes <= 0:
         return b""
     if hasattr(self.socket, "recv_into"):
