@@ -1,19 +1,15 @@
 import numpy as np
 import pytest
 
-from cardiomm_core.phantom import (
-    TISSUES,
-    PhantomScan,
+from cardiomm_core.phantom import TISSUES, PhantomScan, noise_free_rss, phantom_geometry, simulate_cardiac_scan
+from cardiomm_core.readout import crop_image_readout, pad_image_readout
+from tests.core.phantom_analysis import (
     cardiac_phase_volumes,
     ejection_fraction,
     lv_blood_pool_areas,
-    noise_free_rss,
-    phantom_geometry,
-    simulate_cardiac_scan,
     tissue_fractions,
     tissue_relaxation,
 )
-from cardiomm_core.readout import crop_image_readout, pad_image_readout
 
 
 def np_fft2c(x: np.ndarray) -> np.ndarray:

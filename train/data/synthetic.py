@@ -103,11 +103,11 @@ class SubjectParams:
 
     def context(self) -> ScanContext:
         """The fully sampled ScanContext a scan of these parameters has (as ``simulate_cardiac_scan`` writes it)."""
-        from cardiomm_core.phantom import _CONTEXT_MODALITY
+        from cardiomm_core.phantom import CONTEXT_MODALITY
 
         field_t, vendor, model = self.scanner
         return ScanContext(field_strength_t=float(field_t), vendor=vendor, scanner_model=model,
-                           modality=_CONTEXT_MODALITY[self.modality], view="short-axis", acceleration=1.0,
+                           modality=CONTEXT_MODALITY[self.modality], view="short-axis", acceleration=1.0,
                            pattern="full")
 
 
