@@ -46,10 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cardiomm_core.coils import acs_region_mask  # noqa: E402
 from cardiomm_core.conventional import conventional_recon  # noqa: E402
 from cardiomm_core.fft import fft2c, ifft2c  # noqa: E402
 from cardiomm_core.masks import make_mask  # noqa: E402
-from cardiomm_core.model import CardioMM, CardioMMConfig, acs_region_mask, config_by_name, count_parameters  # noqa: E402
+from cardiomm_core.model import CardioMM, CardioMMConfig, config_by_name, count_parameters  # noqa: E402
 from cardiomm_core.official import OfficialCardioMM, official_config_by_name  # noqa: E402
 from cardiomm_core.readout import crop_image_readout  # noqa: E402
 

@@ -63,7 +63,8 @@ for _path in (ROOT, ROOT / "benchmarks"):
 
 import model_speed as ms  # noqa: E402
 
-from cardiomm_core.model import acs_region_mask, count_parameters  # noqa: E402
+from cardiomm_core.coils import acs_region_mask  # noqa: E402
+from cardiomm_core.model import count_parameters  # noqa: E402
 
 log = logging.getLogger("speed")
 

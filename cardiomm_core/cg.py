@@ -1,6 +1,6 @@
 """The conjugate-gradient solver of the project: CG-SENSE of the conventional fallback
 (:mod:`cardiomm_core.conventional`) and the proximal data consistency of the network
-(:class:`cardiomm_core.model.ProximalDataConsistency`).
+(:class:`cardiomm_core.unroll.ProximalDataConsistency`).
 
 Batched: ``rhs (B, T, y, x)`` complex holds B x T independent systems ``normal(x) = rhs``, one
 per (batch, frame) image, each with its own step sizes (no Python loop over items). Two ways to

@@ -361,7 +361,33 @@ def estimate_sensitivities(
     return sens.to(torch.complex64) if kspace.dtype == torch.complex64 else sens
 
 
+def acs_region_mask(mask: torch.Tensor) -> torch.Tensor:
+    """The auto-calibration region of each slice's mask as a 0/1 float ``(B, 1, 1, ky, kx)``.
+
+    ``mask (B, 1, T, ky, kx|1)``. Uses :func:`cardiomm_core.coils.find_acs` per slice (ACS lines of
+    Cartesian masks, the fully sampled centre of radial masks). A slice whose mask has no
+    calibration region gets the whole k-space (the sensitivity network then works from the
+    time-averaged data), with a warning.
+    """
+    check_tensor("mask", mask)
+    check_ndim("mask", mask, 5, "(batch, 1, frames, ky, kx)")
+    n_b, _, _, n_ky, _ = mask.shape
+    regions = []
+    for b in range(n_b):
+        m = mask[b:b + 1].detach().to("cpu")
+        region = torch.zeros(1, 1, 1, n_ky, mask.shape[-1], dtype=torch.float32)
+        try:
+            ky_sl, kx_sl = find_acs(m)
+        except ValueError as exc:
+            logger.warning("no auto-calibration region in the mask of slice %d (%s); using all of k-space", b, exc)
+            ky_sl, kx_sl = slice(None), slice(None)
+        region[..., ky_sl, kx_sl] = 1.0
+        regions.append(region)
+    return torch.cat(regions, dim=0).to(mask.device)
+
+
 __all__ = [
+    "acs_region_mask",
     "SvdCoilCompression",
     "calibration_window",
     "check_kspace_mask",

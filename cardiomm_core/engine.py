@@ -38,9 +38,10 @@ import numpy as np
 import torch
 
 from .checks import check_complex, check_ndim
+from .coils import acs_region_mask
 from .context import ScanContext
 from .fft import ifft2c
-from .model import CardioMM, acs_region_mask
+from .model import CardioMM
 from .official import OfficialCardioMM
 from .prompting import PromptSpec, context_sentences, encode_sentences, model_forward, prepare_model_input
 from .varnet import VarNetRecon

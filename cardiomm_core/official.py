@@ -65,7 +65,8 @@ from torch import nn
 
 from .checks import check_model_inputs
 from .fft import fft2c, ifft2c
-from .model import _crop, _no_autocast, _pad_to_multiple
+from .prompt_unet import pad_to_multiple, unpad
+from .unroll import no_autocast
 
 __all__ = [
     "OFFICIAL_CONFIG_NAMES",
@@ -382,17 +383,17 @@ class _NormalisedUNet(nn.Module):
 
     def forward(self, image: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
         n = image.shape[0]
-        with _no_autocast(image.device):
+        with no_autocast(image.device):
             chans = torch.stack([image.real, image.imag], dim=1).to(torch.float32)   # (N, 2, H, W)
             flat = chans.reshape(n, -1)
             mean = flat.mean(dim=1).view(n, 1, 1, 1)
             std = flat.std(dim=1).view(n, 1, 1, 1)
-            chans, pads = _pad_to_multiple((chans - mean) / std, 2 ** _LEVELS)
+            chans, pads = pad_to_multiple((chans - mean) / std, 2 ** _LEVELS)
         if self.channels_last:
             chans = chans.contiguous(memory_format=torch.channels_last)
         out = self.unet(chans, meta, us)
-        with _no_autocast(image.device):
-            out = _crop(out.float(), pads) * std + mean
+        with no_autocast(image.device):
+            out = unpad(out.float(), pads) * std + mean
             return torch.complex(out[:, 0], out[:, 1])
 
 
@@ -407,10 +408,10 @@ class _Cascade(nn.Module):
     def forward(self, kspace: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
                 meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
         """``kspace, k0 (N, C, H, W)`` complex64, ``mask (N, 1, H, W|1)`` 0/1 float, ``sens (N, C, H, W)``."""
-        with _no_autocast(kspace.device):
+        with no_autocast(kspace.device):
             image = (ifft2c(kspace) * sens.conj()).sum(dim=1)
         image = self.model(image, meta, us)
-        with _no_autocast(kspace.device):
+        with no_autocast(kspace.device):
             pred = fft2c(image.unsqueeze(1) * sens)
             w = self.dc_weight.abs().to(torch.float32)
             return mask * ((k0 + w * pred) / (1 + w)) + (1 - mask) * pred
@@ -431,10 +432,10 @@ class _CoilMapNet(nn.Module):
         start = (w - width + 1) // 2
         band = torch.zeros_like(k0)
         band[..., start:start + width] = k0[..., start:start + width]
-        with _no_autocast(k0.device):
+        with no_autocast(k0.device):
             images = ifft2c(band).reshape(n * c, h, w)
         maps = self.norm_unet(images, meta, us).reshape(n, c, h, w)
-        with _no_autocast(k0.device):
+        with no_autocast(k0.device):
             rss = (maps.real ** 2 + maps.imag ** 2).sum(dim=1, keepdim=True).sqrt()
             return maps / rss
 
@@ -457,7 +458,7 @@ class _Unrolled(nn.Module):
         kspace = k0
         for cascade in self.cascades:
             kspace = cascade(kspace, k0, mask, sens, meta, us)
-        with _no_autocast(k0.device):
+        with no_autocast(k0.device):
             return ifft2c(kspace).abs().pow(2).sum(dim=1).sqrt()
 
 
@@ -522,7 +523,7 @@ class OfficialCardioMM(nn.Module):
         ignored (the coil maps use the fixed central band of ``config.num_low_frequencies`` lines)."""
         self._check_inputs(masked_kspace, mask, meta_emb, us_emb)
         n_b, n_c, n_t, n_ky, n_kx = masked_kspace.shape
-        with _no_autocast(masked_kspace.device):
+        with no_autocast(masked_kspace.device):
             m = (mask != 0).to(torch.float32).expand(n_b, 1, n_t, n_ky, mask.shape[-1])
             k0 = masked_kspace * m
             # (B, C, T, ky, kx) -> (B*T, C, kx, ky): one sample per frame, readout along the height

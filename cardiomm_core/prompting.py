@@ -532,8 +532,8 @@ def prepare_model_input(kspace: torch.Tensor, mask: torch.Tensor, meta: torch.Te
     runs on; ``meta``/``us`` ``(1|B, D)`` embeddings (expanded to B). The k-space is multiplied by
     ``cardiomm_core.engine.normalisation_scale`` (``normalisation``: a checkpoint's section).
     """
+    from .coils import acs_region_mask
     from .engine import normalisation_scale
-    from .model import acs_region_mask
 
     acs = acs_region_mask(mask)
     scale = normalisation_scale(kspace, mask, normalisation, acs=acs)

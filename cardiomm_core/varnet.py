@@ -237,7 +237,7 @@ class VarNetRecon(nn.Module):
                            hint="was the model trained with another text encoder?")
         n_b, _, n_t = masked_kspace.shape[:3]
         if acs is None:
-            from .model import acs_region_mask
+            from .coils import acs_region_mask
 
             acs = acs_region_mask(mask.expand(n_b, 1, n_t, *mask.shape[-2:]))
         k, m = self.to_fastmri(masked_kspace * (mask != 0).to(torch.float32), mask)

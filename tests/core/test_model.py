@@ -4,19 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from cardiomm_core.coils import acs_region_mask
 from cardiomm_core.context import ScanContext
-from cardiomm_core.model import (
-    CONFIG_NAMES,
-    CardioMM,
-    CardioMMConfig,
-    DataConsistency,
-    acs_region_mask,
-    adjacent_frame_index,
-    config_by_name,
-    count_parameters,
-)
+from cardiomm_core.model import CONFIG_NAMES, CardioMM, CardioMMConfig, config_by_name, count_parameters
 from cardiomm_core.sense import sens_expand
 from cardiomm_core.text import HashingEncoder, encode_context
+from cardiomm_core.unroll import DataConsistency, adjacent_frame_index
 from tests.helpers import crandn
 
 TEXT_DIM = 64

@@ -9,15 +9,9 @@ import torch
 from cardiomm_core.cg import conjugate_gradient
 from cardiomm_core.checkpoint import load_checkpoint, save_checkpoint
 from cardiomm_core.conventional import conventional_recon
-from cardiomm_core.model import (
-    CardioMM,
-    CardioMMConfig,
-    ProximalDataConsistency,
-    SensitivityRefiner,
-    config_by_name,
-    conventional_start,
-)
+from cardiomm_core.model import CardioMM, CardioMMConfig, config_by_name
 from cardiomm_core.sense import sens_expand
+from cardiomm_core.unroll import ProximalDataConsistency, SensitivityRefiner, conventional_start
 from tests.core.test_model import TEXT_DIM, make_inputs
 from tests.helpers import crandn
 
