@@ -63,11 +63,11 @@ import torch
 from .context import SENTENCE_STYLES, ScanContext
 from .masks import (
     MASK_CONVENTIONS,
-    _round_half_up,
     default_n_acs,
     make_mask,
     official_radial_mask,
     official_radial_spokes,
+    round_half_up,
 )
 
 logger = logging.getLogger(__name__)
@@ -347,7 +347,7 @@ def _generated_count(measured: _Measured, acceleration: float, convention: str) 
     # by _observed_count), so a sampled line next to the ACS does not shift the comparison
     start = measured.n_ky // 2 - n_acs // 2
     if measured.pattern == "ktGaussian" and convention == "official":
-        per_frame = int(_round_half_up(measured.n_ky / acceleration))
+        per_frame = int(round_half_up(measured.n_ky / acceleration))
         offsets = np.arange(measured.n_ky, dtype=np.float64) - measured.n_ky // 2
         density = 0.1 + 0.25 * np.exp(-(offsets ** 2) / (measured.n_ky / 5) ** 2)
         return measured.n_frames * per_frame * (1.0 - density[start:start + n_acs].sum() / density.sum())
@@ -377,7 +377,7 @@ def _count_slack(measured: _Measured, acceleration: float, convention: str) -> f
         return max(measured.n_ky, measured.n_kx) / 2.0
     if measured.pattern == "ktGaussian" and convention == "official":
         k0, k1, _, _ = measured.region
-        per_frame = int(_round_half_up(measured.n_ky / acceleration))
+        per_frame = int(round_half_up(measured.n_ky / acceleration))
         offsets = np.arange(measured.n_ky, dtype=np.float64) - measured.n_ky // 2
         density = 0.1 + 0.25 * np.exp(-(offsets ** 2) / (measured.n_ky / 5) ** 2)
         inside = density[k0:k1].sum() / density.sum()
