@@ -812,7 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/eval_grid.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     if args.precompute_embeddings:
-        from cardiomm_core.text import default_cache_dir
+        from cardiomm_core.embedding_cache import default_cache_dir
         from train.embeddings import cache_sentences
 
         results = run_pool("sentences", jobs, candidates, accelerations, "cpu", args.jobs, threads)

@@ -217,7 +217,8 @@ class InferenceEngine:
         ``get_encoder`` and wrapped in a ``CachedEncoder`` (on-disk embedding cache).
         """
         from .checkpoint import load_checkpoint
-        from .text import CachedEncoder, get_encoder
+        from .embedding_cache import CachedEncoder
+        from .text import get_encoder
 
         resolved = resolve_device(device)
         if text_encoder is not None:

@@ -47,11 +47,12 @@ import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from cardiomm_core.context import ScanContext
+from cardiomm_core.embedding_cache import CachedEncoder, EmbeddingCache
 from cardiomm_core.engine import DEFAULT_NORMALISATION
 from cardiomm_core.metrics import evaluate
 from cardiomm_core.model import CardioMM, CardioMMConfig, config_by_name, count_parameters
 from cardiomm_core.prompting import PromptSpec, context_sentences, encode_sentences, model_forward, prepare_model_input
-from cardiomm_core.text import CachedEncoder, EmbeddingCache, canonical_encoder_name, get_encoder
+from cardiomm_core.text import canonical_encoder_name, get_encoder
 
 from .checkpointing import (
     find_latest,

@@ -7,8 +7,9 @@ import torch
 from cardiomm_core.coils import acs_region_mask
 from cardiomm_core.context import ScanContext
 from cardiomm_core.model import CONFIG_NAMES, CardioMM, CardioMMConfig, config_by_name, count_parameters
+from cardiomm_core.prompting import encode_sentences
 from cardiomm_core.sense import sens_expand
-from cardiomm_core.text import HashingEncoder, encode_context
+from cardiomm_core.text import HashingEncoder
 from cardiomm_core.unroll import DataConsistency, adjacent_frame_index
 from tests.helpers import crandn
 
@@ -153,11 +154,11 @@ def test_sentences_change_the_output(rng, which):
              else base.with_sampling(16, "ktGaussian"))
     outputs = []
     for ctx in (base, other):
-        meta, us = encode_context(encoder, ctx)
+        meta, us = encode_sentences(encoder, ctx.sentences())
         with torch.no_grad():
             outputs.append(model(kspace, mask, meta[None], us[None]))
-    meta_a, us_a = encode_context(encoder, base)
-    meta_b, us_b = encode_context(encoder, other)
+    meta_a, us_a = encode_sentences(encoder, base.sentences())
+    meta_b, us_b = encode_sentences(encoder, other.sentences())
     if which == "metadata":
         assert not torch.equal(meta_a, meta_b) and torch.equal(us_a, us_b)
     else:
