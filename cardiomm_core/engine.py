@@ -222,13 +222,13 @@ class InferenceEngine:
 
         resolved = resolve_device(device)
         if text_encoder is not None:
-            model, meta = load_checkpoint(path, text_encoder_name=text_encoder.name,
-                                          text_encoder_dim=int(text_encoder.dim), map_location=resolved)
+            model, checkpoint_meta = load_checkpoint(path, text_encoder_name=text_encoder.name,
+                                                     text_encoder_dim=int(text_encoder.dim), map_location=resolved)
         else:
-            model, meta = load_checkpoint(path, map_location=resolved)
-            text_encoder = CachedEncoder(get_encoder(meta.text_encoder_name))
+            model, checkpoint_meta = load_checkpoint(path, map_location=resolved)
+            text_encoder = CachedEncoder(get_encoder(checkpoint_meta.text_encoder_name))
         return cls(model, text_encoder, device=resolved, amp=amp, max_batch_elems=max_batch_elems,
-                   normalisation=meta.normalisation or None, prompt=meta.prompt)
+                   normalisation=checkpoint_meta.normalisation or None, prompt=checkpoint_meta.prompt)
 
     # -- embeddings --------------------------------------------------------------------------------
 
@@ -244,8 +244,9 @@ class InferenceEngine:
         if hit is not None:
             self._embeddings.move_to_end(key)
             return hit
-        meta, us = encode_sentences(self.text_encoder, key)
-        pair = (meta.reshape(1, -1).to(self.device, torch.float32), us.reshape(1, -1).to(self.device, torch.float32))
+        metadata_emb, sampling_emb = encode_sentences(self.text_encoder, key)
+        pair = (metadata_emb.reshape(1, -1).to(self.device, torch.float32),
+                sampling_emb.reshape(1, -1).to(self.device, torch.float32))
         self._embeddings[key] = pair
         while len(self._embeddings) > _EMBEDDING_CACHE_SIZE:
             self._embeddings.popitem(last=False)
@@ -258,9 +259,10 @@ class InferenceEngine:
         per_slice = int(np.prod(kspace_shape[1:]))
         return max(1, min(int(kspace_shape[0]), self.max_batch_elems // max(per_slice, 1)))
 
-    def _run(self, kspace: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    def _run(self, kspace: torch.Tensor, mask: torch.Tensor, metadata_emb: torch.Tensor,
+             sampling_emb: torch.Tensor) -> torch.Tensor:
         inputs = prepare_model_input(kspace.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True),
-                                     meta, us, self.normalisation)
+                                     metadata_emb, sampling_emb, self.normalisation)
         image = model_forward(self.model, inputs, amp=self.amp)
         return (image / inputs.scale.view(-1, 1, 1, 1)).to("cpu")
 
@@ -271,7 +273,7 @@ class InferenceEngine:
         input's intensity scale.
         """
         k, m = _prepare(kspace, mask)
-        meta, us = self.embeddings(context)
+        metadata_emb, sampling_emb = self.embeddings(context)
         n_s = k.shape[0]
         step = self.slices_per_batch(tuple(k.shape))
         out = torch.empty(n_s, k.shape[2], k.shape[3], k.shape[4], dtype=torch.complex64)
@@ -280,7 +282,7 @@ class InferenceEngine:
             while start < n_s:
                 stop = min(start + step, n_s)
                 try:
-                    out[start:stop] = self._run(k[start:stop], m[start:stop], meta, us)
+                    out[start:stop] = self._run(k[start:stop], m[start:stop], metadata_emb, sampling_emb)
                 except torch.cuda.OutOfMemoryError:
                     if step == 1:
                         raise

@@ -301,8 +301,8 @@ class _ProximalCascade(nn.Module):
         self.dc = ProximalDataConsistency(cfg.prox_weight_init, cfg.cg_iterations)
 
     def forward(self, image: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
-                meta: torch.Tensor, us: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        update = apply_prior(self.prior, image, meta, us, neighbours)
+                metadata: torch.Tensor, sampling: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        update = apply_prior(self.prior, image, metadata, sampling, neighbours)
         with no_autocast(image.device):
             return self.dc(image + update, k0, mask, sens)
 
@@ -327,10 +327,10 @@ class _Cascade(nn.Module):
         self.dc = DataConsistency(cfg.dc_weight_init, cfg.hard_dc)
 
     def forward(self, kspace: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
-                meta: torch.Tensor, us: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+                metadata: torch.Tensor, sampling: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
         with no_autocast(kspace.device):
             image = sens_reduce(kspace, sens)                                   # (B, T, y, x)
-        update = apply_prior(self.prior, image, meta, us, neighbours)
+        update = apply_prior(self.prior, image, metadata, sampling, neighbours)
         with no_autocast(kspace.device):
             return self.dc(kspace + sens_expand(update, sens), k0, mask)
 
@@ -393,35 +393,35 @@ class CardioMM(nn.Module):
         if self.config.context == "none":  # CardioSM: constant (zero) embeddings, whatever the scan
             meta_emb = torch.zeros_like(meta_emb)
             us_emb = torch.zeros_like(us_emb)
-        meta = self.meta_head(meta_emb)
-        us = self.us_head(us_emb)
+        metadata = self.meta_head(meta_emb)
+        sampling = self.us_head(us_emb)
         with no_autocast(masked_kspace.device):
             k0 = masked_kspace * mask.to(torch.float32)
         neighbours = adjacent_frame_index(n_t, self.config.n_adjacent, masked_kspace.device)
         if self.config.unroll == "proximal":
-            return self._forward_proximal(k0, mask, meta, us, neighbours)
+            return self._forward_proximal(k0, mask, metadata, sampling, neighbours)
         if acs is None:
             acs = acs_region_mask(mask)
         sens = self.sens_net(k0, mask, acs.to(torch.float32))
         kspace = k0
         for cascade in self.cascades:
             if self.config.use_checkpoint and self.training and torch.is_grad_enabled():
-                kspace = checkpoint(cascade, kspace, k0, mask, sens, meta, us, neighbours, use_reentrant=False)
+                kspace = checkpoint(cascade, kspace, k0, mask, sens, metadata, sampling, neighbours, use_reentrant=False)
             else:
-                kspace = cascade(kspace, k0, mask, sens, meta, us, neighbours)
+                kspace = cascade(kspace, k0, mask, sens, metadata, sampling, neighbours)
         with no_autocast(masked_kspace.device):
             image = sens_reduce(kspace, sens)
         return CardioMMOutput(image, kspace, sens)
 
-    def _forward_proximal(self, k0: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor,
+    def _forward_proximal(self, k0: torch.Tensor, mask: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor,
                           neighbours: torch.Tensor) -> CardioMMOutput:
         image, sens0 = conventional_start(k0, mask)
         sens = self.sens_net(sens0)
         for cascade in self.cascades:
             if self.config.use_checkpoint and self.training and torch.is_grad_enabled():
-                image = checkpoint(cascade, image, k0, mask, sens, meta, us, neighbours, use_reentrant=False)
+                image = checkpoint(cascade, image, k0, mask, sens, metadata, sampling, neighbours, use_reentrant=False)
             else:
-                image = cascade(image, k0, mask, sens, meta, us, neighbours)
+                image = cascade(image, k0, mask, sens, metadata, sampling, neighbours)
         with no_autocast(k0.device):
             return CardioMMOutput(image, sens_expand(image, sens), sens)
 

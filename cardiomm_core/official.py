@@ -333,7 +333,7 @@ class _SkipPath(nn.Module):
 class _TextUNet(nn.Module):
     """Three-level channel-attention U-Net whose decoder reads both sentence embeddings.
 
-    ``forward(x (N, 2, H, W) float, meta (n, E), us (n, E)) -> (N, 2, H, W)``, ``N`` a multiple of
+    ``forward(x (N, 2, H, W) float, metadata (n, E), sampling (n, E)) -> (N, 2, H, W)``, ``N`` a multiple of
     ``n`` (coils/frames of one sample are consecutive), ``H, W`` multiples of 8.
     """
 
@@ -357,7 +357,7 @@ class _TextUNet(nn.Module):
             setattr(self, f"metacond_level{lvl}", _MetadataGate(widths[lvl - 1], emb, red))
         self.conv_last = _same_conv(chans, 2, 5)
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
         x = self.feat_extract(x)
         skips = []
         for lvl in range(1, _LEVELS + 1):
@@ -365,9 +365,9 @@ class _TextUNet(nn.Module):
             skips.append(skip)
         x = self.bottleneck(x)
         for lvl in range(_LEVELS, 0, -1):
-            prompt = getattr(self, f"prompt_level{lvl}")(x, us)
+            prompt = getattr(self, f"prompt_level{lvl}")(x, sampling)
             x = getattr(self, f"dec_level{lvl}")(x, prompt, getattr(self, f"skip_attn{lvl}")(skips[lvl - 1]))
-            x = getattr(self, f"metacond_level{lvl}")(x, meta)
+            x = getattr(self, f"metacond_level{lvl}")(x, metadata)
         return self.conv_last(x)
 
 
@@ -381,7 +381,7 @@ class _NormalisedUNet(nn.Module):
         self.unet = unet
         self.channels_last = False
 
-    def forward(self, image: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
         n = image.shape[0]
         with no_autocast(image.device):
             chans = torch.stack([image.real, image.imag], dim=1).to(torch.float32)   # (N, 2, H, W)
@@ -391,7 +391,7 @@ class _NormalisedUNet(nn.Module):
             chans, pads = pad_to_multiple((chans - mean) / std, 2 ** _LEVELS)
         if self.channels_last:
             chans = chans.contiguous(memory_format=torch.channels_last)
-        out = self.unet(chans, meta, us)
+        out = self.unet(chans, metadata, sampling)
         with no_autocast(image.device):
             out = unpad(out.float(), pads) * std + mean
             return torch.complex(out[:, 0], out[:, 1])
@@ -406,11 +406,11 @@ class _Cascade(nn.Module):
         self.dc_weight = nn.Parameter(torch.ones(1))
 
     def forward(self, kspace: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
-                meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+                metadata: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
         """``kspace, k0 (N, C, H, W)`` complex64, ``mask (N, 1, H, W|1)`` 0/1 float, ``sens (N, C, H, W)``."""
         with no_autocast(kspace.device):
             image = (ifft2c(kspace) * sens.conj()).sum(dim=1)
-        image = self.model(image, meta, us)
+        image = self.model(image, metadata, sampling)
         with no_autocast(kspace.device):
             pred = fft2c(image.unsqueeze(1) * sens)
             w = self.dc_weight.abs().to(torch.float32)
@@ -425,7 +425,7 @@ class _CoilMapNet(nn.Module):
         self.norm_unet = _NormalisedUNet(unet)
         self.num_low_frequencies = num_low_frequencies
 
-    def forward(self, k0: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    def forward(self, k0: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
         """``k0 (N, C, H=readout, W=PE)`` complex64 -> maps ``(N, C, H, W)`` complex64 (RSS 1)."""
         n, c, h, w = k0.shape
         width = min(self.num_low_frequencies, w)
@@ -434,14 +434,14 @@ class _CoilMapNet(nn.Module):
         band[..., start:start + width] = k0[..., start:start + width]
         with no_autocast(k0.device):
             images = ifft2c(band).reshape(n * c, h, w)
-        maps = self.norm_unet(images, meta, us).reshape(n, c, h, w)
+        maps = self.norm_unet(images, metadata, sampling).reshape(n, c, h, w)
         with no_autocast(k0.device):
             rss = (maps.real ** 2 + maps.imag ** 2).sum(dim=1, keepdim=True).sqrt()
             return maps / rss
 
 
 class _Unrolled(nn.Module):
-    """The official ``CardioMM_SEM`` with one frame per sample: ``(k0, mask, meta, us) -> RSS``."""
+    """The official ``CardioMM_SEM`` with one frame per sample: ``(k0, mask, metadata, sampling) -> RSS``."""
 
     def __init__(self, cfg: OfficialConfig, act: nn.Module) -> None:
         super().__init__()
@@ -450,14 +450,14 @@ class _Unrolled(nn.Module):
         self.cascades = nn.ModuleList(_Cascade(_TextUNet(cfg, cfg.chans, cfg.feature_dims, cfg.prompt_dims, act))
                                       for _ in range(cfg.n_cascades))
 
-    def forward(self, k0: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    def forward(self, k0: torch.Tensor, mask: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
         """``k0 (N, C, H, W)`` complex64 masked k-space (H readout, W phase encoding), ``mask
-        (N, 1, H|1, W)`` 0/1 float, ``meta, us (N, E)`` projected embeddings -> ``(N, H, W)`` float32
+        (N, 1, H|1, W)`` 0/1 float, ``metadata, sampling (N, E)`` projected embeddings -> ``(N, H, W)`` float32
         root-sum-of-squares magnitude."""
-        sens = self.sens_net(k0, meta, us)
+        sens = self.sens_net(k0, metadata, sampling)
         kspace = k0
         for cascade in self.cascades:
-            kspace = cascade(kspace, k0, mask, sens, meta, us)
+            kspace = cascade(kspace, k0, mask, sens, metadata, sampling)
         with no_autocast(k0.device):
             return ifft2c(kspace).abs().pow(2).sum(dim=1).sqrt()
 
@@ -529,10 +529,10 @@ class OfficialCardioMM(nn.Module):
             # (B, C, T, ky, kx) -> (B*T, C, kx, ky): one sample per frame, readout along the height
             k0 = k0.permute(0, 2, 1, 4, 3).reshape(n_b * n_t, n_c, n_kx, n_ky)
             m = m.permute(0, 2, 1, 4, 3).reshape(n_b * n_t, 1, m.shape[-1], n_ky)
-        meta = self.lm_head_meta(meta_emb.to(torch.float32).expand(n_b, -1))
-        us = self.lm_head_us(us_emb.to(torch.float32).expand(n_b, -1))
-        meta = meta.float().repeat_interleave(n_t, dim=0)
-        us = us.float().repeat_interleave(n_t, dim=0)
-        rss = self.metausunetlight(k0, m, meta, us)                       # (B*T, kx, ky)
+        metadata = self.lm_head_meta(meta_emb.to(torch.float32).expand(n_b, -1))
+        sampling = self.lm_head_us(us_emb.to(torch.float32).expand(n_b, -1))
+        metadata = metadata.float().repeat_interleave(n_t, dim=0)
+        sampling = sampling.float().repeat_interleave(n_t, dim=0)
+        rss = self.metausunetlight(k0, m, metadata, sampling)                       # (B*T, kx, ky)
         image = rss.reshape(n_b, n_t, n_kx, n_ky).transpose(-2, -1)
         return torch.complex(image.contiguous(), torch.zeros_like(image))

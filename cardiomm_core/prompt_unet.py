@@ -150,8 +150,8 @@ class PromptUnet(nn.Module):
 
     ``x (N, in_chans, h, w)`` with h, w multiples of ``2**n_pools`` -> ``(N, out_chans, h, w)``.
     With ``embed_dim`` given, each decoder level receives an undersampling prompt (concatenated
-    before fusion) and a metadata FiLM adapter (after the level); ``meta (N0, E)`` and
-    ``us (N0, E)`` are per slice and ``N = N0 * repeats`` (frames folded into the batch axis,
+    before fusion) and a metadata FiLM adapter (after the level); ``metadata (N0, E)`` and
+    ``sampling (N0, E)`` are per slice and ``N = N0 * repeats`` (frames folded into the batch axis,
     slice-major).
     """
 
@@ -185,8 +185,8 @@ class PromptUnet(nn.Module):
             )
         self.tail = _conv(chans, out_chans, 5)
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None,
-                us: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None,
+                sampling: torch.Tensor | None = None) -> torch.Tensor:
         x = self.head(x)
         skips = []
         for encoder, skip in zip(self.encoders, self.skips):
@@ -194,19 +194,19 @@ class PromptUnet(nn.Module):
             skips.append(skip(enc))
         x = self.bottleneck(x)
         if self.conditioned:
-            if meta is None or us is None:
-                raise ValueError("meta and us embeddings are required by a conditioned PromptUnet")
-            repeats = x.shape[0] // meta.shape[0]
-            meta_rep = meta.repeat_interleave(repeats, dim=0)
+            if metadata is None or sampling is None:
+                raise ValueError("the metadata and sampling embeddings are required by a conditioned PromptUnet")
+            repeats = x.shape[0] // metadata.shape[0]
+            metadata_rep = metadata.repeat_interleave(repeats, dim=0)
         for level in reversed(range(self.n_pools)):
             prompt = None
             if self.conditioned:
                 # one prompt per slice, shared by its frames (slice-major folding)
-                prompt = self.prompters[level](us, (x.shape[-2], x.shape[-1])).to(x.dtype)
+                prompt = self.prompters[level](sampling, (x.shape[-2], x.shape[-1])).to(x.dtype)
                 prompt = prompt.repeat_interleave(repeats, dim=0)
             x = self.decoders[level](x, prompt, skips[level])
             if self.conditioned:
-                x = self.adapters[level](x, meta_rep)
+                x = self.adapters[level](x, metadata_rep)
         return self.tail(x)
 
 def _complex_to_chans(x: torch.Tensor) -> torch.Tensor:
@@ -256,8 +256,8 @@ class NormPromptUnet(nn.Module):
             # (not shifted back by its mean), and it starts at exactly zero
             nn.init.zeros_(self.unet.tail.weight)
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None,
-                us: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, metadata: torch.Tensor | None = None,
+                sampling: torch.Tensor | None = None) -> torch.Tensor:
         n, k = x.shape[:2]
         chans = _complex_to_chans(x)                                   # (N, 2K, h, w) float32
         grouped = chans.reshape(n, 2, -1)
@@ -267,7 +267,7 @@ class NormPromptUnet(nn.Module):
         chans, pads = pad_to_multiple(chans, 2 ** self.unet.n_pools)
         if self.channels_last:
             chans = chans.contiguous(memory_format=torch.channels_last)
-        out = self.unet(chans, meta, us).float()
+        out = self.unet(chans, metadata, sampling).float()
         out = unpad(out, pads)
         ko = self.out_complex_chans
         out = out.reshape(n, 2, ko, *out.shape[-2:]) * std[:, :, None]

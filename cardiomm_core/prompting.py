@@ -514,22 +514,23 @@ def encode_sentences(encoder: Any, sentences: Sequence[str]) -> tuple[torch.Tens
 class ModelInput:
     """What the network is given: scaled ``kspace (B, C, T, ky, kx)`` complex64, ``mask (B, 1, T,
     ky, kx|1)`` float32, the calibration region ``acs (B, 1, 1, ky, kx|1)``, the per-slice
-    intensity ``scale (B,)`` the k-space was multiplied by, and the embeddings ``meta``/``us (B, D)``."""
+    intensity ``scale (B,)`` the k-space was multiplied by, and the frozen text embeddings of the
+    metadata and undersampling sentences ``metadata_emb`` / ``sampling_emb (B, D)``."""
 
     kspace: torch.Tensor
     mask: torch.Tensor
     acs: torch.Tensor
     scale: torch.Tensor
-    meta: torch.Tensor
-    us: torch.Tensor
+    metadata_emb: torch.Tensor
+    sampling_emb: torch.Tensor
 
 
-def prepare_model_input(kspace: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor,
-                        normalisation: Mapping[str, Any] | None) -> ModelInput:
+def prepare_model_input(kspace: torch.Tensor, mask: torch.Tensor, metadata_emb: torch.Tensor,
+                        sampling_emb: torch.Tensor, normalisation: Mapping[str, Any] | None) -> ModelInput:
     """Calibration region, intensity scale and embeddings for one network call.
 
     ``kspace (B, C, T, ky, kx)`` complex, ``mask (B, 1, T, ky, kx|1)``, on the device the network
-    runs on; ``meta``/``us`` ``(1|B, D)`` embeddings (expanded to B). The k-space is multiplied by
+    runs on; ``metadata_emb`` / ``sampling_emb`` ``(1|B, D)`` embeddings (expanded to B). The k-space is multiplied by
     ``cardiomm_core.engine.normalisation_scale`` (``normalisation``: a checkpoint's section).
     """
     from .coils import acs_region_mask
@@ -539,7 +540,7 @@ def prepare_model_input(kspace: torch.Tensor, mask: torch.Tensor, meta: torch.Te
     scale = normalisation_scale(kspace, mask, normalisation, acs=acs)
     n_b = kspace.shape[0]
     return ModelInput(kspace * scale.view(-1, 1, 1, 1, 1), mask, acs, scale,
-                      meta.expand(n_b, -1), us.expand(n_b, -1))
+                      metadata_emb.expand(n_b, -1), sampling_emb.expand(n_b, -1))
 
 
 def model_forward(model: torch.nn.Module, inputs: ModelInput, *, amp: bool) -> torch.Tensor:
@@ -547,7 +548,7 @@ def model_forward(model: torch.nn.Module, inputs: ModelInput, *, amp: bool) -> t
     autocast when ``amp``); divide by ``inputs.scale`` for the input's own intensity."""
     device_type = inputs.kspace.device.type
     with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=bool(amp)):
-        return model(inputs.kspace, inputs.mask, inputs.meta, inputs.us, inputs.acs)
+        return model(inputs.kspace, inputs.mask, inputs.metadata_emb, inputs.sampling_emb, inputs.acs)
 
 
 __all__ = [

@@ -88,14 +88,14 @@ def _coil_unet(chans: int, n_pools: int, reduction: int, use_ca: bool, residual:
     return NormPromptUnet(PromptUnet(2, 2, chans, dims, ones, ones, [0] * n_pools, 1, reduction, use_ca), 1,
                           residual=residual)
 
-def apply_prior(prior: NormPromptUnet, image: torch.Tensor, meta: torch.Tensor, us: torch.Tensor,
+def apply_prior(prior: NormPromptUnet, image: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor,
                  neighbours: torch.Tensor) -> torch.Tensor:
     """``image (B, T, y, x)`` -> the prior's output ``(B, T, y, x)`` complex64, each frame from its
     ``neighbours (T, A)`` (frames folded into the batch axis, slice-major)."""
     n_b, n_t = image.shape[:2]
     with no_autocast(image.device):
         stacked = image[:, neighbours].reshape(n_b * n_t, neighbours.shape[1], *image.shape[-2:])
-    return prior(stacked, meta, us).reshape(image.shape)
+    return prior(stacked, metadata, sampling).reshape(image.shape)
 
 class SensitivityNet(nn.Module):
     """Coil sensitivities from the auto-calibration region (E2E-VarNet style).
