@@ -6,7 +6,9 @@ so a wrong shape or dtype is reported at the public boundary instead of deep ins
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -101,3 +103,25 @@ def check_model_inputs(masked_kspace: object, mask: object, meta_emb: object, us
         check_tensor(name, emb)
         if emb.ndim != 2 or emb.shape[0] not in (1, n_b) or emb.shape[1] != text_dim:
             raise ValueError(f"{name} must have shape ({n_b}, text_dim={text_dim}), got {tuple(emb.shape)} ({hint})")
+
+
+def dataclass_to_json(instance: Any) -> dict[str, Any]:
+    """A dataclass instance as a JSON-ready mapping of its fields (tuples become lists)."""
+    out = dataclasses.asdict(instance)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def dataclass_fields_from(cls: type, values: object, label: str, *,
+                          may_be_missing: Collection[str] | None = ()) -> dict[str, Any]:
+    """``values`` (a mapping) as the keyword arguments of the dataclass ``cls``, checked: an
+    unknown key, or a missing field that is not in ``may_be_missing`` (None: every field may be
+    missing and takes its default), is a ValueError naming them (``label`` starts the message)."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"values must be a mapping, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    missing = [] if may_be_missing is None else sorted(known - set(values) - set(may_be_missing))
+    if unknown or missing:
+        raise ValueError(f"{label} does not match: unknown key(s) {unknown}, missing key(s) {missing}; "
+                         f"known: {sorted(known)}")
+    return dict(values)

@@ -49,7 +49,6 @@ region is found once per forward (or passed in precomputed).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -60,7 +59,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .checks import check_model_inputs
+from .checks import check_model_inputs, dataclass_fields_from, dataclass_to_json
 from .coils import acs_region_mask
 from .prompt_unet import NormPromptUnet, ProjectionHead, PromptUnet
 from .sense import sens_expand, sens_reduce
@@ -217,22 +216,12 @@ class CardioMMConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (tuples become lists)."""
-        out = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return dataclass_to_json(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> CardioMMConfig:
         """Inverse of :meth:`to_dict`; unknown or missing keys are a ValueError naming them."""
-        if not isinstance(values, Mapping):
-            raise ValueError(f"values must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        missing = sorted(known - set(values) - set(cls._LATER_FIELDS))
-        if unknown or missing:
-            raise ValueError(
-                f"CardioMMConfig mapping does not match: unknown key(s) {unknown}, missing key(s) {missing}"
-            )
-        return cls(**dict(values))
+        return cls(**dataclass_fields_from(cls, values, "CardioMMConfig mapping", may_be_missing=cls._LATER_FIELDS))
 
 
 #: Values of :attr:`CardioMMConfig.unroll`.
@@ -403,12 +392,7 @@ class CardioMM(nn.Module):
         if acs is None:
             acs = acs_region_mask(mask)
         sens = self.sens_net(k0, mask, acs.to(torch.float32))
-        kspace = k0
-        for cascade in self.cascades:
-            if self.config.use_checkpoint and self.training and torch.is_grad_enabled():
-                kspace = checkpoint(cascade, kspace, k0, mask, sens, metadata, sampling, neighbours, use_reentrant=False)
-            else:
-                kspace = cascade(kspace, k0, mask, sens, metadata, sampling, neighbours)
+        kspace = self._run_cascades(k0, k0, mask, sens, metadata, sampling, neighbours)
         with no_autocast(masked_kspace.device):
             image = sens_reduce(kspace, sens)
         return CardioMMOutput(image, kspace, sens)
@@ -417,13 +401,20 @@ class CardioMM(nn.Module):
                           neighbours: torch.Tensor) -> CardioMMOutput:
         image, sens0 = conventional_start(k0, mask)
         sens = self.sens_net(sens0)
-        for cascade in self.cascades:
-            if self.config.use_checkpoint and self.training and torch.is_grad_enabled():
-                image = checkpoint(cascade, image, k0, mask, sens, metadata, sampling, neighbours, use_reentrant=False)
-            else:
-                image = cascade(image, k0, mask, sens, metadata, sampling, neighbours)
+        image = self._run_cascades(image, k0, mask, sens, metadata, sampling, neighbours)
         with no_autocast(k0.device):
             return CardioMMOutput(image, sens_expand(image, sens), sens)
+
+    def _run_cascades(self, x: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
+                      metadata: torch.Tensor, sampling: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """``x`` (k-space or image, as the unroll has it) through every cascade; activation
+        checkpointing while training when ``config.use_checkpoint``."""
+        for cascade in self.cascades:
+            if self.config.use_checkpoint and self.training and torch.is_grad_enabled():
+                x = checkpoint(cascade, x, k0, mask, sens, metadata, sampling, neighbours, use_reentrant=False)
+            else:
+                x = cascade(x, k0, mask, sens, metadata, sampling, neighbours)
+        return x
 
     def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
                 us_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:

@@ -63,7 +63,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_model_inputs
+from .checks import check_model_inputs, dataclass_fields_from, dataclass_to_json
 from .fft import fft2c, ifft2c
 from .prompt_unet import pad_to_multiple, unpad
 from .unroll import no_autocast
@@ -168,20 +168,12 @@ class OfficialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (tuples become lists), including ``"kind": "official"``."""
-        out = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return dataclass_to_json(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> OfficialConfig:
         """Inverse of :meth:`to_dict`; unknown or missing keys are a ValueError naming them."""
-        if not isinstance(values, Mapping):
-            raise ValueError(f"values must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        missing = sorted(known - set(values))
-        if unknown or missing:
-            raise ValueError(f"OfficialConfig mapping does not match: unknown key(s) {unknown}, missing key(s) {missing}")
-        return cls(**dict(values))
+        return cls(**dataclass_fields_from(cls, values, "OfficialConfig mapping"))
 
 
 def official_config_by_name(name: str = "official", **overrides: Any) -> OfficialConfig:

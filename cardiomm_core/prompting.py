@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import dataclass_fields_from
 from .context import SENTENCE_STYLES, ScanContext
 from .masks import (
     MASK_CONVENTIONS,
@@ -108,11 +109,7 @@ class PromptSpec:
             return values
         if not isinstance(values, Mapping):
             raise ValueError(f"prompt must be a JSON object, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown prompt key(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        return cls(**dataclass_fields_from(cls, values, "prompt", may_be_missing=None))
 
 
 # --------------------------------------------------------------------------- the sampling description

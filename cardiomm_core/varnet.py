@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .checks import check_model_inputs
+from .checks import check_model_inputs, dataclass_fields_from
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +113,7 @@ class VarNetConfig:
     def from_dict(cls, values: Mapping[str, Any]) -> VarNetConfig:
         """Inverse of :meth:`to_dict`; an unknown key is a ValueError naming it (missing keys
         take their defaults, except ``kind``, which a stored architecture must carry)."""
-        if not isinstance(values, Mapping):
-            raise ValueError(f"values must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"VarNetConfig mapping does not match: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        return cls(**dataclass_fields_from(cls, values, "VarNetConfig mapping", may_be_missing=None))
 
 
 def varnet_config_by_name(name: str, text_dim: int) -> VarNetConfig:

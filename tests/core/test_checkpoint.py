@@ -315,7 +315,7 @@ def test_a_sidecar_without_prompt_section_gets_project_defaults(saved):
     ({"style": "shouting"}, "style"),
     ({"mask_convention": "matlab"}, "mask_convention"),
     ({"acceleration": "realised"}, "acceleration"),
-    ({"colour": "blue"}, "unknown prompt key"),
+    ({"colour": "blue"}, "prompt does not match: unknown key"),
     ("official", "JSON object"),
 ])
 def test_a_bad_prompt_section_is_refused_by_name(saved, tmp_path, tiny_model, prompt, match):
