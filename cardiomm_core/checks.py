@@ -48,12 +48,10 @@ def check_broadcast(names: Sequence[str], shapes: Sequence[Sequence[int]]) -> tu
 def check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
     """``value`` as an ``int`` when it is an integer (Python or numpy, not bool) in
     ``[minimum, maximum]`` (no upper bound when ``maximum`` is None); ValueError naming ``name``."""
-    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if maximum is None:
-        if not is_int or value < minimum:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    elif not is_int or not minimum <= value <= maximum:
-        raise ValueError(f"{name} must be an integer in [{minimum}, {maximum}], got {value!r}")
+    wanted = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or value < minimum or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be an integer {wanted}, got {value!r}")
     return int(value)
 
 

@@ -23,6 +23,7 @@ from cardiomm_core.checkpoint import (
     save_checkpoint,
 )
 from cardiomm_core.model import CardioMM, config_by_name
+from cardiomm_core.prompting import PromptSpec
 from cardiomm_core.text import HashingEncoder
 from tests.helpers import crandn
 
@@ -302,7 +303,8 @@ def test_prompt_section_defaults_to_the_project_and_round_trips(tmp_path, tiny_m
                                prompt={"style": "official", "mask_convention": "official"})
     meta = read_checkpoint_meta(official)
     assert meta.prompt == {"style": "official", "mask_convention": "official", "acceleration": "nominal"}
-    assert meta.prompt_spec.style == "official" and meta.prompt_spec.mask_convention == "official"
+    spec = PromptSpec.from_dict(meta.prompt)
+    assert spec.style == "official" and spec.mask_convention == "official"
 
 
 def test_a_sidecar_without_prompt_section_gets_project_defaults(saved):
