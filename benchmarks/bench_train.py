@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-logger = logging.getLogger("benchmarks.bench_train")
+logger = logging.getLogger(__name__)
 
 #: name -> config of the quality table's learned methods.
 CONFIGS: dict[str, Path] = {
@@ -75,7 +75,7 @@ def train_and_export(name: str, out: Path, overrides: Sequence[str] = (), storag
     import torch
 
     from cardiomm_core.model import count_parameters
-    from train.config import load_config
+    from train.config_io import load_config
     from train.export import export_checkpoint
     from train.trainer import Trainer
 

@@ -62,13 +62,14 @@ for _path in (ROOT, ROOT / "benchmarks"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+from benchmarks.machine import machine_line  # noqa: E402
 from gadgets import ismrmrd_io  # noqa: E402
 from gadgets.chain import Chain, ExternalPeer, build_gadgets, configuration_xml, load_chain, run_chain  # noqa: E402
 from gadgets.recon import check_model_setting  # noqa: E402
 from gadgets.simulate import write_simulated_scan  # noqa: E402
 from gadgets.stream import encode_item, recv_exactly  # noqa: E402
 
-log = logging.getLogger("chain_bench")
+log = logging.getLogger(__name__)
 
 #: (coils, frames, ky, kx after oversampling removal); the readout is written 2x oversampled
 GEOMETRIES: dict[str, tuple[int, int, int, int]] = {
@@ -442,18 +443,6 @@ def measure(args: argparse.Namespace, workdir: Path, report: dict[str, Any]) -> 
 # --------------------------------------------------------------------------- report
 
 
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs; {platform.platform()}"
-
-
 def _get(report: dict[str, Any], *keys: str) -> Any:
     value: Any = report
     for key in keys:
@@ -575,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_coils, n_frames, n_ky, n_kx = GEOMETRIES[args.geometry]
     report: dict[str, Any] = {
         "command": ("python benchmarks/chain.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip(),
-        "machine": machine(),
+        "machine": machine_line(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
                      "gadgetron-python": str(gadgetron.version.version),
                      "ismrmrd-python": getattr(ismrmrd, "__version__", "?")},

@@ -74,11 +74,9 @@ def load_tuned_settings(path: str | Path | None = None) -> tuple[CSSettings, str
 def _sensitivities(kspace: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """``kspace (1, C, T, ky, kx)``, ``mask (1, 1, T, ky, kx|1)`` -> maps ``(C, 1, y, x)`` complex64,
     as the CG-SENSE fallback estimates them."""
-    from cardiomm_core.coils import estimate_sensitivities
-    from cardiomm_core.conventional import DEFAULT_SENS_THRESHOLD, masks_differ_over_frames
+    from cardiomm_core.conventional import conventional_recon
 
-    method = "time_average" if masks_differ_over_frames(mask) else "acs"
-    sens = estimate_sensitivities(kspace, mask, method=method, threshold=DEFAULT_SENS_THRESHOLD)
+    sens = conventional_recon(kspace, mask, method="zero_filled").sens  # the fallback's own maps (sens_method auto)
     return sens[0].numpy().astype(np.complex64)
 
 

@@ -42,6 +42,10 @@ Also in the report, on request (they need ``ismrmrd``, i.e. the project's full i
 - ``--readme-example``: runs the README's Tools example (``python -m gadgets.demo --slices 3
   --coils 10 --matrix 192x156 --seed 7``) and records which method it prints ahead.
 
+Code: this script runs the jobs and writes the report; the grid's cells and settings are in
+``benchmarks/eval_grid_cells.py``, the tables and markdown in ``benchmarks/eval_grid_report.py``,
+``--mapping`` and ``--readme-example`` in ``benchmarks/eval_grid_acceptance.py``.
+
 GPU machine: ``--device cuda`` needs only torch, numpy, h5py, pyyaml and safetensors. A checkpoint
 with the MiniLM text encoder then reads its sentence embeddings from ``$CARDIOMM_CACHE_DIR``: write
 them here first with ``--precompute-embeddings`` (same grid options, same cache folder), carry the
@@ -58,9 +62,7 @@ import logging
 import math
 import multiprocessing
 import os
-import platform
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,33 +79,28 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
 
+from benchmarks.eval_grid_acceptance import MAPPING_SETTINGS, mapping_rows, readme_example  # noqa: E402
+from benchmarks.eval_grid_cells import (  # noqa: E402
+    CONVENTIONAL,
+    GRID_ACCELERATIONS,
+    GRID_MATRICES,
+    GRID_MODALITIES,
+    GRID_PATTERNS,
+    GRID_SEED,
+    MODALITY_LABELS,
+    N_COILS,
+    NOISE_LEVEL,
+    QUICK,
+    READOUT_OVERSAMPLING,
+    TARGET_MARGIN_DB,
+    VIRTUAL_COILS,
+    matrix_text,
+    parse_matrix,
+)
+from benchmarks.eval_grid_report import cell_table, machine_info, summarise, write_markdown  # noqa: E402
 from train.evaluate import format_duration, mask_seed  # noqa: E402
 
-logger = logging.getLogger("eval_grid")
-
-#: The grid of issue 11's acceptance.
-GRID_MATRICES: tuple[tuple[int, int], ...] = ((128, 112), (192, 156), (256, 208))
-#: Modalities and their frames (cine phases; CMRxRecon's MOLLI T1 mapping 9 weightings; T2 mapping 3).
-GRID_MODALITIES: dict[str, int] = {"cine": 12, "t1map": 9, "t2map": 3}
-MODALITY_LABELS = {"cine": "Cine", "t1map": "T1 mapping", "t2map": "T2 mapping"}
-GRID_PATTERNS: tuple[str, ...] = ("ktGaussian", "ktUniform", "Uniform")
-GRID_ACCELERATIONS: tuple[float, ...] = (8.0, 12.0, 16.0, 24.0)
-#: Held-out seeds: the training configs use 0, 1, 2, 900001, 900002, the earlier tables 424242.
-GRID_SEED = 611_000
-#: How the data are prepared (the default chain: 10 coils -> prewhitened -> 8 virtual coils).
-N_COILS = 10
-VIRTUAL_COILS = 8
-READOUT_OVERSAMPLING = 2
-NOISE_LEVEL = 0.01
-#: The --quick subset.
-QUICK = {"matrices": ((128, 112), (256, 208)), "patterns": ("ktGaussian", "Uniform"), "accelerations": (8.0, 24.0),
-         "subjects": 1}
-#: The conventional methods every cell has.
-CONVENTIONAL = ("cg_sense", "zero_filled")
-LABELS = {"cg_sense": "CG-SENSE", "zero_filled": "Zero-filled"}
-#: Margin the issue targets at R = 8.
-TARGET_MARGIN_DB = 2.0
-README_EXAMPLE = ["--slices", "3", "--coils", "10", "--matrix", "192x156", "--seed", "7"]
+logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- data
@@ -133,17 +130,6 @@ class Job:
     def weight(self) -> float:
         """Relative cost (pixels x frames), for the ETA."""
         return float(self.matrix[0] * self.matrix[1] * GRID_MODALITIES.get(self.modality, 12))
-
-
-def matrix_text(matrix: Sequence[int]) -> str:
-    return f"{int(matrix[0])}x{int(matrix[1])}"
-
-
-def parse_matrix(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"matrix must be READOUTxPHASE such as 192x156, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
 
 
 def grid_jobs(matrices: Sequence[tuple[int, int]], modalities: Sequence[str], n_subjects: int,
@@ -384,344 +370,6 @@ def run_pool(kind: str, jobs: Sequence[Job], candidates: Sequence[Candidate], ac
                 future.cancel()
             raise
     return results
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def cell_table(rows: Sequence[dict[str, Any]], candidates: Sequence[str]) -> list[dict[str, Any]]:
-    """Means per cell (matrix, modality, pattern, R) and method, the differences of each candidate
-    to CG-SENSE and the winner (the best method in PSNR and in SSIM)."""
-    groups: dict[tuple[str, str, str, float], dict[str, list[dict[str, Any]]]] = {}
-    for row in rows:
-        key = (row["matrix"], row["modality"], row["pattern"], float(row["acceleration"]))
-        groups.setdefault(key, {}).setdefault(row["method"], []).append(row)
-    matrices = list(dict.fromkeys(r["matrix"] for r in rows))
-    order = {m: i for i, m in enumerate(sorted(matrices, key=lambda t: [int(v) for v in t.split("x")]))}
-    cells = []
-    for key in sorted(groups, key=lambda k: (order[k[0]], list(GRID_MODALITIES).index(k[1]) if k[1] in GRID_MODALITIES
-                                             else 99, GRID_PATTERNS.index(k[2]) if k[2] in GRID_PATTERNS else 99,
-                                             k[3])):
-        by_method = groups[key]
-        methods = {m: {"psnr": float(np.mean([r["psnr"] for r in rs])), "ssim": float(np.mean([r["ssim"] for r in rs])),
-                       "nmse": float(np.mean([r["nmse"] for r in rs])), "n": len(rs)}
-                   for m, rs in by_method.items()}
-        delta = {}
-        for name in candidates:
-            if name in methods and "cg_sense" in methods:
-                delta[name] = {"psnr": methods[name]["psnr"] - methods["cg_sense"]["psnr"],
-                               "ssim": methods[name]["ssim"] - methods["cg_sense"]["ssim"]}
-        best_psnr = max(methods, key=lambda m: methods[m]["psnr"])
-        best_ssim = max(methods, key=lambda m: methods[m]["ssim"])
-        winner = best_psnr if best_psnr == best_ssim else f"PSNR: {best_psnr}, SSIM: {best_ssim}"
-        cells.append({"matrix": key[0], "modality": key[1], "pattern": key[2], "acceleration": key[3],
-                      "n": max(v["n"] for v in methods.values()), "methods": methods, "delta": delta,
-                      "winner": winner})
-    return cells
-
-
-def summarise(cells: Sequence[dict[str, Any]], candidates: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per candidate: cells won against CG-SENSE (PSNR and SSIM both higher; and each alone),
-    min / mean PSNR and SSIM margins, and the R = 8 cells reaching +2 dB."""
-    out = {}
-    for name in candidates:
-        deltas = [c["delta"][name] for c in cells if name in c["delta"]]
-        r8 = [c["delta"][name] for c in cells if name in c["delta"] and c["acceleration"] == 8.0]
-        if not deltas:
-            continue
-        out[name] = {
-            "cells": len(deltas),
-            "won": sum(d["psnr"] > 0 and d["ssim"] > 0 for d in deltas),
-            "won_psnr": sum(d["psnr"] > 0 for d in deltas),
-            "won_ssim": sum(d["ssim"] > 0 for d in deltas),
-            "min_psnr_margin": min(d["psnr"] for d in deltas),
-            "mean_psnr_margin": float(np.mean([d["psnr"] for d in deltas])),
-            "min_ssim_margin": min(d["ssim"] for d in deltas),
-            "mean_ssim_margin": float(np.mean([d["ssim"] for d in deltas])),
-            "r8_cells": len(r8),
-            "r8_at_target": sum(d["psnr"] >= TARGET_MARGIN_DB for d in r8),
-        }
-    return out
-
-
-def machine_info(device: str) -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
-                            "cpus": os.cpu_count(), "python": platform.python_version(),
-                            "torch": torch.__version__, "numpy": np.__version__, "device": device}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        if names:
-            info["cpu"] = names[0]
-    except OSError:
-        pass
-    if device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    try:
-        from cardiomm_core import __version__ as version
-
-        info["cardiomm"] = version
-    except ImportError:
-        pass
-    try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                            text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return info
-
-
-def _fmt_delta(value: float, digits: int) -> str:
-    return f"{value:+.{digits}f}"
-
-
-def _timing(report: dict[str, Any]) -> str:
-    """How long the report's parts took, in words."""
-    parts = []
-    if report["cells"]:
-        kind = ("grid time (sum of the finished jobs' times / processes; --report-only)"
-                if report["settings"].get("report_only") else "grid wall time")
-        parts.append(f"{kind} {format_duration(report['wall_s'])} ({report['settings']['jobs']} process(es) x "
-                     f"{report['settings']['threads']} torch thread(s))")
-    if "mapping_s" in report:
-        parts.append(f"mapping scans {format_duration(report['mapping_s'])}")
-    if "readme_example" in report:
-        parts.append(f"README example {format_duration(report['readme_example']['seconds'])}")
-    return "; ".join(parts)
-
-
-def write_markdown(path: Path, report: dict[str, Any]) -> None:
-    """The report as markdown (see the module docstring)."""
-    names = [c["name"] for c in report["candidates"]]
-    lines = ["# Held-out evaluation grid (issue 11)", ""]
-    labels = []
-    for c in report["candidates"]:
-        what = "the current packaged model" if c.get("packaged") else "candidate"
-        labels.append(f"- `{c['name']}`: {what}, `{c['path_display']}` (weights sha256 {c['sha256'][:12] or '?'}, "
-                      f"text encoder {c['encoder']}, prompt style {c['style']}, masks {c['mask_convention']})")
-    lines += ["Models:", "", *labels, ""]
-    if report.get("missing_jobs"):
-        lines += [f"**PARTIAL: {len(report['missing_jobs'])} job(s) not finished when this report was written "
-                  f"(--report-only); their cells are missing: {', '.join(report['missing_jobs'])}.**", ""]
-    lines += [f"- command: `{report['command']}`",
-              f"- date: {report['date']}; {_timing(report)}",
-              f"- machine: {report['machine'].get('cpu', report['machine']['machine'])}, "
-              f"{report['machine']['cpus']} CPUs" + (f", GPU {report['machine']['gpu']}" if 'gpu' in report['machine']
-                                                     else "") + f"; device {report['machine']['device']}",
-              f"- versions: Python {report['machine']['python']}, torch {report['machine']['torch']}, numpy "
-              f"{report['machine']['numpy']}, cardiomm {report['machine'].get('cardiomm', '?')} "
-              f"(commit {report['machine'].get('git_commit', '?')})",
-              *([f"- data: {report['data']}", f"- methods: {report['methods_note']}"] if report["cells"] else []),
-              ""]
-    if not report["cells"]:  # --no-grid: only the mapping scans / the README example
-        lines += [*(mapping_markdown(report["mapping"]) if report.get("mapping") else []),
-                  *(readme_markdown(report["readme_example"]) if report.get("readme_example") else [])]
-        path.write_text("\n".join(lines), encoding="utf-8")
-        return
-    lines += ["## Summary (each candidate against CG-SENSE, the chain's fallback)", "",
-              "| model | cells won (PSNR and SSIM) | won in PSNR | won in SSIM | PSNR margin min / mean (dB) | "
-              f"SSIM margin min / mean | R = 8 cells at +{TARGET_MARGIN_DB:g} dB |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
-    for name, s in report["summary"].items():
-        lines.append(f"| {name} | {s['won']} / {s['cells']} | {s['won_psnr']} / {s['cells']} | {s['won_ssim']} / "
-                     f"{s['cells']} | {s['min_psnr_margin']:+.2f} / {s['mean_psnr_margin']:+.2f} | "
-                     f"{s['min_ssim_margin']:+.4f} / {s['mean_ssim_margin']:+.4f} | {s['r8_at_target']} / "
-                     f"{s['r8_cells']} |")
-    lines += ["", "## Cells", "",
-              "PSNR (dB) / SSIM: mean over the cell's slices (n). Delta: model minus CG-SENSE. Winner: the best "
-              "method in PSNR and SSIM (named per metric when they differ).", ""]
-    header = ["matrix", "modality", "pattern", "R"]
-    for name in names:
-        header += [f"{name} PSNR", f"{name} SSIM"]
-    header += ["CG-SENSE PSNR", "CG-SENSE SSIM", "zero-filled PSNR", "zero-filled SSIM"]
-    for name in names:
-        header += [f"Δ PSNR {name}", f"Δ SSIM {name}"]
-    header += ["winner", "n"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 4 + ["---:"] * (len(header) - 6)
-                                                               + ["---", "---:"]) + "|"]
-    for cell in report["cells"]:
-        m = cell["methods"]
-        values = [cell["matrix"], MODALITY_LABELS.get(cell["modality"], cell["modality"]), cell["pattern"],
-                  f"{cell['acceleration']:g}"]
-        for name in [*names, *CONVENTIONAL]:
-            values += [f"{m[name]['psnr']:.2f}", f"{m[name]['ssim']:.4f}"] if name in m else ["", ""]
-        for name in names:
-            d = cell["delta"].get(name)
-            values += [_fmt_delta(d["psnr"], 2), _fmt_delta(d["ssim"], 4)] if d else ["", ""]
-        winner = cell["winner"]
-        for key, label in LABELS.items():
-            winner = winner.replace(key, label)
-        values += [winner, str(cell["n"])]
-        lines.append("| " + " | ".join(values) + " |")
-    lines.append("")
-    if report.get("mapping"):
-        lines += mapping_markdown(report["mapping"])
-    if report.get("readme_example"):
-        lines += readme_markdown(report["readme_example"])
-    path.write_text("\n".join(lines), encoding="utf-8")
-
-
-# --------------------------------------------------------------------------- mapping acceptance
-
-
-#: The mapping scans of the acceptance: (simulator modality, weightings).
-MAPPING_SCANS = (("mapping", 9), ("t2map", 3))
-MAPPING_CHAIN = ROOT / "chains" / "cardiomm_mapping_python.xml"
-MAPPING_SETTINGS = {"slices": 2, "coils": N_COILS, "matrix": (192, 156), "accel": 8.0, "pattern": "ktGaussian",
-                    "seed": GRID_SEED + 7}
-
-
-class _ForwardLog(logging.Handler):
-    """Collects CardioMMRecon's per-forward log lines ("CardioMMRecon: k-space (...), ...")."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.shapes: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if message.startswith("CardioMMRecon: k-space"):
-            self.shapes.append(message.split("k-space", 1)[1].split(")", 1)[0].strip() + ")")
-        if record.levelno >= logging.WARNING:  # warnings still reach the user's log
-            logging.getLogger().handle(record)
-
-
-def _replay_chain(chain: Any, scan: Path) -> tuple[list[Any], list[str]]:
-    import ismrmrd
-
-    from gadgets.chain import run_chain
-    from gadgets.ismrmrd_io import RawFile
-
-    handler = _ForwardLog()
-    recon_logger = logging.getLogger("gadgets.recon")
-    level, propagate = recon_logger.level, recon_logger.propagate
-    recon_logger.addHandler(handler)
-    recon_logger.setLevel(logging.INFO)
-    recon_logger.propagate = False  # its INFO lines are collected here, not printed
-    try:
-        with RawFile(scan) as raw:
-            images = [item for item in run_chain(chain, raw.xml, raw.acquisitions()) if isinstance(item, ismrmrd.Image)]
-    finally:
-        recon_logger.removeHandler(handler)
-        recon_logger.setLevel(level)
-        recon_logger.propagate = propagate
-    return images, handler.shapes
-
-
-def mapping_rows(candidates: Sequence[Candidate], device: str, workdir: Path, *,
-                 matrix: tuple[int, int] = MAPPING_SETTINGS["matrix"],
-                 slices: int = MAPPING_SETTINGS["slices"]) -> list[dict[str, Any]]:
-    """The mapping acceptance: each MAPPING_SCANS scan simulated by ``cardiomm-simulate`` and replayed
-    through the mapping chain per candidate and with ``checkpoint=none``; scores against the stored
-    ground truth (``gadgets.demo``'s reference and zero-filled images)."""
-    from cardiomm_core.metrics import evaluate
-    from gadgets.chain import load_chain
-    from gadgets.demo import images_to_array, reference_images, zero_filled_rss
-    from gadgets.simulate import main as simulate_main
-    from gadgets.simulate import read_ground_truth
-
-    rows = []
-    workdir.mkdir(parents=True, exist_ok=True)
-    s = {**MAPPING_SETTINGS, "matrix": tuple(matrix), "slices": int(slices)}
-    for modality, n_frames in MAPPING_SCANS:
-        scan = workdir / f"grid_{modality}.h5"
-        argv = [str(scan), "--modality", modality, "--phases", str(n_frames), "--slices", str(s["slices"]),
-                "--coils", str(s["coils"]), "--matrix", matrix_text(s["matrix"]), "--accel", f"{s['accel']:g}",
-                "--pattern", s["pattern"], "--seed", str(s["seed"]), "--quiet"]
-        if simulate_main(argv) != 0:
-            raise RuntimeError(f"cardiomm-simulate {' '.join(argv)} failed")
-        truth = reference_images(read_ground_truth(scan))
-        n_slices = truth.shape[0]
-        chain = load_chain(MAPPING_CHAIN)
-        scored: dict[str, dict[str, Any]] = {}
-        for name, checkpoint in [*((c.name, c.path) for c in candidates), ("cg_sense", "none")]:
-            tic = time.perf_counter()
-            images, shapes = _replay_chain(chain.with_properties("CardioMMRecon", checkpoint=checkpoint,
-                                                                 device=device if checkpoint != "none" else "cpu"),
-                                           scan)
-            array = images_to_array(images, n_slices, n_frames, "contrast")
-            methods = sorted({str(i.meta.get("CardioMM.Method", "?")) for i in images})
-            fallback = any(i.meta.get("CardioMM.Fallback") == "true" for i in images)
-            scored[name] = {**evaluate(array, truth), "forwards": shapes, "method": ",".join(methods),
-                            "fallback": fallback, "seconds": time.perf_counter() - tic}
-        scored["zero_filled"] = {**evaluate(zero_filled_rss(scan), truth), "forwards": [], "method": "zero-filled RSS",
-                                 "fallback": False, "seconds": 0.0}
-        rows.append({"scan": modality, "weightings": n_frames, "slices": n_slices,
-                     "simulate": "cardiomm-simulate " + " ".join(a if a != str(scan) else "SCAN.h5" for a in argv),
-                     "replay": f"cardiomm-replay SCAN.h5 --chain chains/{MAPPING_CHAIN.name} --checkpoint CKPT|none -o OUT",
-                     "methods": scored})
-    return rows
-
-
-def mapping_markdown(rows: Sequence[dict[str, Any]]) -> list[str]:
-    lines = ["## Mapping scans through the mapping chain", "",
-             f"Each scan: written by `cardiomm-simulate` ({N_COILS} coils, readout oversampled, a noise "
-             f"scan first, ground truth stored beside the raw data), replayed with the local runner through "
-             f"`chains/{MAPPING_CHAIN.name}` (NoiseAdjust -> RemoveOversampling -> AcquisitionBuffer with N = contrast "
-             "-> CoilCompression to 8 -> CardioMMRecon), once per model and once with `checkpoint=none` (the "
-             "fallback, CG-SENSE); scored against the noise-free RSS of the prewhitened coil images from the stored "
-             "ground truth (CMRxRecon 2024 convention, as `gadgets.demo` scores). Forwards: the k-space CardioMMRecon "
-             "reconstructed, one entry per call (frames are the third axis).", ""]
-    for row in rows:
-        lines += [f"### {row['scan']} ({row['weightings']} weightings, {row['slices']} slices)", "",
-                  f"`{row['simulate']}`, then `{row['replay']}`", "",
-                  "| method | PSNR (dB) | SSIM | Δ PSNR vs fallback | Δ SSIM vs fallback | forwards | images made by |",
-                  "|---|---:|---:|---:|---:|---|---|"]
-        base = row["methods"]["cg_sense"]
-        for name, m in row["methods"].items():
-            label = LABELS.get(name, name) + (" (fallback, checkpoint=none)" if name == "cg_sense" else "")
-            forwards = (f"{len(m['forwards'])} x {m['forwards'][0]}" if m["forwards"] and len(set(m["forwards"])) == 1
-                        else ", ".join(m["forwards"]) or "-")
-            dp = "" if name == "cg_sense" else f"{m['psnr'] - base['psnr']:+.2f}"
-            ds = "" if name == "cg_sense" else f"{m['ssim'] - base['ssim']:+.4f}"
-            lines.append(f"| {label} | {m['psnr']:.2f} | {m['ssim']:.4f} | {dp} | {ds} | {forwards} | "
-                         f"{m['method']}{' (fallback)' if m['fallback'] and name != 'cg_sense' else ''} |")
-        lines.append("")
-    return lines
-
-
-# --------------------------------------------------------------------------- README example
-
-
-_DEMO_LINE = re.compile(r"^\s{2}(?P<label>\S.*?)\s+PSNR\s+(?P<psnr>[-\d.]+) dB\s+SSIM (?P<ssim>[-\d.]+)\s+NMSE (?P<nmse>[-\d.]+)")
-
-
-def parse_demo_output(text: str) -> list[dict[str, Any]]:
-    """The step-4 score lines of ``gadgets.demo``'s output: [{"label", "psnr", "ssim", "nmse"}, ...]."""
-    rows = []
-    for line in text.splitlines():
-        match = _DEMO_LINE.match(line)
-        if match:
-            rows.append({"label": match.group("label").strip(), "psnr": float(match.group("psnr")),
-                         "ssim": float(match.group("ssim")), "nmse": float(match.group("nmse"))})
-    return rows
-
-
-def readme_example(workdir: Path, checkpoint: str = "packaged", device: str = "auto") -> dict[str, Any]:
-    """Run the README's Tools example and say which method it prints ahead."""
-    argv = [sys.executable, "-m", "gadgets.demo", *README_EXAMPLE, "--out", str(workdir),
-            "--checkpoint", checkpoint, "--device", device]
-    tic = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=3600)
-    rows = parse_demo_output(done.stdout)
-    model = next((r for r in rows if r["label"] == "CardioMM"), None)
-    fallback = next((r for r in rows if "(fallback)" in r["label"]), None)
-    ahead = None
-    if model and fallback:
-        ahead = model["psnr"] > fallback["psnr"] and model["ssim"] > fallback["ssim"]
-    return {"command": "python -m gadgets.demo " + " ".join(README_EXAMPLE), "checkpoint": checkpoint,
-            "returncode": done.returncode, "rows": rows, "cardiomm_ahead": ahead,
-            "seconds": time.perf_counter() - tic, "stdout_tail": done.stdout[-3000:], "stderr_tail": done.stderr[-2000:]}
-
-
-def readme_markdown(result: dict[str, Any]) -> list[str]:
-    verdict = {True: "CardioMM is ahead (PSNR and SSIM)", False: "CardioMM is NOT ahead in PSNR and SSIM",
-               None: "no CardioMM vs fallback comparison was printed"}[result["cardiomm_ahead"]]
-    lines = ["## The README's Tools example", "", f"`{result['command']}` (checkpoint {result['checkpoint']}, exit "
-             f"status {result['returncode']}, {result['seconds']:.0f} s): {verdict}.", "",
-             "| printed | PSNR (dB) | SSIM | NMSE |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['label']} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['nmse']:.4f} |" for r in result["rows"]]
-    return lines + [""]
 
 
 # --------------------------------------------------------------------------- CLI

@@ -54,7 +54,7 @@ from cardiomm_core.phantom import simulate_cardiac_scan  # noqa: E402
 from cardiomm_core.readout import crop_image_readout  # noqa: E402
 from cardiomm_core.sense import rss_complex  # noqa: E402
 
-log = logging.getLogger("fallback_quality")
+log = logging.getLogger(__name__)
 
 CASES: tuple[tuple[str, int], ...] = tuple(
     [(pattern, r) for pattern in ("ktGaussian", "ktUniform") for r in (4, 8, 12, 16, 24)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ from cardiomm_core.model import CardioMM, CardioMMConfig, config_by_name, count_
 from cardiomm_core.official import OfficialCardioMM, official_config_by_name  # noqa: E402
 from cardiomm_core.readout import crop_image_readout  # noqa: E402
 
-log = logging.getLogger("model_speed")
+log = logging.getLogger(__name__)
 
 TEXT_DIM = 64  # the hashing encoder's size; the text dim only changes the projection heads
 #: configuration names that build the authors' architecture (OfficialCardioMM) instead of CardioMM
@@ -182,7 +183,8 @@ def model_runner(model: torch.nn.Module, kspace: torch.Tensor, mask: torch.Tenso
 def baseline_rows(kspace: torch.Tensor, mask: torch.Tensor, repeats: int) -> dict[str, float]:
     out = {}
     for method in ("zero_filled", "cg_sense"):
-        times = time_call(lambda: conventional_recon(kspace, mask, method=method), torch.device("cpu"), 1, repeats)
+        times = time_call(functools.partial(conventional_recon, kspace, mask, method=method), torch.device("cpu"),
+                          1, repeats)
         out[method] = statistics.median(times)
         log.info("baseline %s: %.3f s", method, out[method])
     return out
@@ -248,12 +250,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def start_run(args: argparse.Namespace) -> torch.device:
+    """Set up a timing run from its options: INFO logging with times, ``args.threads`` torch threads
+    (0: torch's default); return ``args.device``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    return torch.device(args.device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = start_run(args)
     command = "python benchmarks/model_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     began = time.perf_counter()
     kspace_cpu, mask_cpu = make_slice()

@@ -32,6 +32,8 @@ benchmarks/results): ``quality.md``, ``quality.json`` (every row, the means, the
 versions, the timings) and ``quality_<modality>.png`` (frames of one subject per modality at
 ``FIGURE_SETTING``, every method with its error map, ``gadgets.preview.save_comparison``).
 
+The tables and figures are written by ``benchmarks/quality_report.py``.
+
 Parallel over processes (``--workers``; each loads the models once), a progress line with the
 time left per finished (subject, setting). Each finished (subject, setting) is appended to
 ``OUT/quality.partial.jsonl`` as it comes; ``--resume`` takes those instead of scoring them again
@@ -61,9 +63,18 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from benchmarks.quality_report import (  # noqa: E402
+    METRICS,
+    aggregate,
+    label,
+    mean_at_high_r,
+    ordered_methods,
+    write_figures,
+    write_markdown,
+)
 from train.evaluate import format_duration, mask_seed  # noqa: E402
 
-logger = logging.getLogger("benchmarks.quality")
+logger = logging.getLogger(__name__)
 
 #: Seed of the held-out subjects of matrix 0 (matrix i uses HELDOUT_SEED + i).
 HELDOUT_SEED = 700000
@@ -80,10 +91,6 @@ FIGURE_SETTING = ("ktGaussian", 12.0)
 MATRICES: tuple[tuple[int, int], ...] = ((128, 112), (96, 80))
 QUICK_MATRICES: tuple[tuple[int, int], ...] = ((32, 28), (28, 24))
 CONVENTIONAL = ("zero_filled", "cg_sense", "cs")
-LABELS = {"zero_filled": "Zero-filled", "cg_sense": "CG-SENSE", "cs": "CS (sigpy)", "small": "CardioMM small",
-          "cardiosm": "CardioSM", "varnet": "E2E-VarNet"}
-METRICS = ("psnr", "ssim", "nmse")
-MODALITIES = ("Cine", "T1 mapping", "T2 mapping")
 
 
 @dataclass(frozen=True)
@@ -117,10 +124,6 @@ class Plan:
                                        frames_by_modality=frames)
 
 
-def label(method: str) -> str:
-    return LABELS.get(method, method)
-
-
 # --------------------------------------------------------------------------- worker side
 
 _WORKER: dict[str, Any] = {}
@@ -139,7 +142,7 @@ def _init_worker(plan: Plan) -> None:
     engines = {}
     from cardiomm_core.checkpoint import read_checkpoint_meta
     from cardiomm_core.engine import InferenceEngine
-    from train.trainer import make_encoder
+    from train.model_setup import make_encoder
 
     for name, path in plan.checkpoints:
         meta = read_checkpoint_meta(path)
@@ -253,105 +256,6 @@ def prefill_embeddings(plan: Plan, cache_dir: str | os.PathLike[str]) -> int:
 def plan_figure_setting(plan: Plan) -> tuple[str, float]:
     return FIGURE_SETTING if FIGURE_SETTING in plan.settings else next(
         (s for s in plan.settings if s[0] != "Uniform"), plan.settings[0])
-
-
-# --------------------------------------------------------------------------- tables
-
-
-def _ordered_methods(methods: Sequence[str]) -> list[str]:
-    order = ["zero_filled", "cg_sense", "cs", "varnet", "cardiosm", "small"]
-    return sorted(dict.fromkeys(methods), key=lambda m: (order.index(m) if m in order else len(order), m))
-
-
-def aggregate(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str, float], dict[str, float]]:
-    """Means per (method, modality, pattern, acceleration) and modality "All" (every subject)."""
-    groups: dict[tuple[str, str, str, float], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        groups[(row["method"], row["modality"], row["pattern"], row["acceleration"])].append(row)
-        groups[(row["method"], "All", row["pattern"], row["acceleration"])].append(row)
-    return {key: {**{m: float(np.mean([r[m] for r in members])) for m in METRICS}, "n": len(members)}
-            for key, members in groups.items()}
-
-
-def mean_at_high_r(rows: Sequence[dict[str, Any]], method: str, minimum: float = 8.0) -> float | None:
-    """Mean PSNR of ``method`` over every row at R >= ``minimum``."""
-    values = [r["psnr"] for r in rows if r["method"] == method and r["acceleration"] >= minimum]
-    return float(np.mean(values)) if values else None
-
-
-def write_markdown(path: Path, rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> None:
-    table = aggregate(rows)
-    methods = _ordered_methods([r["method"] for r in rows])
-    settings = sorted({(r["pattern"], r["acceleration"]) for r in rows},
-                      key=lambda s: (s[0] != "Uniform", s[0], s[1]))
-    lines = ["# Image quality against the peers (issue 14)", "",
-             f"Command: `{meta['command']}`  ", f"Date: {meta['date']}; machine: {meta['machine']}; "
-             f"versions: {meta['versions']}  ",
-             f"Data: {meta['data']}  ", f"Scores: {meta['scores']}  ", f"Methods: {meta['methods_note']}", ""]
-    high = {m: mean_at_high_r(rows, m) for m in methods}
-    lines += ["## Summary: mean PSNR at R >= 8 (every subject, modality and pattern)", "",
-              "| Method | mean PSNR (dB) |", "|---|---|"]
-    best_high = max((v for v in high.values() if v is not None), default=None)
-    for m in methods:
-        if high[m] is not None:
-            bold = "**" if high[m] == best_high else ""
-            lines.append(f"| {label(m)} | {bold}{high[m]:.2f}{bold} |")
-    lines.append("")
-    verdicts = []
-    if high.get("small") is not None and high.get("varnet") is not None:
-        diff = high["small"] - high["varnet"]
-        verdicts.append(f"CardioMM small {'beats' if diff > 0 else 'does NOT beat'} E2E-VarNet at R >= 8 by "
-                        f"{diff:+.2f} dB mean PSNR (same data, steps and time budget).")
-    if high.get("small") is not None and high.get("cardiosm") is not None:
-        diff = high["small"] - high["cardiosm"]
-        verdicts.append(f"The text context is worth {diff:+.2f} dB mean PSNR at R >= 8 (CardioMM small minus its "
-                        f"CardioSM ablation, same training).")
-    if verdicts:
-        lines += [" ".join(verdicts), ""]
-    for modality in [*[m for m in MODALITIES if any(r["modality"] == m for r in rows)], "All"]:
-        lines += [f"## {modality if modality != 'All' else 'All modalities'}", ""]
-        for key, title, fmt in (("psnr", "PSNR (dB), higher is better", "{:.2f}"),
-                                ("ssim", "SSIM, higher is better", "{:.4f}"),
-                                ("nmse", "NMSE, lower is better", "{:.4f}")):
-            header = ["Pattern", "R"] + [label(m) for m in methods] + ["n"]
-            lines += [f"{title}:", "", "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-            for pattern, acceleration in settings:
-                cells = {m: table.get((m, modality, pattern, acceleration)) for m in methods}
-                present = {m: c for m, c in cells.items() if c is not None}
-                if not present:
-                    continue
-                best = (min if key == "nmse" else max)(c[key] for c in present.values())
-                values = [pattern, f"{acceleration:g}"]
-                for m in methods:
-                    c = cells[m]
-                    text = "" if c is None else fmt.format(c[key])
-                    values.append(f"**{text}**" if c is not None and c[key] == best and len(present) > 1 else text)
-                values.append(str(max(c["n"] for c in present.values())))
-                lines.append("| " + " | ".join(values) + " |")
-            lines.append("")
-    timing = meta.get("seconds_per_slice") or {}
-    if timing:
-        lines += ["Mean seconds per slice in this run (not a speed benchmark: see benchmarks/speed.py): "
-                  + ", ".join(f"{label(m)} {timing[m]:.2f}" for m in methods if m in timing), ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
-
-
-def write_figures(out: Path, figures: dict[str, dict[str, np.ndarray]], setting: tuple[str, float]) -> list[Path]:
-    """``quality_<modality>.png`` per modality: reference and every method, two frames, error maps."""
-    from gadgets.preview import ERROR_GAIN, save_comparison
-
-    paths = []
-    for modality, frames in sorted(figures.items()):
-        if "reference" not in frames:
-            continue
-        methods = _ordered_methods([m for m in frames if m != "reference"])
-        name = modality.lower().replace(" ", "_")
-        path = save_comparison(frames["reference"], [(label(m), frames[m]) for m in methods],
-                               out / f"quality_{name}.png", frame_names=["frame 1", "mid frame"],
-                               title=f"{modality}, {setting[0]} R {setting[1]:g}: held-out subject, noise-free "
-                                     f"reference; error maps x{ERROR_GAIN:g}")
-        paths.append(path)
-    return paths
 
 
 # --------------------------------------------------------------------------- driver
@@ -504,7 +408,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
     paths = {"markdown": out / "quality.md", "json": out / "quality.json"}
     table = aggregate(rows)
     means = [{"method": k[0], "modality": k[1], "pattern": k[2], "acceleration": k[3], **v} for k, v in table.items()]
-    summary = {m: mean_at_high_r(rows, m) for m in _ordered_methods([r["method"] for r in rows])}
+    summary = {m: mean_at_high_r(rows, m) for m in ordered_methods([r["method"] for r in rows])}
     paths["json"].write_text(json.dumps({**meta, "mean_psnr_r8_plus": summary, "means": means, "rows": rows},
                                         indent=1) + "\n", encoding="utf-8")
     write_markdown(paths["markdown"], rows, meta)

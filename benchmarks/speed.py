@@ -63,10 +63,11 @@ for _path in (ROOT, ROOT / "benchmarks"):
 
 import model_speed as ms  # noqa: E402
 
+from benchmarks.machine import cpu_model_name  # noqa: E402
 from cardiomm_core.coils import acs_region_mask  # noqa: E402
 from cardiomm_core.model import count_parameters  # noqa: E402
 
-log = logging.getLogger("speed")
+log = logging.getLogger(__name__)
 
 #: (coils, frames, ky, kx encoded, kx after oversampling removal)
 GEOMETRIES: dict[str, tuple[int, int, int, int, int]] = {
@@ -321,14 +322,7 @@ def _ratios(rows: list[Row]) -> None:
 
 
 def machine_description(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model_name() or platform.processor() or platform.machine()
     text = f"{cpu}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -440,10 +434,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = ms.start_run(args)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("speed.py: --device cuda but no CUDA device is available", file=sys.stderr)
         return 2

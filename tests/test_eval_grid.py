@@ -116,13 +116,15 @@ def test_bad_checkpoint_is_one_line(tmp_path, capsys):
 
 
 def test_parse_demo_output_reads_the_score_lines():
-    eval_grid = _module()
+    _module()  # puts the repository on sys.path, as the script does
+    from benchmarks.eval_grid_acceptance import parse_demo_output
+
     text = ("4. quality against the reference ...:\n"
             "  CardioMM                   PSNR  31.09 dB   SSIM 0.7870   NMSE 0.0100\n"
             "  CG-SENSE (fallback)        PSNR  32.15 dB   SSIM 0.8490   NMSE 0.0080\n"
             "  zero-filled RSS            PSNR  20.00 dB   SSIM 0.5000   NMSE 0.2000\n"
             "done in 10.0 s\n")
-    rows = eval_grid.parse_demo_output(text)
+    rows = parse_demo_output(text)
     assert [r["label"] for r in rows] == ["CardioMM", "CG-SENSE (fallback)", "zero-filled RSS"]
     assert rows[1]["psnr"] == 32.15 and rows[0]["ssim"] == 0.787
 

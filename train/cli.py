@@ -35,15 +35,20 @@ def _fail(prog: str, error: Exception) -> int:
     return 2
 
 
+def _parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """An argument parser whose ``epilog`` (the examples) keeps its line breaks."""
+    return argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def train_main(argv: Sequence[str] | None = None) -> int:
     """``cardiomm-train``."""
-    parser = argparse.ArgumentParser(
-        prog="cardiomm-train", description="Train CardioMM (plain torch; torchrun for DDP).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples (a small CPU run, continued later; two GPUs):\n"
-               "  cardiomm-train --config train/configs/synthetic_small_cpu.yaml --override train.max_steps=100\n"
-               "  cardiomm-train --config train/configs/synthetic_small_cpu.yaml --resume\n"
-               "  torchrun --nproc_per_node 2 -m train.cli --config CONFIG.yaml")
+    parser = _parser(
+        "cardiomm-train", "Train CardioMM (plain torch; torchrun for DDP).",
+        "examples (a small CPU run, continued later; two GPUs):\n"
+        "  cardiomm-train --config train/configs/synthetic_small_cpu.yaml --override train.max_steps=100\n"
+        "  cardiomm-train --config train/configs/synthetic_small_cpu.yaml --resume\n"
+        "  torchrun --nproc_per_node 2 -m train.cli --config CONFIG.yaml")
     parser.add_argument("--config", required=True, help="YAML config (see train/configs/)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="set a config field, e.g. train.max_steps=100 or data.train.0.n_subjects=8 (repeatable)")
@@ -57,8 +62,10 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
 
-    from .config import load_config
-    from .trainer import DistInfo, Trainer, check_run_dir
+    from .config_io import load_config
+    from .run_dir import check_run_dir
+    from .schedule import DistInfo
+    from .trainer import Trainer
 
     info = DistInfo.from_env()
     _setup_logging(args.log_level, info.rank)
@@ -94,13 +101,11 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
 def export_main(argv: Sequence[str] | None = None) -> int:
     """``cardiomm-export``."""
-    parser = argparse.ArgumentParser(prog="cardiomm-export",
-                                     description="Training checkpoint -> CardioMM inference checkpoint.",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="example (a run folder's latest checkpoint, then a replay with it):\n"
-                                            "  cardiomm-export runs/synthetic_small_cpu model.safetensors\n"
-                                            "  cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml "
-                                            "--checkpoint model.safetensors -o images.h5")
+    parser = _parser("cardiomm-export", "Training checkpoint -> CardioMM inference checkpoint.",
+                     "example (a run folder's latest checkpoint, then a replay with it):\n"
+                     "  cardiomm-export runs/synthetic_small_cpu model.safetensors\n"
+                     "  cardiomm-replay scan.h5 --chain chains/cardiomm_cine_python.xml "
+                     "--checkpoint model.safetensors -o images.h5")
     parser.add_argument("train_checkpoint", help="a checkpoints/step_* folder, or a run folder (its latest)")
     parser.add_argument("out", help="output stem or .safetensors name (a .json sidecar is written beside it)")
     parser.add_argument("--description", default=None, help="replace the run's description")
@@ -124,14 +129,10 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     """``cardiomm-eval``."""
     from .evaluate import DEFAULT_ACCELERATIONS, DEFAULT_METHODS, DEFAULT_PATTERNS, METHODS
 
-    parser = argparse.ArgumentParser(prog="cardiomm-eval",
-                                     description="Score CardioMM against CG-SENSE and zero-filling (CMRxRecon metrics).",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="examples (held-out phantoms; a simulated scan, scored against the ground "
-                                            "truth stored in it):\n"
-                                            "  cardiomm-eval --checkpoint packaged --data "
-                                            "\"synthetic:n_subjects=6,seed=424242\" -o eval/\n"
-                                            "  cardiomm-eval --data ismrmrd:scan.h5 -o eval_scan/")
+    parser = _parser("cardiomm-eval", "Score CardioMM against CG-SENSE and zero-filling (CMRxRecon metrics).",
+                     "examples (held-out phantoms; a simulated scan, scored against the ground truth stored in it):\n"
+                     "  cardiomm-eval --checkpoint packaged --data \"synthetic:n_subjects=6,seed=424242\" -o eval/\n"
+                     "  cardiomm-eval --data ismrmrd:scan.h5 -o eval_scan/")
     parser.add_argument("--checkpoint", default="packaged",
                         help="inference checkpoint ('packaged' for the packaged demo model, 'none' for references only)")
     parser.add_argument("--data", required=True,

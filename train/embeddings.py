@@ -59,7 +59,7 @@ def _specs(cfg: Any) -> list[Any]:
 def metadata_sentences(cfg: Any) -> set[str]:
     """Metadata sentences of every scanner x modality of the config's synthetic sources."""
     from .config import SyntheticSource
-    from .trainer import build_source
+    from .data.sources import build_source
 
     out: set[str] = set()
     for split in ("train", "val"):
@@ -110,17 +110,19 @@ def walked_undersampling_sentences(cfg: Any, walk_items: int, epochs: int = 2) -
     from cardiomm_core.prompting import describe_sampling
 
     from .config import undersampling_spec
+    from .data.sources import concat_sources
     from .data.undersample import UndersampledDataset
-    from .trainer import _concat
 
     out: set[str] = set()
     if walk_items <= 0:
         return out
     spec = undersampling_spec(cfg.data.undersampling)
     val_spec = undersampling_spec(cfg.data.val_undersampling) if cfg.data.val_undersampling else spec
-    plans = [(UndersampledDataset(_concat(cfg.data.train), spec, seed=cfg.seed), range(min(epochs, cfg.train.epochs)))]
+    plans = [(UndersampledDataset(concat_sources(cfg.data.train), spec, seed=cfg.seed),
+              range(min(epochs, cfg.train.epochs)))]
     if cfg.data.val:
-        plans.append((UndersampledDataset(_concat(cfg.data.val), val_spec, seed=cfg.seed + 1, fixed=True), range(1)))
+        plans.append((UndersampledDataset(concat_sources(cfg.data.val), val_spec, seed=cfg.seed + 1, fixed=True),
+                      range(1)))
     for dataset, epoch_range in plans:
         shapes = []
         for index, shape in _item_shapes(dataset.base):
@@ -238,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cardiomm_core.embedding_cache import CachedEncoder, EmbeddingCache
     from cardiomm_core.text import get_encoder
 
-    from .config import load_config
+    from .config_io import load_config
 
     try:
         configs = [load_config(path, args.override) for path in args.config]

@@ -46,6 +46,7 @@ rows and a partial report) and a progress line per slice with the time left (ETA
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 import os
@@ -69,7 +70,8 @@ from cardiomm_core.masks import MASK_CONVENTIONS, MASK_PATTERNS, make_mask
 from cardiomm_core.metrics import CONVENTIONS, evaluate
 from cardiomm_core.prompting import describe_sampling
 
-from .config import SOURCE_KINDS, _source_from, config_from_dict
+from .config import SOURCE_KINDS
+from .config_io import config_from_dict, source_from_dict
 from .data.sample import KspaceSample, crop_to_recon_fov
 
 logger = logging.getLogger(__name__)
@@ -161,7 +163,7 @@ def _parse_spec(spec: str) -> list[dict[str, Any]]:
 
 def load_eval_data(spec: str | os.PathLike[str]) -> tuple[Dataset, str]:
     """(data set of KspaceSample, description) for ``spec`` (see the module docstring)."""
-    from .trainer import _concat, describe_sources
+    from .data.sources import concat_sources, describe_sources
 
     text = str(spec)
     path = Path(text)
@@ -173,16 +175,16 @@ def load_eval_data(spec: str | os.PathLike[str]) -> tuple[Dataset, str]:
             unknown = sorted(set(values) - {"sources"})
             if unknown:
                 raise ValueError(f"{path}: unknown key(s) {unknown} beside 'sources'")
-            sources = [_source_from(s, f"sources[{i}]") for i, s in enumerate(values["sources"] or [])]
+            sources = [source_from_dict(s, f"sources[{i}]") for i, s in enumerate(values["sources"] or [])]
         else:
             cfg = config_from_dict(values)
             sources = list(cfg.data.val) or list(cfg.data.train)
     else:
-        sources = [_source_from(s, f"data spec {text!r}") for s in _parse_spec(text)]
+        sources = [source_from_dict(s, f"data spec {text!r}") for s in _parse_spec(text)]
     if not sources:
         raise ValueError(f"{text}: no data sources")
     check_raw_sources(sources)
-    dataset = _concat(sources)
+    dataset = concat_sources(sources)
     for part in getattr(dataset, "datasets", [dataset]):
         if hasattr(part, "ground_truth"):  # IsmrmrdRawDataset: score against the stored ground truth
             part.ground_truth = True
@@ -288,7 +290,7 @@ def evaluate_checkpoint(
             raise ValueError("checkpoint is required to evaluate 'cardiomm'")
         from cardiomm_core.checkpoint import read_checkpoint_meta
 
-        from .trainer import make_encoder
+        from .model_setup import make_encoder
 
         meta = read_checkpoint_meta(checkpoint)
         encoder = make_encoder(meta.text_encoder_name, None)
@@ -464,6 +466,18 @@ _COLOURS = {"cardiomm": (214, 39, 40), "cg_sense": (31, 119, 180), "cg_sense_pla
             "zero_filled": (127, 127, 127)}
 
 
+def _plot_xy(index: int, value: float, n_points: int, box: tuple[float, float, float, float],
+             value_range: tuple[float, float]) -> tuple[float, float]:
+    """Pixel (x, y) of point ``index`` of ``n_points`` at ``value`` in a panel ``box`` = (left, top,
+    right, bottom) whose y axis spans ``value_range`` = (lo, hi)."""
+    left, top, right, bottom = box
+    lo, hi = value_range
+    span = max(n_points - 1, 1)
+    x = left + 20 + (right - left - 40) * (index / span if n_points > 1 else 0.5)
+    y = bottom - (bottom - top) * (value - lo) / (hi - lo)
+    return x, y
+
+
 def write_figure(path: Path, table: list[dict[str, Any]], title: str = "") -> None:
     """PNG: PSNR and SSIM against the acceleration, a line per method (pooled over modalities and
     patterns), drawn with pillow."""
@@ -490,13 +504,8 @@ def write_figure(path: Path, table: list[dict[str, Any]], title: str = "") -> No
         lo, hi = lo - pad, hi + pad
         draw.rectangle([left, top, right, bottom], outline="black")
         draw.text((left, bottom + 30), f"{label} vs acceleration R", fill="black", font=font)
-
-        def xy(index: int, value: float) -> tuple[float, float]:
-            span = max(len(accelerations) - 1, 1)
-            x = left + 20 + (right - left - 40) * (index / span if len(accelerations) > 1 else 0.5)
-            y = bottom - (bottom - top) * (value - lo) / (hi - lo)
-            return x, y
-
+        xy = functools.partial(_plot_xy, n_points=len(accelerations), box=(left, top, right, bottom),
+                               value_range=(lo, hi))
         for t in range(5):
             value = lo + (hi - lo) * t / 4
             _, y = xy(0, value)

@@ -20,7 +20,7 @@ from typing import Any
 from cardiomm_core.checkpoint import architecture_from_dict, build_network, save_checkpoint
 
 from .checkpointing import read_training_checkpoint
-from .config import config_from_dict
+from .config_io import config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ __all__ = ["data_description", "export_checkpoint"]
 
 def data_description(config: dict[str, Any]) -> str:
     """What the training data was, from a run's config mapping (honest about synthetic data)."""
-    from .trainer import describe_sources
+    from .data.sources import describe_sources
 
     cfg = config_from_dict(config)
     text = describe_sources(cfg.data.train)

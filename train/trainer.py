@@ -8,7 +8,7 @@ within the epoch is a counter in the checkpoint, and the state is flattened into
 JSON (``train.checkpointing``). Nothing heavy is added to the install; ``torchrun`` ships with torch.
 
 One optimiser step = ``grad_accum`` micro-batches of ``data.batch_size`` examples per process.
-Per epoch (``epoch_order``): a permutation of the training items seeded by (seed, epoch),
+Per epoch (``train.schedule.epoch_order``): a permutation of the training items seeded by (seed, epoch),
 padded by wrapping to a multiple of the world size and dealt round-robin to the ranks
 (``DistributedSampler``'s scheme), then cut into micro-batches. Masks come from
 ``UndersampledDataset.set_epoch(epoch)`` (seeded by (seed, epoch, item)). Validation uses fixed
@@ -28,14 +28,12 @@ order are seeded functions).
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
 import random
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,99 +42,37 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from cardiomm_core.context import ScanContext
-from cardiomm_core.embedding_cache import CachedEncoder, EmbeddingCache
 from cardiomm_core.engine import DEFAULT_NORMALISATION
 from cardiomm_core.metrics import evaluate
-from cardiomm_core.model import CardioMM, CardioMMConfig, config_by_name, count_parameters
-from cardiomm_core.prompting import PromptSpec, context_sentences, encode_sentences, model_forward, prepare_model_input
-from cardiomm_core.text import canonical_encoder_name, get_encoder
+from cardiomm_core.model import count_parameters
+from cardiomm_core.prompting import PromptSpec, model_forward, prepare_model_input
 
 from .checkpointing import (
     find_latest,
     flatten_optimizer_state,
-    list_checkpoints,
     prune_checkpoints,
     read_training_checkpoint,
     unflatten_optimizer_state,
     write_training_checkpoint,
 )
-from .config import (
-    CMRxReconSource,
-    IsmrmrdSource,
-    SyntheticSource,
-    TrainConfig,
-    config_to_dict,
-    undersampling_spec,
-)
+from .config import TrainConfig, undersampling_spec
+from .config_io import config_to_dict
 from .data.sample import TrainingBatch, collate_examples
+from .data.sources import concat_sources, describe_sources, sim_cache_dir
 from .data.undersample import UndersampledDataset
 from .losses import ReconLoss, crop_to_target
+from .model_setup import EmbeddingTable, build_model, load_initial_weights, make_encoder, same_architecture
+from .run_dir import RunLog, check_run_dir, clear_run_dir, format_seconds, previous_run
+from .schedule import DistInfo, epoch_order, lr_factor
 
 logger = logging.getLogger(__name__)
 
-#: What a run leaves in its run folder (besides checkpoints/): a fresh run replaces these.
-_RUN_FILES = ("log.csv", "tensorboard")
-
-
-def previous_run(run_dir: str | os.PathLike[str]) -> list[str]:
-    """What an earlier run left in ``run_dir``: names among log.csv, tensorboard, checkpoints
-    (a checkpoints/ folder with step folders or a ``latest`` pointer); [] for none."""
-    root = Path(run_dir)
-    found = [name for name in _RUN_FILES if (root / name).exists()]
-    ckpts = root / "checkpoints"
-    if list_checkpoints(root) or (ckpts / "latest").exists():
-        found.append("checkpoints")
-    return found
-
-
-def check_run_dir(run_dir: str | os.PathLike[str], resume: bool | str | os.PathLike[str], overwrite: bool) -> None:
-    """ValueError (one line) when a fresh run (no ``resume``) would write into the folder of an
-    earlier run without ``overwrite``: its log.csv would be truncated and its checkpoints mixed
-    with the new ones."""
-    if resume and overwrite:
-        raise ValueError("give --resume (continue the run) or --overwrite (start it again), not both")
-    if resume or overwrite:
-        return
-    found = previous_run(run_dir)
-    if found:
-        raise ValueError(f"run folder {str(run_dir)!r} holds an earlier run ({', '.join(found)}); give --resume "
-                         "to continue it, --overwrite to start it again (its log and checkpoints are deleted), "
-                         "or another run_dir")
-
-
-def clear_run_dir(run_dir: str | os.PathLike[str]) -> None:
-    """Delete what an earlier run left in ``run_dir`` (log.csv, tensorboard/, checkpoints/); other files stay."""
-    import shutil
-
-    root = Path(run_dir)
-    for name in (*_RUN_FILES, "checkpoints"):
-        path = root / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists() or path.is_symlink():
-            path.unlink()
-
-__all__ = [
-    "DistInfo",
-    "EmbeddingTable",
-    "FitResult",
-    "Trainer",
-    "build_model",
-    "build_source",
-    "describe_sources",
-    "epoch_order",
-    "lr_factor",
-    "scaled_forward",
-]
+__all__ = ["FitResult", "Trainer", "scaled_forward"]
 
 #: What a CUDA allocation failure raises (RuntimeError on old torch versions without the class).
 _CUDA_OOM: type = getattr(torch.cuda, "OutOfMemoryError", RuntimeError)
-
-CSV_FIELDS = ("kind", "step", "epoch", "loss", "l1", "ssim", "psnr", "nmse", "lr", "grad_norm",
-              "sec_per_step", "time", "data_wait")
 
 
 def _timed(iterable: Any, waited: list[float]) -> Any:
@@ -150,256 +86,6 @@ def _timed(iterable: Any, waited: list[float]) -> Any:
             return
         waited[0] += time.perf_counter() - began
         yield item
-
-
-# --------------------------------------------------------------------------- pieces
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Process group facts: ``rank``, ``world_size``, ``local_rank`` (from torchrun's env)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @classmethod
-    def from_env(cls) -> DistInfo:
-        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
-                   int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def epoch_order(n_items: int, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
-                shuffle: bool = True) -> list[int]:
-    """The item indices rank ``rank`` visits in ``epoch``: a (seed, epoch)-seeded permutation,
-    wrapped to a multiple of ``world_size``, every ``world_size``-th item from ``rank``."""
-    if n_items < 1:
-        raise ValueError(f"n_items must be >= 1, got {n_items}")
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must lie in [0, world_size={world_size}), got {rank}")
-    if shuffle:
-        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED, int(epoch)]))
-        order = rng.permutation(n_items)
-    else:
-        order = np.arange(n_items)
-    total = math.ceil(n_items / world_size) * world_size
-    order = np.resize(order, total)
-    return [int(i) for i in order[rank::world_size]]
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, kind: str = "cosine", min_ratio: float = 0.0) -> float:
-    """Learning-rate multiplier at optimiser step ``step`` (0-based): linear warm-up to 1 over
-    ``warmup_steps``, then cosine to ``min_ratio`` at ``total_steps`` (or constant 1)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if kind == "constant":
-        return 1.0
-    span = max(total_steps - warmup_steps, 1)
-    progress = min(max(step - warmup_steps, 0) / span, 1.0)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_source(source: Any, sim_cache: str | os.PathLike[str] | None = None) -> Dataset:
-    """The KspaceSample data set of a source config (synthetic / cmrxrecon / ismrmrd).
-
-    ``sim_cache``: a folder where a synthetic source keeps its simulated slices (None: none)."""
-    if isinstance(source, SyntheticSource):
-        from .data.synthetic import DEFAULT_SCANNERS, VARIED_SCANNERS, SyntheticCardiacDataset
-
-        if source.scanners is not None:
-            scanners = tuple(tuple(s) for s in source.scanners)
-        else:
-            scanners = VARIED_SCANNERS if source.scanner_set == "varied" else DEFAULT_SCANNERS
-        return SyntheticCardiacDataset(
-            source.n_subjects, seed=source.seed, n_frames=source.n_frames, n_coils=source.n_coils,
-            matrix=tuple(source.matrix), modalities=tuple(source.modalities), n_slices=source.n_slices,
-            noise_level=source.noise_level, readout_oversampling=source.readout_oversampling,
-            prewhiten=source.prewhiten, compress_coils=source.compress_coils, target=source.target,
-            nx_range=source.nx_range, ny_range=source.ny_range, coils_range=source.coils_range,
-            frames_by_modality=source.frames_by_modality, noise_range=source.noise_range,
-            scanners=scanners, scanner_choice=source.scanner_choice, cache_dir=sim_cache)
-    if isinstance(source, CMRxReconSource):
-        from .data.cmrxrecon import CMRxReconDataset
-
-        return CMRxReconDataset(source.root, source.year, source.modalities, source.split, lax_view=source.lax_view,
-                                readout_oversampling=source.readout_oversampling,
-                                on_read_error=source.on_read_error)
-    if isinstance(source, IsmrmrdSource):
-        from .data.ismrmrd_raw import IsmrmrdRawDataset  # pulls in ismrmrd and the gadgets
-
-        return IsmrmrdRawDataset(list(source.paths), group=source.group, prewhiten=source.prewhiten,
-                                 remove_oversampling=source.remove_oversampling, on_read_error=source.on_read_error)
-    raise ValueError(f"unknown data source {source!r}")
-
-
-def _concat(sources: Sequence[Any], sim_cache: str | os.PathLike[str] | None = None) -> Dataset:
-    datasets = [build_source(s, sim_cache) for s in sources]
-    return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
-
-
-def sim_cache_dir(cfg: TrainConfig) -> Path | None:
-    """The simulation cache folder of a run (``data.sim_cache``: null, "run" or a folder)."""
-    value = cfg.data.sim_cache
-    if not value:
-        return None
-    return Path(cfg.run_dir) / "sim_cache" if value == "run" else Path(value).expanduser()
-
-
-def describe_sources(sources: Sequence[Any]) -> str:
-    """One line describing data sources (recorded in checkpoints)."""
-    parts = []
-    for s in sources:
-        if isinstance(s, SyntheticSource):
-            n_coils = f"{s.coils_range[0]}-{s.coils_range[1]}" if s.coils_range else f"{s.n_coils}"
-            coils = f"{n_coils} coils"
-            if s.prewhiten:
-                coils += " prewhitened"
-            if s.compress_coils is not None and (s.coils_range is not None or s.compress_coils < s.n_coils):
-                coils += f" compressed to {'at most ' if s.coils_range else ''}{s.compress_coils}"
-            target = ", noise-free target" if s.target == "noise_free" else ""
-            nx = f"{s.nx_range[0]}-{s.nx_range[1]}" if s.nx_range else f"{s.matrix[0]}"
-            ny = f"{s.ny_range[0]}-{s.ny_range[1]}" if s.ny_range else f"{s.matrix[1]}"
-            if s.frames_by_modality:
-                frames = ", ".join(f"{m} {lo}-{hi}" if lo != hi else f"{m} {lo}"
-                                   for m, (lo, hi) in sorted(s.frames_by_modality.items()))
-                frames = f"frames {frames}"
-            else:
-                frames = f"{s.n_frames} frames"
-            extra = ""
-            if s.noise_range:
-                extra += f", noise {s.noise_range[0]:g}-{s.noise_range[1]:g}"
-            if s.scanners is not None or s.scanner_set != "default":
-                from .data.synthetic import VARIED_SCANNERS
-
-                n_scanners = len(s.scanners) if s.scanners is not None else len(VARIED_SCANNERS)
-                extra += f", {n_scanners} scanners"
-            parts.append(f"synthetic phantoms ({s.n_subjects} subjects, seed {s.seed}, {'/'.join(s.modalities)}, "
-                         f"{nx}x{ny}, {frames}, {coils}{target}{extra})")
-        elif isinstance(s, CMRxReconSource):
-            parts.append(f"CMRxRecon {s.year or ''} {s.split or ''} at {s.root}".replace("  ", " "))
-        elif isinstance(s, IsmrmrdSource):
-            parts.append(f"ISMRMRD raw files ({len(s.paths)})")
-    return "; ".join(parts)
-
-
-def build_model(cfg: TrainConfig, text_dim: int) -> torch.nn.Module:
-    """The network of ``cfg.model``: ``config_by_name(cfg.model.name, text_dim)`` with
-    ``cfg.model.overrides`` applied, or for ``name: varnet`` fastMRI's E2E-VarNet
-    (``cardiomm_core.varnet``: its published size, ``VarNetConfig`` fields as overrides)."""
-    if cfg.model.name == "varnet":
-        from cardiomm_core.varnet import VarNetConfig, VarNetRecon, varnet_config_by_name
-
-        base = varnet_config_by_name("published", text_dim).to_dict()
-    else:
-        base = config_by_name(cfg.model.name, text_dim).to_dict()
-    unknown = sorted(set(cfg.model.overrides) - set(base))
-    if unknown:
-        raise ValueError(f"model.overrides: unknown key(s) {unknown}; known: {sorted(set(base) - {'kind'})}")
-    for fixed, why in (("text_dim", "is set by the text encoder"), ("kind", "is set by model.name")):
-        if fixed in cfg.model.overrides:
-            raise ValueError(f"model.overrides: {fixed} {why}, not by an override")
-    try:
-        if cfg.model.name == "varnet":
-            return VarNetRecon(VarNetConfig.from_dict({**base, **cfg.model.overrides}))
-        config = CardioMMConfig.from_dict({**base, **cfg.model.overrides})
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"model.overrides: {error}") from error
-    return CardioMM(config)
-
-
-def _same_architecture(stored: Any) -> dict[str, Any]:
-    """A stored architecture mapping in its current full form (fields added later take their
-    defaults), to compare with a model's ``config.to_dict()``."""
-    from cardiomm_core.checkpoint import architecture_from_dict
-
-    try:
-        return architecture_from_dict(stored).to_dict()
-    except (TypeError, ValueError):
-        return dict(stored) if isinstance(stored, dict) else {}
-
-
-def load_initial_weights(model: torch.nn.Module, path: str | os.PathLike[str], encoder_name: str, encoder_dim: int) -> Path:
-    """Load the weights of ``path`` into ``model`` (``model.init_from``); return the file or folder read.
-
-    ``path``: a training checkpoint (step folder, or run folder: its latest) or an inference
-    checkpoint (stem, ``.safetensors`` or ``.json``). Raises ValueError naming the differing
-    architecture fields or the other text encoder, FileNotFoundError when nothing is there.
-    """
-    from cardiomm_core.checkpoint import load_checkpoint
-
-    path = Path(path)
-    if path.suffix in (".safetensors", ".json") or path.with_suffix(".safetensors").is_file():
-        try:
-            source, meta = load_checkpoint(path, text_encoder_name=encoder_name, text_encoder_dim=encoder_dim)
-        except ValueError as error:
-            raise ValueError(f"model.init_from {path}: {error}") from error
-        state, architecture, found = source.state_dict(), source.config.to_dict(), meta.weights_path
-    else:
-        ckpt = read_training_checkpoint(path)
-        trained_with = ckpt.meta.get("text_encoder", {}).get("name")
-        if trained_with is not None and canonical_encoder_name(trained_with) != canonical_encoder_name(encoder_name):
-            raise ValueError(f"model.init_from {ckpt.path} was trained with text encoder {trained_with!r}, "
-                             f"this run uses {encoder_name!r}")
-        state, architecture, found = ckpt.model_state(), _same_architecture(ckpt.meta["architecture"]), ckpt.path
-    wanted = model.config.to_dict()
-    differing = sorted(k for k in set(wanted) | set(architecture) if wanted.get(k) != architecture.get(k))
-    if differing:
-        details = ", ".join(f"{k}: {architecture.get(k)!r} there, {wanted.get(k)!r} here" for k in differing)
-        raise ValueError(f"model.init_from {found}: another architecture ({details})")
-    model.load_state_dict({k: v.to(torch.float32) if v.is_floating_point() else v for k, v in state.items()},
-                          strict=True)
-    return Path(found)
-
-
-class EmbeddingTable:
-    """Frozen text embeddings, computed once per sentence pair (a ``CachedEncoder`` underneath).
-
-    ``batch(contexts)`` -> (metadata ``(B, D)``, undersampling ``(B, D)``) float32 on ``device``.
-    """
-
-    def __init__(self, encoder: Any, device: torch.device, style: str = "project") -> None:
-        self.encoder = encoder
-        self.device = device
-        self.style = style
-        self._table: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def get(self, context: ScanContext) -> tuple[torch.Tensor, torch.Tensor]:
-        key = context_sentences(context, self.style)
-        hit = self._table.get(key)
-        if hit is None:
-            try:
-                meta, us = encode_sentences(self.encoder, key)
-            except ImportError as error:
-                raise ValueError(f"the sentences {key!r} are not in the embedding cache and the text encoder "
-                                 f"{self.encoder.name!r} cannot be loaded here ({error}); write them with "
-                                 f"python -m train.embeddings") from error
-            hit = (meta.to(self.device, torch.float32), us.to(self.device, torch.float32))
-            self._table[key] = hit
-        return hit
-
-    def batch(self, contexts: Sequence[ScanContext]) -> tuple[torch.Tensor, torch.Tensor]:
-        pairs = [self.get(c) for c in contexts]
-        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
-
-    def __len__(self) -> int:
-        return len(self._table)
-
-
-def make_encoder(name: str, cache_dir: str | None) -> Any:
-    """The text encoder of a run: hashing encoders as they are (cheap), others behind a
-    ``CachedEncoder`` with an on-disk cache (``cache_dir`` or the default)."""
-    encoder = get_encoder(name)
-    if encoder.name.startswith("hashing"):
-        return encoder
-    return CachedEncoder(encoder, EmbeddingCache(cache_dir) if cache_dir else None)
 
 
 def scaled_forward(model: torch.nn.Module, batch: TrainingBatch, embeddings: EmbeddingTable, device: torch.device,
@@ -432,65 +118,6 @@ class FitResult:
     finished: bool
     checkpoint: Path | None
     val_metrics: dict[str, float]
-
-
-class _Log:
-    """CSV (always), TensorBoard (when installed), progress lines on stderr; rank 0 only."""
-
-    def __init__(self, run_dir: Path, enabled: bool, tensorboard: bool, progress: bool, resume_step: int | None):
-        self.enabled = enabled
-        self.progress = progress and enabled
-        self.path = run_dir / "log.csv"
-        self.writer: Any = None
-        if not enabled:
-            return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rows: list[dict[str, str]] = []
-        if resume_step is not None and self.path.is_file():
-            # keep what the interrupted run logged up to its checkpoint; later rows are redone
-            with open(self.path, newline="", encoding="utf-8") as handle:
-                rows = [r for r in csv.DictReader(handle)
-                        if (r.get("step") or "").isdigit() and int(r["step"]) <= resume_step]
-        with open(self.path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: row.get(k, "") for k in CSV_FIELDS})
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step)
-            except ImportError:
-                logger.info("tensorboard is not installed; logging to %s only", self.path)
-
-    def row(self, **values: Any) -> None:
-        if not self.enabled:
-            return
-        values.setdefault("time", f"{time.time():.1f}")
-        with open(self.path, "a", newline="", encoding="utf-8") as handle:
-            csv.DictWriter(handle, fieldnames=CSV_FIELDS).writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in values.items()})
-        if self.writer is not None:
-            kind = values["kind"]
-            for key in ("loss", "l1", "ssim", "psnr", "nmse", "lr", "grad_norm"):
-                if isinstance(values.get(key), (int, float)):
-                    self.writer.add_scalar(f"{kind}/{key}", values[key], int(values["step"]))
-
-    def line(self, text: str) -> None:
-        if self.progress:
-            sys.stderr.write(text + "\n")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def _format_seconds(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 class Trainer:
@@ -539,8 +166,8 @@ class Trainer:
         spec = undersampling_spec(cfg.data.undersampling)
         val_spec = undersampling_spec(cfg.data.val_undersampling) if cfg.data.val_undersampling else spec
         cache = sim_cache_dir(cfg)
-        self.train_set = UndersampledDataset(_concat(cfg.data.train, cache), spec, seed=cfg.seed)
-        self.val_set = (UndersampledDataset(_concat(cfg.data.val, cache), val_spec, seed=cfg.seed + 1, fixed=True)
+        self.train_set = UndersampledDataset(concat_sources(cfg.data.train, cache), spec, seed=cfg.seed)
+        self.val_set = (UndersampledDataset(concat_sources(cfg.data.val, cache), val_spec, seed=cfg.seed + 1, fixed=True)
                         if cfg.data.val else None)
         n_items = len(self.train_set)
         if n_items == 0:
@@ -670,7 +297,7 @@ class Trainer:
         if meta["text_encoder"]["name"] != self.encoder.name:
             raise ValueError(f"checkpoint {ckpt.path} was trained with text encoder {meta['text_encoder']['name']!r}, "
                              f"this run uses {self.encoder.name!r}")
-        if _same_architecture(meta["architecture"]) != self.model.config.to_dict():
+        if same_architecture(meta["architecture"]) != self.model.config.to_dict():
             raise ValueError(f"checkpoint {ckpt.path} holds another architecture than this config builds "
                              f"(model.name / model.overrides changed?)")
         self.model.load_state_dict(ckpt.model_state(), strict=True)
@@ -747,7 +374,7 @@ class Trainer:
         return {"loss": float(sums[0]) / count, "psnr": float(sums[1]) / count, "ssim": float(sums[2]) / count,
                 "nmse": float(sums[3]) / count, "n_items": int(sums[4])}
 
-    def _validate_and_log(self, log: _Log) -> None:
+    def _validate_and_log(self, log: RunLog) -> None:
         self.val_metrics = self.validate()
         log.row(kind="val", step=self.step, epoch=self.epoch, loss=self.val_metrics["loss"],
                 psnr=self.val_metrics["psnr"], ssim=self.val_metrics["ssim"], nmse=self.val_metrics["nmse"])
@@ -761,7 +388,7 @@ class Trainer:
 
         ``resume``: True -> the run folder's latest checkpoint when there is one; a path -> that
         checkpoint (folder or run folder); False -> start fresh, which a run folder holding an
-        earlier run refuses (ValueError, :func:`check_run_dir`) unless ``overwrite``, which deletes
+        earlier run refuses (ValueError, :func:`train.run_dir.check_run_dir`) unless ``overwrite``, which deletes
         that run's log and checkpoints first. ``stop_after_steps``: checkpoint and return once
         that many optimiser steps are done in total (a planned interruption; the schedule still
         spans the full length). ``on_step`` is called after every optimiser step.
@@ -785,7 +412,7 @@ class Trainer:
                 resumed_from = self.step
             elif self.dist.is_main:
                 logger.info("no checkpoint in %s; starting fresh", self.run_dir)
-        log = _Log(self.run_dir, self.dist.is_main, cfg.log.tensorboard, cfg.log.progress, resumed_from)
+        log = RunLog(self.run_dir, self.dist.is_main, cfg.log.tensorboard, cfg.log.progress, resumed_from)
         if cfg.validation.at_start and self.val_set is not None and resumed_from is None and self.step == 0:
             self._validate_and_log(log)
         self.ddp.train()
@@ -867,7 +494,7 @@ class Trainer:
                         log.line(f"[cardiomm-train] epoch {self.epoch + 1}/{cfg.train.epochs} step {self.step}/"
                                  f"{self.total_steps} ({100.0 * self.step / self.total_steps:.0f}%) loss "
                                  f"{sums['loss'] / n:.4f} ssim {sums['ssim'] / n:.4f} lr {lr:.2e} "
-                                 f"{per_step:.2f} s/step (data {data_wait:.2f} s) ETA {_format_seconds(eta)}")
+                                 f"{per_step:.2f} s/step (data {data_wait:.2f} s) ETA {format_seconds(eta)}")
                         sums = {"loss": 0.0, "l1": 0.0, "ssim": 0.0, "n": 0}
                         window_start, window_steps = now, 0
                         waited[0] = 0.0
@@ -910,7 +537,7 @@ class Trainer:
             if self.skipped_oom:
                 log.line(f"[cardiomm-train] {self.skipped_oom} slices skipped for lack of GPU memory")
             log.line(f"[cardiomm-train] {'finished' if finished else 'stopped'} at step {self.step} "
-                     f"(epoch {self.epoch}) after {_format_seconds(time.time() - started)}; "
+                     f"(epoch {self.epoch}) after {format_seconds(time.time() - started)}; "
                      f"{self.step - start_step} steps this run; checkpoint {last_checkpoint}")
         return FitResult(self.step, self.epoch, finished, last_checkpoint, dict(self.val_metrics))
 

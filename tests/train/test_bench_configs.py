@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from benchmarks.bench_train import CONFIGS, DEFAULT_MODELS, main, twin_overrides
-from train.config import config_to_dict, load_config
+from train.config_io import config_to_dict, load_config
 
 #: what may differ between the compared runs
 OWN = {"run_dir", "description", "model", "text_encoder"}
@@ -40,7 +40,7 @@ def test_the_bench_configs_differ_only_in_the_model():
 def test_the_quality_varnet_is_capacity_matched_and_fits_the_file_limit():
     pytest.importorskip("fastmri")
     from cardiomm_core.model import count_parameters
-    from train.trainer import build_model
+    from train.model_setup import build_model
 
     counts = {}
     for name in ("small", "cardiosm", "varnet"):

@@ -8,20 +8,16 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from train.data.cmrxrecon import (
     CMRxReconDataset,
-    context_from_path,
     kspace_shape,
-    mask_to_core,
-    parse_modality_view,
-    parse_path,
-    parse_scanner_folder,
-    parse_undersampling,
-    ranking_crop,
-    read_challenge_undersampled,
     read_kspace_slice,
+)
+from train.data.cmrxrecon_paths import (
+    context_from_path,
+    parse_modality_view,
+    parse_scanner_folder,
 )
 from train.data.sample import KspaceSample
 
@@ -179,85 +175,11 @@ def test_a_file_unreadable_at_read_time_gives_the_next_item(cmrx_tree, tmp_path,
         strict[0]
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("cine_sax_kus_ktGaussian16.mat", ("ktGaussian", 16.0)),
-    ("cine_lax_3ch_kus_ktRadial8.mat", ("ktRadial", 8.0)),
-    ("T1map_mask_Uniform10.mat", ("Uniform", 10.0)),
-    ("blackblood_kus_ktUniform24.mat", ("ktUniform", 24.0)),
-    ("MultiCoil/Cine/TrainingSet/AccFactor04/P001/cine_sax.mat", ("Uniform", 4.0)),
-])
-def test_parse_undersampling(name, expected):
-    assert parse_undersampling(name) == expected
-
-
-def test_parse_undersampling_rejects_other_names():
-    with pytest.raises(ValueError, match="cannot tell the undersampling"):
-        parse_undersampling("FullSample/P001/cine_sax.mat")
-
-
-def test_challenge_2024_kt_file_and_3d_mask(cmrx_tree):
-    path = cmrx_tree.root_2024 / "MultiCoil/Cine/ValidationSet/UnderSample_Task2/P001/cine_lvot_kus_ktGaussian16.mat"
-    data = read_challenge_undersampled(path)
-    assert (data.pattern, data.acceleration) == ("ktGaussian", 16.0)
-    assert data.mask_path is not None and data.mask_path.name == "cine_lvot_mask_ktGaussian16.mat"
-    lines = cmrx_tree.line_masks["2024/ktGaussian16"]          # (ny, nt)
-    assert data.mask.shape == (1, 5, NY, 1) and data.mask.dtype == torch.float32
-    np.testing.assert_array_equal(data.mask[0, :, :, 0].numpy(), lines.T.astype(np.float32))
-    assert data.kspace.shape == (1, NC, 5, NY, NX)
-    np.testing.assert_array_equal(data.kspace[0].numpy(),
-                                  expected_slice(cmrx_tree.arrays["2024/" + str(path.relative_to(cmrx_tree.root_2024))], 0))
-    assert data.context.undersampling_sentence() == "Undersampling: 16x Random."
-    assert (data.context.modality, data.context.view) == ("Cine", "LVOT")
-    # sampled locations carry data, the others are zero
-    assert torch.all(data.kspace[0] * (1 - data.mask) == 0)
-
-
-def test_challenge_2024_uniform_file_and_2d_mask(cmrx_tree):
-    path = cmrx_tree.root_2024 / "MultiCoil/Cine/ValidationSet/UnderSample_Task1/P001/cine_lvot_kus_Uniform4.mat"
-    data = read_challenge_undersampled(path, slices=0)
-    assert (data.pattern, data.acceleration, data.slices) == ("Uniform", 4.0, (0,))
-    expected = np.broadcast_to(cmrx_tree.line_masks["2023/AccFactor08"][None, :], (5, NY)).astype(np.float32)
-    np.testing.assert_array_equal(data.mask[0, :, :, 0].numpy(), expected)
-    assert data.context.undersampling_sentence() == "Undersampling: 4x Uniform."
-
-
-def test_challenge_2023_accfactor_file(cmrx_tree):
-    path = cmrx_tree.root_2023 / "MultiCoil/Cine/TrainingSet/AccFactor08/P001/cine_sax.mat"
-    data = read_challenge_undersampled(path, slices=[1, 0])
-    assert (data.pattern, data.acceleration) == ("Uniform", 8.0)
-    assert data.mask_path is not None and data.mask_path.name == "cine_sax_mask.mat"
-    assert data.mask.shape == (1, 4, NY, 1)
-    np.testing.assert_array_equal(data.mask[0, 2, :, 0].numpy(), cmrx_tree.line_masks["2023/AccFactor08"])
-    matlab = cmrx_tree.arrays["2023/MultiCoil/Cine/TrainingSet/AccFactor08/P001/cine_sax.mat"]
-    np.testing.assert_array_equal(data.kspace[0].numpy(), expected_slice(matlab, 1))
-    np.testing.assert_array_equal(data.kspace[1].numpy(), expected_slice(matlab, 0))
-    assert parse_path(path).year == 2023
-
-
-def test_challenge_file_without_mask_file_derives_the_mask(cmrx_tree):
-    path = cmrx_tree.root_2024 / "MultiCoil/Cine/ValidationSet/UnderSample_Task2/P001/cine_lvot_kus_ktRadial8.mat"
-    data = read_challenge_undersampled(path)
-    assert data.mask_path is None and data.pattern == "ktRadial"
-    radial = cmrx_tree.line_masks["2024/ktRadial8"]                # MATLAB (nx, ny, nt)
-    np.testing.assert_array_equal(data.mask[0].numpy(), radial.transpose(2, 1, 0).astype(np.float32))
-
-
-def test_mask_to_core_orientations():
-    rng = np.random.default_rng(0)
-    plane = (rng.random((6, 9)) < 0.5).astype(np.float64)          # (ky, kx), not constant along kx
-    core = mask_to_core(plane, 3, 6, 9)
-    assert core.shape == (1, 3, 6, 9)
-    np.testing.assert_array_equal(core[0, 1], plane)
-    np.testing.assert_array_equal(mask_to_core(plane.T, 3, 6, 9), core)   # (kx, ky) accepted
-    with pytest.raises(ValueError, match="matches neither"):
-        mask_to_core(plane, 3, 7, 9)
-    with pytest.raises(ValueError, match="frames"):
-        mask_to_core(np.ones((2, 6, 9)), 3, 6, 9)
-
-
 def test_ranking_crop_follows_the_challenge():
+    from cardiomm_core.metrics import central_crop
+
     images = np.arange(246 * 512, dtype=np.float32).reshape(1, 246, 512)
-    cropped = ranking_crop(images)
+    cropped = central_crop(images)
     assert cropped.shape == (1, 123, 171)       # round(246 / 2), round(512 / 3)
     # floor(n/2) + ceil(-m/2): y from 123 - 61 = 62, x from 256 - 85 = 171
     assert cropped[0, 0, 0] == images[0, 62, 171]

@@ -17,7 +17,8 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
 from train.checkpointing import read_training_checkpoint
-from train.trainer import DistInfo, Trainer
+from train.schedule import DistInfo
+from train.trainer import Trainer
 
 from .trainer_helpers import merge, tiny_config, tiny_values, write_yaml
 

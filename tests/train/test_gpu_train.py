@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from cardiomm_core.text import HashingEncoder
-from train.config import config_from_dict
+from train.config_io import config_from_dict
 from train.embeddings import write_embeddings
 from train.trainer import Trainer
 

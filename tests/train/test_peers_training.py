@@ -14,7 +14,8 @@ from cardiomm_core.engine import InferenceEngine
 from cardiomm_core.model import CardioMM, CardioMMConfig
 from cardiomm_core.text import get_encoder
 from train.cli import export_main
-from train.trainer import Trainer, build_model
+from train.model_setup import build_model
+from train.trainer import Trainer
 
 from .trainer_helpers import tiny_config
 

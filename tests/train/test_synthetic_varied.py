@@ -9,7 +9,7 @@ import torch
 
 from cardiomm_core.coils import coil_compression
 from cardiomm_core.prompting import context_sentences
-from train.config import config_from_dict, load_config
+from train.config_io import config_from_dict, load_config
 from train.data.synthetic import (
     CMRXRECON_FRAMES,
     VARIED_SCANNERS,
@@ -128,7 +128,7 @@ def test_the_config_keys_reach_the_data_set_and_batch_size_must_be_one(tmp_path)
               "coils_range": [3, 9], "frames_by_modality": {"cine": [2, 5]}, "noise_range": [0.004, 0.03],
               "scanner_set": "varied", "scanner_choice": "random", "readout_oversampling": 1}
     cfg = config_from_dict(tiny_values(tmp_path, data={"train": [source]}))
-    from train.trainer import build_source, describe_sources
+    from train.data.sources import build_source, describe_sources
 
     dataset = build_source(cfg.data.train[0])
     assert dataset.varied and dataset.scanners == VARIED_SCANNERS and dataset.nx_range == (33, 47)
@@ -154,7 +154,7 @@ def test_every_training_sentence_is_in_the_enumerated_set(tmp_path):
     assert len(nominal_undersampling_sentences(cfg)) == 8
     spec = UndersamplingSpec(patterns=("ktGaussian", "ktUniform", "ktRadial", "Uniform"), accelerations=(4, 8),
                              pattern_accelerations={})
-    from train.trainer import build_source
+    from train.data.sources import build_source
 
     data = UndersampledDataset(build_source(cfg.data.train[0], tmp_path / "sim"), spec, seed=cfg.seed)
     seen = set()

@@ -13,10 +13,11 @@ import torch
 
 from cardiomm_core.metrics import ssim as metric_ssim
 from train.cli import train_main
-from train.config import load_config
+from train.config_io import load_config
 from train.data.sample import collate_examples
 from train.losses import ReconLoss, ssim_torch
-from train.trainer import Trainer, epoch_order, lr_factor, scaled_forward
+from train.schedule import epoch_order, lr_factor
+from train.trainer import Trainer, scaled_forward
 
 from .trainer_helpers import tiny_config, tiny_values, write_yaml
 

@@ -242,7 +242,8 @@ def test_official_convention_draws_the_official_masks_and_says_their_nominal_r()
 
 
 def test_config_carries_the_mask_convention_and_sentence_style():
-    from train.config import load_config, undersampling_spec
+    from train.config import undersampling_spec
+    from train.config_io import load_config
 
     cfg = load_config(None, ["data.undersampling.convention=official", "prompt.style=official"])
     assert undersampling_spec(cfg.data.undersampling).convention == "official"

@@ -8,7 +8,8 @@ from typing import Any
 
 import yaml
 
-from train.config import TrainConfig, config_from_dict
+from train.config import TrainConfig
+from train.config_io import config_from_dict
 
 #: Tiny phantoms: 24 x 20 recon matrix, 2x readout oversampling, 4 frames, 3 coils.
 TINY_SOURCE = {"kind": "synthetic", "n_subjects": 6, "seed": 0, "matrix": [24, 20], "n_frames": 4, "n_coils": 3,

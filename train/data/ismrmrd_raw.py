@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
@@ -50,8 +50,8 @@ from gadgets.layout import buffer_to_kspace
 from gadgets.noise_adjust import NoiseAdjust
 from gadgets.remove_oversampling import RemoveOversampling
 
-from ._skipping import READ_ERRORS, SkipUnreadable, check_on_read_error
 from .sample import KspaceSample
+from .skipping import READ_ERRORS, SkipUnreadable, check_on_read_error
 
 logger = logging.getLogger(__name__)
 
@@ -300,9 +300,3 @@ class IsmrmrdRawDataset(SkipUnreadable, Dataset):
             cached = (file_index, truth_reference(path, prewhiten=whitened) if has_ground_truth(path) else None)
             self._truth_cache = cached
         return cached[1]
-
-    def iter_file(self, file_index: int) -> Iterator[KspaceSample]:
-        """The samples of one file, in slice order."""
-        for index, (f, _) in enumerate(self.items):
-            if f == file_index:
-                yield self._load(index)
