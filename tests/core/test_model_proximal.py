@@ -74,7 +74,7 @@ def test_proximal_dc_fits_the_data_better_than_its_input(rng):
     assert residuals[0] < float(kspace.abs().pow(2).sum())
 
 
-def test_conjugate_gradient_steps_solve_small_systems_exactly(rng):
+def test_conjugate_gradient_fixed_steps_solve_small_systems_exactly(rng):
     """n steps of CG solve an n-dimensional Hermitian positive definite system (per image)."""
     n_y, n_x = 2, 3
     n = n_y * n_x
