@@ -78,10 +78,10 @@ def as_numpy(name: str, x: object) -> np.ndarray:
     return x
 
 
-def check_model_inputs(masked_kspace: object, mask: object, meta_emb: object, us_emb: object, *,
+def check_model_inputs(masked_kspace: object, mask: object, metadata_emb: object, sampling_emb: object, *,
                        text_dim: int, hint: str) -> None:
     """The inputs every reconstruction network takes: ``masked_kspace (B, C, T, ky, kx)``
-    complex64, ``mask (1|B, 1, 1|T, ky, 1|kx)`` real or bool, ``meta_emb`` and ``us_emb``
+    complex64, ``mask (1|B, 1, 1|T, ky, 1|kx)`` real or bool, ``metadata_emb`` and ``sampling_emb``
     ``(1|B, text_dim)``; ValueError naming what is wrong (``hint`` ends the embedding message)."""
     check_tensor("masked_kspace", masked_kspace)
     check_ndim("masked_kspace", masked_kspace, 5, "(batch, coils, frames, ky, kx)")
@@ -97,7 +97,7 @@ def check_model_inputs(masked_kspace: object, mask: object, meta_emb: object, us
             or mask.shape[3] != n_ky or mask.shape[4] not in (1, n_kx):
         raise ValueError(f"mask shape {tuple(mask.shape)} does not fit masked_kspace {tuple(masked_kspace.shape)}; "
                          f"expected (1|{n_b}, 1, 1|{n_t}, {n_ky}, 1|{n_kx})")
-    for name, emb in (("meta_emb", meta_emb), ("us_emb", us_emb)):
+    for name, emb in (("metadata_emb", metadata_emb), ("sampling_emb", sampling_emb)):
         check_tensor(name, emb)
         if emb.ndim != 2 or emb.shape[0] not in (1, n_b) or emb.shape[1] != text_dim:
             raise ValueError(f"{name} must have shape ({n_b}, text_dim={text_dim}), got {tuple(emb.shape)} ({hint})")

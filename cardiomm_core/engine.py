@@ -47,7 +47,7 @@ from .prompting import PromptSpec, context_sentences, encode_sentences, model_fo
 from .varnet import VarNetRecon
 
 #: Networks the engine runs: anything with ``config.text_dim``, ``to_channels_last()`` and
-#: ``forward(kspace, mask, meta_emb, us_emb, acs) -> (B, T, y, x)`` complex64 (or a real
+#: ``forward(kspace, mask, metadata_emb, sampling_emb, acs) -> (B, T, y, x)`` complex64 (or a real
 #: magnitude: the authors' architecture and fastMRI's E2E-VarNet, a benchmark peer that the
 #: gadgets refuse, ``gadgets.recon.refuse_benchmark_peer``).
 RECON_MODELS = (CardioMM, OfficialCardioMM, VarNetRecon)

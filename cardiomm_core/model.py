@@ -30,8 +30,8 @@ Shapes (core convention, DESIGN.md):
 
     masked_kspace  (B, C, T, ky, kx)  complex64, zeros where unsampled
     mask           (B, 1, T, ky, kx|1) real or bool
-    meta_emb       (B, D)              frozen text embedding of the metadata sentence
-    us_emb         (B, D)              frozen text embedding of the undersampling sentence
+    metadata_emb       (B, D)              frozen text embedding of the metadata sentence
+    sampling_emb         (B, D)              frozen text embedding of the undersampling sentence
     image          (B, T, y, x)        complex64
     sens           (B, C, 1, y, x)     complex64
 
@@ -327,8 +327,8 @@ class _Cascade(nn.Module):
 class CardioMM(nn.Module):
     """Text-conditioned unrolled reconstruction network (see the module docstring).
 
-    ``forward(masked_kspace (B,C,T,ky,kx) complex64, mask (B,1,T,ky,kx|1), meta_emb (B,D),
-    us_emb (B,D)) -> image (B,T,y,x) complex64``; D is ``config.text_dim``.
+    ``forward(masked_kspace (B,C,T,ky,kx) complex64, mask (B,1,T,ky,kx|1), metadata_emb (B,D),
+    sampling_emb (B,D)) -> image (B,T,y,x) complex64``; D is ``config.text_dim``.
     """
 
     def __init__(self, config: CardioMMConfig) -> None:
@@ -359,31 +359,27 @@ class CardioMM(nn.Module):
                 module.channels_last = True
         return self
 
-    def _check_inputs(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
-                      us_emb: torch.Tensor) -> None:
-        check_model_inputs(masked_kspace, mask, meta_emb, us_emb, text_dim=self.config.text_dim,
-                           hint="was the model trained with another text encoder?")
-
     # -- forward ---------------------------------------------------------------------------------
 
     def forward_with_intermediates(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
-                                   meta_emb: torch.Tensor, us_emb: torch.Tensor,
+                                   metadata_emb: torch.Tensor, sampling_emb: torch.Tensor,
                                    acs: torch.Tensor | None = None) -> CardioMMOutput:
         """Like :meth:`forward`, returning ``CardioMMOutput(image, kspace, sens)``.
 
         ``acs (B|1, 1, 1, ky, kx|1)`` optionally gives the auto-calibration region
         (see :func:`cardiomm_core.coils.acs_region_mask`); by default it is found from ``mask``.
         """
-        self._check_inputs(masked_kspace, mask, meta_emb, us_emb)
+        check_model_inputs(masked_kspace, mask, metadata_emb, sampling_emb, text_dim=self.config.text_dim,
+                           hint="was the model trained with another text encoder?")
         n_b, _, n_t = masked_kspace.shape[:3]
         mask = mask.expand(n_b, 1, n_t, *mask.shape[-2:])
-        meta_emb = meta_emb.to(torch.float32).expand(n_b, -1)
-        us_emb = us_emb.to(torch.float32).expand(n_b, -1)
+        metadata_emb = metadata_emb.to(torch.float32).expand(n_b, -1)
+        sampling_emb = sampling_emb.to(torch.float32).expand(n_b, -1)
         if self.config.context == "none":  # CardioSM: constant (zero) embeddings, whatever the scan
-            meta_emb = torch.zeros_like(meta_emb)
-            us_emb = torch.zeros_like(us_emb)
-        metadata = self.meta_head(meta_emb)
-        sampling = self.us_head(us_emb)
+            metadata_emb = torch.zeros_like(metadata_emb)
+            sampling_emb = torch.zeros_like(sampling_emb)
+        metadata = self.meta_head(metadata_emb)
+        sampling = self.us_head(sampling_emb)
         with no_autocast(masked_kspace.device):
             k0 = masked_kspace * mask.to(torch.float32)
         neighbours = adjacent_frame_index(n_t, self.config.n_adjacent, masked_kspace.device)
@@ -416,7 +412,7 @@ class CardioMM(nn.Module):
                 x = cascade(x, k0, mask, sens, metadata, sampling, neighbours)
         return x
 
-    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
-                us_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, metadata_emb: torch.Tensor,
+                sampling_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruct: ``(B,C,T,ky,kx)`` complex64 k-space -> coil-combined ``(B,T,y,x)`` complex64."""
-        return self.forward_with_intermediates(masked_kspace, mask, meta_emb, us_emb, acs).image
+        return self.forward_with_intermediates(masked_kspace, mask, metadata_emb, sampling_emb, acs).image

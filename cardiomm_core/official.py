@@ -47,8 +47,8 @@ Shapes (project convention, DESIGN.md)::
 
     masked_kspace  (B, C, T, ky, kx)  complex64 (zeros where unsampled)
     mask           (B|1, 1, T|1, ky, kx|1) real or bool
-    meta_emb       (B|1, text_dim)    CLIP text feature of the metadata sentence (unnormalised)
-    us_emb         (B|1, text_dim)    CLIP text feature of the undersampling sentence
+    metadata_emb       (B|1, text_dim)    CLIP text feature of the metadata sentence (unnormalised)
+    sampling_emb         (B|1, text_dim)    CLIP text feature of the undersampling sentence
     output         (B, T, y, x)       complex64 whose real part is the RSS magnitude (imag 0)
 """
 
@@ -474,8 +474,8 @@ class _SignHead(nn.Module):
 class OfficialCardioMM(nn.Module):
     """The authors' CardioMM in this project's conventions (see the module docstring).
 
-    ``forward(masked_kspace (B,C,T,ky,kx) complex64, mask (B|1,1,T|1,ky,kx|1), meta_emb (B|1,D),
-    us_emb (B|1,D), acs=None) -> (B,T,y,x) complex64`` holding the RSS magnitude (imaginary part 0);
+    ``forward(masked_kspace (B,C,T,ky,kx) complex64, mask (B|1,1,T|1,ky,kx|1), metadata_emb (B|1,D),
+    sampling_emb (B|1,D), acs=None) -> (B,T,y,x) complex64`` holding the RSS magnitude (imaginary part 0);
     D is ``config.text_dim`` (512, unnormalised CLIP text features). Its ``state_dict`` keys are the
     official checkpoint's (``metausunetlight.*``, ``lm_head_meta.fc1.*``, ``lm_head_us.fc1.*``).
     """
@@ -504,16 +504,12 @@ class OfficialCardioMM(nn.Module):
                 module.channels_last = True
         return self
 
-    def _check_inputs(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
-                      us_emb: torch.Tensor) -> None:
-        check_model_inputs(masked_kspace, mask, meta_emb, us_emb, text_dim=self.config.text_dim,
-                           hint="the official model reads 512-d CLIP text features")
-
-    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
-                us_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, metadata_emb: torch.Tensor,
+                sampling_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruct every frame on its own; ``acs`` is accepted for the engine's interface and
         ignored (the coil maps use the fixed central band of ``config.num_low_frequencies`` lines)."""
-        self._check_inputs(masked_kspace, mask, meta_emb, us_emb)
+        check_model_inputs(masked_kspace, mask, metadata_emb, sampling_emb, text_dim=self.config.text_dim,
+                           hint="the official model reads 512-d CLIP text features")
         n_b, n_c, n_t, n_ky, n_kx = masked_kspace.shape
         with no_autocast(masked_kspace.device):
             m = (mask != 0).to(torch.float32).expand(n_b, 1, n_t, n_ky, mask.shape[-1])
@@ -521,8 +517,8 @@ class OfficialCardioMM(nn.Module):
             # (B, C, T, ky, kx) -> (B*T, C, kx, ky): one sample per frame, readout along the height
             k0 = k0.permute(0, 2, 1, 4, 3).reshape(n_b * n_t, n_c, n_kx, n_ky)
             m = m.permute(0, 2, 1, 4, 3).reshape(n_b * n_t, 1, m.shape[-1], n_ky)
-        metadata = self.lm_head_meta(meta_emb.to(torch.float32).expand(n_b, -1))
-        sampling = self.lm_head_us(us_emb.to(torch.float32).expand(n_b, -1))
+        metadata = self.lm_head_meta(metadata_emb.to(torch.float32).expand(n_b, -1))
+        sampling = self.lm_head_us(sampling_emb.to(torch.float32).expand(n_b, -1))
         metadata = metadata.float().repeat_interleave(n_t, dim=0)
         sampling = sampling.float().repeat_interleave(n_t, dim=0)
         rss = self.metausunetlight(k0, m, metadata, sampling)                       # (B*T, kx, ky)

@@ -4,7 +4,7 @@
 trainer, checkpoints and inference engine run it exactly like CardioMM:
 
     forward(masked_kspace (B, C, T, ky, kx) complex64, mask (B, 1, T, ky, kx|1),
-            meta_emb (B, D), us_emb (B, D), acs (B, 1, 1, ky, kx|1) | None) -> image (B, T, y, x)
+            metadata_emb (B, D), sampling_emb (B, D), acs (B, 1, 1, ky, kx|1) | None) -> image (B, T, y, x)
 
 The output is real (float32): the root-sum-of-squares magnitude fastMRI's VarNet returns. The
 text embeddings are accepted and ignored (E2E-VarNet is not conditioned); ``text_dim`` is in the
@@ -180,8 +180,8 @@ def fastmri_varnet_class() -> type:
 class VarNetRecon(nn.Module):
     """fastMRI's E2E-VarNet with the project's model interface (see the module docstring).
 
-    ``forward(masked_kspace (B,C,T,ky,kx) complex, mask (B,1,T,ky,kx|1), meta_emb (B,D),
-    us_emb (B,D), acs (B,1,1,ky,kx|1) | None) -> magnitude (B,T,y,x) float32``. The state dict
+    ``forward(masked_kspace (B,C,T,ky,kx) complex, mask (B,1,T,ky,kx|1), metadata_emb (B,D),
+    sampling_emb (B,D), acs (B,1,1,ky,kx|1) | None) -> magnitude (B,T,y,x) float32``. The state dict
     is fastMRI's, under ``varnet.``.
     """
 
@@ -224,10 +224,10 @@ class VarNetRecon(nn.Module):
         rows = (acs != 0).any(dim=-1).reshape(acs.shape[0], -1).sum(dim=-1)
         return max(int(rows.min().item()), 1)
 
-    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
-                us_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, metadata_emb: torch.Tensor,
+                sampling_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruct: ``(B,C,T,ky,kx)`` complex k-space -> RSS magnitude ``(B,T,y,x)`` float32."""
-        check_model_inputs(masked_kspace, mask, meta_emb, us_emb, text_dim=self.config.text_dim,
+        check_model_inputs(masked_kspace, mask, metadata_emb, sampling_emb, text_dim=self.config.text_dim,
                            hint="was the model trained with another text encoder?")
         n_b, _, n_t = masked_kspace.shape[:3]
         if acs is None:

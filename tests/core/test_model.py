@@ -230,7 +230,7 @@ def test_named_configurations_sizes():
 def test_input_errors_are_named(rng):
     model = tiny()
     kspace, mask, meta, us = make_inputs(rng, 1, 2, 2)
-    with pytest.raises(ValueError, match="meta_emb.*text_dim=64"):
+    with pytest.raises(ValueError, match="metadata_emb.*text_dim=64"):
         model(kspace, mask, meta[:, :32], us)
     with pytest.raises(ValueError, match="complex"):
         model(kspace.real, mask, meta, us)
