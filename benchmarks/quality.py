@@ -48,6 +48,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from collections import defaultdict
@@ -459,6 +460,8 @@ def merge(paths: Sequence[str], out: Path, command: str) -> dict[str, Path]:
     meta["merged_from"] = [{"file": str(p), "command": m.get("command"), "machine": m.get("machine"),
                             "date": m.get("date")} for p, m in zip(paths, metas)]
     meta["methods_note"] = " ".join(dict.fromkeys(m.get("methods_note", "") for m in metas))
+    matrices = sorted({row["matrix"] for row in rows.values()}, key=lambda text: [-int(v) for v in text.split("x")])
+    meta["data"] = re.sub(r"matrices [0-9x, ]+?(?=, \d+ / )", "matrices " + ", ".join(matrices), meta.get("data", ""), count=1)
     timing: dict[str, float] = {}
     for m in metas:
         timing.update(m.get("seconds_per_slice") or {})
