@@ -81,11 +81,6 @@ class CheckpointMeta:
     #: without a "prompt" section gets the project defaults
     prompt: dict[str, Any] = field(default_factory=lambda: PromptSpec().to_dict())
 
-    @property
-    def prompt_spec(self) -> PromptSpec:
-        """``prompt`` as a PromptSpec (sentence style, mask convention, acceleration mode)."""
-        return PromptSpec.from_dict(self.prompt)
-
 
 #: dtypes floating-point weights may be stored in (the model computes in float32 regardless).
 STORAGE_DTYPES: dict[str, torch.dtype] = {
