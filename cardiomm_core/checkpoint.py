@@ -45,7 +45,7 @@ from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
 from cardiomm_core import __version__ as CARDIOMM_VERSION
-from cardiomm_core._files import default_file_mode
+from cardiomm_core.files import default_file_mode
 from cardiomm_core.model import CardioMM, CardioMMConfig
 from cardiomm_core.official import OFFICIAL_KIND, OfficialCardioMM, OfficialConfig
 from cardiomm_core.prompting import PromptSpec

@@ -78,7 +78,7 @@ def as_numpy(name: str, x: object) -> np.ndarray:
     return x
 
 
-def check_model_inputs(masked_kspace: object, mask: object, metadata_emb: object, sampling_emb: object, *,
+def check_model_inputs(masked_kspace: Any, mask: Any, metadata_emb: Any, sampling_emb: Any, *,
                        text_dim: int, hint: str) -> None:
     """The inputs every reconstruction network takes: ``masked_kspace (B, C, T, ky, kx)``
     complex64, ``mask (1|B, 1, 1|T, ky, 1|kx)`` real or bool, ``metadata_emb`` and ``sampling_emb``

@@ -250,7 +250,7 @@ def find_acs(mask: torch.Tensor | np.ndarray, *, min_size: int = 4) -> tuple[sli
         raise ValueError(f"mask must have at least 3 dimensions (..., frames, ky, kx|1), got shape {sampled.shape}")
     if sampled.shape[-2] < 1 or sampled.shape[-1] < 1:
         raise ValueError(f"mask has an empty ky or kx axis: shape {sampled.shape}")
-    common = sampled.reshape(-1, *sampled.shape[-2:]).all(axis=0)
+    common = np.asarray(sampled.reshape(-1, *sampled.shape[-2:]).all(axis=0))
     return _central_block(common, min_size, "every frame")
 
 
@@ -344,7 +344,7 @@ def estimate_sensitivities(
         ky_slice, kx_slice = find_acs(mask)
     else:
         union = _mask_to_numpy(mask).any(axis=2)  # (B|1, 1, ky, kx|1)
-        common_union = union.reshape(-1, *union.shape[-2:]).all(axis=0)
+        common_union = np.asarray(union.reshape(-1, *union.shape[-2:]).all(axis=0))
         ky_slice, kx_slice = _central_block(common_union, 4, "the union of the frames' masks")
     weight = torch.from_numpy(calibration_window(ky_slice, kx_slice, n_ky, n_kx)).to(
         device=kspace.device, dtype=real_dtype

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cardiomm_core._files import write_atomically
+from cardiomm_core.files import write_atomically
 
 from .text import TextEncoder, check_sentences, finish_embeddings
 

@@ -172,7 +172,7 @@ class InferenceEngine:
             is what callers describe masks with (``describe_sampling(..., convention=)``).
     """
 
-    def __init__(self, model: CardioMM | OfficialCardioMM, text_encoder: Any, *, device: str | torch.device = "auto",
+    def __init__(self, model: CardioMM | OfficialCardioMM | VarNetRecon, text_encoder: Any, *, device: str | torch.device = "auto",
                  amp: bool = True, max_batch_elems: int | None = None,
                  normalisation: Mapping[str, Any] | None = None,
                  prompt: PromptSpec | Mapping[str, Any] | None = None) -> None:

@@ -353,7 +353,7 @@ class CardioMM(nn.Module):
 
     def to_channels_last(self) -> CardioMM:
         """Convolution weights and U-Net inputs in channels_last (faster convolutions on GPUs)."""
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # nn.Module.to accepts it; its stubs do not say so
         for module in self.modules():
             if isinstance(module, NormPromptUnet):
                 module.channels_last = True

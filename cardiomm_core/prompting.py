@@ -98,7 +98,7 @@ class PromptSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> PromptSpec:
+    def from_dict(cls, values: PromptSpec | Mapping[str, Any] | None) -> PromptSpec:
         """Build from a checkpoint's ``"prompt"`` section; None or {} give the project defaults.
 
         Raises ValueError for a value that is not a mapping, an unknown key or an unknown value.
@@ -235,7 +235,8 @@ def _measure(sampled: np.ndarray) -> _Measured:
         n_outside = int(outside2d.sum()) * n_b * n_t
         n_sampled = int(sampled[..., outside2d].sum())
         pattern, spacing, n_steps, n_kx = "ktRadial", None, 0, n_kx_mask
-        region = (0, 0, 0, 0) if ky_acs is None else (ky_acs.start, ky_acs.stop, kx_acs.start, kx_acs.stop)
+        region = (0, 0, 0, 0) if ky_acs is None or kx_acs is None else (ky_acs.start, ky_acs.stop, kx_acs.start,
+                                                                           kx_acs.stop)
     realised = max(1.0, n_outside / max(n_sampled, 1)) if n_outside else 1.0
     return _Measured(pattern, float(realised), n_t, n_ky, n_kx, region, n_sampled / n_b, spacing, n_steps)
 

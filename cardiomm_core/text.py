@@ -327,6 +327,7 @@ class CLIPTextEncoder:
                 logger.info("loading CLIP text encoder from %s on %s", self.path, self.device)
                 tokenizer_class = CLIPTokenizer if self.normalise else AutoTokenizer
                 tokenizer = tokenizer_class.from_pretrained(str(self.path), local_files_only=True)
+                model: Any
                 if self._full_clip:
                     model = CLIPModel.from_pretrained(str(self.path), local_files_only=True)
                     model.vision_model = None  # only the text side is used

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -234,12 +235,12 @@ class _Canvas:
     def coverage(self, sd: np.ndarray) -> np.ndarray:
         return np.clip(_SOFT_EDGE - sd / (2 * _SOFT_EDGE * self.pixel), 0.0, 1.0).astype(np.float32)
 
-    def mask(self, **shape: _Scalar) -> np.ndarray:
+    def mask(self, **shape: Any) -> np.ndarray:
         """Coverage of a shape on the whole canvas (for intersections)."""
         return self.coverage(_shape_sd(self.x[None, :], self.y[:, None], **shape))
 
     def paint(self, tissue: str, window: tuple[slice, slice] | None, within: np.ndarray | None = None,
-              **shape: _Scalar) -> None:
+              **shape: Any) -> None:
         """Paint ``shape`` (see _shape_sd) with ``tissue`` over what is there, inside ``window``."""
         if window is None:
             return
@@ -251,7 +252,7 @@ class _Canvas:
         region *= (1.0 - m)[..., None, :, :]
         region[..., TISSUE_INDEX[tissue], :, :] += m
 
-    def paint_shape(self, tissue: str, within: np.ndarray | None = None, **shape: _Scalar) -> None:
+    def paint_shape(self, tissue: str, within: np.ndarray | None = None, **shape: Any) -> None:
         """Paint a shape, windowed to its bounding disc."""
         a, b = np.max(shape["a"]), np.max(shape["b"])
         wobble = 1.0 + sum(abs(float(np.max(h[1]))) for h in shape.get("harmonics", ()))

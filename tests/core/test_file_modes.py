@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cardiomm_core._files import current_umask
 from cardiomm_core.checkpoint import checkpoint_paths, save_checkpoint
+from cardiomm_core.files import current_umask
 from cardiomm_core.model import CardioMM, config_by_name
 
 

@@ -50,10 +50,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cardiomm_core._files import write_atomically
 from cardiomm_core.checks import check_int, check_int_range
 from cardiomm_core.coils import coil_compression
 from cardiomm_core.context import ScanContext
+from cardiomm_core.files import write_atomically
 from cardiomm_core.noise import prewhitening_matrix
 from cardiomm_core.phantom import PhantomScan, noise_free_rss, simulate_cardiac_scan
 
