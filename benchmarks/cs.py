@@ -18,7 +18,7 @@ binding needs the BART binaries built from source. numba costs an llvmlite wheel
 and a first-call compilation of sigpy's kernels of a few seconds per process.
 
 Sensitivities: ``cardiomm_core.coils.estimate_sensitivities`` chosen and thresholded as the
-project's CG-SENSE fallback chooses them (``cardiomm_core.recon.conventional_recon``: the
+project's CG-SENSE fallback chooses them (``cardiomm_core.conventional.conventional_recon``: the
 time-averaged calibration for kt patterns, the ACS block otherwise, maps zeroed below 2 % of the
 low-resolution RSS). The data are scaled to a unit 99th percentile of the zero-filled RSS
 (``cardiomm_core.engine.normalisation_scale``) before the solve and back after it, so the
@@ -74,7 +74,7 @@ def load_tuned_settings(path: str | Path | None = None) -> tuple[CSSettings, str
 def _sensitivities(kspace: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
     """``kspace (1, C, T, ky, kx)``, ``mask (1, 1, T, ky, kx|1)`` -> maps ``(C, 1, y, x)`` complex64,
     as the CG-SENSE fallback estimates them."""
-    from cardiomm_core.recon import conventional_recon
+    from cardiomm_core.conventional import conventional_recon
 
     sens = conventional_recon(kspace, mask, method="zero_filled").sens  # the fallback's own maps (sens_method auto)
     return sens[0].numpy().astype(np.complex64)

@@ -20,7 +20,7 @@ RemoveOversampling does it (centred FFT along the readout, keep the central half
 every method sees ``(8, frames, ky, nx)`` k-space as CardioMMRecon receives it. Masks, the sampling
 sentence, the methods and the scores are those of ``cardiomm-eval`` (``train.evaluate.
 evaluate_checkpoint``: ``cardiomm_core.masks.make_mask``, ``describe_sampling``, the
-``InferenceEngine``, ``cardiomm_core.recon.conventional_recon`` for CG-SENSE (the gadgets' fallback)
+``InferenceEngine``, ``cardiomm_core.conventional.conventional_recon`` for CG-SENSE (the gadgets' fallback)
 and zero-filling, ``cardiomm_core.metrics.evaluate`` with the CMRxRecon 2024 convention); every
 method of a slice sees the same mask.
 
@@ -460,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/eval_grid.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     if args.precompute_embeddings:
-        from cardiomm_core.text import default_cache_dir
+        from cardiomm_core.embedding_cache import default_cache_dir
         from train.embeddings import cache_sentences
 
         results = run_pool("sentences", jobs, candidates, accelerations, "cpu", args.jobs, threads)
@@ -533,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "removed (what CardioMMRecon receives); frames: "
                  + ", ".join(f"{MODALITY_LABELS[m]} {GRID_MODALITIES[m]}" for m in modalities)
                  + "; reference: the noise-free RSS of the prewhitened, compressed coil images"),
-        "methods_note": ("CG-SENSE = `cardiomm_core.recon.conventional_recon` defaults (the gadgets' fallback); "
+        "methods_note": ("CG-SENSE = `cardiomm_core.conventional.conventional_recon` defaults (the gadgets' fallback); "
                          "zero-filled = SENSE combination of the zero-filled k-space; masks "
                          "`cardiomm_core.masks.make_mask` (the model's mask convention), the same for every method; "
                          "scores `cardiomm_core.metrics.evaluate`, CMRxRecon 2024 convention (magnitude, central "

@@ -1,9 +1,9 @@
-"""Quality and speed of the conventional fallback (``cardiomm_core.recon.conventional_recon``).
+"""Quality and speed of the conventional fallback (``cardiomm_core.conventional.conventional_recon``).
 
 Synthetic cine slices (``cardiomm_core.phantom.simulate_cardiac_scan``: 1 slice, 12 frames,
 10 coils, 128 x 112 recon matrix, readout 2x oversampled, noise level 0.01) are prepared as the
 demo chain prepares them: prewhitened with the noise covariance (NoiseAdjust), readout
-oversampling removed in the image domain (RemoveOversampling, ``crop_readout``) and SVD-compressed
+oversampling removed in the image domain (RemoveOversampling, ``cardiomm_core.readout.crop_image_readout``) and SVD-compressed
 to 8 virtual coils (CoilCompression). Each is undersampled with ``make_mask`` (ktGaussian and
 ktUniform at R = 4, 8, 12, 16, 24; Uniform at R = 4, 8; the pattern's default ACS) and
 reconstructed by
@@ -46,11 +46,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cardiomm_core.coils import coil_compression  # noqa: E402
+from cardiomm_core.conventional import conventional_recon  # noqa: E402
 from cardiomm_core.fft import fft2c, ifft2c  # noqa: E402
 from cardiomm_core.masks import make_mask  # noqa: E402
 from cardiomm_core.metrics import evaluate  # noqa: E402
-from cardiomm_core.phantom import crop_readout, simulate_cardiac_scan  # noqa: E402
-from cardiomm_core.recon import conventional_recon  # noqa: E402
+from cardiomm_core.phantom import simulate_cardiac_scan  # noqa: E402
+from cardiomm_core.readout import crop_image_readout  # noqa: E402
 from cardiomm_core.sense import rss_complex  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def prepared_slice(seed: int, n_coils: int, n_frames: int, matrix: tuple[int, in
                                  noise_level=0.01)
     whitener = np.linalg.inv(np.linalg.cholesky(scan.noise_covariance.astype(np.complex128))).astype(np.complex64)
     kspace = np.einsum("dc,ctyx->dtyx", whitener, scan.kspace[0])
-    coil_images = crop_readout(ifft2c(torch.from_numpy(np.ascontiguousarray(kspace))).numpy(), matrix[0])
+    coil_images = crop_image_readout(ifft2c(torch.from_numpy(np.ascontiguousarray(kspace))).numpy(), matrix[0])
     kspace = fft2c(torch.from_numpy(np.ascontiguousarray(coil_images))).numpy()
     if n_virtual < n_coils:
         kspace = coil_compression(kspace, 0, n_virtual=n_virtual).apply(kspace, 0)

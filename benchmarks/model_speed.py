@@ -47,12 +47,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from cardiomm_core.coils import acs_region_mask  # noqa: E402
+from cardiomm_core.conventional import conventional_recon  # noqa: E402
 from cardiomm_core.fft import fft2c, ifft2c  # noqa: E402
 from cardiomm_core.masks import make_mask  # noqa: E402
-from cardiomm_core.model import CardioMM, CardioMMConfig, acs_region_mask, config_by_name, count_parameters  # noqa: E402
+from cardiomm_core.model import CardioMM, CardioMMConfig, config_by_name, count_parameters  # noqa: E402
 from cardiomm_core.official import OfficialCardioMM, official_config_by_name  # noqa: E402
-from cardiomm_core.phantom import crop_readout  # noqa: E402
-from cardiomm_core.recon import conventional_recon  # noqa: E402
+from cardiomm_core.readout import crop_image_readout  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def make_slice(seed: int = 0, n_coils: int = N_COILS, n_frames: int = N_FRAMES, 
     data = (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) * envelope
     kspace_enc = torch.from_numpy(data.astype(np.complex64))
     image_enc = ifft2c(kspace_enc)
-    image = torch.from_numpy(crop_readout(image_enc.numpy(), n_kx).copy())
+    image = torch.from_numpy(crop_image_readout(image_enc.numpy(), n_kx).copy())
     kspace = fft2c(image)
     mask = make_mask("ktUniform", 8, n_frames, n_ky, n_kx, seed=seed).as_tensor()
     return (kspace * mask).contiguous(), mask

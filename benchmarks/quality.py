@@ -17,7 +17,7 @@ Sampling: Uniform 4/8/10 and ktUniform, ktGaussian, ktRadial 8/12/16/24 (the pro
 generators, ``cardiomm_core.masks.make_mask``, seeded per subject and setting exactly as
 ``cardiomm-eval`` seeds them, so every method sees the same mask).
 
-Methods: ``zero_filled`` and ``cg_sense`` (``cardiomm_core.recon.conventional_recon``: the
+Methods: ``zero_filled`` and ``cg_sense`` (``cardiomm_core.conventional.conventional_recon``: the
 gadgets' fallback), ``cs`` (L1-wavelet + temporal TV through sigpy, ``benchmarks/cs.py``, its
 weights tuned on a separate seed: ``benchmarks/results/cs_tuning.json``), and every
 ``--checkpoint NAME=PATH`` through ``cardiomm_core.engine.InferenceEngine`` (its normalisation,
@@ -48,6 +48,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from collections import defaultdict
@@ -170,10 +171,10 @@ def score_job(job: tuple[int, int, int]) -> dict[str, Any]:
     figure subjects the magnitudes of two frames."""
     import torch
 
+    from cardiomm_core.conventional import conventional_recon
     from cardiomm_core.masks import make_mask
     from cardiomm_core.metrics import evaluate
     from cardiomm_core.prompting import describe_sampling
-    from cardiomm_core.recon import conventional_recon
 
     plan: Plan = _WORKER["plan"]
     matrix_index, subject, setting_index = job
@@ -389,7 +390,7 @@ def _parse_checkpoints(values: Sequence[str]) -> list[tuple[str, str]]:
 
 def _methods_note(checkpoints: Sequence[tuple[str, str]], cs_source: str) -> str:
     note = ("Zero-filled: SENSE combination of the zero-filled k-space. CG-SENSE: the gadgets' fallback "
-            "(`cardiomm_core.recon.conventional_recon`, regularised towards the time-averaged image for kt "
+            "(`cardiomm_core.conventional.conventional_recon`, regularised towards the time-averaged image for kt "
             "patterns, the low-resolution calibration image for Uniform). CS (sigpy): L1-wavelet (db4) in space + "
             f"temporal total variation, sigpy's primal-dual solver, weights from {cs_source}. ")
     for name, path in checkpoints:
@@ -459,6 +460,8 @@ def merge(paths: Sequence[str], out: Path, command: str) -> dict[str, Path]:
     meta["merged_from"] = [{"file": str(p), "command": m.get("command"), "machine": m.get("machine"),
                             "date": m.get("date")} for p, m in zip(paths, metas)]
     meta["methods_note"] = " ".join(dict.fromkeys(m.get("methods_note", "") for m in metas))
+    matrices = sorted({row["matrix"] for row in rows.values()}, key=lambda text: [-int(v) for v in text.split("x")])
+    meta["data"] = re.sub(r"matrices [0-9x, ]+?(?=, \d+ / )", "matrices " + ", ".join(matrices), meta.get("data", ""), count=1)
     timing: dict[str, float] = {}
     for m in metas:
         timing.update(m.get("seconds_per_slice") or {})

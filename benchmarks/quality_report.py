@@ -37,9 +37,11 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str, float
             for key, members in groups.items()}
 
 
-def mean_at_high_r(rows: Sequence[dict[str, Any]], method: str, minimum: float = 8.0) -> float | None:
-    """Mean PSNR of ``method`` over every row at R >= ``minimum``."""
-    values = [r["psnr"] for r in rows if r["method"] == method and r["acceleration"] >= minimum]
+def mean_at_high_r(rows: Sequence[dict[str, Any]], method: str, minimum: float = 8.0,
+                   matrix: str | None = None) -> float | None:
+    """Mean PSNR of ``method`` over every row at R >= ``minimum`` (of one ``matrix``, or all)."""
+    values = [r["psnr"] for r in rows if r["method"] == method and r["acceleration"] >= minimum
+              and (matrix is None or r["matrix"] == matrix)]
     return float(np.mean(values)) if values else None
 
 
@@ -54,13 +56,24 @@ def write_markdown(path: Path, rows: Sequence[dict[str, Any]], meta: dict[str, A
              f"versions: {meta['versions']}  ",
              f"Data: {meta['data']}  ", f"Scores: {meta['scores']}  ", f"Methods: {meta['methods_note']}", ""]
     high = {m: mean_at_high_r(rows, m) for m in methods}
+    matrices = sorted({r["matrix"] for r in rows}, key=lambda text: [-int(v) for v in text.split("x")])
+    per_matrix = {(m, mx): mean_at_high_r(rows, m, matrix=mx) for m in methods for mx in matrices}
+    columns = ["mean PSNR (dB)"] + ([f"{mx} only" for mx in matrices] if len(matrices) > 1 else [])
     lines += ["## Summary: mean PSNR at R >= 8 (every subject, modality and pattern)", "",
-              "| Method | mean PSNR (dB) |", "|---|---|"]
+              "| Method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     best_high = max((v for v in high.values() if v is not None), default=None)
+    best_matrix = {mx: max((v for (_, x), v in per_matrix.items() if x == mx and v is not None), default=None)
+                   for mx in matrices}
     for m in methods:
         if high[m] is not None:
             bold = "**" if high[m] == best_high else ""
-            lines.append(f"| {label(m)} | {bold}{high[m]:.2f}{bold} |")
+            cells = [f"{bold}{high[m]:.2f}{bold}"]
+            if len(matrices) > 1:
+                for mx in matrices:
+                    value = per_matrix[(m, mx)]
+                    mark = "**" if value is not None and value == best_matrix[mx] else ""
+                    cells.append("" if value is None else f"{mark}{value:.2f}{mark}")
+            lines.append(f"| {label(m)} | " + " | ".join(cells) + " |")
     lines.append("")
     verdicts = []
     if high.get("small") is not None and high.get("varnet") is not None:

@@ -12,7 +12,7 @@ ktUniform 8x; ``reduced``: 112 x 256 -> 112 x 128; ``tiny``: for tests) is recon
 * compressed sensing (``cs``): sigpy's primal-dual solver (``sigpy.app.LinearLeastSquares``) for
   L1-wavelet in space plus total variation in time, ESPIRiT maps (``sigpy.mri.app.EspiritCalib``),
   a fixed number of iterations, on the CPU (sigpy runs on numpy here);
-* the project's conventional fallback (``cg_sense``: ``cardiomm_core.recon.conventional_recon``).
+* the project's conventional fallback (``cg_sense``: ``cardiomm_core.conventional.conventional_recon``).
 
 Every latency is the median wall time of the timed runs after the warm-up runs, and is also
 given as a ratio to VarNet's in the same run (same dtype when VarNet has it, else fp32). On CUDA
@@ -64,7 +64,8 @@ for _path in (ROOT, ROOT / "benchmarks"):
 import model_speed as ms  # noqa: E402
 
 from benchmarks.machine import cpu_model_name  # noqa: E402
-from cardiomm_core.model import acs_region_mask, count_parameters  # noqa: E402
+from cardiomm_core.coils import acs_region_mask  # noqa: E402
+from cardiomm_core.model import count_parameters  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +246,7 @@ def cs_runner(kspace: torch.Tensor, mask: torch.Tensor, iterations: int = CS_ITE
 
 
 def cg_sense_runner(kspace: torch.Tensor, mask: torch.Tensor) -> Callable[[], Any]:
-    from cardiomm_core.recon import conventional_recon
+    from cardiomm_core.conventional import conventional_recon
 
     return lambda: conventional_recon(kspace, mask, method="cg_sense")
 

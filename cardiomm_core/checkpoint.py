@@ -45,7 +45,7 @@ from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
 from cardiomm_core import __version__ as CARDIOMM_VERSION
-from cardiomm_core._files import default_file_mode
+from cardiomm_core.files import default_file_mode
 from cardiomm_core.model import CardioMM, CardioMMConfig
 from cardiomm_core.official import OFFICIAL_KIND, OfficialCardioMM, OfficialConfig
 from cardiomm_core.prompting import PromptSpec
@@ -80,11 +80,6 @@ class CheckpointMeta:
     #: how the model is spoken to (``cardiomm_core.prompting.PromptSpec.to_dict()``); a sidecar
     #: without a "prompt" section gets the project defaults
     prompt: dict[str, Any] = field(default_factory=lambda: PromptSpec().to_dict())
-
-    @property
-    def prompt_spec(self) -> PromptSpec:
-        """``prompt`` as a PromptSpec (sentence style, mask convention, acceleration mode)."""
-        return PromptSpec.from_dict(self.prompt)
 
 
 #: dtypes floating-point weights may be stored in (the model computes in float32 regardless).

@@ -37,7 +37,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from ._checks import as_numpy, check_complex, check_ndim, check_tensor
+from .checks import as_numpy, check_complex, check_ndim, check_tensor
 from .fft import ifft2c
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ SENS_METHODS = ("acs", "time_average")
 
 
 @dataclass(frozen=True)
-class CoilCompression:
+class SvdCoilCompression:
     """A coil compression: ``n_virtual`` virtual coils as linear combinations of ``n_coils``.
 
     ``matrix (n_virtual, n_coils)`` complex64 has orthonormal rows (the leading left singular
@@ -122,12 +122,12 @@ def coil_compression(
     *,
     n_virtual: int | None = None,
     energy: float | None = None,
-) -> CoilCompression:
+) -> SvdCoilCompression:
     """SVD coil compression from calibration data ``calib (..., n_coils, ...)`` (coils on ``coil_axis``).
 
     Give exactly one of ``n_virtual`` (1..n_coils) or ``energy`` (0 < energy <= 1: the smallest
     number of virtual coils whose energy fraction is >= ``energy``). All other axes of ``calib``
-    are samples. Returns a :class:`CoilCompression`.
+    are samples. Returns a :class:`SvdCoilCompression`.
     """
     calib = as_numpy("calib", calib)
     if calib.ndim < 2:
@@ -162,7 +162,7 @@ def coil_compression(
     energy_kept = float(min(cumulative[n_virtual - 1], 1.0))
     matrix = u[:, :n_virtual].conj().T.astype(np.complex64)
     logger.debug("coil compression %d -> %d coils keeps %.4f of the energy", n_coils, n_virtual, energy_kept)
-    return CoilCompression(matrix=matrix, singular_values=singular_values, energy_kept=energy_kept)
+    return SvdCoilCompression(matrix=matrix, singular_values=singular_values, energy_kept=energy_kept)
 
 
 def _grow_centre(sampled: np.ndarray, centre: tuple[int, ...]) -> list[tuple[int, int]] | None:
@@ -250,7 +250,7 @@ def find_acs(mask: torch.Tensor | np.ndarray, *, min_size: int = 4) -> tuple[sli
         raise ValueError(f"mask must have at least 3 dimensions (..., frames, ky, kx|1), got shape {sampled.shape}")
     if sampled.shape[-2] < 1 or sampled.shape[-1] < 1:
         raise ValueError(f"mask has an empty ky or kx axis: shape {sampled.shape}")
-    common = sampled.reshape(-1, *sampled.shape[-2:]).all(axis=0)
+    common = np.asarray(sampled.reshape(-1, *sampled.shape[-2:]).all(axis=0))
     return _central_block(common, min_size, "every frame")
 
 
@@ -271,8 +271,10 @@ def _window(length: int, taper: float = _WINDOW_TAPER) -> np.ndarray:
     return window
 
 
-def _calibration_weight(ky_slice: slice, kx_slice: slice, n_ky: int, n_kx: int) -> np.ndarray:
-    """``(ky, kx)`` float32 weight: a separable Tukey window on the calibration block, 0 elsewhere."""
+def calibration_window(ky_slice: slice, kx_slice: slice, n_ky: int, n_kx: int) -> np.ndarray:
+    """``(ky, kx)`` float32 weight: a separable Tukey window on the calibration block
+    ``(ky_slice, kx_slice)`` (from :func:`find_acs`), 0 elsewhere; it tapers the block before a
+    low-resolution image is made of it (sensitivities, the fallback's prior)."""
     ky_range = range(n_ky)[ky_slice]
     kx_range = range(n_kx)[kx_slice]
     weight = np.zeros((n_ky, n_kx), dtype=np.float32)
@@ -282,7 +284,9 @@ def _calibration_weight(ky_slice: slice, kx_slice: slice, n_ky: int, n_kx: int) 
     return weight
 
 
-def _check_kspace_mask(kspace: torch.Tensor, mask: torch.Tensor) -> None:
+def check_kspace_mask(kspace: torch.Tensor, mask: torch.Tensor) -> None:
+    """ValueError unless ``kspace (B, C, T, ky, kx)`` is a complex tensor and ``mask`` a real or
+    bool ``(B|1, 1, T, ky, kx|1)`` that fits it."""
     check_tensor("kspace", kspace)
     check_ndim("kspace", kspace, 5, "(batch, coils, frames, ky, kx)")
     check_complex("kspace", kspace)
@@ -330,7 +334,7 @@ def estimate_sensitivities(
         raise ValueError(f"method must be one of {SENS_METHODS}, got {method!r}")
     if not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
         raise ValueError(f"threshold must be a number with 0 <= threshold < 1, got {threshold!r}")
-    _check_kspace_mask(kspace, mask)
+    check_kspace_mask(kspace, mask)
     n_ky, n_kx = kspace.shape[-2:]
     real_dtype = kspace.real.dtype
     weights = mask.to(device=kspace.device, dtype=real_dtype)
@@ -340,9 +344,9 @@ def estimate_sensitivities(
         ky_slice, kx_slice = find_acs(mask)
     else:
         union = _mask_to_numpy(mask).any(axis=2)  # (B|1, 1, ky, kx|1)
-        common_union = union.reshape(-1, *union.shape[-2:]).all(axis=0)
+        common_union = np.asarray(union.reshape(-1, *union.shape[-2:]).all(axis=0))
         ky_slice, kx_slice = _central_block(common_union, 4, "the union of the frames' masks")
-    weight = torch.from_numpy(_calibration_weight(ky_slice, kx_slice, n_ky, n_kx)).to(
+    weight = torch.from_numpy(calibration_window(ky_slice, kx_slice, n_ky, n_kx)).to(
         device=kspace.device, dtype=real_dtype
     )
     low_res = ifft2c(average * weight)  # (B, C, 1, y, x)
@@ -357,8 +361,36 @@ def estimate_sensitivities(
     return sens.to(torch.complex64) if kspace.dtype == torch.complex64 else sens
 
 
+def acs_region_mask(mask: torch.Tensor) -> torch.Tensor:
+    """The auto-calibration region of each slice's mask as a 0/1 float ``(B, 1, 1, ky, kx)``.
+
+    ``mask (B, 1, T, ky, kx|1)``. Uses :func:`cardiomm_core.coils.find_acs` per slice (ACS lines of
+    Cartesian masks, the fully sampled centre of radial masks). A slice whose mask has no
+    calibration region gets the whole k-space (the sensitivity network then works from the
+    time-averaged data), with a warning.
+    """
+    check_tensor("mask", mask)
+    check_ndim("mask", mask, 5, "(batch, 1, frames, ky, kx)")
+    n_b, _, _, n_ky, _ = mask.shape
+    regions = []
+    for b in range(n_b):
+        m = mask[b:b + 1].detach().to("cpu")
+        region = torch.zeros(1, 1, 1, n_ky, mask.shape[-1], dtype=torch.float32)
+        try:
+            ky_sl, kx_sl = find_acs(m)
+        except ValueError as exc:
+            logger.warning("no auto-calibration region in the mask of slice %d (%s); using all of k-space", b, exc)
+            ky_sl, kx_sl = slice(None), slice(None)
+        region[..., ky_sl, kx_sl] = 1.0
+        regions.append(region)
+    return torch.cat(regions, dim=0).to(mask.device)
+
+
 __all__ = [
-    "CoilCompression",
+    "acs_region_mask",
+    "SvdCoilCompression",
+    "calibration_window",
+    "check_kspace_mask",
     "coil_compression",
     "find_acs",
     "estimate_sensitivities",

@@ -16,18 +16,20 @@ images (S,T,y,x) complex64`` runs the network on any number of slices:
   so any matrix size is accepted (no k-space padding, which would change the field of view);
 - ``torch.inference_mode`` throughout, bf16 autocast on CUDA (physics stays complex64).
 
-``get_engine(path, device)`` keeps one engine per (checkpoint, device) per process, and
+``get_engine(path, device)`` keeps one engine per (checkpoint, device) per process (``ENGINES``, an
+LRU of 4 whose evicted engines are freed), each with its ``run_lock`` for callers that share it
+across threads; and
 ``reconstruct_or_fallback`` guarantees images: any model failure logs the error and falls back to
 a conventional reconstruction (CG-SENSE by default), marked as such.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
+import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,16 +37,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_complex, check_ndim
+from .checks import check_complex, check_ndim
+from .coils import acs_region_mask
 from .context import ScanContext
 from .fft import ifft2c
-from .model import CardioMM, acs_region_mask
+from .model import CardioMM
 from .official import OfficialCardioMM
 from .prompting import PromptSpec, context_sentences, encode_sentences, model_forward, prepare_model_input
 from .varnet import VarNetRecon
 
 #: Networks the engine runs: anything with ``config.text_dim``, ``to_channels_last()`` and
-#: ``forward(kspace, mask, meta_emb, us_emb, acs) -> (B, T, y, x)`` complex64 (or a real
+#: ``forward(kspace, mask, metadata_emb, sampling_emb, acs) -> (B, T, y, x)`` complex64 (or a real
 #: magnitude: the authors' architecture and fastMRI's E2E-VarNet, a benchmark peer that the
 #: gadgets refuse, ``gadgets.recon.refuse_benchmark_peer``).
 RECON_MODELS = (CardioMM, OfficialCardioMM, VarNetRecon)
@@ -53,6 +56,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_NORMALISATION",
+    "ENGINES",
+    "EngineCache",
     "NORMALISATION_KINDS",
     "InferenceEngine",
     "ReconOutcome",
@@ -167,7 +172,7 @@ class InferenceEngine:
             is what callers describe masks with (``describe_sampling(..., convention=)``).
     """
 
-    def __init__(self, model: CardioMM | OfficialCardioMM, text_encoder: Any, *, device: str | torch.device = "auto",
+    def __init__(self, model: CardioMM | OfficialCardioMM | VarNetRecon, text_encoder: Any, *, device: str | torch.device = "auto",
                  amp: bool = True, max_batch_elems: int | None = None,
                  normalisation: Mapping[str, Any] | None = None,
                  prompt: PromptSpec | Mapping[str, Any] | None = None) -> None:
@@ -194,6 +199,9 @@ class InferenceEngine:
             logger.warning("text encoder %r gives %d-dim embeddings but the model expects %d",
                            getattr(text_encoder, "name", "?"), int(text_encoder.dim), model.config.text_dim)
         self._embeddings: OrderedDict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        #: held around a reconstruction by callers that share this engine across threads (the
+        #: gadgets of a warm worker's connections): one scan at a time on the model
+        self.run_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (f"InferenceEngine(device={self.device}, amp={self.amp}, text_encoder={self.text_encoder.name!r}, "
@@ -209,17 +217,18 @@ class InferenceEngine:
         ``get_encoder`` and wrapped in a ``CachedEncoder`` (on-disk embedding cache).
         """
         from .checkpoint import load_checkpoint
-        from .text import CachedEncoder, get_encoder
+        from .embedding_cache import CachedEncoder
+        from .text import get_encoder
 
         resolved = resolve_device(device)
         if text_encoder is not None:
-            model, meta = load_checkpoint(path, text_encoder_name=text_encoder.name,
-                                          text_encoder_dim=int(text_encoder.dim), map_location=resolved)
+            model, checkpoint_meta = load_checkpoint(path, text_encoder_name=text_encoder.name,
+                                                     text_encoder_dim=int(text_encoder.dim), map_location=resolved)
         else:
-            model, meta = load_checkpoint(path, map_location=resolved)
-            text_encoder = CachedEncoder(get_encoder(meta.text_encoder_name))
+            model, checkpoint_meta = load_checkpoint(path, map_location=resolved)
+            text_encoder = CachedEncoder(get_encoder(checkpoint_meta.text_encoder_name))
         return cls(model, text_encoder, device=resolved, amp=amp, max_batch_elems=max_batch_elems,
-                   normalisation=meta.normalisation or None, prompt=meta.prompt)
+                   normalisation=checkpoint_meta.normalisation or None, prompt=checkpoint_meta.prompt)
 
     # -- embeddings --------------------------------------------------------------------------------
 
@@ -235,8 +244,9 @@ class InferenceEngine:
         if hit is not None:
             self._embeddings.move_to_end(key)
             return hit
-        meta, us = encode_sentences(self.text_encoder, key)
-        pair = (meta.reshape(1, -1).to(self.device, torch.float32), us.reshape(1, -1).to(self.device, torch.float32))
+        metadata_emb, sampling_emb = encode_sentences(self.text_encoder, key)
+        pair = (metadata_emb.reshape(1, -1).to(self.device, torch.float32),
+                sampling_emb.reshape(1, -1).to(self.device, torch.float32))
         self._embeddings[key] = pair
         while len(self._embeddings) > _EMBEDDING_CACHE_SIZE:
             self._embeddings.popitem(last=False)
@@ -249,9 +259,10 @@ class InferenceEngine:
         per_slice = int(np.prod(kspace_shape[1:]))
         return max(1, min(int(kspace_shape[0]), self.max_batch_elems // max(per_slice, 1)))
 
-    def _run(self, kspace: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    def _run(self, kspace: torch.Tensor, mask: torch.Tensor, metadata_emb: torch.Tensor,
+             sampling_emb: torch.Tensor) -> torch.Tensor:
         inputs = prepare_model_input(kspace.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True),
-                                     meta, us, self.normalisation)
+                                     metadata_emb, sampling_emb, self.normalisation)
         image = model_forward(self.model, inputs, amp=self.amp)
         return (image / inputs.scale.view(-1, 1, 1, 1)).to("cpu")
 
@@ -262,7 +273,7 @@ class InferenceEngine:
         input's intensity scale.
         """
         k, m = _prepare(kspace, mask)
-        meta, us = self.embeddings(context)
+        metadata_emb, sampling_emb = self.embeddings(context)
         n_s = k.shape[0]
         step = self.slices_per_batch(tuple(k.shape))
         out = torch.empty(n_s, k.shape[2], k.shape[3], k.shape[4], dtype=torch.complex64)
@@ -271,7 +282,7 @@ class InferenceEngine:
             while start < n_s:
                 stop = min(start + step, n_s)
                 try:
-                    out[start:stop] = self._run(k[start:stop], m[start:stop], meta, us)
+                    out[start:stop] = self._run(k[start:stop], m[start:stop], metadata_emb, sampling_emb)
                 except torch.cuda.OutOfMemoryError:
                     if step == 1:
                         raise
@@ -283,19 +294,64 @@ class InferenceEngine:
         return out.numpy()
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_engine(path: str, device: str) -> InferenceEngine:
-    logger.info("loading CardioMM engine from %s on %s", path, device)
-    return InferenceEngine.from_checkpoint(path, device=device)
+class EngineCache:
+    """The engines of this process, one per (resolved checkpoint path, device), least recently
+    used first out beyond ``maxsize``.
+
+    An evicted engine is dropped here, so its model is freed once no caller holds it any more.
+    Thread-safe: a load happens under the cache's lock, so concurrent first calls load once.
+    ``loads`` counts the engines this cache has loaded.
+    """
+
+    def __init__(self, maxsize: int = 4) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int) or maxsize < 1:
+            raise ValueError(f"maxsize must be a positive integer, got {maxsize!r}")
+        self.maxsize = maxsize
+        self.loads = 0
+        self._engines: OrderedDict[tuple[str, str], InferenceEngine] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str | os.PathLike[str], device: str | torch.device = "auto", *,
+            before_load: Callable[[Path], None] | None = None) -> tuple[InferenceEngine, bool]:
+        """``(engine, loaded)``: the cached engine of ``path`` on ``device``, or a new one
+        (``loaded`` True) from :meth:`InferenceEngine.from_checkpoint`. ``before_load(resolved
+        path)`` runs before a load and may refuse it by raising; exceptions propagate and nothing
+        is cached."""
+        resolved = Path(path).expanduser().resolve()
+        key = (str(resolved), str(resolve_device(device)))
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._engines.move_to_end(key)
+                return engine, False
+            if before_load is not None:
+                before_load(resolved)
+            logger.info("loading CardioMM engine from %s on %s", key[0], key[1])
+            engine = InferenceEngine.from_checkpoint(key[0], device=key[1])
+            self._engines[key] = engine
+            self.loads += 1
+            while len(self._engines) > self.maxsize:
+                evicted, _ = self._engines.popitem(last=False)
+                logger.info("engine of %s on %s evicted from the cache", *evicted)
+            return engine, True
+
+    def clear(self) -> None:
+        """Drop every engine (each is freed once no caller holds it)."""
+        with self._lock:
+            self._engines.clear()
+
+    def __len__(self) -> int:
+        return len(self._engines)
+
+
+#: The process's engines (``get_engine``, the gadgets' ``load_engine``).
+ENGINES = EngineCache(maxsize=4)
 
 
 def get_engine(path: str | os.PathLike[str], device: str | torch.device = "auto") -> InferenceEngine:
-    """The engine for a checkpoint, loaded once per process per (resolved path, device) (LRU of 4)."""
-    resolved = Path(path).expanduser().resolve()
-    return _cached_engine(str(resolved), str(resolve_device(device)))
-
-
-get_engine.cache_clear = _cached_engine.cache_clear  # type: ignore[attr-defined]
+    """The engine for a checkpoint, loaded once per process per (resolved path, device)
+    (:data:`ENGINES`, least recently used out beyond 4)."""
+    return ENGINES.get(path, device)[0]
 
 
 @dataclass
@@ -314,12 +370,12 @@ def reconstruct_or_fallback(engine: InferenceEngine | None, kspace: np.ndarray |
                             fallback_method: str = "cg_sense") -> ReconOutcome:
     """Reconstruct with the model, or (engine None, any model failure, which is logged, or a model
     output with a NaN or Inf pixel, e.g. from a checkpoint with NaN weights) with
-    ``cardiomm_core.recon.conventional_recon(method=fallback_method)``, so a scan always gives images.
+    ``cardiomm_core.conventional.conventional_recon(method=fallback_method)``, so a scan always gives images.
 
     ``kspace (S, C, T, ky, kx)`` complex, ``mask (1|S, 1, T, ky, kx|1)`` -> ReconOutcome with
     images ``(S, T, y, x)`` complex64.
     """
-    from .recon import RECON_METHODS, conventional_recon
+    from .conventional import RECON_METHODS, conventional_recon
 
     if fallback_method not in RECON_METHODS:
         raise ValueError(f"fallback_method must be one of {RECON_METHODS}, got {fallback_method!r}")

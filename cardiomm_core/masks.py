@@ -67,6 +67,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checks import check_int
+
 logger = logging.getLogger(__name__)
 
 #: The CMRxRecon sampling families.
@@ -103,7 +105,7 @@ RADIAL_FRAME_ROTATION_DEG = 137.5
 RADIAL_MIN_ACCELERATION = 2.0
 
 
-def _round_half_up(x: np.ndarray | float) -> np.ndarray:
+def round_half_up(x: np.ndarray | float) -> np.ndarray:
     """MATLAB-style rounding for non-negative values (numpy's rint rounds half to even)."""
     return np.floor(np.asarray(x, dtype=np.float64) + 0.5).astype(np.int64)
 
@@ -184,12 +186,6 @@ class SamplingMask:
         return ky, slice(acs_start(n_kx, self.n_acs), acs_start(n_kx, self.n_acs) + self.n_acs)
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _acceleration_of(n_nonacs: int, n_sampled_nonacs: int, n_total: int, n_sampled: int) -> tuple[float, float]:
     realised = n_nonacs / n_sampled_nonacs if n_nonacs else 1.0
     return float(realised), float(n_total / n_sampled)
@@ -197,7 +193,7 @@ def _acceleration_of(n_nonacs: int, n_sampled_nonacs: int, n_total: int, n_sampl
 
 def _uniform_lines(acceleration: float, n_ky: int, offset: float = 0.0) -> np.ndarray:
     """ky = round(offset + k R) for k >= 0 inside [0, n_ky): MATLAB ``1:R:end`` for offset 0."""
-    positions = _round_half_up(offset + np.arange(0.0, n_ky, acceleration))
+    positions = round_half_up(offset + np.arange(0.0, n_ky, acceleration))
     return np.unique(positions[(positions >= 0) & (positions < n_ky)])
 
 
@@ -223,7 +219,7 @@ def _kt_uniform_lines(acceleration: float, n_frames: int, n_ky: int, acs: np.nda
 
 def _diffused_counts(target_per_frame: float, n_frames: int) -> np.ndarray:
     """Per-frame integer counts whose running sum tracks ``target_per_frame * (t + 1)``."""
-    cumulative = _round_half_up(target_per_frame * np.arange(n_frames + 1))
+    cumulative = round_half_up(target_per_frame * np.arange(n_frames + 1))
     return np.diff(cumulative)
 
 
@@ -259,8 +255,8 @@ def _spokes(angles_deg: np.ndarray, n_ky: int, n_kx: int) -> np.ndarray:
     half = max(n_ky, n_kx) / 2.0
     s = np.arange(-half, half + 0.25, 0.5)
     theta = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))[:, None]
-    ky = _round_half_up(n_ky // 2 + s * np.sin(theta)).ravel()
-    kx = _round_half_up(n_kx // 2 + s * np.cos(theta)).ravel()
+    ky = round_half_up(n_ky // 2 + s * np.sin(theta)).ravel()
+    kx = round_half_up(n_kx // 2 + s * np.cos(theta)).ravel()
     keep = (ky >= 0) & (ky < n_ky) & (kx >= 0) & (kx < n_kx)
     image = np.zeros((n_ky, n_kx), dtype=bool)
     image[ky[keep], kx[keep]] = True
@@ -282,7 +278,7 @@ def _radial_mask(acceleration: float, n_frames: int, n_ky: int, n_kx: int, n_acs
     sampled_so_far = 0
     for t in range(n_frames):
         rotation = math.fmod(t * RADIAL_FRAME_ROTATION_DEG, 180.0)
-        need = int(_round_half_up(target_per_frame * (t + 1))) - sampled_so_far
+        need = int(round_half_up(target_per_frame * (t + 1))) - sampled_so_far
 
         def count(n: int) -> int:
             return int((_radial_frame(n, rotation, n_ky, n_kx) & ~acs).sum())
@@ -323,13 +319,13 @@ def _official_line_mask(pattern: str, acceleration: float, n_frames: int, n_ky: 
 
 def _official_gaussian_lines(acceleration: float, n_frames: int, n_ky: int, seed: int) -> np.ndarray:
     """The official ktGaussian draw (without the ACS) -> bool ``(frames, ky)``; see the module doc."""
-    per_frame = int(_round_half_up(n_ky / acceleration))
+    per_frame = int(round_half_up(n_ky / acceleration))
     offsets = np.arange(n_ky, dtype=np.float64) - n_ky // 2
     sigma = n_ky / 5
     # the official density, including its 1e-10 guard, so the cumulative edges agree bit for bit
     density = 0.1 + GAUSSIAN_ALPHA / (1 - GAUSSIAN_ALPHA + 1e-10) * np.exp(-(offsets ** 2) / (sigma ** 2))
     edges = np.concatenate(([0.0], np.cumsum(density))) / density.sum()
-    frame_seeds = _round_half_up(1e6 * np.random.RandomState(seed).rand(n_frames))
+    frame_seeds = round_half_up(1e6 * np.random.RandomState(seed).rand(n_frames))
     lines = np.zeros((n_frames, n_ky), dtype=bool)
     for t in range(n_frames):
         uniform = np.random.RandomState(int(frame_seeds[t])).rand(per_frame)
@@ -405,23 +401,12 @@ def _nearest_rotated_row(side: int, row: int, angle_deg: float, rows: np.ndarray
     return image
 
 
-def _nearest_rotated_row_full(side: int, row: int, angle_deg: float, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """:func:`_nearest_rotated_row` evaluated on every pixel (slow; a check for the fast one)."""
-    matrix = _rotation_matrix(side, angle_deg)
-    grid_x, grid_y = np.meshgrid(cols.astype(np.float64), rows.astype(np.float64))
-    points = np.stack([grid_x.ravel(), grid_y.ravel(), np.ones(grid_x.size)], axis=1)
-    source = points @ matrix.T
-    src_x = np.floor(source[:, 0] + 0.5)
-    hit = (np.floor(source[:, 1] + 0.5) == row) & (src_x >= 0) & (src_x <= side - 1)
-    return hit.reshape(grid_x.shape)
-
-
 def official_radial_mask(n_spokes: int, n_frames: int, n_ky: int, n_kx: int, n_acs: int = OFFICIAL_N_ACS) -> np.ndarray:
     """bool ``(frames, ky, kx)`` of the official ktRadial recipe with ``n_spokes`` spokes per frame
     (``official_radial_spokes(R)`` for a nominal R), ACS square of side ``n_acs`` included."""
-    n_spokes = _check_int("n_spokes", n_spokes, 1)
+    n_spokes = check_int("n_spokes", n_spokes, 1)
     side = max(n_ky, n_kx)
-    line_row = int(_round_half_up(side / 2)) - 1
+    line_row = int(round_half_up(side / 2)) - 1
     step = 180 / n_spokes
     # the official image is (readout, phase encoding) = (kx, ky), cropped from the centre of the square
     rows = np.arange(acs_start(side, n_kx), acs_start(side, n_kx) + n_kx)
@@ -468,10 +453,10 @@ def make_mask(
     if convention not in MASK_CONVENTIONS:
         raise ValueError(f"convention must be one of {MASK_CONVENTIONS}, got {convention!r}")
     official = convention == "official"
-    n_frames = _check_int("n_frames", n_frames, 1)
-    n_ky = _check_int("n_ky", n_ky, 1)
-    n_kx = _check_int("n_kx", n_kx, 1)
-    seed = _check_int("seed", seed, 0)
+    n_frames = check_int("n_frames", n_frames, 1)
+    n_ky = check_int("n_ky", n_ky, 1)
+    n_kx = check_int("n_kx", n_kx, 1)
+    seed = check_int("seed", seed, 0)
     if isinstance(acceleration, bool) or not isinstance(acceleration, (int, float, np.integer, np.floating)) \
             or not math.isfinite(acceleration) or acceleration < 1:
         raise ValueError(f"acceleration must be a finite number >= 1, got {acceleration!r}")
@@ -483,7 +468,7 @@ def make_mask(
         mask = np.ones((n_frames, n_ky, 1), dtype=np.float32)
         return SamplingMask(mask, FULL_PATTERN, 1.0, 1.0, 1.0, n_ky)
 
-    n_acs = default_n_acs(pattern, convention) if n_acs is None else _check_int("n_acs", n_acs, 0)
+    n_acs = default_n_acs(pattern, convention) if n_acs is None else check_int("n_acs", n_acs, 0)
     if official and pattern == "ktGaussian" and seed > 2**32 - 1:
         raise ValueError(f"seed must be at most 2**32 - 1 for the official ktGaussian, got {seed}")
     if n_acs >= n_ky:

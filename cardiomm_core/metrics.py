@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import as_numpy
+from .checks import as_numpy
 
 #: Normalisation conventions, by challenge year.
 CONVENTIONS: tuple[str, ...] = ("2023", "2024", "2025")

@@ -18,7 +18,7 @@ Two unrolls share the text conditioning and the prior U-Net (``CardioMMConfig.un
   sensitivities, prior updates added in coil k-space, soft k-space data consistency. Needs long
   training (GPU-days in the papers) before it beats a conventional reconstruction.
 - ``"proximal"`` (physics-initialised, MoDL-style): the cascades start from the conventional
-  reconstruction (``cardiomm_core.recon.conventional_recon``: regularised CG-SENSE, with its
+  reconstruction (``cardiomm_core.conventional.conventional_recon``: regularised CG-SENSE, with its
   estimated maps, refined by a residual sensitivity U-Net); each cascade adds the prior's residual
   in image space, ``z = x + prior(x)``, then solves ``min ||A x - y||^2 + lam ||x - z||^2`` with a
   few conjugate-gradient steps (``lam`` learned per cascade). The prior's and the refiner's last
@@ -30,10 +30,14 @@ Shapes (core convention, DESIGN.md):
 
     masked_kspace  (B, C, T, ky, kx)  complex64, zeros where unsampled
     mask           (B, 1, T, ky, kx|1) real or bool
-    meta_emb       (B, D)              frozen text embedding of the metadata sentence
-    us_emb         (B, D)              frozen text embedding of the undersampling sentence
+    metadata_emb       (B, D)              frozen text embedding of the metadata sentence
+    sampling_emb         (B, D)              frozen text embedding of the undersampling sentence
     image          (B, T, y, x)        complex64
     sens           (B, C, 1, y, x)     complex64
+
+Modules: this one holds the configuration, the cascades and ``CardioMM``; the U-Net and its
+text conditioning are in :mod:`cardiomm_core.prompt_unet`, the physics of the cascades (data
+consistency, sensitivity networks, the proximal start) in :mod:`cardiomm_core.unroll`.
 
 GPU design: all frames of a slice go through each U-Net in one batched call (frames folded into the
 batch axis, neighbouring frames gathered by an index tensor), the physics (FFTs, complex
@@ -45,22 +49,30 @@ region is found once per forward (or passed in precomputed).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ._checks import check_model_inputs, check_ndim, check_tensor
-from .fft import fft2c, ifft2c
-from .recon import _inner, conventional_recon, time_average_kspace
+from .checks import check_model_inputs, dataclass_fields_from, dataclass_to_json
+from .coils import acs_region_mask
+from .prompt_unet import NormPromptUnet, ProjectionHead, PromptUnet
+from .sense import sens_expand, sens_reduce
+from .unroll import (
+    DataConsistency,
+    ProximalDataConsistency,
+    SensitivityNet,
+    SensitivityRefiner,
+    adjacent_frame_index,
+    apply_prior,
+    conventional_start,
+    no_autocast,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,19 +85,6 @@ __all__ = [
     "count_parameters",
     "CardioMM",
     "CardioMMOutput",
-    "ProjectionHead",
-    "MetadataAdapter",
-    "UndersamplingPrompter",
-    "PromptUnet",
-    "NormPromptUnet",
-    "SensitivityNet",
-    "SensitivityRefiner",
-    "ProximalDataConsistency",
-    "conjugate_gradient_steps",
-    "conventional_start",
-    "DataConsistency",
-    "acs_region_mask",
-    "adjacent_frame_index",
 ]
 
 
@@ -155,7 +154,7 @@ class CardioMMConfig:
     #: ACS region, each cascade adds the prior's update in coil k-space and applies the soft
     #: (or hard) k-space data consistency above;
     #: ``"proximal"``: physics-initialised (MoDL-style): start from the conventional recon
-    #: (:func:`cardiomm_core.recon.conventional_recon`, no gradient) with its estimated maps, refined
+    #: (:func:`cardiomm_core.conventional.conventional_recon`, no gradient) with its estimated maps, refined
     #: by a residual sensitivity network; each cascade adds the prior's residual in image space and
     #: solves ``min ||A x - y||^2 + lam ||x - z||^2`` by ``cg_iterations`` conjugate-gradient steps
     #: with a learned ``lam`` per cascade. Prior and map refinement start at zero, so the untrained
@@ -215,29 +214,14 @@ class CardioMMConfig:
         self.use_ca = bool(self.use_ca)
         self.use_checkpoint = bool(self.use_checkpoint)
 
-    @property
-    def pad_multiple(self) -> int:
-        """Image sizes are padded to a multiple of this inside the U-Nets."""
-        return 2 ** max(self.n_pools, self.sens_pools)
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (tuples become lists)."""
-        out = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return dataclass_to_json(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> CardioMMConfig:
         """Inverse of :meth:`to_dict`; unknown or missing keys are a ValueError naming them."""
-        if not isinstance(values, Mapping):
-            raise ValueError(f"values must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        missing = sorted(known - set(values) - set(cls._LATER_FIELDS))
-        if unknown or missing:
-            raise ValueError(
-                f"CardioMMConfig mapping does not match: unknown key(s) {unknown}, missing key(s) {missing}"
-            )
-        return cls(**dict(values))
+        return cls(**dataclass_fields_from(cls, values, "CardioMMConfig mapping", may_be_missing=cls._LATER_FIELDS))
 
 
 #: Values of :attr:`CardioMMConfig.unroll`.
@@ -285,370 +269,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-# ---------------------------------------------------------------------------------------------
-# Text conditioning
-# ---------------------------------------------------------------------------------------------
-
-
-class ProjectionHead(nn.Module):
-    """Small MLP from a frozen text embedding ``(B, text_dim)`` to ``(B, embed_dim)``."""
-
-    def __init__(self, text_dim: int, embed_dim: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.LayerNorm(text_dim),
-            nn.Linear(text_dim, embed_dim),
-            nn.GELU(),
-            nn.Linear(embed_dim, embed_dim),
-        )
-
-    def forward(self, emb: torch.Tensor) -> torch.Tensor:
-        return self.net(emb)
-
-
-def _conv(in_ch: int, out_ch: int, kernel_size: int = 3, bias: bool = False, stride: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(in_ch, out_ch, kernel_size, padding=kernel_size // 2, bias=bias, stride=stride)
-
-
-class ChannelAttention(nn.Module):
-    """Squeeze-and-excitation gate: global average pool -> 1x1 bottleneck -> sigmoid.
-
-    GELU in the bottleneck (PromptMR uses ReLU): narrow bottlenecks of small models otherwise
-    end up with dead units whose weights never learn.
-    """
-
-    def __init__(self, chans: int, reduction: int) -> None:
-        super().__init__()
-        hidden = max(chans // reduction, 1)
-        self.gate = nn.Sequential(
-            nn.Conv2d(chans, hidden, 1, bias=False), nn.GELU(),
-            nn.Conv2d(hidden, chans, 1, bias=False), nn.Sigmoid(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gate(x.mean(dim=(-2, -1), keepdim=True))
-
-
-class CAB(nn.Module):
-    """Channel-attention block: conv-PReLU-conv, channel attention, residual."""
-
-    def __init__(self, chans: int, reduction: int, use_ca: bool = True) -> None:
-        super().__init__()
-        self.body = nn.Sequential(_conv(chans, chans), nn.PReLU(), _conv(chans, chans))
-        self.ca: nn.Module = ChannelAttention(chans, reduction) if use_ca else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.ca(self.body(x))
-
-
-def _cabs(chans: int, n: int, reduction: int, use_ca: bool) -> nn.Module:
-    return nn.Sequential(*[CAB(chans, reduction, use_ca) for _ in range(n)]) if n > 0 else nn.Identity()
-
-
-class MetadataAdapter(nn.Module):
-    """FiLM modulation of decoder features by the projected metadata embedding, then a CAB.
-
-    ``x (N, F, h, w)`` and ``emb (N, E)`` -> ``(N, F, h, w)``:
-    ``CAB(x * (1 + scale(emb)) + shift(emb))``.
-    """
-
-    def __init__(self, chans: int, embed_dim: int, reduction: int, use_ca: bool) -> None:
-        super().__init__()
-        self.film = nn.Linear(embed_dim, 2 * chans)
-        self.block = CAB(chans, reduction, use_ca)
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.film(emb).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
-        return self.block(x * (1 + scale) + shift)
-
-
-class UndersamplingPrompter(nn.Module):
-    """Learned prompt components mixed by a softmax of the undersampling embedding.
-
-    ``emb (N, E)`` and a target size ``(h, w)`` -> prompt ``(N, P, h, w)``. Computed once per slice
-    (not per frame) and broadcast to the frames by the caller.
-    """
-
-    def __init__(self, embed_dim: int, prompt_dim: int, n_prompts: int, prompt_size: int) -> None:
-        super().__init__()
-        self.prompts = nn.Parameter(torch.rand(n_prompts, prompt_dim, prompt_size, prompt_size))
-        self.weights = nn.Linear(embed_dim, n_prompts)
-        self.conv = _conv(prompt_dim, prompt_dim)
-
-    def forward(self, emb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        w = torch.softmax(self.weights(emb), dim=-1)                          # (N, L)
-        prompt = torch.einsum("nl,lpyx->npyx", w, self.prompts.to(w.dtype))   # (N, P, s, s)
-        prompt = F.interpolate(prompt, size=size, mode="bilinear", align_corners=False)
-        return self.conv(prompt)
-
-
-# ---------------------------------------------------------------------------------------------
-# U-Nets
-# ---------------------------------------------------------------------------------------------
-
-
-class _Down(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, n_cab: int, reduction: int, use_ca: bool) -> None:
-        super().__init__()
-        self.encoder = _cabs(in_ch, n_cab, reduction, use_ca)
-        self.down = nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1, bias=True)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        enc = self.encoder(x)
-        return self.down(enc), enc
-
-
-class _Up(nn.Module):
-    """Decoder level: fuse [features, prompt], reduce, upsample x2, add skip, CAB."""
-
-    def __init__(self, in_ch: int, out_ch: int, prompt_ch: int, n_cab: int, reduction: int,
-                 use_ca: bool) -> None:
-        super().__init__()
-        self.fuse = _cabs(in_ch + prompt_ch, n_cab, reduction, use_ca)
-        self.reduce = nn.Conv2d(in_ch + prompt_ch, in_ch, 1, bias=False)
-        self.up = nn.Conv2d(in_ch, out_ch, 1, bias=False)
-        self.refine = CAB(out_ch, reduction, use_ca)
-
-    def forward(self, x: torch.Tensor, prompt: torch.Tensor | None, skip: torch.Tensor) -> torch.Tensor:
-        if prompt is not None:
-            x = torch.cat([x, prompt], dim=1)
-        x = self.reduce(self.fuse(x))
-        x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
-        return self.refine(self.up(x) + skip)
-
-
-class PromptUnet(nn.Module):
-    """Channel-attention U-Net whose decoder is conditioned by text (PromptMR / CardioMM style).
-
-    ``x (N, in_chans, h, w)`` with h, w multiples of ``2**n_pools`` -> ``(N, out_chans, h, w)``.
-    With ``embed_dim`` given, each decoder level receives an undersampling prompt (concatenated
-    before fusion) and a metadata FiLM adapter (after the level); ``meta (N0, E)`` and
-    ``us (N0, E)`` are per slice and ``N = N0 * repeats`` (frames folded into the batch axis,
-    slice-major).
-    """
-
-    def __init__(self, in_chans: int, out_chans: int, chans: int, feature_dims: Sequence[int],
-                 n_enc_cab: Sequence[int], n_dec_cab: Sequence[int], n_skip_cab: Sequence[int],
-                 n_bottleneck_cab: int, reduction: int, use_ca: bool, *,
-                 embed_dim: int | None = None, prompt_dims: Sequence[int] = (),
-                 n_prompts: Sequence[int] = (), prompt_sizes: Sequence[int] = ()) -> None:
-        super().__init__()
-        n_pools = len(feature_dims)
-        self.n_pools = n_pools
-        self.conditioned = embed_dim is not None
-        level_in = [chans, *feature_dims[:-1]]
-        self.head = _conv(in_chans, chans)
-        self.encoders = nn.ModuleList(
-            _Down(level_in[i], feature_dims[i], n_enc_cab[i], reduction, use_ca) for i in range(n_pools)
-        )
-        self.skips = nn.ModuleList(_cabs(level_in[i], n_skip_cab[i], reduction, use_ca) for i in range(n_pools))
-        self.bottleneck = _cabs(feature_dims[-1], n_bottleneck_cab, reduction, use_ca)
-        pdims = list(prompt_dims) if self.conditioned else [0] * n_pools
-        self.decoders = nn.ModuleList(
-            _Up(feature_dims[i], level_in[i], pdims[i], n_dec_cab[i], reduction, use_ca) for i in range(n_pools)
-        )
-        if self.conditioned:
-            assert embed_dim is not None
-            self.prompters = nn.ModuleList(
-                UndersamplingPrompter(embed_dim, prompt_dims[i], n_prompts[i], prompt_sizes[i]) for i in range(n_pools)
-            )
-            self.adapters = nn.ModuleList(
-                MetadataAdapter(level_in[i], embed_dim, reduction, use_ca) for i in range(n_pools)
-            )
-        self.tail = _conv(chans, out_chans, 5)
-
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None,
-                us: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.head(x)
-        skips = []
-        for encoder, skip in zip(self.encoders, self.skips):
-            x, enc = encoder(x)
-            skips.append(skip(enc))
-        x = self.bottleneck(x)
-        if self.conditioned:
-            if meta is None or us is None:
-                raise ValueError("meta and us embeddings are required by a conditioned PromptUnet")
-            repeats = x.shape[0] // meta.shape[0]
-            meta_rep = meta.repeat_interleave(repeats, dim=0)
-        for level in reversed(range(self.n_pools)):
-            prompt = None
-            if self.conditioned:
-                # one prompt per slice, shared by its frames (slice-major folding)
-                prompt = self.prompters[level](us, (x.shape[-2], x.shape[-1])).to(x.dtype)
-                prompt = prompt.repeat_interleave(repeats, dim=0)
-            x = self.decoders[level](x, prompt, skips[level])
-            if self.conditioned:
-                x = self.adapters[level](x, meta_rep)
-        return self.tail(x)
-
-
-def _complex_to_chans(x: torch.Tensor) -> torch.Tensor:
-    """``(N, K, h, w)`` complex -> ``(N, 2K, h, w)`` real: [real parts..., imaginary parts...]."""
-    return torch.cat([x.real, x.imag], dim=1)
-
-
-def _chans_to_complex(x: torch.Tensor) -> torch.Tensor:
-    """``(N, 2K, h, w)`` real -> ``(N, K, h, w)`` complex64."""
-    re, im = x.float().chunk(2, dim=1)
-    return torch.complex(re, im)
-
-
-def _pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-    if ph or pw:
-        x = F.pad(x, pads)
-    return x, pads
-
-
-def _crop(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
-    left, right, top, bottom = pads
-    h, w = x.shape[-2:]
-    return x[..., top:h - bottom, left:w - right]
-
-
-class NormPromptUnet(nn.Module):
-    """Complex wrapper: mean/std normalisation (fastMRI NormUnet), padding, U-Net, inverse.
-
-    ``x (N, K, h, w)`` complex -> ``(N, K_out, h, w)`` complex64. Real and imaginary parts are
-    normalised separately over all their channels and pixels, the image is zero-padded to a
-    multiple of ``2**n_pools`` and cropped back. The U-Net itself may run under autocast; the
-    normalisation and its inverse run in float32. ``residual=True``: the output is a correction
-    (rescaled by the input's std, no mean added back) and the U-Net's last convolution starts at
-    zero, so the module first outputs exactly zero.
-    """
-
-    def __init__(self, unet: PromptUnet, out_complex_chans: int, residual: bool = False) -> None:
-        super().__init__()
-        self.unet = unet
-        self.out_complex_chans = out_complex_chans
-        self.residual = residual
-        self.channels_last = False
-        if residual:
-            # a correction to add to the input: the output is only rescaled by the input's std
-            # (not shifted back by its mean), and it starts at exactly zero
-            nn.init.zeros_(self.unet.tail.weight)
-
-    def forward(self, x: torch.Tensor, meta: torch.Tensor | None = None,
-                us: torch.Tensor | None = None) -> torch.Tensor:
-        n, k = x.shape[:2]
-        chans = _complex_to_chans(x)                                   # (N, 2K, h, w) float32
-        grouped = chans.reshape(n, 2, -1)
-        mean = grouped.mean(dim=2).view(n, 2, 1, 1)
-        std = grouped.std(dim=2).view(n, 2, 1, 1).clamp_min(1e-12)
-        chans = ((chans.view(n, 2, k, *chans.shape[-2:]) - mean[:, :, None]) / std[:, :, None]).view_as(chans)
-        chans, pads = _pad_to_multiple(chans, 2 ** self.unet.n_pools)
-        if self.channels_last:
-            chans = chans.contiguous(memory_format=torch.channels_last)
-        out = self.unet(chans, meta, us).float()
-        out = _crop(out, pads)
-        ko = self.out_complex_chans
-        out = out.reshape(n, 2, ko, *out.shape[-2:]) * std[:, :, None]
-        if not self.residual:
-            out = out + mean[:, :, None]
-        return _chans_to_complex(out.reshape(n, 2 * ko, *out.shape[-2:]))
-
-
-# ---------------------------------------------------------------------------------------------
-# Physics helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """Autocast off for the physics (FFTs and complex arithmetic stay complex64)."""
-    if device.type in ("cpu", "cuda"):
-        return torch.autocast(device_type=device.type, enabled=False)
-    return contextlib.nullcontext()  # e.g. the meta device used to count FLOPs
-
-
-def _expand(image: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
-    """(B, T, y, x), (B, C, 1, y, x) -> (B, C, T, ky, kx)."""
-    return fft2c(image.unsqueeze(1) * sens)
-
-
-def _reduce(kspace: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
-    """(B, C, T, ky, kx), (B, C, 1, y, x) -> (B, T, y, x)."""
-    return (ifft2c(kspace) * sens.conj()).sum(dim=1)
-
-
-def adjacent_frame_index(n_frames: int, n_adjacent: int, device: torch.device | None = None) -> torch.Tensor:
-    """Circular neighbourhood: ``(T, n_adjacent)`` int64, row t = t-h .. t+h modulo T (h = n_adjacent // 2)."""
-    if n_frames < 1 or n_adjacent < 1 or n_adjacent % 2 != 1:
-        raise ValueError(f"need n_frames >= 1 and odd n_adjacent >= 1, got {n_frames}, {n_adjacent}")
-    half = n_adjacent // 2
-    t = torch.arange(n_frames, device=device)[:, None]
-    offsets = torch.arange(-half, half + 1, device=device)[None, :]
-    return (t + offsets) % n_frames
-
-
-def acs_region_mask(mask: torch.Tensor) -> torch.Tensor:
-    """The auto-calibration region of each slice's mask as a 0/1 float ``(B, 1, 1, ky, kx)``.
-
-    ``mask (B, 1, T, ky, kx|1)``. Uses :func:`cardiomm_core.coils.find_acs` per slice (ACS lines of
-    Cartesian masks, the fully sampled centre of radial masks). A slice whose mask has no
-    calibration region gets the whole k-space (the sensitivity network then works from the
-    time-averaged data), with a warning.
-    """
-    from .coils import find_acs  # local import: coils is a sibling module with its own tests
-
-    check_tensor("mask", mask)
-    check_ndim("mask", mask, 5, "(batch, 1, frames, ky, kx)")
-    n_b, _, _, n_ky, _ = mask.shape
-    regions = []
-    for b in range(n_b):
-        m = mask[b:b + 1].detach().to("cpu")
-        region = torch.zeros(1, 1, 1, n_ky, mask.shape[-1], dtype=torch.float32)
-        try:
-            ky_sl, kx_sl = find_acs(m)
-        except ValueError as exc:
-            logger.warning("no auto-calibration region in the mask of slice %d (%s); using all of k-space", b, exc)
-            ky_sl, kx_sl = slice(None), slice(None)
-        region[..., ky_sl, kx_sl] = 1.0
-        regions.append(region)
-    return torch.cat(regions, dim=0).to(mask.device)
-
-
-class DataConsistency(nn.Module):
-    """Data consistency in k-space with a learned weight (one module per cascade).
-
-    ``pred (B, C, T, ky, kx)`` (current estimate plus the prior's refinement), measured ``k0``
-    (same shape), ``mask (B, 1, T, ky, kx|1)`` -> ``pred - w * M * (pred - k0)``.
-    Soft: ``w = sigmoid(logit)`` in (0, 1), learned, ``w -> 1`` replaces the sampled samples by the
-    measurements. Hard: the sampled locations take the measured k-space exactly.
-    """
-
-    def __init__(self, weight_init: float = 0.5, hard: bool = False) -> None:
-        super().__init__()
-        self.hard = hard
-        self.logit = nn.Parameter(torch.tensor(math.log(weight_init / (1.0 - weight_init))))
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return torch.sigmoid(self.logit)
-
-    def forward(self, pred: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.hard:
-            return torch.where(mask.bool(), k0, pred)
-        m = mask.to(torch.float32)
-        return pred - self.weight * m * (pred - k0)
-
-
-def _rss_normalise(maps: torch.Tensor) -> torch.Tensor:
-    """``maps (B, C, ...)`` divided by their root-sum-of-squares over coils. The power is clamped
-    before the root, so pixels where every map is 0 stay 0 with finite gradients."""
-    power = (maps.real ** 2 + maps.imag ** 2).sum(dim=1, keepdim=True)
-    return maps / torch.sqrt(power.clamp_min(1e-24))
-
-
-def _coil_unet(chans: int, n_pools: int, reduction: int, use_ca: bool, residual: bool) -> NormPromptUnet:
-    """The small unconditioned U-Net of the sensitivity modules (one complex coil image in and out)."""
-    dims = [int(round(chans * (1 + 0.5 * (i + 1)))) for i in range(n_pools)]
-    ones = [1] * n_pools
-    return NormPromptUnet(PromptUnet(2, 2, chans, dims, ones, ones, [0] * n_pools, 1, reduction, use_ca), 1,
-                          residual=residual)
-
-
 def _frame_prior(cfg: CardioMMConfig, residual: bool) -> NormPromptUnet:
     """A cascade's text-conditioned prior: ``n_adjacent`` complex frames in, the centre frame out."""
     unet = PromptUnet(
@@ -658,117 +278,6 @@ def _frame_prior(cfg: CardioMMConfig, residual: bool) -> NormPromptUnet:
         prompt_sizes=cfg.prompt_sizes,
     )
     return NormPromptUnet(unet, 1, residual=residual)
-
-
-def _apply_prior(prior: NormPromptUnet, image: torch.Tensor, meta: torch.Tensor, us: torch.Tensor,
-                 neighbours: torch.Tensor) -> torch.Tensor:
-    """``image (B, T, y, x)`` -> the prior's output ``(B, T, y, x)`` complex64, each frame from its
-    ``neighbours (T, A)`` (frames folded into the batch axis, slice-major)."""
-    n_b, n_t = image.shape[:2]
-    with _no_autocast(image.device):
-        stacked = image[:, neighbours].reshape(n_b * n_t, neighbours.shape[1], *image.shape[-2:])
-    return prior(stacked, meta, us).reshape(image.shape)
-
-
-class SensitivityNet(nn.Module):
-    """Coil sensitivities from the auto-calibration region (E2E-VarNet style).
-
-    ``masked_kspace (B, C, T, ky, kx)``, ``mask (B, 1, T, ky, kx|1)``, ``acs (B, 1, 1, ky, kx)`` ->
-    ``sens (B, C, 1, y, x)``: the time-averaged ACS k-space of each coil -> low-resolution coil
-    image -> small U-Net (coils folded into the batch axis) -> division by the root-sum-of-squares.
-    """
-
-    def __init__(self, chans: int, n_pools: int, reduction: int, use_ca: bool) -> None:
-        super().__init__()
-        self.norm_unet = _coil_unet(chans, n_pools, reduction, use_ca, residual=False)
-
-    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, acs: torch.Tensor) -> torch.Tensor:
-        n_b, n_c = masked_kspace.shape[:2]
-        with _no_autocast(masked_kspace.device):
-            m = mask.to(torch.float32)
-            counts = m.sum(dim=2, keepdim=True).clamp_min(1.0)                 # (B,1,1,ky,kx|1)
-            k_avg = (masked_kspace * m).sum(dim=2, keepdim=True) / counts       # (B,C,1,ky,kx)
-            coil_images = ifft2c(k_avg * acs)                                   # (B,C,1,y,x)
-        flat = coil_images.reshape(n_b * n_c, 1, *coil_images.shape[-2:])
-        sens = self.norm_unet(flat).reshape(n_b, n_c, 1, *coil_images.shape[-2:])
-        with _no_autocast(masked_kspace.device):
-            return _rss_normalise(sens)
-
-
-class SensitivityRefiner(nn.Module):
-    """Residual refinement of estimated coil sensitivities (``unroll="proximal"``).
-
-    ``sens0 (B, C, 1, y, x)`` complex64, rss-normalised where not 0 ->
-    ``sens (B, C, 1, y, x)``: ``sens0 + U-Net(sens0)`` (coils folded into the batch axis),
-    renormalised to unit root-sum-of-squares on the support of ``sens0`` and 0 elsewhere. The
-    U-Net's correction starts at zero, so the untrained module returns ``sens0``.
-    """
-
-    def __init__(self, chans: int, n_pools: int, reduction: int, use_ca: bool) -> None:
-        super().__init__()
-        self.norm_unet = _coil_unet(chans, n_pools, reduction, use_ca, residual=True)
-
-    def forward(self, sens0: torch.Tensor) -> torch.Tensor:
-        n_b, n_c = sens0.shape[:2]
-        flat = sens0.reshape(n_b * n_c, 1, *sens0.shape[-2:])
-        correction = self.norm_unet(flat).reshape(sens0.shape)
-        with _no_autocast(sens0.device):
-            refined = _rss_normalise(sens0 + correction)
-            support = (sens0 != 0).any(dim=1, keepdim=True)
-            return torch.where(support, refined, torch.zeros_like(refined))
-
-
-def conjugate_gradient_steps(normal: Any, rhs: torch.Tensor, n_iter: int) -> torch.Tensor:
-    """Exactly ``n_iter`` conjugate-gradient steps on ``normal(x) = rhs`` from ``x = 0``.
-
-    ``rhs (B, T, y, x)`` complex; ``normal`` Hermitian positive definite per (batch, frame) image,
-    which gets its own step sizes. Differentiable and free of data-dependent control flow (no
-    host synchronisation, unlike the early-stopping solver of :mod:`cardiomm_core.recon`); an image
-    whose residual reaches 0 stays where it is.
-    """
-    tiny = torch.finfo(torch.float32).tiny
-    x = torch.zeros_like(rhs)
-    r = rhs
-    p = r
-    rs = _inner(r, r)
-    for _ in range(n_iter):
-        ap = normal(p)
-        alpha = rs / _inner(p, ap).clamp_min(tiny)
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = _inner(r, r)
-        p = r + (rs_new / rs.clamp_min(tiny)) * p
-        rs = rs_new
-    return x
-
-
-class ProximalDataConsistency(nn.Module):
-    """``x = argmin ||A x - y||^2 + lam ||x - z||^2`` by CG, ``lam = exp(log_lam)`` learned.
-
-    ``z (B, T, y, x)`` complex64, measured ``k0 (B, C, T, ky, kx)`` (0 where unsampled),
-    ``mask (B, 1, T, ky, kx|1)``, ``sens (B, C, 1, y, x)`` -> ``x (B, T, y, x)``, with
-    ``A = M F S``. Solved as ``x = z + d``, ``(A^H A + lam) d = A^H (y - A z)``, by
-    ``n_iter`` CG steps per image.
-    """
-
-    def __init__(self, weight_init: float, n_iter: int) -> None:
-        super().__init__()
-        self.n_iter = n_iter
-        self.log_lam = nn.Parameter(torch.tensor(math.log(weight_init)))
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return torch.exp(self.log_lam)
-
-    def forward(self, z: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
-        m = mask.to(torch.float32)
-        lam = self.weight.to(torch.float32)
-
-        def normal(image: torch.Tensor) -> torch.Tensor:
-            return _reduce(_expand(image, sens) * (m * m), sens) + lam * image
-
-        rhs = _reduce(m * (k0 - m * _expand(z, sens)), sens)
-        return z + conjugate_gradient_steps(normal, rhs, self.n_iter)
 
 
 class _ProximalCascade(nn.Module):
@@ -781,35 +290,10 @@ class _ProximalCascade(nn.Module):
         self.dc = ProximalDataConsistency(cfg.prox_weight_init, cfg.cg_iterations)
 
     def forward(self, image: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
-                meta: torch.Tensor, us: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        update = _apply_prior(self.prior, image, meta, us, neighbours)
-        with _no_autocast(image.device):
+                metadata: torch.Tensor, sampling: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        update = apply_prior(self.prior, image, metadata, sampling, neighbours)
+        with no_autocast(image.device):
             return self.dc(image + update, k0, mask, sens)
-
-
-def conventional_start(k0: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The proximal unroll's starting point: :func:`cardiomm_core.recon.conventional_recon` of
-    each slice, without gradient.
-
-    ``k0 (B, C, T, ky, kx)`` complex64 (0 where unsampled), ``mask (B, 1, T, ky, kx|1)`` ->
-    ``(images (B, T, y, x), sens (B, C, 1, y, x))`` complex64.
-    """
-    images, maps = [], []
-    with torch.no_grad(), _no_autocast(k0.device):
-        for b in range(k0.shape[0]):
-            try:
-                result = conventional_recon(k0[b:b + 1], mask[b:b + 1])
-                images.append(result.images.to(torch.complex64))
-                maps.append(result.sens.to(torch.complex64))
-            except ValueError as exc:
-                # no calibration region: maps from all of the sampled k-space (as the k-space
-                # unroll does), start from their zero-filled SENSE combination
-                logger.warning("slice %d: no conventional start (%s); starting from the zero-filled image "
-                               "with maps from all sampled k-space", b, exc)
-                sens = _rss_normalise(ifft2c(time_average_kspace(k0[b:b + 1], mask[b:b + 1])[0]))
-                images.append(_reduce(k0[b:b + 1], sens).to(torch.complex64))
-                maps.append(sens.to(torch.complex64))
-    return torch.cat(images, dim=0), torch.cat(maps, dim=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -832,19 +316,19 @@ class _Cascade(nn.Module):
         self.dc = DataConsistency(cfg.dc_weight_init, cfg.hard_dc)
 
     def forward(self, kspace: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
-                meta: torch.Tensor, us: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-        with _no_autocast(kspace.device):
-            image = _reduce(kspace, sens)                                   # (B, T, y, x)
-        update = _apply_prior(self.prior, image, meta, us, neighbours)
-        with _no_autocast(kspace.device):
-            return self.dc(kspace + _expand(update, sens), k0, mask)
+                metadata: torch.Tensor, sampling: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        with no_autocast(kspace.device):
+            image = sens_reduce(kspace, sens)                                   # (B, T, y, x)
+        update = apply_prior(self.prior, image, metadata, sampling, neighbours)
+        with no_autocast(kspace.device):
+            return self.dc(kspace + sens_expand(update, sens), k0, mask)
 
 
 class CardioMM(nn.Module):
     """Text-conditioned unrolled reconstruction network (see the module docstring).
 
-    ``forward(masked_kspace (B,C,T,ky,kx) complex64, mask (B,1,T,ky,kx|1), meta_emb (B,D),
-    us_emb (B,D)) -> image (B,T,y,x) complex64``; D is ``config.text_dim``.
+    ``forward(masked_kspace (B,C,T,ky,kx) complex64, mask (B,1,T,ky,kx|1), metadata_emb (B,D),
+    sampling_emb (B,D)) -> image (B,T,y,x) complex64``; D is ``config.text_dim``.
     """
 
     def __init__(self, config: CardioMMConfig) -> None:
@@ -869,68 +353,66 @@ class CardioMM(nn.Module):
 
     def to_channels_last(self) -> CardioMM:
         """Convolution weights and U-Net inputs in channels_last (faster convolutions on GPUs)."""
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # nn.Module.to accepts it; its stubs do not say so
         for module in self.modules():
             if isinstance(module, NormPromptUnet):
                 module.channels_last = True
         return self
 
-    def _check_inputs(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
-                      us_emb: torch.Tensor) -> None:
-        check_model_inputs(masked_kspace, mask, meta_emb, us_emb, text_dim=self.config.text_dim,
-                           hint="was the model trained with another text encoder?")
-
     # -- forward ---------------------------------------------------------------------------------
 
     def forward_with_intermediates(self, masked_kspace: torch.Tensor, mask: torch.Tensor,
-                                   meta_emb: torch.Tensor, us_emb: torch.Tensor,
+                                   metadata_emb: torch.Tensor, sampling_emb: torch.Tensor,
                                    acs: torch.Tensor | None = None) -> CardioMMOutput:
         """Like :meth:`forward`, returning ``CardioMMOutput(image, kspace, sens)``.
 
         ``acs (B|1, 1, 1, ky, kx|1)`` optionally gives the auto-calibration region
-        (see :func:`acs_region_mask`); by default it is found from ``mask``.
+        (see :func:`cardiomm_core.coils.acs_region_mask`); by default it is found from ``mask``.
         """
-        self._check_inputs(masked_kspace, mask, meta_emb, us_emb)
+        check_model_inputs(masked_kspace, mask, metadata_emb, sampling_emb, text_dim=self.config.text_dim,
+                           hint="was the model trained with another text encoder?")
         n_b, _, n_t = masked_kspace.shape[:3]
         mask = mask.expand(n_b, 1, n_t, *mask.shape[-2:])
-        meta_emb = meta_emb.to(torch.float32).expand(n_b, -1)
-        us_emb = us_emb.to(torch.float32).expand(n_b, -1)
+        metadata_emb = metadata_emb.to(torch.float32).expand(n_b, -1)
+        sampling_emb = sampling_emb.to(torch.float32).expand(n_b, -1)
         if self.config.context == "none":  # CardioSM: constant (zero) embeddings, whatever the scan
-            meta_emb = torch.zeros_like(meta_emb)
-            us_emb = torch.zeros_like(us_emb)
-        meta = self.meta_head(meta_emb)
-        us = self.us_head(us_emb)
-        with _no_autocast(masked_kspace.device):
+            metadata_emb = torch.zeros_like(metadata_emb)
+            sampling_emb = torch.zeros_like(sampling_emb)
+        metadata = self.meta_head(metadata_emb)
+        sampling = self.us_head(sampling_emb)
+        with no_autocast(masked_kspace.device):
             k0 = masked_kspace * mask.to(torch.float32)
         neighbours = adjacent_frame_index(n_t, self.config.n_adjacent, masked_kspace.device)
         if self.config.unroll == "proximal":
-            return self._forward_proximal(k0, mask, meta, us, neighbours)
+            return self._forward_proximal(k0, mask, metadata, sampling, neighbours)
         if acs is None:
             acs = acs_region_mask(mask)
         sens = self.sens_net(k0, mask, acs.to(torch.float32))
-        kspace = k0
-        for cascade in self.cascades:
-            if self.config.use_checkpoint and self.training and torch.is_grad_enabled():
-                kspace = checkpoint(cascade, kspace, k0, mask, sens, meta, us, neighbours, use_reentrant=False)
-            else:
-                kspace = cascade(kspace, k0, mask, sens, meta, us, neighbours)
-        with _no_autocast(masked_kspace.device):
-            image = _reduce(kspace, sens)
+        kspace = self._run_cascades(k0, k0, mask, sens, metadata, sampling, neighbours)
+        with no_autocast(masked_kspace.device):
+            image = sens_reduce(kspace, sens)
         return CardioMMOutput(image, kspace, sens)
 
-    def _forward_proximal(self, k0: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor,
+    def _forward_proximal(self, k0: torch.Tensor, mask: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor,
                           neighbours: torch.Tensor) -> CardioMMOutput:
         image, sens0 = conventional_start(k0, mask)
         sens = self.sens_net(sens0)
+        image = self._run_cascades(image, k0, mask, sens, metadata, sampling, neighbours)
+        with no_autocast(k0.device):
+            return CardioMMOutput(image, sens_expand(image, sens), sens)
+
+    def _run_cascades(self, x: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
+                      metadata: torch.Tensor, sampling: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        """``x`` (k-space or image, as the unroll has it) through every cascade; activation
+        checkpointing while training when ``config.use_checkpoint``."""
         for cascade in self.cascades:
             if self.config.use_checkpoint and self.training and torch.is_grad_enabled():
-                image = checkpoint(cascade, image, k0, mask, sens, meta, us, neighbours, use_reentrant=False)
+                x = checkpoint(cascade, x, k0, mask, sens, metadata, sampling, neighbours, use_reentrant=False)
             else:
-                image = cascade(image, k0, mask, sens, meta, us, neighbours)
-        with _no_autocast(k0.device):
-            return CardioMMOutput(image, _expand(image, sens), sens)
+                x = cascade(x, k0, mask, sens, metadata, sampling, neighbours)
+        return x
 
-    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
-                us_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, metadata_emb: torch.Tensor,
+                sampling_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruct: ``(B,C,T,ky,kx)`` complex64 k-space -> coil-combined ``(B,T,y,x)`` complex64."""
-        return self.forward_with_intermediates(masked_kspace, mask, meta_emb, us_emb, acs).image
+        return self.forward_with_intermediates(masked_kspace, mask, metadata_emb, sampling_emb, acs).image

@@ -47,8 +47,8 @@ Shapes (project convention, DESIGN.md)::
 
     masked_kspace  (B, C, T, ky, kx)  complex64 (zeros where unsampled)
     mask           (B|1, 1, T|1, ky, kx|1) real or bool
-    meta_emb       (B|1, text_dim)    CLIP text feature of the metadata sentence (unnormalised)
-    us_emb         (B|1, text_dim)    CLIP text feature of the undersampling sentence
+    metadata_emb       (B|1, text_dim)    CLIP text feature of the metadata sentence (unnormalised)
+    sampling_emb         (B|1, text_dim)    CLIP text feature of the undersampling sentence
     output         (B, T, y, x)       complex64 whose real part is the RSS magnitude (imag 0)
 """
 
@@ -63,9 +63,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import check_model_inputs
+from .checks import check_model_inputs, dataclass_fields_from, dataclass_to_json
 from .fft import fft2c, ifft2c
-from .model import _crop, _no_autocast, _pad_to_multiple
+from .prompt_unet import pad_to_multiple, unpad
+from .unroll import no_autocast
 
 __all__ = [
     "OFFICIAL_CONFIG_NAMES",
@@ -165,27 +166,14 @@ class OfficialConfig:
         """Frames the prior sees at once (always 1: every frame on its own)."""
         return 1
 
-    @property
-    def pad_multiple(self) -> int:
-        """U-Net inputs are zero-padded to a multiple of this."""
-        return 2 ** _LEVELS
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping (tuples become lists), including ``"kind": "official"``."""
-        out = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return dataclass_to_json(self)
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> OfficialConfig:
         """Inverse of :meth:`to_dict`; unknown or missing keys are a ValueError naming them."""
-        if not isinstance(values, Mapping):
-            raise ValueError(f"values must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        missing = sorted(known - set(values))
-        if unknown or missing:
-            raise ValueError(f"OfficialConfig mapping does not match: unknown key(s) {unknown}, missing key(s) {missing}")
-        return cls(**dict(values))
+        return cls(**dataclass_fields_from(cls, values, "OfficialConfig mapping"))
 
 
 def official_config_by_name(name: str = "official", **overrides: Any) -> OfficialConfig:
@@ -337,7 +325,7 @@ class _SkipPath(nn.Module):
 class _TextUNet(nn.Module):
     """Three-level channel-attention U-Net whose decoder reads both sentence embeddings.
 
-    ``forward(x (N, 2, H, W) float, meta (n, E), us (n, E)) -> (N, 2, H, W)``, ``N`` a multiple of
+    ``forward(x (N, 2, H, W) float, metadata (n, E), sampling (n, E)) -> (N, 2, H, W)``, ``N`` a multiple of
     ``n`` (coils/frames of one sample are consecutive), ``H, W`` multiples of 8.
     """
 
@@ -361,7 +349,7 @@ class _TextUNet(nn.Module):
             setattr(self, f"metacond_level{lvl}", _MetadataGate(widths[lvl - 1], emb, red))
         self.conv_last = _same_conv(chans, 2, 5)
 
-    def forward(self, x: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
         x = self.feat_extract(x)
         skips = []
         for lvl in range(1, _LEVELS + 1):
@@ -369,9 +357,9 @@ class _TextUNet(nn.Module):
             skips.append(skip)
         x = self.bottleneck(x)
         for lvl in range(_LEVELS, 0, -1):
-            prompt = getattr(self, f"prompt_level{lvl}")(x, us)
+            prompt = getattr(self, f"prompt_level{lvl}")(x, sampling)
             x = getattr(self, f"dec_level{lvl}")(x, prompt, getattr(self, f"skip_attn{lvl}")(skips[lvl - 1]))
-            x = getattr(self, f"metacond_level{lvl}")(x, meta)
+            x = getattr(self, f"metacond_level{lvl}")(x, metadata)
         return self.conv_last(x)
 
 
@@ -385,19 +373,19 @@ class _NormalisedUNet(nn.Module):
         self.unet = unet
         self.channels_last = False
 
-    def forward(self, image: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
         n = image.shape[0]
-        with _no_autocast(image.device):
+        with no_autocast(image.device):
             chans = torch.stack([image.real, image.imag], dim=1).to(torch.float32)   # (N, 2, H, W)
             flat = chans.reshape(n, -1)
             mean = flat.mean(dim=1).view(n, 1, 1, 1)
             std = flat.std(dim=1).view(n, 1, 1, 1)
-            chans, pads = _pad_to_multiple((chans - mean) / std, 2 ** _LEVELS)
+            chans, pads = pad_to_multiple((chans - mean) / std, 2 ** _LEVELS)
         if self.channels_last:
             chans = chans.contiguous(memory_format=torch.channels_last)
-        out = self.unet(chans, meta, us)
-        with _no_autocast(image.device):
-            out = _crop(out.float(), pads) * std + mean
+        out = self.unet(chans, metadata, sampling)
+        with no_autocast(image.device):
+            out = unpad(out.float(), pads) * std + mean
             return torch.complex(out[:, 0], out[:, 1])
 
 
@@ -410,12 +398,12 @@ class _Cascade(nn.Module):
         self.dc_weight = nn.Parameter(torch.ones(1))
 
     def forward(self, kspace: torch.Tensor, k0: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor,
-                meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+                metadata: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
         """``kspace, k0 (N, C, H, W)`` complex64, ``mask (N, 1, H, W|1)`` 0/1 float, ``sens (N, C, H, W)``."""
-        with _no_autocast(kspace.device):
+        with no_autocast(kspace.device):
             image = (ifft2c(kspace) * sens.conj()).sum(dim=1)
-        image = self.model(image, meta, us)
-        with _no_autocast(kspace.device):
+        image = self.model(image, metadata, sampling)
+        with no_autocast(kspace.device):
             pred = fft2c(image.unsqueeze(1) * sens)
             w = self.dc_weight.abs().to(torch.float32)
             return mask * ((k0 + w * pred) / (1 + w)) + (1 - mask) * pred
@@ -429,23 +417,23 @@ class _CoilMapNet(nn.Module):
         self.norm_unet = _NormalisedUNet(unet)
         self.num_low_frequencies = num_low_frequencies
 
-    def forward(self, k0: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    def forward(self, k0: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
         """``k0 (N, C, H=readout, W=PE)`` complex64 -> maps ``(N, C, H, W)`` complex64 (RSS 1)."""
         n, c, h, w = k0.shape
         width = min(self.num_low_frequencies, w)
         start = (w - width + 1) // 2
         band = torch.zeros_like(k0)
         band[..., start:start + width] = k0[..., start:start + width]
-        with _no_autocast(k0.device):
+        with no_autocast(k0.device):
             images = ifft2c(band).reshape(n * c, h, w)
-        maps = self.norm_unet(images, meta, us).reshape(n, c, h, w)
-        with _no_autocast(k0.device):
+        maps = self.norm_unet(images, metadata, sampling).reshape(n, c, h, w)
+        with no_autocast(k0.device):
             rss = (maps.real ** 2 + maps.imag ** 2).sum(dim=1, keepdim=True).sqrt()
             return maps / rss
 
 
 class _Unrolled(nn.Module):
-    """The official ``CardioMM_SEM`` with one frame per sample: ``(k0, mask, meta, us) -> RSS``."""
+    """The official ``CardioMM_SEM`` with one frame per sample: ``(k0, mask, metadata, sampling) -> RSS``."""
 
     def __init__(self, cfg: OfficialConfig, act: nn.Module) -> None:
         super().__init__()
@@ -454,15 +442,15 @@ class _Unrolled(nn.Module):
         self.cascades = nn.ModuleList(_Cascade(_TextUNet(cfg, cfg.chans, cfg.feature_dims, cfg.prompt_dims, act))
                                       for _ in range(cfg.n_cascades))
 
-    def forward(self, k0: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor) -> torch.Tensor:
+    def forward(self, k0: torch.Tensor, mask: torch.Tensor, metadata: torch.Tensor, sampling: torch.Tensor) -> torch.Tensor:
         """``k0 (N, C, H, W)`` complex64 masked k-space (H readout, W phase encoding), ``mask
-        (N, 1, H|1, W)`` 0/1 float, ``meta, us (N, E)`` projected embeddings -> ``(N, H, W)`` float32
+        (N, 1, H|1, W)`` 0/1 float, ``metadata, sampling (N, E)`` projected embeddings -> ``(N, H, W)`` float32
         root-sum-of-squares magnitude."""
-        sens = self.sens_net(k0, meta, us)
+        sens = self.sens_net(k0, metadata, sampling)
         kspace = k0
         for cascade in self.cascades:
-            kspace = cascade(kspace, k0, mask, sens, meta, us)
-        with _no_autocast(k0.device):
+            kspace = cascade(kspace, k0, mask, sens, metadata, sampling)
+        with no_autocast(k0.device):
             return ifft2c(kspace).abs().pow(2).sum(dim=1).sqrt()
 
 
@@ -486,8 +474,8 @@ class _SignHead(nn.Module):
 class OfficialCardioMM(nn.Module):
     """The authors' CardioMM in this project's conventions (see the module docstring).
 
-    ``forward(masked_kspace (B,C,T,ky,kx) complex64, mask (B|1,1,T|1,ky,kx|1), meta_emb (B|1,D),
-    us_emb (B|1,D), acs=None) -> (B,T,y,x) complex64`` holding the RSS magnitude (imaginary part 0);
+    ``forward(masked_kspace (B,C,T,ky,kx) complex64, mask (B|1,1,T|1,ky,kx|1), metadata_emb (B|1,D),
+    sampling_emb (B|1,D), acs=None) -> (B,T,y,x) complex64`` holding the RSS magnitude (imaginary part 0);
     D is ``config.text_dim`` (512, unnormalised CLIP text features). Its ``state_dict`` keys are the
     official checkpoint's (``metausunetlight.*``, ``lm_head_meta.fc1.*``, ``lm_head_us.fc1.*``).
     """
@@ -516,27 +504,23 @@ class OfficialCardioMM(nn.Module):
                 module.channels_last = True
         return self
 
-    def _check_inputs(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
-                      us_emb: torch.Tensor) -> None:
-        check_model_inputs(masked_kspace, mask, meta_emb, us_emb, text_dim=self.config.text_dim,
-                           hint="the official model reads 512-d CLIP text features")
-
-    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
-                us_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, metadata_emb: torch.Tensor,
+                sampling_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruct every frame on its own; ``acs`` is accepted for the engine's interface and
         ignored (the coil maps use the fixed central band of ``config.num_low_frequencies`` lines)."""
-        self._check_inputs(masked_kspace, mask, meta_emb, us_emb)
+        check_model_inputs(masked_kspace, mask, metadata_emb, sampling_emb, text_dim=self.config.text_dim,
+                           hint="the official model reads 512-d CLIP text features")
         n_b, n_c, n_t, n_ky, n_kx = masked_kspace.shape
-        with _no_autocast(masked_kspace.device):
+        with no_autocast(masked_kspace.device):
             m = (mask != 0).to(torch.float32).expand(n_b, 1, n_t, n_ky, mask.shape[-1])
             k0 = masked_kspace * m
             # (B, C, T, ky, kx) -> (B*T, C, kx, ky): one sample per frame, readout along the height
             k0 = k0.permute(0, 2, 1, 4, 3).reshape(n_b * n_t, n_c, n_kx, n_ky)
             m = m.permute(0, 2, 1, 4, 3).reshape(n_b * n_t, 1, m.shape[-1], n_ky)
-        meta = self.lm_head_meta(meta_emb.to(torch.float32).expand(n_b, -1))
-        us = self.lm_head_us(us_emb.to(torch.float32).expand(n_b, -1))
-        meta = meta.float().repeat_interleave(n_t, dim=0)
-        us = us.float().repeat_interleave(n_t, dim=0)
-        rss = self.metausunetlight(k0, m, meta, us)                       # (B*T, kx, ky)
+        metadata = self.lm_head_meta(metadata_emb.to(torch.float32).expand(n_b, -1))
+        sampling = self.lm_head_us(sampling_emb.to(torch.float32).expand(n_b, -1))
+        metadata = metadata.float().repeat_interleave(n_t, dim=0)
+        sampling = sampling.float().repeat_interleave(n_t, dim=0)
+        rss = self.metausunetlight(k0, m, metadata, sampling)                       # (B*T, kx, ky)
         image = rss.reshape(n_b, n_t, n_kx, n_ky).transpose(-2, -1)
         return torch.complex(image.contiguous(), torch.zeros_like(image))

@@ -60,14 +60,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import dataclass_fields_from
 from .context import SENTENCE_STYLES, ScanContext
 from .masks import (
     MASK_CONVENTIONS,
-    _round_half_up,
     default_n_acs,
     make_mask,
     official_radial_mask,
     official_radial_spokes,
+    round_half_up,
 )
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class PromptSpec:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> PromptSpec:
+    def from_dict(cls, values: PromptSpec | Mapping[str, Any] | None) -> PromptSpec:
         """Build from a checkpoint's ``"prompt"`` section; None or {} give the project defaults.
 
         Raises ValueError for a value that is not a mapping, an unknown key or an unknown value.
@@ -108,11 +109,7 @@ class PromptSpec:
             return values
         if not isinstance(values, Mapping):
             raise ValueError(f"prompt must be a JSON object, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown prompt key(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        return cls(**dataclass_fields_from(cls, values, "prompt", may_be_missing=None))
 
 
 # --------------------------------------------------------------------------- the sampling description
@@ -238,7 +235,8 @@ def _measure(sampled: np.ndarray) -> _Measured:
         n_outside = int(outside2d.sum()) * n_b * n_t
         n_sampled = int(sampled[..., outside2d].sum())
         pattern, spacing, n_steps, n_kx = "ktRadial", None, 0, n_kx_mask
-        region = (0, 0, 0, 0) if ky_acs is None else (ky_acs.start, ky_acs.stop, kx_acs.start, kx_acs.stop)
+        region = (0, 0, 0, 0) if ky_acs is None or kx_acs is None else (ky_acs.start, ky_acs.stop, kx_acs.start,
+                                                                           kx_acs.stop)
     realised = max(1.0, n_outside / max(n_sampled, 1)) if n_outside else 1.0
     return _Measured(pattern, float(realised), n_t, n_ky, n_kx, region, n_sampled / n_b, spacing, n_steps)
 
@@ -347,7 +345,7 @@ def _generated_count(measured: _Measured, acceleration: float, convention: str) 
     # by _observed_count), so a sampled line next to the ACS does not shift the comparison
     start = measured.n_ky // 2 - n_acs // 2
     if measured.pattern == "ktGaussian" and convention == "official":
-        per_frame = int(_round_half_up(measured.n_ky / acceleration))
+        per_frame = int(round_half_up(measured.n_ky / acceleration))
         offsets = np.arange(measured.n_ky, dtype=np.float64) - measured.n_ky // 2
         density = 0.1 + 0.25 * np.exp(-(offsets ** 2) / (measured.n_ky / 5) ** 2)
         return measured.n_frames * per_frame * (1.0 - density[start:start + n_acs].sum() / density.sum())
@@ -377,7 +375,7 @@ def _count_slack(measured: _Measured, acceleration: float, convention: str) -> f
         return max(measured.n_ky, measured.n_kx) / 2.0
     if measured.pattern == "ktGaussian" and convention == "official":
         k0, k1, _, _ = measured.region
-        per_frame = int(_round_half_up(measured.n_ky / acceleration))
+        per_frame = int(round_half_up(measured.n_ky / acceleration))
         offsets = np.arange(measured.n_ky, dtype=np.float64) - measured.n_ky // 2
         density = 0.1 + 0.25 * np.exp(-(offsets ** 2) / (measured.n_ky / 5) ** 2)
         inside = density[k0:k1].sum() / density.sum()
@@ -514,32 +512,33 @@ def encode_sentences(encoder: Any, sentences: Sequence[str]) -> tuple[torch.Tens
 class ModelInput:
     """What the network is given: scaled ``kspace (B, C, T, ky, kx)`` complex64, ``mask (B, 1, T,
     ky, kx|1)`` float32, the calibration region ``acs (B, 1, 1, ky, kx|1)``, the per-slice
-    intensity ``scale (B,)`` the k-space was multiplied by, and the embeddings ``meta``/``us (B, D)``."""
+    intensity ``scale (B,)`` the k-space was multiplied by, and the frozen text embeddings of the
+    metadata and undersampling sentences ``metadata_emb`` / ``sampling_emb (B, D)``."""
 
     kspace: torch.Tensor
     mask: torch.Tensor
     acs: torch.Tensor
     scale: torch.Tensor
-    meta: torch.Tensor
-    us: torch.Tensor
+    metadata_emb: torch.Tensor
+    sampling_emb: torch.Tensor
 
 
-def prepare_model_input(kspace: torch.Tensor, mask: torch.Tensor, meta: torch.Tensor, us: torch.Tensor,
-                        normalisation: Mapping[str, Any] | None) -> ModelInput:
+def prepare_model_input(kspace: torch.Tensor, mask: torch.Tensor, metadata_emb: torch.Tensor,
+                        sampling_emb: torch.Tensor, normalisation: Mapping[str, Any] | None) -> ModelInput:
     """Calibration region, intensity scale and embeddings for one network call.
 
     ``kspace (B, C, T, ky, kx)`` complex, ``mask (B, 1, T, ky, kx|1)``, on the device the network
-    runs on; ``meta``/``us`` ``(1|B, D)`` embeddings (expanded to B). The k-space is multiplied by
+    runs on; ``metadata_emb`` / ``sampling_emb`` ``(1|B, D)`` embeddings (expanded to B). The k-space is multiplied by
     ``cardiomm_core.engine.normalisation_scale`` (``normalisation``: a checkpoint's section).
     """
+    from .coils import acs_region_mask
     from .engine import normalisation_scale
-    from .model import acs_region_mask
 
     acs = acs_region_mask(mask)
     scale = normalisation_scale(kspace, mask, normalisation, acs=acs)
     n_b = kspace.shape[0]
     return ModelInput(kspace * scale.view(-1, 1, 1, 1, 1), mask, acs, scale,
-                      meta.expand(n_b, -1), us.expand(n_b, -1))
+                      metadata_emb.expand(n_b, -1), sampling_emb.expand(n_b, -1))
 
 
 def model_forward(model: torch.nn.Module, inputs: ModelInput, *, amp: bool) -> torch.Tensor:
@@ -547,7 +546,7 @@ def model_forward(model: torch.nn.Module, inputs: ModelInput, *, amp: bool) -> t
     autocast when ``amp``); divide by ``inputs.scale`` for the input's own intensity."""
     device_type = inputs.kspace.device.type
     with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=bool(amp)):
-        return model(inputs.kspace, inputs.mask, inputs.meta, inputs.us, inputs.acs)
+        return model(inputs.kspace, inputs.mask, inputs.metadata_emb, inputs.sampling_emb, inputs.acs)
 
 
 __all__ = [

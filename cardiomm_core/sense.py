@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_broadcast, check_complex, check_ndim, check_tensor
+from .checks import check_broadcast, check_complex, check_ndim, check_tensor
 from .fft import fft2c, ifft2c
 
 

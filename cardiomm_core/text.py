@@ -21,7 +21,8 @@ provides (``CARDIOMM_CLIP_DIR``, or ``get_encoder(..., path=...)``); nothing is 
 
 The ``name`` is what a checkpoint records, so a model is never fed embeddings from an encoder it
 was not trained with. Loading MiniLM costs seconds (mostly imports); ``CachedEncoder`` with an
-``EmbeddingCache`` keeps each (encoder, sentence) vector in memory and on disk, so a scan, and a
+``EmbeddingCache`` keeps each (encoder, sentence) vector in memory and on disk (both in
+``cardiomm_core.embedding_cache``), so a scan, and a
 fresh process, pays for encoding once and never loads the model when every sentence is cached.
 
 Heavy dependencies (sentence-transformers, transformers) are imported lazily, on first encode.
@@ -30,10 +31,8 @@ Heavy dependencies (sentence-transformers, transformers) are imported lazily, on
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
-import math
 import os
 import re
 import threading
@@ -44,15 +43,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from cardiomm_core._files import write_atomically
-from cardiomm_core.context import ScanContext
-
 logger = logging.getLogger(__name__)
 
 #: Name of the default encoder.
 DEFAULT_ENCODER = "minilm-l6-v2"
-#: Environment variable that moves the on-disk embedding cache.
-CACHE_DIR_ENV = "CARDIOMM_CACHE_DIR"
 #: Encoder name of the authors' CardioMM: CLIP ViT-B/16 text features, not normalised.
 OFFICIAL_CLIP_NAME = "clip-vit-base-patch16"
 #: Environment variable naming the local folder of openai/clip-vit-base-patch16 for that encoder.
@@ -77,7 +71,7 @@ class TextEncoder(Protocol):
         ...
 
 
-def _check_sentences(sentences: object) -> list[str]:
+def check_sentences(sentences: object) -> list[str]:
     """Validate ``sentences`` (a sequence of strings, not a single string) and return a list."""
     if isinstance(sentences, (str, bytes)):
         raise ValueError("sentences must be a sequence of strings, got a single string; wrap it in a list")
@@ -90,7 +84,7 @@ def _check_sentences(sentences: object) -> list[str]:
     return out
 
 
-def _finish(embeddings: torch.Tensor, normalise: bool = True) -> torch.Tensor:
+def finish_embeddings(embeddings: torch.Tensor, normalise: bool = True) -> torch.Tensor:
     """(n, dim) any float/device -> float32 CPU, L2-normalised rows, not an inference tensor."""
     out = embeddings.detach().to(device="cpu", dtype=torch.float32)
     if normalise:
@@ -158,7 +152,7 @@ class HashingEncoder:
 
     def encode(self, sentences: Sequence[str]) -> torch.Tensor:
         """Embed ``sentences`` -> float32 ``(n, dim)``, unit rows."""
-        items = _check_sentences(sentences)
+        items = check_sentences(sentences)
         out = np.zeros((len(items), self.dim), dtype=np.float64)
         for row, sentence in enumerate(items):
             for feature, weight in self._features(sentence):
@@ -167,7 +161,7 @@ class HashingEncoder:
             if not np.any(out[row]):  # every feature cancelled out: fall back to a fixed one
                 index, sign = self._slot("empty:")
                 out[row, index] = sign
-        return _finish(torch.from_numpy(out))
+        return finish_embeddings(torch.from_numpy(out))
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,7 +239,7 @@ class MiniLMEncoder:
 
     def encode(self, sentences: Sequence[str]) -> torch.Tensor:
         """Embed ``sentences`` -> float32 ``(n, 384)`` on CPU, unit rows."""
-        items = _check_sentences(sentences)
+        items = check_sentences(sentences)
         if not items:
             return torch.zeros(0, self.dim, dtype=torch.float32)
         model = self._load()
@@ -257,7 +251,7 @@ class MiniLMEncoder:
                 normalize_embeddings=True,
                 show_progress_bar=False,
             )
-        return _finish(emb)
+        return finish_embeddings(emb)
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,6 +327,7 @@ class CLIPTextEncoder:
                 logger.info("loading CLIP text encoder from %s on %s", self.path, self.device)
                 tokenizer_class = CLIPTokenizer if self.normalise else AutoTokenizer
                 tokenizer = tokenizer_class.from_pretrained(str(self.path), local_files_only=True)
+                model: Any
                 if self._full_clip:
                     model = CLIPModel.from_pretrained(str(self.path), local_files_only=True)
                     model.vision_model = None  # only the text side is used
@@ -350,7 +345,7 @@ class CLIPTextEncoder:
     def encode(self, sentences: Sequence[str]) -> torch.Tensor:
         """Embed ``sentences`` -> float32 ``(n, dim)`` on CPU: CLIP ``text_embeds``, unit rows unless
         the encoder was built with ``normalise=False``."""
-        items = _check_sentences(sentences)
+        items = check_sentences(sentences)
         if not items:
             return torch.zeros(0, self.dim, dtype=torch.float32)
         tokenizer, model = self._load()
@@ -366,7 +361,7 @@ class CLIPTextEncoder:
                 emb = out if isinstance(out, torch.Tensor) else out.pooler_output
             else:
                 emb = model(**inputs).text_embeds
-        return _finish(emb, normalise=self.normalise)
+        return finish_embeddings(emb, normalise=self.normalise)
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,187 +449,3 @@ def _build_encoder(key_name: str, kwargs: dict[str, Any]) -> TextEncoder:
         return CLIPTextEncoder(key_name[len(OFFICIAL_CLIP_NAME) + 1:], normalise=False, name=OFFICIAL_CLIP_NAME,
                                **kwargs)
     return CLIPTextEncoder(key_name[len("clip:"):], **kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# Embedding cache
-# --------------------------------------------------------------------------------------------
-
-
-def default_cache_dir() -> Path:
-    """``$CARDIOMM_CACHE_DIR`` if set, else ``~/.cache/cardiomm/embeddings``."""
-    env = os.environ.get(CACHE_DIR_ENV, "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "cardiomm" / "embeddings"
-
-
-_SAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-class EmbeddingCache:
-    """In-memory + on-disk store of sentence embeddings keyed by (encoder id, sentence).
-
-    Each entry is one ``.npy`` file (float32, shape ``(dim,)``, no pickle) at
-    ``<directory>/<encoder id, sanitised>/<sha256(encoder id NUL sentence)>.npy``, written
-    atomically (temporary file + rename), so concurrent processes never read half a file. An
-    entry that cannot be read or has the wrong shape, non-finite values or a norm far from 1 is
-    ignored with a warning (the caller recomputes and overwrites it); the norm check is skipped for
-    encoders whose vectors are not unit-length (``unit_norm=False``, e.g. raw CLIP features). When the directory is not
-    writable the cache keeps working in memory and warns once.
-
-    Args:
-        directory: where entries live; default ``default_cache_dir()``. ``persist=False`` keeps
-            everything in memory only.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str] | None = None, *, persist: bool = True) -> None:
-        self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
-        self.persist = bool(persist)
-        self._memory: dict[tuple[str, str], torch.Tensor] = {}
-        self._lock = threading.Lock()
-        self._write_failed = False
-
-    def __repr__(self) -> str:
-        return f"EmbeddingCache({str(self.directory)!r}, persist={self.persist}, entries_in_memory={len(self._memory)})"
-
-    @staticmethod
-    def key(encoder_id: str, sentence: str) -> str:
-        """sha256 hex digest of the encoder id and the sentence."""
-        return hashlib.sha256(f"{encoder_id}\0{sentence}".encode()).hexdigest()
-
-    def path_for(self, encoder_id: str, sentence: str) -> Path:
-        """The file that holds (or would hold) this entry."""
-        folder = _SAFE_RE.sub("_", encoder_id).strip("._") or "encoder"
-        return self.directory / folder[:80] / f"{self.key(encoder_id, sentence)}.npy"
-
-    def get(self, encoder_id: str, sentence: str, dim: int, unit_norm: bool = True) -> torch.Tensor | None:
-        """The cached ``(dim,)`` float32 embedding, or None when absent or unusable."""
-        with self._lock:
-            hit = self._memory.get((encoder_id, sentence))
-        if hit is not None:
-            return hit.clone()
-        if not self.persist:
-            return None
-        path = self.path_for(encoder_id, sentence)
-        if not path.is_file():
-            return None
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            logger.warning("unreadable embedding cache entry %s (%s); recomputing it", path, exc)
-            return None
-        problem = self._problem(array, dim, unit_norm)
-        if problem:
-            logger.warning("bad embedding cache entry %s (%s); recomputing it", path, problem)
-            return None
-        vector = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-        with self._lock:
-            self._memory[(encoder_id, sentence)] = vector
-        return vector.clone()
-
-    @staticmethod
-    def _problem(array: np.ndarray, dim: int, unit_norm: bool = True) -> str:
-        if array.dtype != np.float32:
-            return f"dtype {array.dtype}, expected float32"
-        if array.shape != (dim,):
-            return f"shape {array.shape}, expected ({dim},)"
-        if not np.all(np.isfinite(array)):
-            return "non-finite values"
-        norm = float(np.linalg.norm(array.astype(np.float64)))
-        if unit_norm and not math.isclose(norm, 1.0, abs_tol=1e-3):
-            return f"norm {norm:.4g}, expected 1"
-        return ""
-
-    def put(self, encoder_id: str, sentence: str, vector: torch.Tensor) -> None:
-        """Store a ``(dim,)`` embedding in memory and (atomically) on disk."""
-        if not isinstance(vector, torch.Tensor) or vector.ndim != 1:
-            raise ValueError(f"vector must be a 1-D torch.Tensor (dim,), got {getattr(vector, 'shape', type(vector))}")
-        value = vector.detach().to("cpu", torch.float32).clone()
-        with self._lock:
-            self._memory[(encoder_id, sentence)] = value
-        if self.persist:
-            self._write(self.path_for(encoder_id, sentence), value.numpy())
-
-    def _write(self, path: Path, array: np.ndarray) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            buffer = io.BytesIO()
-            np.save(buffer, array, allow_pickle=False)
-            write_atomically(path, lambda handle: handle.write(buffer.getvalue()))
-        except OSError as exc:
-            if not self._write_failed:
-                logger.warning("cannot write embedding cache under %s (%s); caching in memory only", self.directory, exc)
-                self._write_failed = True
-
-    def clear_memory(self) -> None:
-        """Forget the in-memory entries (files stay)."""
-        with self._lock:
-            self._memory.clear()
-
-
-class CachedEncoder:
-    """A ``TextEncoder`` that answers from an ``EmbeddingCache`` and encodes only the misses.
-
-    When every requested sentence is cached the wrapped encoder is not called at all, so a lazily
-    loaded model (MiniLM, CLIP) is never loaded. The cache key uses the wrapped encoder's
-    ``cache_id`` attribute when it has one, else its ``name``.
-
-    Args:
-        encoder: the encoder to wrap.
-        cache: the cache; default ``EmbeddingCache()`` (``$CARDIOMM_CACHE_DIR`` or
-            ``~/.cache/cardiomm/embeddings``).
-    """
-
-    def __init__(self, encoder: TextEncoder, cache: EmbeddingCache | None = None) -> None:
-        for attr in ("name", "dim", "encode"):
-            if not hasattr(encoder, attr):
-                raise ValueError(f"encoder must implement TextEncoder (name, dim, encode); it has no {attr!r}")
-        self.encoder = encoder
-        self.cache = cache if cache is not None else EmbeddingCache()
-        self.name: str = encoder.name
-        self.dim: int = int(encoder.dim)
-        self.cache_id: str = str(getattr(encoder, "cache_id", encoder.name))
-        self.unit_norm: bool = bool(getattr(encoder, "unit_norm", True))
-
-    def __repr__(self) -> str:
-        return f"CachedEncoder({self.encoder!r}, {self.cache!r})"
-
-    def encode(self, sentences: Sequence[str]) -> torch.Tensor:
-        """Embed ``sentences`` -> float32 ``(n, dim)``, unit rows, from the cache where possible."""
-        items = _check_sentences(sentences)
-        out = torch.zeros(len(items), self.dim, dtype=torch.float32)
-        missing: dict[str, list[int]] = {}
-        for row, sentence in enumerate(items):
-            hit = self.cache.get(self.cache_id, sentence, self.dim, unit_norm=self.unit_norm)
-            if hit is None:
-                missing.setdefault(sentence, []).append(row)
-            else:
-                out[row] = hit
-        if missing:
-            todo = list(missing)
-            fresh = self.encoder.encode(todo)
-            if tuple(fresh.shape) != (len(todo), self.dim):
-                raise ValueError(
-                    f"encoder {self.name!r} returned shape {tuple(fresh.shape)} for {len(todo)} sentences, "
-                    f"expected ({len(todo)}, {self.dim})"
-                )
-            fresh = _finish(fresh, normalise=False)  # the encoder normalised; keep its exact values
-            for sentence, vector in zip(todo, fresh):
-                self.cache.put(self.cache_id, sentence, vector)
-                for row in missing[sentence]:
-                    out[row] = vector
-        return out
-
-
-def encode_context(encoder: TextEncoder, context: ScanContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embed a scan's two sentences in one call.
-
-    Returns:
-        (metadata embedding ``(dim,)``, undersampling embedding ``(dim,)``), float32 CPU, unit norm
-        (raw, unnormalised features for an encoder with ``unit_norm = False``).
-    """
-    if not isinstance(context, ScanContext):
-        raise ValueError(f"context must be a ScanContext, got {type(context).__name__}")
-    emb = encoder.encode(list(context.sentences()))
-    if tuple(emb.shape) != (2, encoder.dim):
-        raise ValueError(f"encoder {encoder.name!r} returned shape {tuple(emb.shape)}, expected (2, {encoder.dim})")
-    return emb[0], emb[1]

@@ -4,7 +4,7 @@
 trainer, checkpoints and inference engine run it exactly like CardioMM:
 
     forward(masked_kspace (B, C, T, ky, kx) complex64, mask (B, 1, T, ky, kx|1),
-            meta_emb (B, D), us_emb (B, D), acs (B, 1, 1, ky, kx|1) | None) -> image (B, T, y, x)
+            metadata_emb (B, D), sampling_emb (B, D), acs (B, 1, 1, ky, kx|1) | None) -> image (B, T, y, x)
 
 The output is real (float32): the root-sum-of-squares magnitude fastMRI's VarNet returns. The
 text embeddings are accepted and ignored (E2E-VarNet is not conditioned); ``text_dim`` is in the
@@ -57,7 +57,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import check_model_inputs
+from .checks import check_model_inputs, dataclass_fields_from
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +113,7 @@ class VarNetConfig:
     def from_dict(cls, values: Mapping[str, Any]) -> VarNetConfig:
         """Inverse of :meth:`to_dict`; an unknown key is a ValueError naming it (missing keys
         take their defaults, except ``kind``, which a stored architecture must carry)."""
-        if not isinstance(values, Mapping):
-            raise ValueError(f"values must be a mapping, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"VarNetConfig mapping does not match: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**dict(values))
+        return cls(**dataclass_fields_from(cls, values, "VarNetConfig mapping", may_be_missing=None))
 
 
 def varnet_config_by_name(name: str, text_dim: int) -> VarNetConfig:
@@ -186,8 +180,8 @@ def fastmri_varnet_class() -> type:
 class VarNetRecon(nn.Module):
     """fastMRI's E2E-VarNet with the project's model interface (see the module docstring).
 
-    ``forward(masked_kspace (B,C,T,ky,kx) complex, mask (B,1,T,ky,kx|1), meta_emb (B,D),
-    us_emb (B,D), acs (B,1,1,ky,kx|1) | None) -> magnitude (B,T,y,x) float32``. The state dict
+    ``forward(masked_kspace (B,C,T,ky,kx) complex, mask (B,1,T,ky,kx|1), metadata_emb (B,D),
+    sampling_emb (B,D), acs (B,1,1,ky,kx|1) | None) -> magnitude (B,T,y,x) float32``. The state dict
     is fastMRI's, under ``varnet.``.
     """
 
@@ -230,14 +224,14 @@ class VarNetRecon(nn.Module):
         rows = (acs != 0).any(dim=-1).reshape(acs.shape[0], -1).sum(dim=-1)
         return max(int(rows.min().item()), 1)
 
-    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, meta_emb: torch.Tensor,
-                us_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, masked_kspace: torch.Tensor, mask: torch.Tensor, metadata_emb: torch.Tensor,
+                sampling_emb: torch.Tensor, acs: torch.Tensor | None = None) -> torch.Tensor:
         """Reconstruct: ``(B,C,T,ky,kx)`` complex k-space -> RSS magnitude ``(B,T,y,x)`` float32."""
-        check_model_inputs(masked_kspace, mask, meta_emb, us_emb, text_dim=self.config.text_dim,
+        check_model_inputs(masked_kspace, mask, metadata_emb, sampling_emb, text_dim=self.config.text_dim,
                            hint="was the model trained with another text encoder?")
         n_b, _, n_t = masked_kspace.shape[:3]
         if acs is None:
-            from .model import acs_region_mask
+            from .coils import acs_region_mask
 
             acs = acs_region_mask(mask.expand(n_b, 1, n_t, *mask.shape[-2:]))
         k, m = self.to_fastmri(masked_kspace * (mask != 0).to(torch.float32), mask)

@@ -64,13 +64,18 @@ HP-feedback and dummy-scan acquisitions are dropped instead of buffered; reverse
 buffer's slice range, or with a different channel count, raises ValueError instead of corrupting
 memory. Unfilled header slots are default headers (``version`` 1, one channel,
 ``number_of_samples`` 0), like a default-constructed ``ISMRMRD::AcquisitionHeader``.
+
+Cost per acquisition (:mod:`gadgets.buffer_lines`): each header is read once, in place, into a
+``LineFields`` tuple (ismrmrd-python's ``getHead()`` deep-copies it); each line's header is copied
+once, into the buffer's slots. What remains is mostly the memory of the dense ReconData buffers
+(see ``benchmarks/buffer_rate.py``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import ismrmrd
@@ -78,6 +83,7 @@ import numpy as np
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData, SamplingDescription
 
 from . import data_checks
+from .buffer_lines import Bucket, BucketStats, HeaderSlots, LineFields, flag_bit, header_view, read_fields
 from .data_checks import DropLog
 from .protocol.params import Param
 from .protocol.stream import Gadget
@@ -120,17 +126,6 @@ DEFAULT_MAX_MATRIX = 2048
 DEFAULT_MAX_COUNTER = 1024
 
 _KEY_FIELDS = ("average", "slice", "contrast", "phase", "repetition", "set", "segment")
-_STAT_FIELDS = ("kspace_encode_step_1", "kspace_encode_step_2", "slice", "contrast", "phase",
-                "repetition", "set", "segment", "average")
-
-
-def counter(head: ismrmrd.AcquisitionHeader, dimension: str) -> int:
-    """The ``idx`` counter of ``head`` named by a trigger/sorting ``dimension`` (``none`` -> 0)."""
-    if dimension == "none":
-        return 0
-    if dimension.startswith("user_"):
-        return int(head.idx.user[int(dimension[5:])])
-    return int(getattr(head.idx, dimension))
 
 
 #: Counters that can hold a scan's series of frames, in the order they are preferred.
@@ -161,45 +156,9 @@ def frames_dimension(header: ismrmrd.xsd.ismrmrdHeader) -> str:
     return "phase"
 
 
-@dataclass
-class _Stats:
-    """Counter values seen in a bucket (AcquisitionBucketStats)."""
-
-    values: dict[str, set[int]] = field(default_factory=lambda: {name: set() for name in _STAT_FIELDS})
-
-    def add(self, head: ismrmrd.AcquisitionHeader) -> None:
-        for name in _STAT_FIELDS:
-            self.values[name].add(int(getattr(head.idx, name)))
-
-    def span(self, name: str) -> int:
-        values = self.values[name]
-        return max(values) - min(values) + 1
-
-    def minimum(self, name: str) -> int:
-        return min(self.values[name])
-
-
-@dataclass
-class _Bucket:
-    data: list[ismrmrd.Acquisition] = field(default_factory=list)
-    ref: list[ismrmrd.Acquisition] = field(default_factory=list)
-    data_stats: dict[int, _Stats] = field(default_factory=dict)
-    ref_stats: dict[int, _Stats] = field(default_factory=dict)
-
-    def add(self, acq: ismrmrd.Acquisition) -> None:
-        head = acq.getHead()
-        space = int(head.encoding_space_ref)
-        if acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) or \
-                acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING):
-            self.ref.append(acq)
-            self.ref_stats.setdefault(space, _Stats()).add(head)
-        if not (acq.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
-                or acq.is_flag_set(ismrmrd.ACQ_IS_PHASECORR_DATA)):
-            self.data.append(acq)
-            self.data_stats.setdefault(space, _Stats()).add(head)
-
-    def __bool__(self) -> bool:
-        return bool(self.data or self.ref)
+_NOISE = flag_bit(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)
+_IGNORED = sum(flag_bit(flag) for flag in IGNORED_FLAGS)
+_REVERSE = flag_bit(ismrmrd.ACQ_IS_REVERSE)
 
 
 def _mode(encoding: Any) -> str:
@@ -212,6 +171,24 @@ def _mode(encoding: Any) -> str:
 
 def _trajectory(encoding: Any) -> str:
     return str(getattr(encoding.trajectory, "value", encoding.trajectory))
+
+
+@dataclass
+class _Target:
+    """One buffer being filled, with what places a line in it, worked out once per buffer: the
+    readout centre, the E1/E2 shifts, ``n_name``/``s_name`` (the counters of N and S, None for
+    position 0), ``one_loc`` (every line at LOC 0)."""
+
+    buffer: ReconBuffer
+    slots: HeaderSlots
+    encoding: Any
+    forref: bool
+    cartesian: bool
+    centre: int
+    shifts: tuple[int, int]
+    n_name: str | None
+    s_name: str | None
+    one_loc: bool
 
 
 class _Converter:
@@ -228,32 +205,22 @@ class _Converter:
         self.s_dim = s_dim
         self.split_slices = split_slices
         self.ignore_segment = ignore_segment
+        cleared = {dim for dim in (n_dim, s_dim) if dim != "slice"}
+        cleared |= set() if split_slices else {"slice"}
+        cleared |= {"segment"} if ignore_segment else set()
+        self._key_names = tuple(None if name in cleared else name for name in _KEY_FIELDS)
 
     # -- keys and sizes ----------------------------------------------------------------------
-    def key(self, head: ismrmrd.AcquisitionHeader) -> tuple[int, ...]:
-        values = {name: int(getattr(head.idx, name)) for name in _KEY_FIELDS}
-        for dim in (self.n_dim, self.s_dim):
-            if dim in values and dim != "slice":
-                values[dim] = 0
-        if not self.split_slices:
-            values["slice"] = 0
-        if self.ignore_segment:
-            values["segment"] = 0
-        return tuple(values[name] for name in _KEY_FIELDS)
+    def key(self, fields: LineFields) -> tuple[int, ...]:
+        return tuple(0 if name is None else getattr(fields, name) for name in self._key_names)
 
     @staticmethod
-    def _size(dimension: str, stats: _Stats) -> int:
+    def _size(dimension: str, stats: BucketStats) -> int:
         if dimension == "none":
             return 1
         if dimension == "segment":  # BucketToBufferGadget falls through to the average counter here
             return stats.span("average")
         return stats.span(dimension)
-
-    @staticmethod
-    def _position(dimension: str, head: ismrmrd.AcquisitionHeader) -> int:
-        if dimension in ("none", "slice"):
-            return 0
-        return int(getattr(head.idx, dimension))
 
     def _encoding(self, space: int) -> Any:
         if space >= len(self.header.encoding):
@@ -265,7 +232,7 @@ class _Converter:
     def _cartesian_or_epi(encoding: Any) -> bool:
         return _trajectory(encoding) in ("cartesian", "epi")
 
-    def _n_e(self, encoding: Any, stats: _Stats, forref: bool, step: str, matrix: int) -> int:
+    def _n_e(self, encoding: Any, stats: BucketStats, forref: bool, step: str, matrix: int) -> int:
         limits = getattr(encoding.encodingLimits, f"kspace_encoding_step_{step}")
         stat = f"kspace_encode_step_{step}"
         if self._cartesian_or_epi(encoding):
@@ -282,7 +249,7 @@ class _Converter:
             return limits.maximum - limits.minimum + 1
         return stats.span(stat)
 
-    def _n_loc(self, encoding: Any, stats: _Stats) -> int:
+    def _n_loc(self, encoding: Any, stats: BucketStats) -> int:
         if self.split_slices:
             return 1
         limits = encoding.encodingLimits.slice
@@ -304,7 +271,7 @@ class _Converter:
         embedded = _mode(encoding) in ("embedded", "")
         return (trajectory == "cartesian" and (not forref or embedded)) or (trajectory == "epi" and not forref)
 
-    def sampling(self, encoding: Any, stats: _Stats, head: ismrmrd.AcquisitionHeader, forref: bool) -> SamplingDescription:
+    def sampling(self, encoding: Any, stats: BucketStats, head: LineFields, forref: bool) -> SamplingDescription:
         sampling = SamplingDescription()
         enc, rec = encoding.encodedSpace, encoding.reconSpace
         sampling.encoded_FOV[:] = [enc.fieldOfView_mm.x, enc.fieldOfView_mm.y, enc.fieldOfView_mm.z]
@@ -340,7 +307,8 @@ class _Converter:
         return sampling
 
     # -- buffers -----------------------------------------------------------------------------
-    def make_buffer(self, head: ismrmrd.AcquisitionHeader, encoding: Any, stats: _Stats, forref: bool) -> ReconBuffer:
+    def make_target(self, head: LineFields, encoding: Any, stats: BucketStats, forref: bool) -> _Target:
+        """An empty buffer for the lines like ``head`` (sizes checked against the ceilings first)."""
         if self._cartesian_or_epi(encoding) and encoding.parallelImaging is not None:
             n_e0 = head.number_of_samples
         else:
@@ -348,11 +316,10 @@ class _Converter:
         matrix = encoding.encodedSpace.matrixSize
         n_e1 = self._n_e(encoding, stats, forref, "1", matrix.y)
         n_e2 = self._n_e(encoding, stats, forref, "2", matrix.z)
-        n_cha = head.active_channels
         n_n = self._size(self.n_dim, stats)
         n_s = self._size(self.s_dim, stats)
         n_loc = self._n_loc(encoding, stats)
-        shape = (n_e0, n_e1, n_e2, n_cha, n_n, n_s, n_loc)
+        shape = (n_e0, n_e1, n_e2, head.active_channels, n_n, n_s, n_loc)
         owner = "AcquisitionBuffer" + (" (reference)" if forref else "")
         sources = self._sources(encoding, forref)
         for name, size in zip(("E0", "E1", "E2", "CHA", "N", "S", "LOC"), shape):
@@ -365,13 +332,21 @@ class _Converter:
                                       itemsize=8 + 4 * int(head.trajectory_dimensions))
         logger.debug("buffer%s [E0 E1 E2 CHA N S LOC] = %s", " (ref)" if forref else "", shape)
         data = np.zeros(shape, dtype=np.complex64, order="F")
-        headers = np.empty((n_e1, n_e2, n_n, n_s, n_loc), dtype=object)
-        for position in np.ndindex(headers.shape):
-            headers[position] = data_checks.default_header()
+        slots = HeaderSlots((n_e1, n_e2, n_n, n_s, n_loc))
         trajectory = None
         if head.trajectory_dimensions > 0:
             trajectory = np.zeros((head.trajectory_dimensions,) + shape[:3] + shape[4:], dtype=np.float32, order="F")
-        return ReconBuffer(data, trajectory, None, headers, self.sampling(encoding, stats, head, forref))
+        buffer = ReconBuffer(data, trajectory, None, slots.headers, self.sampling(encoding, stats, head, forref))
+        cartesian = self._cartesian_or_epi(encoding)
+        shifts = [0, 0]
+        if cartesian and (not forref or _mode(encoding) in ("embedded", "")):
+            shifts = list(self._offsets(encoding))
+        if cartesian and forref and _mode(encoding) in ("separate", "external"):
+            for axis, name in enumerate(("kspace_encode_step_1", "kspace_encode_step_2")):
+                shifts[axis] = -stats.minimum(name) if stats.minimum(name) > 0 else 0
+        counters = [None if dim in ("none", "slice") else dim for dim in (self.n_dim, self.s_dim)]
+        return _Target(buffer, slots, encoding, forref, cartesian, int(buffer.sampling.sampling_limits[0].center),
+                       (shifts[0], shifts[1]), counters[0], counters[1], self.split_slices or n_loc == 1)
 
     def _sources(self, encoding: Any, forref: bool) -> dict[str, str]:
         """Where each buffer dimension's size comes from (for size errors)."""
@@ -388,74 +363,66 @@ class _Converter:
                 sources[name] = f"the {dim} counters received (encodingLimits.{dim})"
         return sources
 
-    def add(self, buffer: ReconBuffer, acq: ismrmrd.Acquisition, encoding: Any, stats: _Stats, forref: bool) -> None:
-        head = acq.getHead()
+    def add(self, target: _Target, acq: ismrmrd.Acquisition, head: LineFields) -> None:
+        """Copy one line (its samples, trajectory and header) into ``target``'s buffer, or raise
+        ValueError when it does not fit (a line inside the encoding limits but outside the encoded
+        matrix is dropped with a warning)."""
+        buffer = target.buffer
         n_e0, n_e1, n_e2, n_cha, n_n, n_s, n_loc = buffer.data.shape
         if head.active_channels != n_cha:
             raise ValueError(f"acquisition {head.scan_counter} has {head.active_channels} channels, "
                              f"its buffer {n_cha}")
-        loc = 0 if self.split_slices or n_loc == 1 else int(head.idx.slice)
+        loc = 0 if target.one_loc else head.slice
         if loc >= n_loc:
-            raise ValueError(f"acquisition {head.scan_counter} has slice {head.idx.slice}, outside the buffer's "
+            raise ValueError(f"acquisition {head.scan_counter} has slice {head.slice}, outside the buffer's "
                              f"{n_loc} slices (encodingLimits.slice)")
-        n_copy = head.number_of_samples - head.discard_pre - head.discard_post
-        if self._cartesian_or_epi(encoding):
-            if head.number_of_samples == n_e0 and head.center_sample == head.number_of_samples // 2:
-                offset = int(head.discard_pre)
-            else:
-                offset = int(buffer.sampling.sampling_limits[0].center) - int(head.center_sample)
-        else:
-            offset = 0
+        pre, samples = head.discard_pre, head.number_of_samples
+        n_copy = samples - pre - head.discard_post
+        offset = 0
+        if target.cartesian:
+            offset = pre if samples == n_e0 and head.center_sample == samples // 2 else \
+                target.centre - head.center_sample
         if offset < 0 or n_e0 - n_copy - offset < 0:
-            raise ValueError(f"acquisition {head.scan_counter} ({head.number_of_samples} samples, centre "
-                             f"{head.center_sample}) does not fit into the {'reference' if forref else 'data'} "
+            raise ValueError(f"acquisition {head.scan_counter} ({samples} samples, centre "
+                             f"{head.center_sample}) does not fit into the {'reference' if target.forref else 'data'} "
                              f"buffer of {n_e0} samples")
-        n_pos = min(self._position(self.n_dim, head), n_n - 1)
-        s_pos = min(self._position(self.s_dim, head), n_s - 1)
-        e1 = int(head.idx.kspace_encode_step_1)
-        e2 = int(head.idx.kspace_encode_step_2)
-        if self._cartesian_or_epi(encoding):
-            if not forref or _mode(encoding) in ("embedded", ""):
-                off1, off2 = self._offsets(encoding)
-                e1, e2 = e1 + off1, e2 + off2
-            if forref and _mode(encoding) in ("separate", "external"):
-                if stats.minimum("kspace_encode_step_1") > 0:
-                    e1 = int(head.idx.kspace_encode_step_1) - stats.minimum("kspace_encode_step_1")
-                if stats.minimum("kspace_encode_step_2") > 0:
-                    e2 = int(head.idx.kspace_encode_step_2) - stats.minimum("kspace_encode_step_2")
+        n_pos = 0 if target.n_name is None else min(getattr(head, target.n_name), n_n - 1)
+        s_pos = 0 if target.s_name is None else min(getattr(head, target.s_name), n_s - 1)
+        e1 = head.kspace_encode_step_1 + target.shifts[0]
+        e2 = head.kspace_encode_step_2 + target.shifts[1]
+        if target.cartesian and not (0 <= e1 < n_e1 and 0 <= e2 < n_e2):
             for name, value, size, step in (("kspace_encode_step_1", e1, n_e1, "1"),
                                             ("kspace_encode_step_2", e2, n_e2, "2")):
                 if not 0 <= value < size:
-                    limits = getattr(encoding.encodingLimits, f"kspace_encoding_step_{step}")
-                    raw = int(getattr(head.idx, name))
+                    limits = getattr(target.encoding.encodingLimits, f"kspace_encoding_step_{step}")
+                    raw = getattr(head, name)
                     if limits is not None and not limits.minimum <= raw <= limits.maximum:
                         raise ValueError(f"acquisition {head.scan_counter} has {name} {raw} outside the "
                                          f"encoding limits [{limits.minimum}, {limits.maximum}]")
                     logger.warning("acquisition %d is inside the encoding limits but outside the encoded matrix "
                                    "for %s: %d of %d; dropped", head.scan_counter, name, value, size)
                     return
-        pre = int(head.discard_pre)
-        buffer.data[offset:offset + n_copy, e1, e2, :, n_pos, s_pos, loc] = np.asarray(acq.data)[:, pre:pre + n_copy].T
-        buffer.headers[e1, e2, n_pos, s_pos, loc] = head
+        buffer.data[offset:offset + n_copy, e1, e2, :, n_pos, s_pos, loc] = acq.data[:, pre:pre + n_copy].T
+        target.slots.put((e1, e2, n_pos, s_pos, loc), header_view(acq))
         if head.trajectory_dimensions > 0 and buffer.trajectory is not None:
-            buffer.trajectory[:, offset:offset + n_copy, e1, e2, n_pos, s_pos, loc] = \
-                np.asarray(acq.traj)[pre:pre + n_copy, :].T
+            buffer.trajectory[:, offset:offset + n_copy, e1, e2, n_pos, s_pos, loc] = acq.traj[pre:pre + n_copy, :].T
 
-    def convert(self, bucket: _Bucket) -> Iterator[ReconData]:
+    def convert(self, bucket: Bucket) -> Iterator[ReconData]:
         """BucketToBufferGadget::process for one bucket: one ReconData per key, in key order."""
-        groups: dict[tuple[int, ...], dict[int, list[ReconBuffer | None]]] = {}
-        for acquisitions, stats_by_space, forref in ((bucket.ref, bucket.ref_stats, True),
-                                                      (bucket.data, bucket.data_stats, False)):
+        groups: dict[tuple[int, ...], dict[int, list[_Target | None]]] = {}
+        for lines, forref in ((bucket.ref, True), (bucket.data, False)):
             slot = 1 if forref else 0
-            for acq in acquisitions:
-                head = acq.getHead()
-                space = int(head.encoding_space_ref)
-                encoding = self._encoding(space)
-                stats = stats_by_space[space]
+            by_space: dict[int, list[LineFields]] = {}
+            for _, head in lines:
+                by_space.setdefault(head.encoding_space_ref, []).append(head)
+            stats = {space: BucketStats(heads) for space, heads in by_space.items()}
+            for acq, head in lines:
+                space = head.encoding_space_ref
                 bit = groups.setdefault(self.key(head), {}).setdefault(space, [None, None])
-                if bit[slot] is None:
-                    bit[slot] = self.make_buffer(head, encoding, stats, forref)
-                self.add(bit[slot], acq, encoding, stats, forref)
+                target = bit[slot]
+                if target is None:  # the first line of a (key, space): its encoding space is checked here
+                    target = bit[slot] = self.make_target(head, self._encoding(space), stats[space], forref)
+                self.add(target, acq, head)
         for key in sorted(groups):
             bits = []
             for space in sorted(groups[key]):
@@ -464,7 +431,7 @@ class _Converter:
                     logger.warning("bucket key %s, encoding space %d has reference data but no image data; "
                                    "not sent", key, space)
                     continue
-                bits.append(ReconBit(data, ref))
+                bits.append(ReconBit(data.buffer, None if ref is None else ref.buffer))
             if bits:
                 yield ReconData(bits)
 
@@ -515,7 +482,7 @@ class AcquisitionBuffer(Gadget):
                                      max_bytes=self.params.max_buffer_mb * 2**20, max_matrix=self.params.max_matrix,
                                      max_counter=self.params.max_counter)
         #: trigger value -> sorting value -> bucket, and whether the trigger value is complete
-        self._pending: dict[int, dict[int, _Bucket]] = {}
+        self._pending: dict[int, dict[int, Bucket]] = {}
         self._complete: set[int] = set()
         self._held_bytes = 0
         self._held_by_trigger: dict[int, int] = {}
@@ -526,6 +493,11 @@ class AcquisitionBuffer(Gadget):
         self._interleaved_logged = False
         self._soft_flush_logged = False
         self._log = DropLog(self.gadget_name())
+        self._bounds = [data_checks.counter_bounds(encoding) for encoding in header.encoding or []]
+        last = LAST_IN_FLAGS.get(self.params.trigger_dimension)
+        self._last_bit = 0 if last is None else flag_bit(last)
+        self._dimensions = (self.params.trigger_dimension, self.params.sorting_dimension)
+        self._max_held = self.params.max_buffer_mb * 2**20
 
     def accepts(self, item: Any) -> bool:
         return isinstance(item, ismrmrd.Acquisition)
@@ -546,32 +518,31 @@ class AcquisitionBuffer(Gadget):
         self._emitted += len(outputs)
         return outputs
 
-    def _usable(self, item: ismrmrd.Acquisition) -> bool:
-        head = item.getHead()
-        space = int(head.encoding_space_ref)
+    def _usable(self, item: ismrmrd.Acquisition, head: LineFields) -> bool:
+        space = head.encoding_space_ref
         encodings = self._header.encoding or []
         if space >= len(encodings):
             self._log.drop(data_checks.OUTSIDE_LIMITS, "limit:encoding_space_ref",
-                           f"acquisition {data_checks.counters_text(head)} has encoding_space_ref = {space}, "
+                           f"acquisition {data_checks.counters_text(item)} has encoding_space_ref = {space}, "
                            f"outside the header's encodings [0, {len(encodings) - 1}]")
             return False
-        return data_checks.check_acquisition(item, encodings[space], self._log)
+        return data_checks.check_acquisition(item, encodings[space], self._log, bounds=self._bounds[space])
 
     def process(self, item: ismrmrd.Acquisition) -> Iterable[Any]:
-        if item.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+        head = read_fields(header_view(item))
+        if head.flags & _NOISE:
             return ()
-        if any(item.is_flag_set(flag) for flag in IGNORED_FLAGS):
+        if head.flags & _IGNORED:
             self._ignored += 1
             if self._ignored == 1:
                 logger.info("AcquisitionBuffer: dropping navigator/phase-correction/feedback acquisitions")
             return ()
         self._imaging += 1
-        if not self._usable(item):
+        if not self._usable(item, head):
             return ()
-        head = item.getHead()
         outputs: list[ReconData] = []
-        dimension = self.params.trigger_dimension
-        trigger = counter(head, dimension)
+        dimension, sorting = self._dimensions
+        trigger = 0 if dimension == "none" else getattr(head, dimension)
         if dimension != "none":
             if self._previous is not None and trigger != self._previous:
                 if self._previous in self._complete:
@@ -582,20 +553,20 @@ class AcquisitionBuffer(Gadget):
                                 "holding each %s's lines until it is complete", dimension, trigger, dimension,
                                 self._previous, dimension)
             self._previous = trigger
-        if item.is_flag_set(ismrmrd.ACQ_IS_REVERSE):
+        if head.flags & _REVERSE:
             item = flip_reversed(item)
-        n_bytes = int(np.asarray(item.data).nbytes)
+            head = read_fields(header_view(item))
+        n_bytes = int(item.data.nbytes)
         self._held_bytes += n_bytes
         self._held_by_trigger[trigger] = self._held_by_trigger.get(trigger, 0) + n_bytes
-        if self._held_bytes > self.params.max_buffer_mb * 2**20:
+        if self._held_bytes > self._max_held:
             raise ValueError(f"AcquisitionBuffer: the acquisitions held for buffering exceed the ceiling of "
-                             f"{self.params.max_buffer_mb} MiB (max_buffer_mb) at {data_checks.counters_text(head)}")
+                             f"{self.params.max_buffer_mb} MiB (max_buffer_mb) at {data_checks.counters_text(item)}")
         buckets = self._pending.setdefault(trigger, {})
-        buckets.setdefault(counter(head, self.params.sorting_dimension), _Bucket()).add(item)
-        flag = LAST_IN_FLAGS.get(dimension)
-        if flag is not None and item.is_flag_set(flag):
+        buckets.setdefault(0 if sorting == "none" else getattr(head, sorting), Bucket()).add(item, head)
+        if head.flags & self._last_bit:
             self._complete.add(trigger)
-        if self._held_bytes > self.params.max_buffer_mb * 2**19 and len(self._pending) > 1:
+        if 2 * self._held_bytes > self._max_held and len(self._pending) > 1:
             if not self._soft_flush_logged:
                 self._soft_flush_logged = True
                 logger.warning("AcquisitionBuffer: acquisitions held for %d %s values without ACQ_LAST_IN_ flags "

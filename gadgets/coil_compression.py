@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData
 
-from cardiomm_core.coils import CoilCompression as Compression
+from cardiomm_core.coils import SvdCoilCompression as Compression
 from cardiomm_core.coils import coil_compression
 
 from . import data_checks

@@ -15,7 +15,7 @@ Gadgetron's ``BucketToBufferGadget``); every other item passes through. For each
    ``parallelImaging.accelerationFactor`` when it fits the mask); the engine renders the sentences
    in its checkpoint's style;
 3. ``cardiomm_core.engine.reconstruct_or_fallback`` reconstructs with the engine (obtained once per
-   process per checkpoint and device through ``get_engine``: a warm worker loads the model once),
+   process per checkpoint and device through ``cardiomm_core.engine.ENGINES``: a warm worker loads the model once),
    or with the ``fallback`` method when there is no model, it cannot be loaded, or it fails. A
    fallback is logged and marked in the images, never an ERROR;
 4. the images are cropped to the recon matrix along the readout when the data are still
@@ -37,7 +37,7 @@ the drop counts marked upstream plus these go to every image's meta (``CardioMM.
 and ``CardioMM.Dropped.*``). When the effective acceleration (all k-space locations over the
 sampled ones) is below ``direct_recon_threshold`` (default 1.5) the data are (nearly) fully
 sampled and the images are the direct reconstruction (zero-filled inverse FFT + root-sum-of-squares,
-``cardiomm_core.recon.direct_recon``), marked ``CardioMM.Method`` "direct". No image leaves with a NaN
+``cardiomm_core.conventional.direct_recon``), marked ``CardioMM.Method`` "direct". No image leaves with a NaN
 or Inf pixel: such pixels (which the checks above should make impossible) are set to 0, logged and
 counted in ``CardioMM.NonFinitePixels``.
 """
@@ -56,9 +56,10 @@ import numpy as np
 from gadgetron.types.recon_data import ReconBuffer, ReconData
 
 from cardiomm_core.context import ScanContext
-from cardiomm_core.engine import InferenceEngine, ReconOutcome, get_engine, reconstruct_or_fallback
+from cardiomm_core.conventional import direct_recon
+from cardiomm_core.engine import ENGINES, InferenceEngine, ReconOutcome, reconstruct_or_fallback
 from cardiomm_core.packaged import resolve_checkpoint
-from cardiomm_core.recon import direct_recon
+from cardiomm_core.readout import crop_image_readout
 
 from . import data_checks
 from .buffer import frames_dimension, series_extents
@@ -80,7 +81,7 @@ from .protocol.wire_limits import redact_paths
 
 logger = logging.getLogger(__name__)
 
-#: Fallback methods (cardiomm_core.recon.RECON_METHODS) and how images name them.
+#: Fallback methods (cardiomm_core.conventional.RECON_METHODS) and how images name them.
 FALLBACK_NAMES = {"cg_sense": "CG-SENSE", "zero_filled": "zero-filled"}
 #: ImageComment of model images; fallback images get "<this>_fallback_<method>".
 IMAGE_COMMENT = "CardioMM"
@@ -89,38 +90,24 @@ _LAYOUT_INDEX_FIELDS = ("phase", "set", "slice")
 
 # --------------------------------------------------------------------------- the engine, once per process
 
-_ENGINE_LOCK = threading.Lock()
-_SEEN_ENGINES: dict[tuple[str, str], InferenceEngine] = {}
-_RUN_LOCKS: dict[int, threading.Lock] = {}
-_engine_loads = 0
-
-
 def engine_loads() -> int:
-    """How many times this process has loaded a model (a new engine from ``get_engine``)."""
-    return _engine_loads
+    """How many times this process has loaded a model (a new engine in ``cardiomm_core.engine.ENGINES``)."""
+    return ENGINES.loads
 
 
 def load_engine(checkpoint: Path, device: str = "auto") -> InferenceEngine:
-    """The engine of ``checkpoint`` on ``device`` through ``cardiomm_core.engine.get_engine``.
+    """The engine of ``checkpoint`` on ``device`` from the process's cache, ``cardiomm_core.engine.ENGINES``.
 
-    Thread-safe: concurrent first calls load once. A load (an engine not seen before) is counted
+    Thread-safe: concurrent first calls load once. A load (an engine not in the cache) is counted
     (:func:`engine_loads`) and logged as ``model loaded: ...``. Exceptions of the loader propagate.
     A benchmark peer's checkpoint (E2E-VarNet, architecture kind "varnet") is refused with a
-    ValueError: the chains reconstruct with CardioMM checkpoints only.
+    ValueError before it is loaded: the chains reconstruct with CardioMM checkpoints only.
     """
-    global _engine_loads
-    key = (str(Path(checkpoint).expanduser().resolve()), str(device))
-    with _ENGINE_LOCK:
-        if key not in _SEEN_ENGINES:  # the sidecar is read once per checkpoint, not per slice
-            refuse_benchmark_peer(checkpoint)
-        engine = get_engine(checkpoint, device)
-        if _SEEN_ENGINES.get(key) is not engine:
-            _SEEN_ENGINES[key] = engine
-            _RUN_LOCKS.setdefault(id(engine), threading.Lock())
-            _engine_loads += 1
-            logger.info("model loaded: %s on %s (%s; load %d of this process)", checkpoint, engine.device,
-                        describe_model(checkpoint, engine), _engine_loads)
-        return engine
+    engine, loaded = ENGINES.get(checkpoint, device, before_load=refuse_benchmark_peer)
+    if loaded:
+        logger.info("model loaded: %s on %s (%s; load %d of this process)", checkpoint, engine.device,
+                    describe_model(checkpoint, engine), ENGINES.loads)
+    return engine
 
 
 def refuse_benchmark_peer(checkpoint: Path) -> None:
@@ -183,10 +170,7 @@ def check_model_setting(checkpoint: str = "packaged", device: str = "auto") -> P
 
 
 def _run_lock(engine: InferenceEngine | None) -> threading.Lock:
-    if engine is None:
-        return threading.Lock()  # nothing shared: a fresh lock never blocks
-    with _ENGINE_LOCK:
-        return _RUN_LOCKS.setdefault(id(engine), threading.Lock())
+    return threading.Lock() if engine is None else engine.run_lock  # no engine: a fresh lock never blocks
 
 
 def _device_check(value: str) -> str | None:
@@ -234,15 +218,6 @@ def merge_reference(data: np.ndarray, headers: np.ndarray, ref: ReconBuffer | No
     merged_headers = headers.copy()
     merged_headers[extra] = ref_headers[extra]
     return merged, merged_headers
-
-
-def crop_readout(images: np.ndarray, recon_x: int) -> np.ndarray:
-    """Central ``recon_x`` columns of ``images (..., x)`` when x > recon_x > 0 (start x//2 - recon_x//2)."""
-    n_x = images.shape[-1]
-    if recon_x <= 0 or n_x <= recon_x:
-        return images
-    start = n_x // 2 - recon_x // 2
-    return images[..., start:start + recon_x]
 
 
 def _positive(values: Sequence[float]) -> bool:
@@ -453,7 +428,9 @@ class CardioMMRecon(Gadget):
                        outcome.method, reason)
         sampling = bit.data.sampling
         recon_x = int(sampling.recon_matrix[0]) if sampling is not None else 0
-        images = crop_readout(np.asarray(outcome.images), recon_x)
+        images = np.asarray(outcome.images)
+        if 0 < recon_x < images.shape[-1]:  # readout oversampling left in (no RemoveOversampling before)
+            images = crop_image_readout(images, recon_x)
         finite = np.isfinite(images)
         n_non_finite = int(images.size - np.count_nonzero(finite))
         if n_non_finite:

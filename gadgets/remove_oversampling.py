@@ -1,6 +1,7 @@
 """RemoveOversampling: crop the readout to the recon field of view (Gadgetron's RemoveROOversamplingGadget).
 
-Per acquisition, as the native gadget does it: centred orthonormal inverse FFT along the readout,
+Per acquisition, as the native gadget does it (the numerics:
+:func:`cardiomm_core.readout.remove_readout_oversampling`): centred orthonormal inverse FFT along the readout,
 keep the central ``round(samples / ratio)`` samples (``ratio = encoded matrix x / recon matrix x``),
 centred orthonormal FFT back; then
 ``number_of_samples``, ``center_sample``, ``discard_pre`` and ``discard_post`` are divided by the
@@ -20,28 +21,12 @@ from typing import Any
 import ismrmrd
 import numpy as np
 
+from cardiomm_core.readout import remove_readout_oversampling
+
 from .data_checks import sample_problem
 from .protocol.stream import Gadget
 
 logger = logging.getLogger(__name__)
-
-
-def crop_readout(data: np.ndarray, n_keep: int) -> tuple[np.ndarray, int]:
-    """Keep the central ``n_keep`` image-space samples of readout lines ``data (channels, samples)``.
-
-    Returns ``(cropped (channels, n_keep) complex64, start)`` where ``start`` is the first kept
-    image-space sample. Centred orthonormal FFTs (``fftshift(fft(ifftshift(x)), norm="ortho")``).
-    """
-    if not isinstance(data, np.ndarray) or data.ndim != 2:
-        raise ValueError(f"data must be a numpy array (channels, samples), got shape {getattr(data, 'shape', None)}")
-    n_samples = data.shape[1]
-    if not 1 <= n_keep <= n_samples:
-        raise ValueError(f"n_keep must be in 1..{n_samples} (the number of samples), got {n_keep}")
-    start = (n_samples - n_keep) // 2
-    image = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(data, axes=1), axis=1, norm="ortho"), axes=1)
-    kept = image[:, start:start + n_keep]
-    kspace = np.fft.fftshift(np.fft.fft(np.fft.ifftshift(kept, axes=1), axis=1, norm="ortho"), axes=1)
-    return kspace.astype(np.complex64), start
 
 
 def oversampling_ratio(header: ismrmrd.xsd.ismrmrdHeader) -> float | None:
@@ -85,7 +70,7 @@ class RemoveOversampling(Gadget):
         n_keep = int(round(head.number_of_samples / ratio))
         if n_keep < 1:
             raise ValueError(f"acquisition {head.scan_counter} has too few samples ({head.number_of_samples}) to crop")
-        data, start = crop_readout(np.asarray(item.data), n_keep)
+        data, start = remove_readout_oversampling(np.asarray(item.data), n_keep)
         traj = np.asarray(item.traj)[start:start + n_keep]
         head.number_of_samples = n_keep
         head.center_sample = int(head.center_sample / ratio)

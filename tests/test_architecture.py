@@ -42,8 +42,9 @@ class Rule:
 
 
 #: The pipeline stages the chains name, and the helpers only they use (the top level of gadgets/).
-GADGET_STAGES = ("gadgets.noise_adjust", "gadgets.remove_oversampling", "gadgets.buffer", "gadgets.data_checks",
-                 "gadgets.coil_compression", "gadgets.recon", "gadgets.layout", "gadgets.header_context")
+GADGET_STAGES = ("gadgets.noise_adjust", "gadgets.remove_oversampling", "gadgets.buffer", "gadgets.buffer_lines",
+                 "gadgets.data_checks", "gadgets.coil_compression", "gadgets.recon", "gadgets.layout",
+                 "gadgets.header_context")
 
 RULES = (
     Rule("cardiomm_core", ("gadgets", "train", "benchmarks", "tests", "cardiomm_guard", "gadgetron", "ismrmrd",

@@ -38,8 +38,8 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from cardiomm_core._files import default_dir_mode
 from cardiomm_core.checkpoint import atomic_write
+from cardiomm_core.files import default_dir_mode
 
 logger = logging.getLogger(__name__)
 

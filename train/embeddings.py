@@ -2,7 +2,7 @@
 
 A machine without the text encoder (a rented GPU without ``sentence-transformers`` / MiniLM) can
 train when every sentence its configs produce is already in the on-disk embedding cache
-(``cardiomm_core.text.EmbeddingCache``, ``$CARDIOMM_CACHE_DIR``): the trainer then answers from
+(``cardiomm_core.embedding_cache.EmbeddingCache``, ``$CARDIOMM_CACHE_DIR``): the trainer then answers from
 the cache and never imports or loads the encoder. This module enumerates those sentences and
 writes them with the real encoder on a machine that has it::
 
@@ -183,7 +183,8 @@ def cache_sentences(encoder: Any, sentences: Sequence[str], cache_dir: str | Pat
     """Write the embeddings of ``sentences`` that the on-disk cache at ``cache_dir`` lacks (None:
     the default, ``$CARDIOMM_CACHE_DIR``), encoded by ``encoder`` (a ``TextEncoder`` or its name);
     return how many were written. Hashing encoders need no cache: 0."""
-    from cardiomm_core.text import CachedEncoder, EmbeddingCache, get_encoder
+    from cardiomm_core.embedding_cache import CachedEncoder, EmbeddingCache
+    from cardiomm_core.text import get_encoder
 
     base = get_encoder(encoder) if isinstance(encoder, str) else encoder
     if base.name.startswith("hashing"):
@@ -236,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from cardiomm_core.text import CachedEncoder, EmbeddingCache, get_encoder
+    from cardiomm_core.embedding_cache import CachedEncoder, EmbeddingCache
+    from cardiomm_core.text import get_encoder
 
     from .config_io import load_config
 

@@ -11,7 +11,7 @@ ktRadial at R 8, 16, 24), applied, and reconstructed by
   its text encoder, its sentence style, and the ScanContext with the pattern and acceleration
   ``cardiomm_core.prompting.describe_sampling`` gives the mask with its nominal R declared, in the
   checkpoint's mask convention: what the gadgets tell the model inline);
-- ``cg_sense`` and ``zero_filled``: ``cardiomm_core.recon.conventional_recon`` (its defaults).
+- ``cg_sense`` and ``zero_filled``: ``cardiomm_core.conventional.conventional_recon`` (its defaults).
 
 The reference is what the trainer learns from the same sample
 (``KspaceSample.scoring_target``): the root-sum-of-squares of the fully sampled coil images on
@@ -64,11 +64,11 @@ import torch
 import yaml
 from torch.utils.data import Dataset
 
+from cardiomm_core.conventional import conventional_recon
 from cardiomm_core.engine import InferenceEngine
 from cardiomm_core.masks import MASK_CONVENTIONS, MASK_PATTERNS, make_mask
 from cardiomm_core.metrics import CONVENTIONS, evaluate
 from cardiomm_core.prompting import describe_sampling
-from cardiomm_core.recon import conventional_recon
 
 from .config import SOURCE_KINDS
 from .config_io import config_from_dict, source_from_dict
@@ -104,7 +104,7 @@ METRICS = ("psnr", "ssim", "nmse")
 SETTING_PROGRESS_S = 30.0
 #: What the columns are (first lines of metrics.md).
 METHODS_NOTE = (
-    "CG-SENSE: `cardiomm_core.recon.conventional_recon` with its defaults, the gadgets' conventional "
+    "CG-SENSE: `cardiomm_core.conventional.conventional_recon` with its defaults, the gadgets' conventional "
     "fallback (CG-SENSE regularised towards the time-averaged image for kt patterns, towards the "
     "low-resolution calibration image for Uniform). Plain CG-SENSE: the textbook per-frame CG-SENSE "
     "(Tikhonov 1e-3, same maps, no temporal or prior regularisation). Zero-filled: SENSE combination "

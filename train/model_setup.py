@@ -12,9 +12,10 @@ from typing import Any
 import torch
 
 from cardiomm_core.context import ScanContext
+from cardiomm_core.embedding_cache import CachedEncoder, EmbeddingCache
 from cardiomm_core.model import CardioMM, CardioMMConfig, config_by_name
 from cardiomm_core.prompting import context_sentences, encode_sentences
-from cardiomm_core.text import CachedEncoder, EmbeddingCache, canonical_encoder_name, get_encoder
+from cardiomm_core.text import canonical_encoder_name, get_encoder
 
 from .checkpointing import read_training_checkpoint
 from .config import TrainConfig

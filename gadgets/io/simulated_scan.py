@@ -74,6 +74,7 @@ import ismrmrd
 import numpy as np
 from ismrmrd.hdf5 import acquisition_dtype, acquisition_header_dtype
 
+from cardiomm_core.checks import check_int
 from cardiomm_core.context import ScanContext
 from cardiomm_core.masks import SamplingMask, make_mask
 from cardiomm_core.phantom import PhantomScan, phantom_geometry, simulate_cardiac_scan
@@ -166,18 +167,12 @@ class GroundTruth(ScanSampling):
 
 # --------------------------------------------------------------------------- validation
 
-def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _check_matrix(matrix: Sequence[int]) -> tuple[int, int]:
     try:
         nx, ny = matrix
     except (TypeError, ValueError):
         raise ValueError(f"matrix must be (nx readout, ny phase), got {matrix!r}") from None
-    return _check_int("matrix[0] (nx readout)", nx, 2), _check_int("matrix[1] (ny phase)", ny, 2)
+    return check_int("matrix[0] (nx readout)", nx, 2), check_int("matrix[1] (ny phase)", ny, 2)
 
 
 def _check_pattern(pattern: str) -> str:
@@ -295,9 +290,9 @@ def write_simulated_scan(
     logged at INFO level.
     """
     started = time.perf_counter()
-    n_slices = _check_int("n_slices", n_slices)
-    n_frames = _check_int("n_phases", n_phases)
-    n_coils = _check_int("n_coils", n_coils)
+    n_slices = check_int("n_slices", n_slices, 1)
+    n_frames = check_int("n_phases", n_phases, 1)
+    n_coils = check_int("n_coils", n_coils, 1)
     nx, ny = _check_matrix(matrix)
     pattern = _check_pattern(pattern)
     if modality not in MODALITIES:

@@ -37,7 +37,8 @@ import torch
 
 from cardiomm_core.metrics import evaluate
 from cardiomm_core.noise import prewhitening_matrix
-from cardiomm_core.phantom import crop_readout, noise_free_rss
+from cardiomm_core.phantom import noise_free_rss
+from cardiomm_core.readout import crop_image_readout
 from cardiomm_core.sense import rss_complex
 
 from ..buffer import frames_dimension, series_extents
@@ -90,7 +91,7 @@ def zero_filled_rss(path: Path) -> np.ndarray:
             continue
         kspace[acq.idx.slice, :, getattr(acq.idx, frame_dim), acq.idx.kspace_encode_step_1, :] = acq.data
     images = rss_complex(torch.from_numpy(kspace)).numpy()
-    return np.ascontiguousarray(crop_readout(images, nx))
+    return np.ascontiguousarray(crop_image_readout(images, nx))
 
 
 def reference_images(truth: GroundTruth) -> np.ndarray:

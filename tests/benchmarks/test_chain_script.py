@@ -38,6 +38,8 @@ def test_chain_runs_end_to_end_on_a_tiny_scan(tmp_path, one_thread):
     assert report["protocol_acquisitions"]["items"] == report["scan"]["acquisitions"]
     assert _finite_positive(report["chain_share_of_model"])
     assert report["buffering"]["passes"] >= 2 and _finite_positive(report["buffering"]["acquisitions_per_s"])
+    for key in ("gc_paused", "floor", "reader"):  # the same run's bounds beside the buffer's rate
+        assert _finite_positive(report["buffering"][key]["per_cpu_s"])
     ttfi = report["time_to_first_image"]["tiny"]
     assert len(ttfi["execute"]) == len(ttfi["worker"]) == 1
     assert ttfi["execute"][0]["images"] == ttfi["worker"][0]["images"] == report["images"]
@@ -47,3 +49,17 @@ def test_chain_runs_end_to_end_on_a_tiny_scan(tmp_path, one_thread):
     for heading in ("Where the time goes", "Buffering throughput", "Time to first image", "Scans per hour"):
         assert heading in table
     assert "command: `python benchmarks/chain.py --tiny" in table
+
+
+@pytest.mark.slow  # a child process that imports torch
+def test_buffer_rate_measures_a_tree_in_its_own_process(tmp_path):
+    buffer_rate = load_script("buffer_rate")
+    out = tmp_path / "rate.md"
+    assert buffer_rate.main(["--geometry", "tiny", "--rounds", "1", "--passes", "1", "--min-s", "0",
+                             "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    (runs,) = report["trees"].values()
+    assert len(runs) == 1 and runs[0]["outputs"] == 1  # one slice: one ReconData
+    for key in (None, "gc_paused", "floor", "reader"):
+        assert _finite_positive((runs[0] if key is None else runs[0][key])["per_cpu_s"])
+    assert "| buffer /CPU s |" in out.read_text()

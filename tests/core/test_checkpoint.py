@@ -23,6 +23,7 @@ from cardiomm_core.checkpoint import (
     save_checkpoint,
 )
 from cardiomm_core.model import CardioMM, config_by_name
+from cardiomm_core.prompting import PromptSpec
 from cardiomm_core.text import HashingEncoder
 from tests.helpers import crandn
 
@@ -302,7 +303,8 @@ def test_prompt_section_defaults_to_the_project_and_round_trips(tmp_path, tiny_m
                                prompt={"style": "official", "mask_convention": "official"})
     meta = read_checkpoint_meta(official)
     assert meta.prompt == {"style": "official", "mask_convention": "official", "acceleration": "nominal"}
-    assert meta.prompt_spec.style == "official" and meta.prompt_spec.mask_convention == "official"
+    spec = PromptSpec.from_dict(meta.prompt)
+    assert spec.style == "official" and spec.mask_convention == "official"
 
 
 def test_a_sidecar_without_prompt_section_gets_project_defaults(saved):
@@ -315,7 +317,7 @@ def test_a_sidecar_without_prompt_section_gets_project_defaults(saved):
     ({"style": "shouting"}, "style"),
     ({"mask_convention": "matlab"}, "mask_convention"),
     ({"acceleration": "realised"}, "acceleration"),
-    ({"colour": "blue"}, "unknown prompt key"),
+    ({"colour": "blue"}, "prompt does not match: unknown key"),
     ("official", "JSON object"),
 ])
 def test_a_bad_prompt_section_is_refused_by_name(saved, tmp_path, tiny_model, prompt, match):

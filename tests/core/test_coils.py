@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from cardiomm_core.coils import CoilCompression, coil_compression, estimate_sensitivities, find_acs
+from cardiomm_core.coils import SvdCoilCompression, coil_compression, estimate_sensitivities, find_acs
 from cardiomm_core.fft import fft2c
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_compression_with_fewer_samples_than_coils_is_still_unitary(rng):
     assert cc.singular_values.shape == (8,) and np.all(cc.singular_values[5:] == 0)
 
 
-def _energy_fraction(cc: CoilCompression, calib: np.ndarray) -> float:
+def _energy_fraction(cc: SvdCoilCompression, calib: np.ndarray) -> float:
     compressed = cc.apply(calib, coil_axis=0)
     return float(np.sum(np.abs(compressed) ** 2) / np.sum(np.abs(calib) ** 2))
 
@@ -122,7 +122,7 @@ def test_compression_to_fewer_coils_keeps_the_stated_energy(rng, n_coils, n_virt
     assert cc.energy_kept == pytest.approx(power[:n_virtual].sum() / power.sum(), rel=1e-9)
     # the SVD is optimal: random orthonormal rows keep less
     q, _ = np.linalg.qr(rng.standard_normal((n_coils, n_virtual)) + 1j * rng.standard_normal((n_coils, n_virtual)))
-    random_cc = CoilCompression(q.conj().T.astype(np.complex64), cc.singular_values, 0.0)
+    random_cc = SvdCoilCompression(q.conj().T.astype(np.complex64), cc.singular_values, 0.0)
     assert _energy_fraction(random_cc, calib) < cc.energy_kept
 
 

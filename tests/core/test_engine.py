@@ -1,11 +1,19 @@
+import gc
+import threading
+import weakref
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from cardiomm_core.checkpoint import save_checkpoint
 from cardiomm_core.context import ScanContext
+from cardiomm_core.conventional import conventional_recon
 from cardiomm_core.engine import (
     DEFAULT_NORMALISATION,
+    ENGINES,
+    EngineCache,
     InferenceEngine,
     ReconOutcome,
     get_engine,
@@ -13,7 +21,6 @@ from cardiomm_core.engine import (
     reconstruct_or_fallback,
 )
 from cardiomm_core.model import CardioMM, config_by_name
-from cardiomm_core.recon import conventional_recon
 from cardiomm_core.text import HashingEncoder
 
 CONTEXT = ScanContext(acceleration=4, pattern="ktUniform")
@@ -139,12 +146,37 @@ def test_from_checkpoint_and_get_engine(rng, tmp_path):
     kspace, mask = scan(rng, n_s=1)
     np.testing.assert_allclose(loaded.reconstruct(kspace, mask, CONTEXT), direct.reconstruct(kspace, mask, CONTEXT),
                                rtol=1e-6, atol=1e-7)
-    get_engine.cache_clear()
+    ENGINES.clear()
     first = get_engine(path, device="cpu")
     assert get_engine(str(path), device="cpu") is first
     with pytest.raises(ValueError, match="text encoder mismatch"):
         InferenceEngine.from_checkpoint(path, device="cpu", text_encoder=HashingEncoder(dim=32))
-    get_engine.cache_clear()
+    ENGINES.clear()
+
+
+def test_engine_cache_frees_evicted_engines(tmp_path):
+    """Beyond maxsize the least recently used engine leaves the cache and, unreferenced, is collected."""
+    paths = [save_checkpoint(tmp_path / f"tiny{i}", tiny_model(), text_encoder_name="hashing-64",
+                             text_encoder_dim=64, normalisation=DEFAULT_NORMALISATION) for i in range(3)]
+    cache = EngineCache(maxsize=2)
+    seen: list[Path] = []
+    first, loaded = cache.get(paths[0], "cpu", before_load=seen.append)
+    assert loaded and seen == [paths[0].resolve()] and cache.loads == 1
+    assert cache.get(paths[0], "cpu", before_load=seen.append) == (first, False) and len(seen) == 1
+    assert isinstance(first.run_lock, type(threading.Lock())) and first.run_lock is not cache.get(paths[1], "cpu")[0].run_lock
+    gone = weakref.ref(first)
+    del first
+    cache.get(paths[2], "cpu")  # evicts paths[0], the least recently used
+    gc.collect()
+    assert gone() is None and len(cache) == 2 and cache.loads == 3
+    def refuse(path: Path) -> None:
+        raise ValueError(f"refused {path.name}")
+
+    with pytest.raises(ValueError, match="refused"):
+        cache.get(paths[0], "cpu", before_load=refuse)
+    assert len(cache) == 2 and cache.loads == 3
+    with pytest.raises(ValueError, match="maxsize"):
+        EngineCache(maxsize=0)
 
 
 def test_bad_inputs_are_named(rng):

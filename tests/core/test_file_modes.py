@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cardiomm_core._files import current_umask
 from cardiomm_core.checkpoint import checkpoint_paths, save_checkpoint
+from cardiomm_core.files import current_umask
 from cardiomm_core.model import CardioMM, config_by_name
 
 
@@ -52,7 +52,7 @@ def test_training_checkpoint_folder_and_files_follow_the_umask(tmp_path, umask):
 
 
 def test_embedding_cache_files_follow_the_umask(tmp_path, umask):
-    from cardiomm_core.text import EmbeddingCache
+    from cardiomm_core.embedding_cache import EmbeddingCache
 
     EmbeddingCache(tmp_path / "cache").put("hashing-16", "Undersampling: 8x Uniform.", torch.ones(16))
     files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]

@@ -4,19 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from cardiomm_core.coils import acs_region_mask
 from cardiomm_core.context import ScanContext
-from cardiomm_core.model import (
-    CONFIG_NAMES,
-    CardioMM,
-    CardioMMConfig,
-    DataConsistency,
-    acs_region_mask,
-    adjacent_frame_index,
-    config_by_name,
-    count_parameters,
-)
+from cardiomm_core.model import CONFIG_NAMES, CardioMM, CardioMMConfig, config_by_name, count_parameters
+from cardiomm_core.prompting import encode_sentences
 from cardiomm_core.sense import sens_expand
-from cardiomm_core.text import HashingEncoder, encode_context
+from cardiomm_core.text import HashingEncoder
+from cardiomm_core.unroll import DataConsistency, adjacent_frame_index
 from tests.helpers import crandn
 
 TEXT_DIM = 64
@@ -160,11 +154,11 @@ def test_sentences_change_the_output(rng, which):
              else base.with_sampling(16, "ktGaussian"))
     outputs = []
     for ctx in (base, other):
-        meta, us = encode_context(encoder, ctx)
+        meta, us = encode_sentences(encoder, ctx.sentences())
         with torch.no_grad():
             outputs.append(model(kspace, mask, meta[None], us[None]))
-    meta_a, us_a = encode_context(encoder, base)
-    meta_b, us_b = encode_context(encoder, other)
+    meta_a, us_a = encode_sentences(encoder, base.sentences())
+    meta_b, us_b = encode_sentences(encoder, other.sentences())
     if which == "metadata":
         assert not torch.equal(meta_a, meta_b) and torch.equal(us_a, us_b)
     else:
@@ -236,7 +230,7 @@ def test_named_configurations_sizes():
 def test_input_errors_are_named(rng):
     model = tiny()
     kspace, mask, meta, us = make_inputs(rng, 1, 2, 2)
-    with pytest.raises(ValueError, match="meta_emb.*text_dim=64"):
+    with pytest.raises(ValueError, match="metadata_emb.*text_dim=64"):
         model(kspace, mask, meta[:, :32], us)
     with pytest.raises(ValueError, match="complex"):
         model(kspace.real, mask, meta, us)

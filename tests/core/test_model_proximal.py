@@ -6,18 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from cardiomm_core.cg import conjugate_gradient
 from cardiomm_core.checkpoint import load_checkpoint, save_checkpoint
-from cardiomm_core.model import (
-    CardioMM,
-    CardioMMConfig,
-    ProximalDataConsistency,
-    SensitivityRefiner,
-    config_by_name,
-    conjugate_gradient_steps,
-    conventional_start,
-)
-from cardiomm_core.recon import conventional_recon
+from cardiomm_core.conventional import conventional_recon
+from cardiomm_core.model import CardioMM, CardioMMConfig, config_by_name
 from cardiomm_core.sense import sens_expand
+from cardiomm_core.unroll import ProximalDataConsistency, SensitivityRefiner, conventional_start
 from tests.core.test_model import TEXT_DIM, make_inputs
 from tests.helpers import crandn
 
@@ -80,7 +74,7 @@ def test_proximal_dc_fits_the_data_better_than_its_input(rng):
     assert residuals[0] < float(kspace.abs().pow(2).sum())
 
 
-def test_conjugate_gradient_steps_solve_small_systems_exactly(rng):
+def test_conjugate_gradient_fixed_steps_solve_small_systems_exactly(rng):
     """n steps of CG solve an n-dimensional Hermitian positive definite system (per image)."""
     n_y, n_x = 2, 3
     n = n_y * n_x
@@ -92,7 +86,7 @@ def test_conjugate_gradient_steps_solve_small_systems_exactly(rng):
         flat = image.reshape(1, 2, n, 1)
         return (hpd[None] @ flat).reshape(image.shape)
 
-    x = conjugate_gradient_steps(normal, rhs, n)
+    x = conjugate_gradient(normal, rhs, n_iter=n)
     expected = torch.linalg.solve(hpd, rhs.reshape(2, n, 1)).reshape(rhs.shape)
     torch.testing.assert_close(x, expected, rtol=1e-8, atol=1e-10)
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from cardiomm_core.context import ScanContext
+from cardiomm_core.conventional import direct_recon, effective_acceleration
 from cardiomm_core.engine import InferenceEngine, reconstruct_or_fallback
 from cardiomm_core.fft import ifft2c
 from cardiomm_core.model import CardioMM, config_by_name
-from cardiomm_core.recon import direct_recon, effective_acceleration
 from cardiomm_core.sense import rss
 from cardiomm_core.text import HashingEncoder
 

@@ -31,6 +31,7 @@ from cardiomm_core.official_import import (
     main,
     read_official_state_dict,
 )
+from cardiomm_core.prompting import PromptSpec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "official"
 CKPT = FIXTURES / "tiny_official.ckpt"
@@ -244,7 +245,8 @@ def test_imported_sidecar_records_encoder_prompt_and_provenance(imported):
     assert meta.text_encoder_name == "clip-vit-base-patch16" and meta.text_encoder_dim == 512
     assert meta.normalisation == {"kind": "none"}
     assert OFFICIAL_PROMPT == {"style": "official", "mask_convention": "official"}
-    assert meta.prompt_spec.style == "official" and meta.prompt_spec.mask_convention == "official"
+    spec = PromptSpec.from_dict(meta.prompt)
+    assert spec.style == "official" and spec.mask_convention == "official"
     training = meta.training
     assert training["source_file"] == CKPT.name
     assert training["source_sha256"] == hashlib.sha256(CKPT.read_bytes()).hexdigest()
@@ -268,7 +270,7 @@ def test_shared_prelu_is_stored_once_and_shared_again(tmp_path):
     assert len(shared) > 1 and sum(k in stored for k in shared) == 1
     assert len(stored) == len(all_keys) - len(shared) + 1
     loaded, meta = load_checkpoint(path)
-    assert isinstance(loaded, OfficialCardioMM) and meta.prompt_spec.style == "project"  # none given
+    assert isinstance(loaded, OfficialCardioMM) and PromptSpec.from_dict(meta.prompt).style == "project"  # none given
     first = loaded.metausunetlight.sens_net.norm_unet.unet.bottleneck[0].body[1]
     assert first is loaded.metausunetlight.cascades[1].model.unet.dec_level2.ca.body[1]  # one module again
     for key, value in loaded.state_dict().items():

@@ -10,14 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cardiomm_core.text import (
-    CLIP_DIR_ENV,
-    OFFICIAL_CLIP_NAME,
-    CachedEncoder,
-    EmbeddingCache,
-    canonical_encoder_name,
-    get_encoder,
-)
+from cardiomm_core.embedding_cache import CachedEncoder, EmbeddingCache
+from cardiomm_core.text import CLIP_DIR_ENV, OFFICIAL_CLIP_NAME, canonical_encoder_name, get_encoder
 from tests.core.test_text import tiny_clip_folder  # noqa: F401 - a fixture (tiny random CLIP, saved offline)
 
 #: short: the tiny CLIP's byte-level vocabulary spends a token per character (48 positions)

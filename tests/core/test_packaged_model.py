@@ -10,6 +10,7 @@ import torch
 from cardiomm_core.checkpoint import read_checkpoint_meta
 from cardiomm_core.coils import coil_compression
 from cardiomm_core.context import ScanContext
+from cardiomm_core.conventional import conventional_recon
 from cardiomm_core.engine import InferenceEngine
 from cardiomm_core.masks import make_mask
 from cardiomm_core.metrics import evaluate
@@ -17,7 +18,6 @@ from cardiomm_core.noise import noise_covariance, prewhitening_matrix
 from cardiomm_core.packaged import packaged_model_path
 from cardiomm_core.phantom import simulate_cardiac_scan
 from cardiomm_core.prompting import sampling_context
-from cardiomm_core.recon import conventional_recon
 from cardiomm_core.sense import rss_complex
 
 pytestmark = pytest.mark.usefixtures("one_thread")

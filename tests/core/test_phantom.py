@@ -1,17 +1,12 @@
 import numpy as np
 import pytest
 
-from cardiomm_core.phantom import (
-    TISSUES,
-    PhantomScan,
+from cardiomm_core.phantom import TISSUES, PhantomScan, noise_free_rss, phantom_geometry, simulate_cardiac_scan
+from cardiomm_core.readout import crop_image_readout, pad_image_readout
+from tests.core.phantom_analysis import (
     cardiac_phase_volumes,
-    crop_readout,
     ejection_fraction,
     lv_blood_pool_areas,
-    noise_free_rss,
-    pad_readout,
-    phantom_geometry,
-    simulate_cardiac_scan,
     tissue_fractions,
     tissue_relaxation,
 )
@@ -88,13 +83,13 @@ def test_noise_free_kspace_is_fft_of_sensitivities_times_object():
     scan = simulate_cardiac_scan(seed=2, n_slices=2, n_frames=3, n_coils=4, matrix=(37, 29), noise_level=0.0)
     nx = scan.images.shape[-1]
     nx_enc = scan.kspace.shape[-1]
-    obj = pad_readout(scan.images.astype(np.complex128), nx_enc)                  # (S, T, y, x_enc)
+    obj = pad_image_readout(scan.images.astype(np.complex128), nx_enc)                  # (S, T, y, x_enc)
     expected = np_fft2c(scan.sensitivities.astype(np.complex128)[:, :, None] * obj[:, None])
     np.testing.assert_allclose(scan.kspace, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     # rss of the coil images, cropped to the recon FOV, is |object| * rss(sensitivities)
     rss = np.sqrt((np.abs(np_ifft2c(scan.kspace.astype(np.complex128))) ** 2).sum(axis=1))
     sens_rss = np.sqrt((np.abs(scan.sensitivities) ** 2).sum(axis=1))          # (S, y, x_enc)
-    np.testing.assert_allclose(crop_readout(rss, nx), np.abs(scan.images) * crop_readout(sens_rss, nx)[:, None],
+    np.testing.assert_allclose(crop_image_readout(rss, nx), np.abs(scan.images) * crop_image_readout(sens_rss, nx)[:, None],
                                rtol=0, atol=1e-5 * rss.max())
     # nothing of the object lies in the oversampled part of the readout
     assert np.abs(rss).max() > 0 and np.abs(obj).sum() == pytest.approx(np.abs(scan.images).sum(), rel=1e-6)
@@ -104,7 +99,7 @@ def test_noise_free_kspace_is_fft_of_sensitivities_times_object():
 def test_sensitivities_are_smooth_and_localised():
     scan = simulate_cardiac_scan(seed=1, n_frames=1, n_coils=8, matrix=(64, 56), noise_level=0.0)
     mag = np.abs(scan.sensitivities[0])                                           # (C, y, x_enc)
-    body = crop_readout(pad_readout(np.abs(scan.images[0, 0]), mag.shape[-1]) > 0, mag.shape[-1])
+    body = crop_image_readout(pad_image_readout(np.abs(scan.images[0, 0]), mag.shape[-1]) > 0, mag.shape[-1])
     inside = mag[:, body]
     # every coil sees the body, with a strongly varying sensitivity (surface coils)
     assert np.all(inside.max(axis=1) > 3 * inside.min(axis=1))
@@ -252,18 +247,6 @@ def test_noise_covariance_is_hermitian_pd_and_realised():
     assert not np.any(clean.noise_samples(10))
 
 
-def test_readout_crop_and_pad_are_inverse():
-    x = np.arange(2 * 7, dtype=np.float32).reshape(2, 7) + 1
-    padded = pad_readout(x, 14)
-    assert padded.shape == (2, 14) and padded.sum() == x.sum()
-    np.testing.assert_array_equal(crop_readout(padded, 7), x)
-    assert padded[0, 14 // 2] == x[0, 7 // 2]                      # the centre pixel stays the centre
-    with pytest.raises(ValueError, match="nx_enc"):
-        pad_readout(x, 5)
-    with pytest.raises(ValueError, match="nx"):
-        crop_readout(x, 9)
-
-
 @pytest.mark.parametrize("kwargs,name", [
     (dict(matrix=(4, 32)), "matrix"),
     (dict(matrix=(32,)), "matrix"),
@@ -301,12 +284,12 @@ def test_noise_free_rss_is_the_rss_of_the_mixed_noise_free_coil_images():
     rng = np.random.default_rng(0)
     mixing = (rng.standard_normal((3, 4)) + 1j * rng.standard_normal((3, 4))).astype(np.complex64)
     mixed = np.einsum("dc,sctyx->sdtyx", mixing, np_ifft2c(scan.kspace))       # (S, 3, T, y, x_enc)
-    expected = crop_readout(np.sqrt((np.abs(mixed) ** 2).sum(axis=1)), 20)
+    expected = crop_image_readout(np.sqrt((np.abs(mixed) ** 2).sum(axis=1)), 20)
     got = noise_free_rss(scan.images, scan.sensitivities, mixing)
     assert got.shape == (2, 3, 16, 20) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6 * expected.max())
     one = noise_free_rss(scan.images[1], scan.sensitivities[1])                 # one slice, no mixing
-    np.testing.assert_allclose(one, crop_readout(np.sqrt((np.abs(np_ifft2c(scan.kspace[1])) ** 2).sum(axis=0)), 20),
+    np.testing.assert_allclose(one, crop_image_readout(np.sqrt((np.abs(np_ifft2c(scan.kspace[1])) ** 2).sum(axis=0)), 20),
                                rtol=1e-4, atol=1e-6 * expected.max())
     with pytest.raises(ValueError, match="mixing"):
         noise_free_rss(scan.images, scan.sensitivities, mixing[:, :3])

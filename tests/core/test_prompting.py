@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cardiomm_core.context import ScanContext
-from cardiomm_core.masks import _nearest_rotated_row, _nearest_rotated_row_full, acs_start, make_mask
+from cardiomm_core.masks import _nearest_rotated_row, _rotation_matrix, acs_start, make_mask
 from cardiomm_core.prompting import PromptSpec, describe_sampling, sampling_context
 
 # ---- sentence styles -------------------------------------------------------------------------
@@ -42,6 +42,17 @@ OFFICIAL_METADATA = [
     (dict(population="Pediatric", modality="Perfusion"),
      "Pediatric cardiac MRI reconstruction.Vendor: 3.0T, Siemens, Vida. Modality: perfusion, short-axis."),
 ]
+
+
+def _nearest_rotated_row_full(side: int, row: int, angle_deg: float, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """:func:`cardiomm_core.masks._nearest_rotated_row` evaluated on every pixel (slow; a check for the fast one)."""
+    matrix = _rotation_matrix(side, angle_deg)
+    grid_x, grid_y = np.meshgrid(cols.astype(np.float64), rows.astype(np.float64))
+    points = np.stack([grid_x.ravel(), grid_y.ravel(), np.ones(grid_x.size)], axis=1)
+    source = points @ matrix.T
+    src_x = np.floor(source[:, 0] + 0.5)
+    hit = (np.floor(source[:, 1] + 0.5) == row) & (src_x >= 0) & (src_x <= side - 1)
+    return hit.reshape(grid_x.shape)
 
 
 @pytest.mark.parametrize("fields, expected", OFFICIAL_METADATA)

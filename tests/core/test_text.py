@@ -17,16 +17,13 @@ import pytest
 import torch
 
 from cardiomm_core.context import ScanContext
+from cardiomm_core.embedding_cache import CachedEncoder, EmbeddingCache, default_cache_dir
 from cardiomm_core.text import (
-    CachedEncoder,
     CLIPTextEncoder,
-    EmbeddingCache,
     HashingEncoder,
     MiniLMEncoder,
     TextEncoder,
     canonical_encoder_name,
-    default_cache_dir,
-    encode_context,
     get_encoder,
 )
 
@@ -94,7 +91,8 @@ def fresh_process(tmp_path_factory) -> dict:
     CachedEncoder(HashingEncoder(16), EmbeddingCache(cache_dir)).encode(SENTENCES[:2])
     code = (
         "import json, sys\n"
-        "from cardiomm_core.text import CachedEncoder, EmbeddingCache, HashingEncoder\n"
+        "from cardiomm_core.embedding_cache import CachedEncoder, EmbeddingCache\n"
+        "from cardiomm_core.text import HashingEncoder\n"
         "class Refuse(HashingEncoder):\n"
         "    def encode(self, s):\n"
         "        raise SystemExit('encoder called for ' + repr(list(s)))\n"
@@ -171,16 +169,6 @@ def test_canonical_encoder_names():
     assert canonical_encoder_name("hashing") == "hashing-64"
     assert canonical_encoder_name("clip:/models/clip-vit-b32/") == "clip:clip-vit-b32"
     assert canonical_encoder_name("hashing-16") == "hashing-16"
-
-
-def test_encode_context_returns_the_two_sentence_embeddings():
-    enc = HashingEncoder(48)
-    meta, us = encode_context(enc, CINE)
-    ref = enc.encode([CINE.metadata_sentence(), CINE.undersampling_sentence()])
-    assert meta.shape == (48,) and us.shape == (48,)
-    assert torch.equal(meta, ref[0]) and torch.equal(us, ref[1])
-    with pytest.raises(ValueError, match="ScanContext"):
-        encode_context(enc, {"modality": "Cine"})  # type: ignore[arg-type]
 
 
 # ---- cache ---------------------------------------------------------------------------------
@@ -323,7 +311,8 @@ def test_fully_cached_minilm_is_never_loaded_in_a_fresh_process(minilm_embedding
         cache.put(enc.name, sentence, vector)
     code = (
         "import sys\n"
-        "from cardiomm_core.text import CachedEncoder, MiniLMEncoder\n"
+        "from cardiomm_core.embedding_cache import CachedEncoder\n"
+        "from cardiomm_core.text import MiniLMEncoder\n"
         "inner = MiniLMEncoder()\n"
         "emb = CachedEncoder(inner).encode(sys.argv[2:])\n"
         "import numpy; numpy.save(sys.argv[1], emb.numpy())\n"

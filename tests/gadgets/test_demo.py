@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cardiomm_core.phantom import crop_readout, simulate_cardiac_scan
+from cardiomm_core.phantom import simulate_cardiac_scan
+from cardiomm_core.readout import crop_image_readout
 from cardiomm_core.sense import rss_complex
 from gadgets.io.image_io import read_images
 from gadgets.io.simulated_scan import read_ground_truth
@@ -80,7 +81,7 @@ def test_zero_filled_is_weaker_than_fully_sampled(demo_run):
     # the same subject fully sampled: undersampling drops energy and leaves aliasing
     full_kspace = simulate_cardiac_scan(seed=0, n_slices=2, n_frames=3, n_coils=3, matrix=(32, 32),
                                         modality="cine").kspace
-    full = crop_readout(rss_complex(torch.from_numpy(full_kspace)).numpy(), 32)
+    full = crop_image_readout(rss_complex(torch.from_numpy(full_kspace)).numpy(), 32)
     assert full.shape == zero_filled.shape
     assert np.linalg.norm(zero_filled) < np.linalg.norm(full)
     assert np.linalg.norm(zero_filled - full) > 0.05 * np.linalg.norm(full)
@@ -132,7 +133,7 @@ def test_reference_is_the_noise_free_rss_of_prewhitened_coil_images(demo_run):
     padded = np.pad(truth.images, [(0, 0), (0, 0), (0, 0), (pad, pad)])     # (S, T, y, x_enc)
     coil_images = truth.sensitivities[:, :, None] * padded[:, None]         # (S, C, T, y, x_enc)
     whitened = np.einsum("dc,sctyx->sdtyx", whitening, coil_images)
-    expected = crop_readout(np.sqrt((np.abs(whitened) ** 2).sum(axis=1)), 32)
+    expected = crop_image_readout(np.sqrt((np.abs(whitened) ** 2).sum(axis=1)), 32)
     np.testing.assert_allclose(demo.reference_images(truth), expected, rtol=1e-4, atol=1e-6)
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from cardiomm_core.readout import crop_image_readout
 from gadgets.buffer import AcquisitionBuffer
 from gadgets.layout import buffer_to_kspace
-from gadgets.recon import CardioMMRecon, crop_readout
+from gadgets.recon import CardioMMRecon
 from tests.gadgets.harness import synthetic_scan
 
 
@@ -25,7 +26,7 @@ def test_fully_sampled_scan_is_reconstructed_directly(rng) -> None:
     assert {im.meta["CardioMM.Model"] for im in images} == {"none"}
     assert "below direct_recon_threshold 1.5" in images[0].meta["CardioMM.DirectReason"]
     kspace, _ = buffer_to_kspace(np.asarray(buffers[0].bits[0].data.data), "N")
-    expected = crop_readout(_fft_rss(kspace)[0], 10)  # (frames, y, x)
+    expected = crop_image_readout(_fft_rss(kspace)[0], 10)  # (frames, y, x)
     for image in images:
         got = np.asarray(image.data)[0, 0]
         want = expected[int(image.phase)]

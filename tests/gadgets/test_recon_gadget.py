@@ -11,14 +11,15 @@ import torch
 from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData
 
 from cardiomm_core.checkpoint import save_checkpoint
+from cardiomm_core.conventional import conventional_recon
 from cardiomm_core.model import CardioMM, config_by_name
-from cardiomm_core.recon import conventional_recon
+from cardiomm_core.readout import crop_image_readout
 from gadgets.buffer import AcquisitionBuffer
 from gadgets.io.ismrmrd_io import RawFile
 from gadgets.io.simulated_header import TICK_MS
 from gadgets.io.simulated_scan import read_ground_truth
 from gadgets.layout import buffer_to_kspace, line_sampled, sampling_mask
-from gadgets.recon import CardioMMRecon, crop_readout, engine_loads, merge_reference
+from gadgets.recon import CardioMMRecon, engine_loads, merge_reference
 from tests.gadgets.conftest import SIMULATED_SCAN
 from tests.gadgets.harness import assert_items_equal, run_gadget, synthetic_scan
 
@@ -75,7 +76,7 @@ def expected_cg_sense(recon_data: list[ReconData]) -> list[np.ndarray]:
         kspace, layout = buffer_to_kspace(np.asarray(buffer.data))
         mask = sampling_mask(np.asarray(buffer.data), buffer.headers, layout).astype(np.float32)
         images = conventional_recon(torch.from_numpy(kspace), torch.from_numpy(mask), method="cg_sense").images
-        result.append(np.abs(crop_readout(images.numpy(), RECON_X))[0])
+        result.append(np.abs(crop_image_readout(images.numpy(), RECON_X))[0])
     return result
 
 

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from gadgets.remove_oversampling import RemoveOversampling, crop_readout, oversampling_ratio
+from gadgets.remove_oversampling import RemoveOversampling, oversampling_ratio
 from tests.gadgets.harness import assert_items_equal, run_gadget, synthetic_scan
 
 
 def cifft(x: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(x, axes=-1), axis=-1, norm="ortho"), axes=-1)
-
-
-@pytest.mark.parametrize("n_samples, n_keep", [(18, 9), (20, 10), (15, 7), (13, 13)])
-def test_crop_keeps_the_central_image_samples(rng: np.random.Generator, n_samples: int, n_keep: int) -> None:
-    data = (rng.standard_normal((3, n_samples)) + 1j * rng.standard_normal((3, n_samples))).astype(np.complex64)
-    cropped, start = crop_readout(data, n_keep)
-    assert cropped.shape == (3, n_keep) and cropped.dtype == np.complex64
-    assert start == (n_samples - n_keep) // 2
-    np.testing.assert_allclose(cifft(cropped), cifft(data)[:, start:start + n_keep], atol=1e-5)
-    with pytest.raises(ValueError, match="n_keep"):
-        crop_readout(data, n_samples + 1)
 
 
 def test_acquisitions_are_cropped_and_headers_updated() -> None:

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from cardiomm_core.masks import acs_start, make_mask
-from cardiomm_core.phantom import crop_readout, simulate_cardiac_scan
+from cardiomm_core.phantom import simulate_cardiac_scan
+from cardiomm_core.readout import crop_image_readout
 from cardiomm_core.sense import rss, rss_complex
 from gadgets.io.ismrmrd_io import (
     CURRENT_HEADER_VERSION,
@@ -266,8 +267,8 @@ def test_full_sampling_rss_equals_the_phantom(tmp_path):
     scan = _phantom(**settings)
     torch.testing.assert_close(rss_complex(kspace), rss_complex(torch.from_numpy(scan.kspace)))
     # physics: rss of the coil images = |image| * rss(sensitivities) on the recon FOV
-    combined = crop_readout(rss_complex(kspace).numpy(), 32)
-    sens_rss = crop_readout(rss(torch.from_numpy(scan.sensitivities), dim=1).numpy(), 32)
+    combined = crop_image_readout(rss_complex(kspace).numpy(), 32)
+    sens_rss = crop_image_readout(rss(torch.from_numpy(scan.sensitivities), dim=1).numpy(), 32)
     np.testing.assert_allclose(combined, np.abs(scan.images) * sens_rss[:, None], atol=1e-5)
 
 

@@ -58,7 +58,7 @@ def crop_to_recon_fov(images: torch.Tensor, recon_nx: int | None) -> torch.Tenso
     """Central ``recon_nx`` columns of the last axis: ``(..., x_enc) -> (..., recon_nx)``.
 
     The first kept column is ``x_enc // 2 - recon_nx // 2`` (the centre pixel ``n // 2`` of the
-    centred FFT stays the centre, as ``cardiomm_core.phantom.crop_readout``). ``None`` keeps all.
+    centred FFT stays the centre, as ``cardiomm_core.readout.crop_image_readout``). ``None`` keeps all.
     """
     if recon_nx is None:
         return images

@@ -50,9 +50,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from cardiomm_core._files import write_atomically
+from cardiomm_core.checks import check_int, check_int_range
 from cardiomm_core.coils import coil_compression
 from cardiomm_core.context import ScanContext
+from cardiomm_core.files import write_atomically
 from cardiomm_core.noise import prewhitening_matrix
 from cardiomm_core.phantom import PhantomScan, noise_free_rss, simulate_cardiac_scan
 
@@ -102,31 +103,12 @@ class SubjectParams:
 
     def context(self) -> ScanContext:
         """The fully sampled ScanContext a scan of these parameters has (as ``simulate_cardiac_scan`` writes it)."""
-        from cardiomm_core.phantom import _CONTEXT_MODALITY
+        from cardiomm_core.phantom import CONTEXT_MODALITY
 
         field_t, vendor, model = self.scanner
         return ScanContext(field_strength_t=float(field_t), vendor=vendor, scanner_model=model,
-                           modality=_CONTEXT_MODALITY[self.modality], view="short-axis", acceleration=1.0,
+                           modality=CONTEXT_MODALITY[self.modality], view="short-axis", acceleration=1.0,
                            pattern="full")
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_int_range(name: str, value: object, minimum: int) -> tuple[int, int] | None:
-    """None, or an inclusive ``(low, high)`` pair of integers ``minimum <= low <= high``."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"{name} must be an inclusive range [low, high], got {value!r}")
-    low = _check_int(f"{name}[0]", value[0], minimum)
-    high = _check_int(f"{name}[1]", value[1], minimum)
-    if high < low:
-        raise ValueError(f"{name} must be [low, high] with low <= high, got {value!r}")
-    return low, high
 
 
 def _draw_int(u: float, bounds: tuple[int, int]) -> int:
@@ -198,15 +180,15 @@ class SyntheticCardiacDataset(Dataset):
         scanner_choice: str = "cycle",
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.n_subjects = _check_int("n_subjects", n_subjects, 1)
-        self.seed = _check_int("seed", seed, 0)
-        self.n_frames = _check_int("n_frames", n_frames, 1)
-        self.n_coils = _check_int("n_coils", n_coils, 1)
-        self.n_slices = _check_int("n_slices", n_slices, 1)
-        self.readout_oversampling = _check_int("readout_oversampling", readout_oversampling, 1)
+        self.n_subjects = check_int("n_subjects", n_subjects, 1)
+        self.seed = check_int("seed", seed, 0)
+        self.n_frames = check_int("n_frames", n_frames, 1)
+        self.n_coils = check_int("n_coils", n_coils, 1)
+        self.n_slices = check_int("n_slices", n_slices, 1)
+        self.readout_oversampling = check_int("readout_oversampling", readout_oversampling, 1)
         if not isinstance(matrix, (tuple, list)) or len(matrix) != 2:
             raise ValueError(f"matrix must be (nx readout, ny phase), got {matrix!r}")
-        self.matrix = (_check_int("matrix[0] (nx)", matrix[0], 8), _check_int("matrix[1] (ny)", matrix[1], 8))
+        self.matrix = (check_int("matrix[0] (nx)", matrix[0], 8), check_int("matrix[1] (ny)", matrix[1], 8))
         if isinstance(modalities, str) or not modalities:
             raise ValueError(f"modalities must be a non-empty sequence of {SYNTHETIC_MODALITIES}, got {modalities!r}")
         for modality in modalities:
@@ -224,9 +206,9 @@ class SyntheticCardiacDataset(Dataset):
         if prewhiten and self.noise_level == 0:
             raise ValueError("prewhiten needs noise (noise_level > 0): a noise-free scan has no noise covariance")
         self.prewhiten = bool(prewhiten)
-        self.nx_range = _check_int_range("nx_range", nx_range, 8)
-        self.ny_range = _check_int_range("ny_range", ny_range, 8)
-        self.coils_range = _check_int_range("coils_range", coils_range, 1)
+        self.nx_range = check_int_range("nx_range", nx_range, 8)
+        self.ny_range = check_int_range("ny_range", ny_range, 8)
+        self.coils_range = check_int_range("coils_range", coils_range, 1)
         frames: dict[str, tuple[int, int]] = {}
         if frames_by_modality is not None:
             if not isinstance(frames_by_modality, Mapping):
@@ -234,7 +216,7 @@ class SyntheticCardiacDataset(Dataset):
             for modality, bounds in frames_by_modality.items():
                 if modality not in SYNTHETIC_MODALITIES:
                     raise ValueError(f"frames_by_modality keys must be in {SYNTHETIC_MODALITIES}, got {modality!r}")
-                checked = _check_int_range(f"frames_by_modality[{modality!r}]", bounds, 1)
+                checked = check_int_range(f"frames_by_modality[{modality!r}]", bounds, 1)
                 if checked is None:
                     raise ValueError(f"frames_by_modality[{modality!r}] must be [low, high], got None")
                 frames[modality] = checked
@@ -250,7 +232,7 @@ class SyntheticCardiacDataset(Dataset):
         if scanner_choice not in SCANNER_CHOICES:
             raise ValueError(f"scanner_choice must be one of {SCANNER_CHOICES}, got {scanner_choice!r}")
         self.scanner_choice = scanner_choice
-        self.compress_coils = None if compress_coils is None else _check_int("compress_coils", compress_coils, 1)
+        self.compress_coils = None if compress_coils is None else check_int("compress_coils", compress_coils, 1)
         if self.compress_coils is not None and self.coils_range is None and self.compress_coils > self.n_coils:
             raise ValueError(f"compress_coils ({self.compress_coils}) must not exceed n_coils ({self.n_coils})")
         if target not in SYNTHETIC_TARGETS:

@@ -34,14 +34,14 @@ results in ``benchmarks/results/fallback_quality.md``):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_complex, check_ndim, check_tensor
-from .coils import _calibration_weight, _check_kspace_mask, estimate_sensitivities, find_acs
-from .fft import fft2c, ifft2c
+from .cg import conjugate_gradient
+from .checks import check_complex, check_ndim, check_tensor
+from .coils import calibration_window, check_kspace_mask, estimate_sensitivities, find_acs
+from .fft import ifft2c
 from .sense import rss, sens_expand, sens_reduce
 
 logger = logging.getLogger(__name__)
@@ -72,11 +72,8 @@ DEFAULT_TOL = 1e-3
 #: and cost 1.5 dB even with full sampling; 0.01 .. 0.02 were best.
 DEFAULT_SENS_THRESHOLD = 0.02
 
-_ITEM_DIMS = (-2, -1)
-
-
 def _check_inputs(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) -> None:
-    _check_kspace_mask(kspace, mask)
+    check_kspace_mask(kspace, mask)
     check_tensor("sens", sens)
     check_ndim("sens", sens, 5, "(batch, coils, 1 | frames, y, x)")
     check_complex("sens", sens)
@@ -96,11 +93,6 @@ def zero_filled(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.Tensor) ->
     return sens_reduce(kspace, sens, mask)
 
 
-def _inner(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...] = _ITEM_DIMS) -> torch.Tensor:
-    """Per-item real part of <a, b> over ``dims``: ``(B, T, y, x)`` x2 -> ``(B, T, 1, 1)``."""
-    return (a.conj() * b).real.sum(dim=dims, keepdim=True)
-
-
 def _check_number(name: str, value: object, *, upper: float | None = None) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf") \
             or (upper is not None and value > upper):
@@ -111,51 +103,6 @@ def _check_number(name: str, value: object, *, upper: float | None = None) -> No
 def _check_n_iter(n_iter: object) -> None:
     if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 0:
         raise ValueError(f"n_iter must be an integer >= 0, got {n_iter!r}")
-
-
-def _conjugate_gradient(
-    normal: Callable[[torch.Tensor], torch.Tensor],
-    rhs: torch.Tensor,
-    *,
-    n_iter: int,
-    tol: float,
-    name: str,
-) -> torch.Tensor:
-    """Solve ``normal(x) = rhs`` (Hermitian positive semi-definite per item) from ``x = 0``.
-
-    ``rhs (B, T, y, x)``; every (batch, frame) item has its own step sizes and stops once its
-    residual ``||rhs - normal(x)|| / ||rhs||`` is below ``tol``; the loop ends when all have
-    stopped or after ``n_iter`` iterations.
-    """
-    x = torch.zeros_like(rhs)
-    r = rhs.clone()
-    p = r.clone()
-    rs = _inner(r, r)
-    rhs_norm = rs.sqrt()
-    threshold = tol * rhs_norm
-    active = rs.sqrt() > threshold  # items with rhs == 0 are already solved by x = 0
-    for iteration in range(n_iter):
-        if not bool(active.any()):
-            logger.debug("%s: all items converged after %d iterations", name, iteration)
-            break
-        ap = normal(p)
-        p_ap = _inner(p, ap)
-        usable = active & (p_ap > 0)
-        alpha = torch.where(usable, rs / torch.where(usable, p_ap, torch.ones_like(p_ap)), torch.zeros_like(rs))
-        x = x + alpha * p
-        r = r - alpha * ap
-        rs_new = _inner(r, r)
-        beta = torch.where(usable, rs_new / torch.where(usable, rs, torch.ones_like(rs)), torch.zeros_like(rs))
-        p = torch.where(usable, r + beta * p, p)
-        rs = torch.where(usable, rs_new, rs)
-        active = usable & (rs.sqrt() > threshold)
-        logger.debug(
-            "%s iteration %d: max relative residual %.3e",
-            name,
-            iteration + 1,
-            float((rs.sqrt() / rhs_norm.clamp(min=torch.finfo(rs.dtype).tiny)).max()),
-        )
-    return x
 
 
 def _check_prior(prior: torch.Tensor, images_shape: tuple[int, ...]) -> None:
@@ -210,7 +157,7 @@ def cg_sense(
         _check_prior(prior, tuple(rhs.shape))
         if prior_weight > 0:
             rhs = rhs + prior_weight * prior.to(device=rhs.device, dtype=rhs.dtype)
-    return _conjugate_gradient(normal, rhs, n_iter=n_iter, tol=tol, name="cg_sense")
+    return conjugate_gradient(normal, rhs, n_iter=n_iter, tol=tol, name="cg_sense")
 
 
 def time_average_kspace(kspace: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -220,7 +167,7 @@ def time_average_kspace(kspace: torch.Tensor, mask: torch.Tensor) -> tuple[torch
     complex, ``union (B|1, 1, 1, ky, kx|1)`` float, 1 where any frame sampled). For kt patterns the
     union is (nearly) all of k-space.
     """
-    _check_kspace_mask(kspace, mask)
+    check_kspace_mask(kspace, mask)
     sampled = (mask != 0).to(device=kspace.device, dtype=kspace.real.dtype)
     count = sampled.sum(dim=2, keepdim=True)
     average = (kspace * sampled).sum(dim=2, keepdim=True) / count.clamp(min=1.0)
@@ -302,12 +249,11 @@ def temporal_sense(
     k_weight = weights * weights + weight * unsampled  # (B|1, 1, T, ky, kx|1)
 
     def normal(image: torch.Tensor) -> torch.Tensor:
-        coil_kspace = fft2c(image.unsqueeze(1) * sens)
-        return (ifft2c(coil_kspace * k_weight) * sens.conj()).sum(dim=1)
+        return sens_reduce(sens_expand(image, sens) * k_weight, sens)
 
     residual_kspace = kspace - sens_expand(full_reference, sens, mask)
     rhs = sens_reduce(residual_kspace, sens, mask)
-    update = _conjugate_gradient(normal, rhs, n_iter=n_iter, tol=tol, name="temporal_sense")
+    update = conjugate_gradient(normal, rhs, n_iter=n_iter, tol=tol, name="temporal_sense")
     return (full_reference + update).to(kspace.dtype)
 
 
@@ -321,7 +267,7 @@ def low_resolution_prior(kspace: torch.Tensor, mask: torch.Tensor, sens: torch.T
     """
     _check_inputs(kspace, mask, sens)
     ky_slice, kx_slice = find_acs(mask)
-    window = torch.from_numpy(_calibration_weight(ky_slice, kx_slice, kspace.shape[-2], kspace.shape[-1]))
+    window = torch.from_numpy(calibration_window(ky_slice, kx_slice, kspace.shape[-2], kspace.shape[-1]))
     return sens_reduce(kspace * window.to(device=kspace.device, dtype=kspace.real.dtype), sens)
 
 
@@ -369,8 +315,9 @@ class ConventionalResult:
     regularization: str = ""
 
 
-def _masks_differ_over_frames(mask: torch.Tensor) -> bool:
-    """True when ``mask (B|1, 1, T, ky, kx|1)`` has several frames that are not all the same."""
+def masks_differ_over_frames(mask: torch.Tensor) -> bool:
+    """True when ``mask (B|1, 1, T, ky, kx|1)`` has several frames that are not all the same
+    (kt patterns: :func:`conventional_recon` then regularises in time and uses time-averaged maps)."""
     if mask.shape[2] < 2:
         return False
     sampled = mask != 0
@@ -423,13 +370,13 @@ def conventional_recon(
         raise ValueError(f"method must be one of {RECON_METHODS}, got {method!r}")
     if sens_method not in SENS_CHOICES:
         raise ValueError(f"sens_method must be one of {SENS_CHOICES}, got {sens_method!r}")
-    _check_kspace_mask(kspace, mask)
+    check_kspace_mask(kspace, mask)
     _check_n_iter(n_iter)
     _check_number("l2", l2)
     _check_number("temporal_weight", temporal_weight)
     _check_number("prior_weight", prior_weight)
     _check_number("tol", tol)
-    dynamic = _masks_differ_over_frames(mask)
+    dynamic = masks_differ_over_frames(mask)
     if sens_method == "auto":
         sens_method = "time_average" if dynamic else "acs"
     sens = estimate_sensitivities(kspace, mask, method=sens_method, threshold=sens_threshold)
@@ -472,7 +419,7 @@ def direct_recon(kspace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     from a calibration region, else the images are real and non-negative. No iteration, no model:
     for data whose effective acceleration is so low that there is nothing to fill in.
     """
-    _check_kspace_mask(kspace, mask)
+    check_kspace_mask(kspace, mask)
     sampled = kspace * (mask != 0).to(kspace.real.dtype)
     try:
         sens = estimate_sensitivities(sampled, mask, method="acs")

@@ -2,11 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from cardiomm_core.fft import fft2c, ifft2c
-from cardiomm_core.masks import make_mask
-from cardiomm_core.metrics import evaluate
-from cardiomm_core.phantom import simulate_cardiac_scan
-from cardiomm_core.recon import (
+from cardiomm_core.conventional import (
     ConventionalResult,
     cg_sense,
     conventional_recon,
@@ -17,6 +13,10 @@ from cardiomm_core.recon import (
     time_average_kspace,
     zero_filled,
 )
+from cardiomm_core.fft import fft2c, ifft2c
+from cardiomm_core.masks import make_mask
+from cardiomm_core.metrics import evaluate
+from cardiomm_core.phantom import simulate_cardiac_scan
 from cardiomm_core.sense import rss, sens_expand, sens_reduce
 from tests.core.test_coils import line_mask, smooth_maps, smooth_object
 from tests.helpers import crandn

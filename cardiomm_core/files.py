@@ -45,7 +45,7 @@ def default_dir_mode() -> int:
     return 0o777 & ~current_umask()
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` whole or not at all: ``write(handle)`` fills a temporary file in the same
     folder (mode ``default_file_mode()``), which then replaces ``path``. The folder must exist.
     Raises what ``write`` or the file system raises (``OSError``); no temporary file stays behind."""
