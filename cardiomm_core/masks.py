@@ -280,7 +280,7 @@ def _radial_mask(acceleration: float, n_frames: int, n_ky: int, n_kx: int, n_acs
         rotation = math.fmod(t * RADIAL_FRAME_ROTATION_DEG, 180.0)
         need = int(round_half_up(target_per_frame * (t + 1))) - sampled_so_far
 
-        def count(n: int) -> int:
+        def count(n: int, rotation: float = rotation) -> int:
             return int((_radial_frame(n, rotation, n_ky, n_kx) & ~acs).sum())
 
         # Smallest spoke count reaching `need` (count is close to monotone in n), then the closer

@@ -55,11 +55,13 @@ import ismrmrd
 import numpy as np
 from gadgetron.types.recon_data import ReconBuffer, ReconData
 
+from cardiomm_core.checkpoint import read_checkpoint_meta
 from cardiomm_core.context import ScanContext
 from cardiomm_core.conventional import direct_recon
 from cardiomm_core.engine import ENGINES, InferenceEngine, ReconOutcome, reconstruct_or_fallback
 from cardiomm_core.packaged import resolve_checkpoint
 from cardiomm_core.readout import crop_image_readout
+from cardiomm_core.varnet import VarNetConfig
 
 from . import data_checks
 from .buffer import frames_dimension, series_extents
@@ -114,9 +116,6 @@ def refuse_benchmark_peer(checkpoint: Path) -> None:
     """ValueError (one line) when ``checkpoint`` holds a benchmark peer (fastMRI's E2E-VarNet,
     ``"kind": "varnet"``), which ``benchmarks/quality.py`` evaluates but no chain runs. A sidecar
     that cannot be read is left to the loader to report."""
-    from cardiomm_core.checkpoint import read_checkpoint_meta
-    from cardiomm_core.varnet import VarNetConfig
-
     try:
         meta = read_checkpoint_meta(checkpoint)
     except (OSError, ValueError):
@@ -130,6 +129,9 @@ def refuse_benchmark_peer(checkpoint: Path) -> None:
 def describe_model(checkpoint: Path, engine: InferenceEngine) -> str:
     """'<checkpoint stem>; cascades=.. chans=.. pools=..; encoder=..' for the CardioMM.Model attribute."""
     config = engine.model.config
+    if isinstance(config, VarNetConfig):  # refused by the chains; described for completeness
+        return (f"{Path(checkpoint).name}; E2E-VarNet cascades={config.num_cascades} chans={config.chans} "
+                f"pools={config.pools}")
     return (f"{Path(checkpoint).name}; cascades={config.n_cascades} chans={config.chans} "
             f"pools={config.n_pools} adjacent={config.n_adjacent}; encoder={engine.text_encoder.name}")
 

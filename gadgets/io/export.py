@@ -295,7 +295,7 @@ def write_dicom(images: Sequence[ismrmrd.Image], folder: PathLike, *, header_xml
         for instance, image in enumerate(members, 1):
             geometry = geometries[id(image)]
             meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
+            meta.MediaStorageSOPClassUID = pydicom.uid.UID(MR_IMAGE_STORAGE)
             meta.MediaStorageSOPInstanceUID = generate_uid()
             meta.TransferSyntaxUID = ExplicitVRLittleEndian
             meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID

@@ -44,6 +44,7 @@ import socket
 import struct
 import threading
 from collections.abc import Iterator, Sequence
+from typing import TypeAlias
 
 import ismrmrd
 import numpy as np
@@ -92,7 +93,7 @@ class ServerError:
     message_id: int = wire.TEXT
 
 
-ServerMessage = ismrmrd.Image | ismrmrd.Acquisition | ismrmrd.Waveform | ServerText | ServerError
+ServerMessage: TypeAlias = ismrmrd.Image | ismrmrd.Acquisition | ismrmrd.Waveform | ServerText | ServerError
 
 
 class _PeerClosed(Exception):

@@ -232,6 +232,7 @@ def wire_ready(item: Any) -> Any:
         )
     if isinstance(item, ismrmrd.Image):
         data = item.data
+        target: type[np.generic]
         if np.iscomplexobj(data):
             target = np.complex64
         elif np.issubdtype(data.dtype, np.floating):

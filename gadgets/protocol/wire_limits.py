@@ -58,7 +58,7 @@ _IMAGE_HEADER_BYTES = ctypes.sizeof(ismrmrd.ImageHeader)
 _WAVEFORM_HEADER_BYTES = ctypes.sizeof(ismrmrd.WaveformHeader)
 _U64 = struct.Struct("<Q")
 # Element sizes of ISMRMRD image data types (as the C++ library defines them).
-IMAGE_WIRE_DTYPES = {
+IMAGE_WIRE_DTYPES: dict[int, np.dtype[Any]] = {
     ismrmrd.DATATYPE_USHORT: np.dtype("<u2"), ismrmrd.DATATYPE_SHORT: np.dtype("<i2"),
     ismrmrd.DATATYPE_UINT: np.dtype("<u4"), ismrmrd.DATATYPE_INT: np.dtype("<i4"),
     ismrmrd.DATATYPE_FLOAT: np.dtype("<f4"), ismrmrd.DATATYPE_DOUBLE: np.dtype("<f8"),
