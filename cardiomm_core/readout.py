@@ -17,14 +17,23 @@ The centred FFT keeps the object's centre at column ``n // 2``; the image crop s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypeVar
+
 import numpy as np
+
+if TYPE_CHECKING:  # the gadgets that crop numpy arrays do not import torch
+    import torch
+
+#: A numpy array or a torch tensor (the crop returns the type it is given).
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
 
 __all__ = ["crop_image_readout", "pad_image_readout", "remove_readout_oversampling"]
 
 
-def crop_image_readout(x: np.ndarray, nx: int) -> np.ndarray:
+def crop_image_readout(x: ArrayT, nx: int) -> ArrayT:
     """Central ``nx`` columns of the last axis (``(..., nx_enc) -> (..., nx)``), starting at
-    ``nx_enc // 2 - nx // 2``; a view. ValueError unless ``1 <= nx <= nx_enc``."""
+    ``nx_enc // 2 - nx // 2``; a view of a numpy array or torch tensor. ValueError unless
+    ``1 <= nx <= nx_enc``."""
     n_enc = x.shape[-1]
     if not 1 <= nx <= n_enc:
         raise ValueError(f"nx must be in [1, {n_enc}] for an array with {n_enc} columns, got {nx}")

@@ -208,3 +208,15 @@ def test_a_stage_may_not_import_the_tools_and_protocol_may_not_import_a_stage(tm
         "gadgets/recon.py:2: imports gadgets.tools"]
     assert [line.split(" (")[0] for line in violations(by_folder["gadgets/protocol"], root=tmp_path)] == [
         "gadgets/protocol/wire.py:2: imports gadgets.recon"]
+
+
+@pytest.mark.parametrize("module", ["gadgets.noise_adjust", "gadgets.remove_oversampling", "gadgets.buffer"])
+def test_the_front_end_stages_start_without_torch(module: str):
+    """Gadgetron starts every Python node as its own process: the stages before coil compression
+    must not pay for importing torch (seconds and hundreds of MB per node)."""
+    import subprocess
+
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[1], check=True)
+    assert result.stdout.strip() == "False", f"{module} imports torch"

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cardiomm_core.readout import crop_image_readout
+
 __all__ = ["LossTerms", "ReconLoss", "crop_to_target", "ssim_torch"]
 
 
@@ -67,10 +69,7 @@ def crop_to_target(image: torch.Tensor, n_x: int) -> torch.Tensor:
     width = int(image.shape[-1])
     if n_x > width or n_x < 1:
         raise ValueError(f"cannot crop {width} readout columns to {n_x}")
-    if n_x == width:
-        return image
-    start = width // 2 - n_x // 2
-    return image[..., start:start + n_x]
+    return image if n_x == width else crop_image_readout(image, n_x)
 
 
 @dataclass

@@ -32,6 +32,7 @@ import torch
 
 from cardiomm_core.context import ScanContext
 from cardiomm_core.fft import ifft2c
+from cardiomm_core.readout import crop_image_readout
 
 
 def _check_complex_tensor(name: str, value: object, ndim: int, layout: str) -> torch.Tensor:
@@ -65,8 +66,7 @@ def crop_to_recon_fov(images: torch.Tensor, recon_nx: int | None) -> torch.Tenso
     n_enc = int(images.shape[-1])
     if isinstance(recon_nx, bool) or not isinstance(recon_nx, int) or not 1 <= recon_nx <= n_enc:
         raise ValueError(f"recon_nx must be an integer in [1, {n_enc}] (the readout length), got {recon_nx!r}")
-    start = n_enc // 2 - recon_nx // 2
-    return images[..., start:start + recon_nx]
+    return crop_image_readout(images, recon_nx)
 
 
 def rss_target(kspace: torch.Tensor, recon_nx: int | None = None) -> torch.Tensor:
