@@ -103,9 +103,13 @@ def load_engine(checkpoint: Path, device: str = "auto") -> InferenceEngine:
     Thread-safe: concurrent first calls load once. A load (an engine not in the cache) is counted
     (:func:`engine_loads`) and logged as ``model loaded: ...``. Exceptions of the loader propagate.
     A benchmark peer's checkpoint (E2E-VarNet, architecture kind "varnet") is refused with a
-    ValueError before it is loaded: the chains reconstruct with CardioMM checkpoints only.
+    ValueError before it is loaded, and also when the cache already holds its engine (loaded by
+    ``cardiomm_core.engine.get_engine``, which does not check): the chains reconstruct with CardioMM
+    checkpoints only.
     """
     engine, loaded = ENGINES.get(checkpoint, device, before_load=refuse_benchmark_peer)
+    if isinstance(engine.model.config, VarNetConfig):  # cached by another caller (get_engine) without the check
+        raise _peer_refused(checkpoint)
     if loaded:
         logger.info("model loaded: %s on %s (%s; load %d of this process)", checkpoint, engine.device,
                     describe_model(checkpoint, engine), ENGINES.loads)
@@ -121,9 +125,13 @@ def refuse_benchmark_peer(checkpoint: Path) -> None:
     except (OSError, ValueError):
         return
     if isinstance(meta.architecture, VarNetConfig):
-        raise ValueError(f"checkpoint {Path(checkpoint).name} is an E2E-VarNet benchmark peer (architecture kind "
-                         "'varnet'), not a CardioMM model: the chains reconstruct with CardioMM checkpoints only "
-                         "(evaluate it with benchmarks/quality.py)")
+        raise _peer_refused(checkpoint)
+
+
+def _peer_refused(checkpoint: Path) -> ValueError:
+    return ValueError(f"checkpoint {Path(checkpoint).name} is an E2E-VarNet benchmark peer (architecture kind "
+                      "'varnet'), not a CardioMM model: the chains reconstruct with CardioMM checkpoints only "
+                      "(evaluate it with benchmarks/quality.py)")
 
 
 def describe_model(checkpoint: Path, engine: InferenceEngine) -> str:
