@@ -6,8 +6,10 @@ warning, and the wheel holds cardiomm_core/models/*.safetensors and *.json)."""
 from __future__ import annotations
 
 import fnmatch
+import importlib
 from pathlib import Path
 
+import pytest
 from setuptools.config.setupcfg import read_configuration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,3 +35,16 @@ def test_every_folder_with_shipped_files_is_a_declared_package():
                 continue
             name = ".".join(folder.relative_to(ROOT).parts)
             assert name in packages, f"{name} holds Python files but is not in setup.cfg's packages"
+
+
+def _console_scripts() -> list[str]:
+    return list(read_configuration(str(ROOT / "setup.cfg"))["options"]["entry_points"]["console_scripts"])
+
+
+@pytest.mark.parametrize("entry", _console_scripts())
+def test_console_scripts_name_functions_that_exist(entry: str) -> None:
+    """An installed ``cardiomm-*`` command imports ``module:function`` from setup.cfg (issue 15 moved them)."""
+    name, target = (part.strip() for part in entry.split("="))
+    module_name, function = target.split(":")
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, function, None)), f"{name} = {target}: no such function"
