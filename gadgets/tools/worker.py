@@ -154,6 +154,15 @@ def open_connection(sock: socket.socket, handshake_timeout: float = HANDSHAKE_TI
     return connection
 
 
+def handshake_problem(exc: BaseException) -> str:
+    """One line saying why CONFIG/HEADER could not be read (gadgetron-python asserts the message
+    ids without a message, and its header parser raises whatever the XML provokes)."""
+    if isinstance(exc, AssertionError) and not str(exc):
+        return ("the first messages were not CONFIG (message id 1 or 2) and HEADER (3), as Gadgetron sends "
+                "them to an external node")
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 class Worker:
     """Accept loop and per-connection threads; see the module docstring."""
 
@@ -230,11 +239,15 @@ class Worker:
                 connection = open_connection(sock, self.handshake_timeout, idle_timeout=self.connection_timeout,
                                              ceiling=self.ceiling)
             except Exception as exc:  # noqa: BLE001 - PeerVanished, timeout, wrong message id, bad XML, too long
-                logger.warning("connection %d from %s: no valid CONFIG/HEADER (%s: %s); closed",
-                               number, peer, type(exc).__name__, exc)
+                reason = handshake_problem(exc)
+                logger.warning("connection %d from %s: no valid CONFIG/HEADER (%s); closed", number, peer, reason)
                 if isinstance(exc, MessageTooLarge):
                     self._send_quietly(sock, f"cardiomm-worker: {exc}")
-                sock.close()
+                    sock.close()
+                elif isinstance(exc, (ConnectionError, TimeoutError)):
+                    sock.close()  # gone, or too slow to be told anything
+                else:  # the peer sent something we cannot read as CONFIG and HEADER: tell it what
+                    self._answer_and_close(sock, f"cardiomm-worker: no valid CONFIG/HEADER: {reason}")
                 return
             with self._lock:
                 self._open[sock] = connection.socket
@@ -269,19 +282,27 @@ class Worker:
         except OSError:
             pass
 
-    def _refuse(self, sock: socket.socket, peer: str) -> None:
-        """Answer a connection over ``max_concurrent`` with a busy ERROR, let the peer read it, close."""
+    @classmethod
+    def _answer_and_close(cls, sock: socket.socket, text: str) -> None:
+        """Send one ERROR, let the peer read it (what it still sends is read and dropped for a
+        moment: closing with data unread would reset the connection and lose the ERROR), close."""
         try:
-            self._send_quietly(sock, f"cardiomm-worker is busy: {self.max_concurrent} connections in progress "
-                                     f"(its limit, --max-concurrent {self.max_concurrent}); try again later")
+            cls._send_quietly(sock, text)
             try:
                 sock.shutdown(socket.SHUT_WR)
             except OSError:
                 pass
-            else:  # read its CONFIG/HEADER: closing with them unread would reset the connection
+            else:
                 discard_socket_input(sock, timeout=_REFUSE_LINGER_S, limit=2**20, within=_REFUSE_LINGER_S)
         finally:
             sock.close()
+
+    def _refuse(self, sock: socket.socket, peer: str) -> None:
+        """Answer a connection over ``max_concurrent`` with a busy ERROR, let the peer read it, close."""
+        try:
+            self._answer_and_close(sock, f"cardiomm-worker is busy: {self.max_concurrent} connections in progress "
+                                         f"(its limit, --max-concurrent {self.max_concurrent}); try again later")
+        finally:
             self._refusing.release()
 
     def close_idle(self) -> int:

@@ -15,9 +15,10 @@ import time
 
 import pytest
 
-from tests.gadgets.harness import CONFIG, config_xml, encode_string
+from tests.gadgets.harness import CONFIG, HEADER, config_xml, encode_string
 from tests.reliability.network_helpers import (
     GUARD,
+    U16,
     error_texts,
     handshake,
     images_of,
@@ -113,3 +114,32 @@ def test_sigterm_ends_idle_connections_at_once(tiny_scan, tmp_path):
     log = worker.log
     assert "received SIGTERM" in log and "closed 4 idle connection(s)" in log, log
     assert "still running" not in log  # nothing waited for the shutdown grace
+
+
+#: What a peer may send instead of CONFIG and HEADER, and what the ERROR back must name.
+BAD_HANDSHAKES = {
+    "header that is not XML": (encode_string(CONFIG, config_xml({"checkpoint": "none"}))
+                               + encode_string(HEADER, "<ismrmrdHeader><not closed"), "ParserError"),
+    "acquisition before CONFIG": (U16.pack(1008) + bytes(64), "were not CONFIG"),
+    "header without required fields": (encode_string(CONFIG, config_xml({"checkpoint": "none"}))
+                                       + encode_string(HEADER, "<ismrmrdHeader/>"), "experimentalConditions"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_HANDSHAKES))
+def test_a_handshake_it_cannot_read_gets_an_error_back(tiny_scan, tmp_path, case):
+    """Gadgetron (or any peer) is told in one ERROR why its CONFIG/HEADER were refused, instead of
+    a bare close; the worker goes on serving."""
+    data, named = BAD_HANDSHAKES[case]
+    worker, port = start_worker("--checkpoint", "none", env={"CARDIOMM_CACHE_DIR": str(tmp_path)})
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=GUARD) as sock:
+            sock.sendall(data)
+            errors, _closed = read_answer(sock)
+        assert len(errors) == 1, (errors, worker.log)
+        assert errors[0].startswith("cardiomm-worker: no valid CONFIG/HEADER: ") and named in errors[0], errors[0]
+        result = play_gadgetron(port, tiny_scan[2], tiny_scan[3], {"checkpoint": "none"})
+        assert result.errors == [] and len(images_of(result)) == 4
+    finally:
+        assert stop_worker(worker) == 0
+    assert "no valid CONFIG/HEADER" in worker.log
