@@ -137,9 +137,8 @@ def _peer_refused(checkpoint: Path) -> ValueError:
 def describe_model(checkpoint: Path, engine: InferenceEngine) -> str:
     """'<checkpoint stem>; cascades=.. chans=.. pools=..; encoder=..' for the CardioMM.Model attribute."""
     config = engine.model.config
-    if isinstance(config, VarNetConfig):  # refused by the chains; described for completeness
-        return (f"{Path(checkpoint).name}; E2E-VarNet cascades={config.num_cascades} chans={config.chans} "
-                f"pools={config.pools}")
+    if isinstance(config, VarNetConfig):  # load_engine hands out no benchmark peer
+        raise _peer_refused(checkpoint)
     return (f"{Path(checkpoint).name}; cascades={config.n_cascades} chans={config.chans} "
             f"pools={config.n_pools} adjacent={config.n_adjacent}; encoder={engine.text_encoder.name}")
 

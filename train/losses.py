@@ -69,7 +69,7 @@ def crop_to_target(image: torch.Tensor, n_x: int) -> torch.Tensor:
     width = int(image.shape[-1])
     if n_x > width or n_x < 1:
         raise ValueError(f"cannot crop {width} readout columns to {n_x}")
-    return image if n_x == width else crop_image_readout(image, n_x)
+    return crop_image_readout(image, n_x)
 
 
 @dataclass
