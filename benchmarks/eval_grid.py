@@ -132,6 +132,16 @@ class Job:
         return float(self.matrix[0] * self.matrix[1] * GRID_MODALITIES.get(self.modality, 12))
 
 
+def matrix_seed_index(matrix: Sequence[int]) -> int:
+    """Which data seed offset a matrix has: its place in GRID_MATRICES, so that a cell's subject is
+    the same in the full grid and in any subset run (--matrices, --quick), and a matrix outside the
+    grid gets an offset of its own from its size."""
+    key = (int(matrix[0]), int(matrix[1]))
+    if key in GRID_MATRICES:
+        return GRID_MATRICES.index(key)
+    return len(GRID_MATRICES) + key[0] * 1000 + key[1]
+
+
 def grid_jobs(matrices: Sequence[tuple[int, int]], modalities: Sequence[str], n_subjects: int,
               seed: int = GRID_SEED, patterns: Sequence[str] = GRID_PATTERNS,
               largest_first: bool = False) -> list[Job]:
@@ -139,7 +149,8 @@ def grid_jobs(matrices: Sequence[tuple[int, int]], modalities: Sequence[str], n_
     or --report-only run then has whole small matrices) or, with ``largest_first``, most
     expensive first (the pool then finishes evenly). Masks and data do not depend on the order."""
     jobs = []
-    for m, matrix in enumerate(matrices):
+    for matrix in matrices:
+        m = matrix_seed_index(matrix)
         for modality in modalities:
             index = list(GRID_MODALITIES).index(modality)
             for subject in range(n_subjects):

@@ -157,3 +157,17 @@ def test_report_only_marks_missing_jobs_and_resume_finishes_them(tiny_checkpoint
         assert (a["pattern"], a["modality"]) == (b["pattern"], b["modality"])
         for method in a["methods"]:
             assert a["methods"][method]["psnr"] == pytest.approx(b["methods"][method]["psnr"], abs=1e-3)
+
+
+def test_a_cells_subject_does_not_depend_on_which_matrices_were_asked_for():
+    """The data seed of a cell follows its matrix, not the matrix's position on the command line:
+    `--matrices 192x156` (or --quick's 128x112 + 256x208) scores the subjects of the full grid."""
+    eval_grid = _module()
+    full = {job.key: job.data_seed for job in eval_grid.grid_jobs(eval_grid.GRID_MATRICES, ["cine", "t1map"], 2)}
+    for subset in ([(192, 156)], [(256, 208), (128, 112)], [(256, 208)]):
+        for job in eval_grid.grid_jobs(subset, ["t1map", "cine"], 2):
+            assert job.data_seed == full[job.key], job.key
+    # every (matrix, modality) of the grid has its own subjects; a matrix outside the grid too
+    seeds = {(job.matrix, job.modality): job.data_seed
+             for job in eval_grid.grid_jobs([*eval_grid.GRID_MATRICES, (48, 40), (40, 48)], ["cine", "t1map", "t2map"], 1)}
+    assert len(set(seeds.values())) == len(seeds)
