@@ -491,6 +491,8 @@ class Trainer:
                                 l1=sums["l1"] / n, ssim=sums["ssim"] / n, lr=lr, grad_norm=grad_norm,
                                 sec_per_step=per_step, data_wait=data_wait)
                         eta = per_step * (self.total_steps - self.step)
+                        if deadline is not None:  # a wall-clock budget ends the run first
+                            eta = min(eta, max(0.0, deadline - now))
                         log.line(f"[cardiomm-train] epoch {self.epoch + 1}/{cfg.train.epochs} step {self.step}/"
                                  f"{self.total_steps} ({100.0 * self.step / self.total_steps:.0f}%) loss "
                                  f"{sums['loss'] / n:.4f} ssim {sums['ssim'] / n:.4f} lr {lr:.2e} "

@@ -129,3 +129,15 @@ def test_a_time_schedule_reaches_its_end_with_the_budget(tmp_path):
     assert factor(1) > 0.9
     trainer.time_progress = 0.5  # half the time: half-way down the cosine even at step 1
     assert abs(factor(1) - (0.1 + 0.9 * 0.5)) < 0.01
+
+
+def test_progress_eta_of_a_time_budgeted_run_is_the_time_left_not_the_planned_steps(tmp_path, capsys):
+    """A run stopped by train.max_seconds with 1000 epochs planned: the ETA of each progress line is
+    at most the budget (it used to print the time of every planned step: '1621h38m')."""
+    cfg = tiny_config(tmp_path / "run", log={"every_steps": 1, "progress": True, "tensorboard": False},
+                      train={"epochs": 1000, "threads": 1, "deterministic": False, "max_seconds": 1.0})
+    Trainer(cfg).fit()
+    etas = [line.rsplit("ETA ", 1)[1].strip() for line in capsys.readouterr().err.splitlines()
+            if line.startswith("[cardiomm-train] epoch") and "ETA" in line]
+    assert etas, "no progress line"
+    assert all(eta in ("0m00s", "0m01s") for eta in etas), etas
