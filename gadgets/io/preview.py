@@ -122,8 +122,24 @@ def _text_tile(width: int, height: int, lines: list[str]) -> np.ndarray:
     return np.asarray(tile)
 
 
+def scale_to_reference(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``images`` times the least-squares factor that best matches their magnitude to ``reference``'s.
+
+    The scores of the demo and the evaluation are blind to a global intensity scale (CMRxRecon's
+    per-image normalisation), so a picture beside them should be too: a zero-filled RSS, about 1/R
+    of the reference's intensity, is then shown with its aliasing rather than as a dark image.
+    """
+    values = np.abs(images).astype(np.float64)
+    target = np.abs(reference).astype(np.float64)
+    finite = np.isfinite(values) & np.isfinite(target)
+    energy = float(np.sum(values[finite] ** 2))
+    if energy == 0.0:
+        return values
+    return values * (float(np.sum(values[finite] * target[finite])) / energy)
+
+
 def comparison_array(reference: np.ndarray, rows: list[tuple[str, np.ndarray]], *, frame_names: list[str],
-                     error_gain: float = ERROR_GAIN) -> np.ndarray:
+                     error_gain: float = ERROR_GAIN, match_intensity: bool = True) -> np.ndarray:
     """uint8 montage comparing methods with a reference, labelled in the image.
 
     ``reference (n, y, x)`` and each row's ``images (n, y, x)`` (magnitudes of the same n frames).
@@ -131,7 +147,8 @@ def comparison_array(reference: np.ndarray, rows: list[tuple[str, np.ndarray]], 
     reference row, then one row per method: its frames and ``|images - reference|`` at
     ``error_gain`` times the images' window (a fixed scale, the same for every method), with the
     row's label (several lines allowed, separated by newlines) at the left. All images share one
-    window: the reference's 99.5th percentile.
+    window: the reference's 99.5th percentile. With ``match_intensity`` (default) each row is first
+    scaled to the reference (``scale_to_reference``), as the scale-free scores see it.
     """
     reference = np.abs(_check_images(reference)).astype(np.float64)
     n, ny, nx = reference.shape
@@ -153,6 +170,8 @@ def comparison_array(reference: np.ndarray, rows: list[tuple[str, np.ndarray]], 
         images = np.abs(_check_images(images)).astype(np.float64)
         if images.shape != reference.shape:
             raise ValueError(f"row {label!r} has shape {images.shape}, the reference {reference.shape}")
+        if match_intensity:
+            images = scale_to_reference(images, reference)
         block = np.zeros((ny, width), dtype=np.uint8)
         block[:, :_LABEL_WIDTH] = _text_tile(_LABEL_WIDTH, ny, label.split("\n"))
         for i in range(n):

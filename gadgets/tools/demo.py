@@ -301,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     preview = save_comparison(truth[0, shown], rows, args.out / "demo_preview.png",
                               frame_names=[f"{frame_word} {p + 1}" for p in shown],
                               title=f"{args.modality}, slice 1: rows are methods (reference = noise-free fully sampled "
-                                    f"RSS), columns frames, then their error maps")
+                                    f"RSS; each row scaled to it, as the scores are), columns frames, then their error maps")
     print(f"3. wrote {images_path} (group /{IMAGE_GROUP}) and {preview} (rows: reference, "
           f"{', '.join(label for label, _ in scored)}; right: |error| maps at a fixed scale)")
 

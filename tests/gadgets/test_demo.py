@@ -176,5 +176,12 @@ def test_comparison_preview_labels_rows_and_shows_fixed_scale_errors():
     assert errors[1].max() == 0  # a method equal to the reference: black error maps
     assert errors[2].max() > 0
     assert rows[0][:, :label_width].max() > 200  # the row label is drawn in the image (anti-aliased text)
+    # a row off by a global scale only (a zero-filled RSS is about 1/R as bright) is drawn as the
+    # scale-free scores see it: like the reference, black error maps; unscaled it would look dark
+    dim = comparison_array(reference, [("dim", reference / 8)], frame_names=["a", "b", "c"])
+    np.testing.assert_array_equal(dim[14 + 20:, label_width:label_width + 3 * 16], dim[14:34, label_width:label_width + 3 * 16])
+    assert dim[14 + 20:, label_width + 3 * 16:].max() == 0
+    raw = comparison_array(reference, [("dim", reference / 8)], frame_names=["a", "b", "c"], match_intensity=False)
+    assert raw[14 + 20:, label_width + 3 * 16:].max() > 100
     with pytest.raises(ValueError, match="shape"):
         comparison_array(reference, [("wrong", reference[:2])], frame_names=["a", "b", "c"])
