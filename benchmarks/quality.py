@@ -397,7 +397,10 @@ def _methods_note(checkpoints: Sequence[tuple[str, str]], cs_source: str) -> str
         try:
             training = json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8")).get("training", {})
             steps = training.get("steps")
-            note += f"{label(name)}: `{Path(path).name}` ({steps} training steps). "
+            mixed = training.get("interpolation")
+            how = (f"WiSE-FT interpolation, alpha {mixed.get('alpha')}" if isinstance(mixed, dict)
+                   else f"{steps} training steps")
+            note += f"{label(name)}: `{Path(path).name}` ({how}). "
         except (OSError, ValueError):
             note += f"{label(name)}: `{Path(path).name}`. "
     return note.strip()
