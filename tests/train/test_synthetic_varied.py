@@ -168,7 +168,8 @@ def test_every_training_sentence_is_in_the_enumerated_set(tmp_path):
 
 
 def test_the_generalist_configs_load_and_enumerate_the_nominal_sentences():
-    for name in ("generalist_finetune_gpu", "generalist_finetune_cpu"):
+    for name in ("generalist_finetune_gpu", "generalist_finetune_cpu", "generalist_continue_cpu",
+                 "generalist_continue2_cpu"):
         cfg = load_config(f"train/configs/{name}.yaml")
         assert cfg.model.init_from == "cardiomm_core/models/cardiomm_small_synthetic.safetensors"
         assert set(cfg.data.undersampling.patterns) == {"ktGaussian", "ktUniform", "ktRadial", "Uniform"}
@@ -179,3 +180,8 @@ def test_the_generalist_configs_load_and_enumerate_the_nominal_sentences():
     gpu = load_config("train/configs/generalist_finetune_gpu.yaml")
     assert gpu.train.device == "cuda" and gpu.train.amp and gpu.data.batch_size == 1
     assert gpu.data.train[0].nx_range == (96, 256) and gpu.data.train[0].coils_range == (4, 32)
+    # the second CPU continuation keeps the small matrices (96 x 80) where the first one lost T1 mapping
+    second = load_config("train/configs/generalist_continue2_cpu.yaml")
+    assert min(source.nx_range[0] for source in second.data.train) == 96
+    assert min(source.ny_range[0] for source in second.data.train) == 80
+    assert second.data.train[1].modalities.count("t1map") == 2
