@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cardiomm_core.coils import coil_compression
+from cardiomm_core.phantom.anatomy import slice_fractions
 from cardiomm_core.prompting import context_sentences
 from train.config_io import config_from_dict, load_config
 from train.data.synthetic import (
@@ -169,9 +170,11 @@ def test_every_training_sentence_is_in_the_enumerated_set(tmp_path):
 
 def test_the_generalist_configs_load_and_enumerate_the_nominal_sentences():
     for name in ("generalist_finetune_gpu", "generalist_finetune_cpu", "generalist_continue_cpu",
-                 "generalist_continue2_cpu"):
+                 "generalist_continue2_cpu", "generalist_continue3_cpu"):
         cfg = load_config(f"train/configs/{name}.yaml")
-        assert cfg.model.init_from == "cardiomm_core/models/cardiomm_small_synthetic.safetensors"
+        # the third continuation starts where the second one stopped (its run folder: the latest step)
+        assert cfg.model.init_from == ("runs/generalist_continue2_cpu" if name == "generalist_continue3_cpu"
+                                       else "cardiomm_core/models/cardiomm_small_synthetic.safetensors")
         assert set(cfg.data.undersampling.patterns) == {"ktGaussian", "ktUniform", "ktRadial", "Uniform"}
         assert "synthetic" in cfg.description.lower() and "patient" in cfg.description.lower()
         sentences = config_sentences(cfg)
@@ -185,3 +188,12 @@ def test_the_generalist_configs_load_and_enumerate_the_nominal_sentences():
     assert min(source.nx_range[0] for source in second.data.train) == 96
     assert min(source.ny_range[0] for source in second.data.train) == 80
     assert second.data.train[1].modalities.count("t1map") == 2
+    # the third one draws slices of whole stacks: basal and apical slices, not only the one-slice
+    # phantom's mid-ventricular cut at 40 % of the ventricle
+    third = load_config("train/configs/generalist_continue3_cpu.yaml")
+    assert third.model.init_from == second.run_dir
+    positions = set()
+    for source in third.data.train:
+        assert source.n_slices >= 3
+        positions |= {round(float(u), 3) for u in slice_fractions(source.n_slices)}
+    assert min(positions) <= 0.1 and max(positions) >= 0.85 and len(positions) >= 6
