@@ -10,7 +10,9 @@ Cells: matrix (recon readout x phase, as the demo's ``--matrix``: 128x112, 192x1
 modality (cine 12 phases, T1 mapping 9 weightings, T2 mapping 3) x family (ktGaussian, ktUniform,
 Uniform) x R (8, 12, 16, 24): 108 cells. Each cell is the mean over ``--subjects`` held-out
 synthetic subjects (default 1; one slice each; ``GRID_SEED``, seeds no training config or earlier
-table used).
+table used). A one-slice phantom is cut at 40 % of the ventricle's length (mid-ventricular);
+``--stack N`` makes each subject an N-slice short-axis stack from base (8 %) to apex (88 %), as
+the demo's ``--slices N`` does, scores every slice and adds a table per slice position.
 
 Data are prepared as the default chain prepares them, by the code that already does it:
 ``train.data.synthetic.SyntheticCardiacDataset`` (10 receive coils, readout oversampled 2x, noise
@@ -97,7 +99,7 @@ from benchmarks.eval_grid_cells import (  # noqa: E402
     matrix_text,
     parse_matrix,
 )
-from benchmarks.eval_grid_report import cell_table, machine_info, summarise, write_markdown  # noqa: E402
+from benchmarks.eval_grid_report import cell_table, machine_info, slice_table, summarise, write_markdown  # noqa: E402
 from train.evaluate import format_duration, mask_seed  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -116,15 +118,19 @@ class Job:
     n_subjects: int
     data_seed: int
     pattern: str
+    n_slices: int = 1      # slices of the subject's stack (1: the one-slice phantom)
+    slice_index: int = 0   # which of them this job scores (0 = base)
 
     @property
     def key(self) -> str:
-        return f"{matrix_text(self.matrix)}/{self.modality}/{self.pattern}/subject{self.subject}"
+        key = f"{matrix_text(self.matrix)}/{self.modality}/{self.pattern}/subject{self.subject}"
+        return key if self.n_slices == 1 else f"{key}/stack{self.n_slices}/slice{self.slice_index}"
 
     @property
     def mask_seed(self) -> int:
-        """The seed ``evaluate_checkpoint`` draws this slice's masks from (its own per subject)."""
-        return self.data_seed + 1000 * self.subject
+        """The seed ``evaluate_checkpoint`` draws this slice's masks from (its own per subject and slice;
+        a one-slice subject's as before stacks existed)."""
+        return self.data_seed + 1000 * self.subject + self.slice_index
 
     @property
     def weight(self) -> float:
@@ -144,10 +150,11 @@ def matrix_seed_index(matrix: Sequence[int]) -> int:
 
 def grid_jobs(matrices: Sequence[tuple[int, int]], modalities: Sequence[str], n_subjects: int,
               seed: int = GRID_SEED, patterns: Sequence[str] = GRID_PATTERNS,
-              largest_first: bool = False) -> list[Job]:
-    """The jobs of a grid: one per (matrix, modality, pattern, subject), cheapest first (a stopped
-    or --report-only run then has whole small matrices) or, with ``largest_first``, most
-    expensive first (the pool then finishes evenly). Masks and data do not depend on the order."""
+              largest_first: bool = False, n_slices: int = 1) -> list[Job]:
+    """The jobs of a grid: one per (matrix, modality, pattern, subject, slice of an ``n_slices``
+    stack), cheapest first (a stopped or --report-only run then has whole small matrices) or, with
+    ``largest_first``, most expensive first (the pool then finishes evenly). Masks and data do not
+    depend on the order."""
     jobs = []
     for matrix in matrices:
         m = matrix_seed_index(matrix)
@@ -155,7 +162,9 @@ def grid_jobs(matrices: Sequence[tuple[int, int]], modalities: Sequence[str], n_
             index = list(GRID_MODALITIES).index(modality)
             for subject in range(n_subjects):
                 for pattern in patterns:
-                    jobs.append(Job(tuple(matrix), modality, subject, n_subjects, seed + 100 * m + 10 * index, pattern))
+                    for slice_index in range(n_slices):
+                        jobs.append(Job(tuple(matrix), modality, subject, n_subjects, seed + 100 * m + 10 * index,
+                                        pattern, n_slices, slice_index))
     return sorted(jobs, key=lambda j: -j.weight if largest_first else j.weight)
 
 
@@ -188,7 +197,7 @@ class PreparedSlice(Dataset):
             job.n_subjects, seed=job.data_seed, n_frames=GRID_MODALITIES[job.modality], n_coils=N_COILS,
             matrix=job.matrix, modalities=(job.modality,), noise_level=NOISE_LEVEL,
             readout_oversampling=READOUT_OVERSAMPLING, prewhiten=True, compress_coils=VIRTUAL_COILS,
-            target="noise_free")
+            target="noise_free", n_slices=job.n_slices)
         self._sample: Any = None
 
     def __len__(self) -> int:
@@ -200,7 +209,7 @@ class PreparedSlice(Dataset):
         if self._sample is None:
             from train.data.sample import KspaceSample
 
-            raw = self.source[self.job.subject]
+            raw = self.source[self.job.subject * self.job.n_slices + self.job.slice_index]
             kspace = remove_readout_oversampling(raw.kspace, self.job.matrix[0])
             self._sample = KspaceSample(kspace, raw.context, raw.identifier, None, None, raw.reference)
         return self._sample
@@ -271,6 +280,7 @@ def load_candidates(values: Sequence[str]) -> list[Candidate]:
 def _row_dict(row: Any, method: str, job: Job) -> dict[str, Any]:
     return {"method": method, "matrix": matrix_text(job.matrix), "modality": job.modality, "pattern": row.pattern,
             "acceleration": float(row.acceleration), "identifier": row.identifier,
+            "stack": job.n_slices, "slice": job.slice_index,
             "psnr": float(row.psnr), "ssim": float(row.ssim), "nmse": float(row.nmse)}
 
 
@@ -405,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--patterns", nargs="+", choices=GRID_PATTERNS, default=None)
     parser.add_argument("--accelerations", type=float, nargs="+", default=None)
     parser.add_argument("--subjects", type=int, default=None, help="slices (subjects) per cell (default 1; 4 on a GPU gives tighter means)")
+    parser.add_argument("--stack", type=int, default=1, metavar="N",
+                        help="each subject an N-slice short-axis stack, base to apex, every slice scored "
+                             "(default 1: the one-slice phantom's mid-ventricular slice)")
     parser.add_argument("--seed", type=int, default=GRID_SEED, help=f"data seed (default {GRID_SEED}, held out)")
     parser.add_argument("--quick", action="store_true",
                         help="a subset: 128x112 and 256x208, ktGaussian and Uniform, R 8 and 24, 1 subject "
@@ -451,8 +464,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     patterns = args.patterns or list(quick.get("patterns", GRID_PATTERNS))
     accelerations = args.accelerations or list(quick.get("accelerations", GRID_ACCELERATIONS))
     subjects = args.subjects if args.subjects is not None else int(quick.get("subjects", 1))
-    if subjects < 1 or args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        parser.error("--subjects, --jobs and --threads must be >= 1")
+    if subjects < 1 or args.stack < 1 or args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--subjects, --stack, --jobs and --threads must be >= 1")
     if any(not math.isfinite(a) or a < 1 for a in accelerations):
         parser.error(f"accelerations must be numbers >= 1, got {accelerations}")
     if not args.grid and not (args.mapping or args.readme_example):
@@ -467,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"eval_grid: {error}", file=sys.stderr)
         return 2
-    jobs = grid_jobs(matrices, modalities, subjects, args.seed, patterns, largest_first=args.largest_first)
+    jobs = grid_jobs(matrices, modalities, subjects, args.seed, patterns, largest_first=args.largest_first,
+                     n_slices=args.stack)
     command = "python benchmarks/eval_grid.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
     if args.precompute_embeddings:
@@ -534,12 +548,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_s": grid_seconds,
         "machine": machine_info(args.device),
         "settings": {"matrices": [matrix_text(m) for m in matrices], "modalities": modalities, "patterns": patterns,
-                     "accelerations": accelerations, "subjects": subjects, "seed": args.seed, "jobs": args.jobs,
+                     "accelerations": accelerations, "subjects": subjects, "stack": args.stack, "seed": args.seed, "jobs": args.jobs,
                      "threads": threads, "quick": bool(args.quick), "report_only": bool(args.report_only), "n_coils": N_COILS, "virtual_coils": VIRTUAL_COILS,
                      "readout_oversampling": READOUT_OVERSAMPLING, "noise_level": NOISE_LEVEL,
                      "frames": {m: GRID_MODALITIES[m] for m in modalities}, "convention": "2024"},
         "data": (f"synthetic phantoms (train.data.synthetic), {subjects} held-out subject(s) per matrix x modality "
-                 f"(seed {args.seed}), one slice each; {N_COILS} coils, readout oversampled {READOUT_OVERSAMPLING}x, "
+                 f"(seed {args.seed}), " + ("one mid-ventricular slice each" if args.stack == 1 else
+                                            f"every slice of a {args.stack}-slice stack, base to apex")
+                 + f"; {N_COILS} coils, readout oversampled {READOUT_OVERSAMPLING}x, "
                  f"noise {NOISE_LEVEL}; prewhitened, compressed to {VIRTUAL_COILS} virtual coils, readout oversampling "
                  "removed (what CardioMMRecon receives); frames: "
                  + ", ".join(f"{MODALITY_LABELS[m]} {GRID_MODALITIES[m]}" for m in modalities)
@@ -552,6 +568,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "candidates": [{**asdict(c), "packaged": packaged is not None and Path(c.path).resolve() == packaged.resolve(),
                         "path_display": _display_path(c.path)} for c in candidates],
         "summary": summarise(cells, names),
+        "by_slice": slice_table(rows, names) if args.stack > 1 else [],
         "cells": cells,
         "job_seconds": {r["key"]: r["seconds"] for r in results},
         "missing_jobs": missing,

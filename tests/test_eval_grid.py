@@ -171,3 +171,35 @@ def test_a_cells_subject_does_not_depend_on_which_matrices_were_asked_for():
     seeds = {(job.matrix, job.modality): job.data_seed
              for job in eval_grid.grid_jobs([*eval_grid.GRID_MATRICES, (48, 40), (40, 48)], ["cine", "t1map", "t2map"], 1)}
     assert len(set(seeds.values())) == len(seeds)
+
+
+@pytest.mark.slow
+def test_stack_scores_every_slice_base_to_apex(tiny_checkpoint, tmp_path, one_thread):
+    """--stack 3: one job per slice of each subject's stack (one-slice keys and masks as before),
+    the slices are different anatomy of the same subject, and the report adds a row per position."""
+    eval_grid = _module()
+    one = eval_grid.grid_jobs([(48, 40)], ["t2map"], 1, patterns=["Uniform"])
+    stack = eval_grid.grid_jobs([(48, 40)], ["t2map"], 1, patterns=["Uniform"], n_slices=3)
+    assert [j.key for j in one] == ["48x40/t2map/Uniform/subject0"]
+    assert [j.slice_index for j in stack] == [0, 1, 2] and len({j.key for j in stack}) == 3
+    assert stack[0].mask_seed == one[0].mask_seed and len({j.mask_seed for j in stack}) == 3
+    references = [eval_grid.PreparedSlice(j)[0].reference for j in stack]
+    assert references[0].shape == references[2].shape == (3, 40, 48)
+    for a, b in ((0, 1), (1, 2), (0, 2)):
+        assert not torch.allclose(references[a], references[b], atol=1e-3)
+    out = tmp_path / "stack.md"
+    assert eval_grid.main(["--checkpoint", f"tiny={tiny_checkpoint}", "--out", str(out), "--matrices", "48x40",
+                           "--modalities", "t2map", "--patterns", "Uniform", "--accelerations", "6", "--stack", "3",
+                           "--jobs", "1", "--threads", "1"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["settings"]["stack"] == 3 and "base to apex" in report["data"]
+    assert report["cells"][0]["n"] == 3  # the cell is the mean over the three slices
+    rows = report["by_slice"]
+    assert [(r["slice"], round(r["position"], 2)) for r in rows] == [(0, 0.08), (1, 0.48), (2, 0.88)]
+    for r in rows:
+        slice_rows = {x["method"]: x for x in report["per_slice"] if x["slice"] == r["slice"]}
+        assert r["psnr"] == pytest.approx(slice_rows["tiny"]["psnr"])
+        assert r["delta_psnr"] == pytest.approx(slice_rows["tiny"]["psnr"] - slice_rows["cg_sense"]["psnr"])
+    assert "Per slice of the stacks" in out.read_text()
+    with pytest.raises(SystemExit):
+        eval_grid.main(["--out", str(out), "--stack", "0"])

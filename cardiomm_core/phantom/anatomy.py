@@ -159,16 +159,18 @@ class ScanGeometry:
         return ((np.arange(self.nx_enc) - self.nx_enc // 2) * self.pixel).astype(np.float32)
 
 
+def slice_fractions(n_slices: int) -> np.ndarray:
+    """Where the slices of an ``n_slices`` stack cut the left ventricle, as fractions of its length
+    (0 = base, 1 = apex): one slice is mid-ventricular (0.4), a stack spans 0.08 (base) to 0.88."""
+    return np.array([0.4]) if n_slices == 1 else np.linspace(0.08, 0.88, n_slices)
+
+
 def make_geometry(subject: Subject, n_slices: int, matrix: tuple[int, int], oversampling: int) -> ScanGeometry:
     nx, ny = matrix
     pixel = max(2.0 * subject.body_ax * 1.1 / nx, 2.0 * subject.body_ay * 1.15 / ny)
     margin = np.array([nx * pixel / 2.0 - subject.body_ax, ny * pixel / 2.0 - subject.body_ay])
-    if n_slices == 1:
-        slice_u = np.array([0.4])
-        spacing = 10.0
-    else:
-        slice_u = np.linspace(0.08, 0.88, n_slices)
-        spacing = 0.8 * subject.lv_length / (n_slices - 1)
+    slice_u = slice_fractions(n_slices)
+    spacing = 10.0 if n_slices == 1 else 0.8 * subject.lv_length / (n_slices - 1)
     slice_z = (np.arange(n_slices) - (n_slices - 1) / 2.0) * spacing
     return ScanGeometry(nx=nx, ny=ny, nx_enc=nx * oversampling, pixel=float(pixel),
                      body_center=subject.body_offset * margin, slice_u=slice_u, slice_z=slice_z,
